@@ -1,0 +1,278 @@
+//! The `setmov` command line: argument parsing and the edges (signals, exit codes).
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::ebpf::BlockProbe;
+use crate::host::devices::{DEFAULT_NET_TOTAL_EXCLUDED_PREFIXES, DEFAULT_SKIPPED_DISK_PREFIXES};
+use crate::host::identity::{self, HostIdentity};
+use crate::host::read::HostReader;
+use crate::sampler::{self, SamplerConfig};
+use crate::show::{self, Format};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{HostUsageQuery, Store};
+
+/// Where the embedded database lives unless `--database` says otherwise.
+pub const DEFAULT_DATABASE: &str = "/var/lib/setmov/setmov.db";
+
+/// Shortest interval accepted: below it a tick costs more than it tells.
+const MIN_INTERVAL: Duration = Duration::from_millis(10);
+
+/// SETMOV samples a KVM hypervisor and its VMs in real time, turns counters into usage
+/// figures with top's and virt-top's equations, and stores them for analysis.
+#[derive(Debug, Parser)]
+#[command(name = "setmov", version, propagate_version = true)]
+pub struct Cli {
+    /// Log filter for messages on stderr (tracing syntax, e.g. `info`, `setmov=debug`).
+    #[arg(long, global = true, env = "SETMOV_LOG", default_value = "info")]
+    pub log: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Sample the host and store every tick until SIGINT/SIGTERM or --count ticks.
+    Run(RunArgs),
+    /// Print the most recent stored host usage rows.
+    Show(ShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DatabaseArgs {
+    /// The embedded SQLite database file (created with its schema when missing).
+    #[arg(long, env = "SETMOV_DATABASE", default_value = DEFAULT_DATABASE)]
+    pub database: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Time between samples, e.g. `1s`, `100ms`, `5m`. At least 10ms.
+    #[arg(long, default_value = "1s", value_parser = parse_interval)]
+    pub interval: Duration,
+
+    /// Stop after this many ticks (each stored as one row per host); run forever if absent.
+    #[arg(long)]
+    pub count: Option<u64>,
+
+    /// Do not print the one-line summary per tick.
+    #[arg(long, short)]
+    pub quiet: bool,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// The procfs tree to read: the live `/proc`, or a captured copy of one.
+    #[arg(long, default_value = "/proc")]
+    pub proc_root: PathBuf,
+
+    /// This host's IP address as stored (T1 primary key). Default: the address of the
+    /// default-route interface.
+    #[arg(long)]
+    pub host_ip: Option<String>,
+
+    /// This host's name as stored. Default: `<proc-root>/sys/kernel/hostname`.
+    #[arg(long)]
+    pub host_name: Option<String>,
+
+    /// Block device name prefixes not to sample, comma-separated; `''` samples every device.
+    #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_SKIPPED_DISK_PREFIXES.iter().map(|s| s.to_string()))]
+    pub skip_disks: Vec<String>,
+
+    /// Interface name prefixes left out of the host network total (still stored per
+    /// interface), comma-separated; `''` counts every interface.
+    #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_NET_TOTAL_EXCLUDED_PREFIXES.iter().map(|s| s.to_string()))]
+    pub net_total_exclude: Vec<String>,
+
+    /// Do not load the eBPF programs; sample procfs alone.
+    #[arg(long)]
+    pub no_ebpf: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// How many of the newest rows to print (printed oldest first).
+    #[arg(long, short = 'n', default_value_t = 20)]
+    pub limit: u32,
+
+    /// Only rows of this host IP.
+    #[arg(long)]
+    pub host: Option<String>,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (try e.g. 1s or 100ms)"))?;
+    if d < MIN_INTERVAL {
+        return Err(format!(
+            "must be at least {}",
+            humantime::format_duration(MIN_INTERVAL)
+        ));
+    }
+    Ok(d)
+}
+
+/// Runs the command line; every error ends as one line on stderr and exit code 2.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("setmov: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("setmov: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run(args) => run(args).await,
+        Command::Show(args) => show(args).await,
+    }
+}
+
+fn non_empty(prefixes: Vec<String>) -> Vec<String> {
+    prefixes.into_iter().filter(|p| !p.is_empty()).collect()
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let reader = HostReader::new(&args.proc_root, non_empty(args.skip_disks))?;
+    let identity = host_identity(&args.proc_root, args.host_ip, args.host_name)?;
+    let store = SqliteStore::open(&args.database.database)?;
+    let probe = if args.no_ebpf {
+        tracing::info!("eBPF is off: --no-ebpf given; sampling procfs alone");
+        None
+    } else {
+        match BlockProbe::load() {
+            Ok(probe) => {
+                tracing::info!("eBPF is on: attached {}", probe.attached().join(", "));
+                Some(probe)
+            }
+            Err(e) => {
+                tracing::warn!("eBPF is off: {e}; sampling procfs alone");
+                None
+            }
+        }
+    };
+    tracing::info!(
+        "sampling host {} ({}) every {} into {}",
+        identity.ip,
+        identity.name,
+        humantime::format_duration(args.interval),
+        store.path().display()
+    );
+    let config = SamplerConfig {
+        interval: args.interval,
+        count: args.count,
+        print_summary: !args.quiet,
+        net_total_excluded: non_empty(args.net_total_exclude),
+    };
+    let report = sampler::run(config, reader, identity, probe, store, shutdown_signal()?).await;
+    tracing::info!(
+        "stopped after {} ticks: {} written, {} lost",
+        report.ticks,
+        report.written,
+        report.lost
+    );
+    if report.lost > 0 {
+        bail!("{} ticks could not be stored", report.lost);
+    }
+    Ok(())
+}
+
+fn host_identity(
+    proc_root: &std::path::Path,
+    ip: Option<String>,
+    name: Option<String>,
+) -> anyhow::Result<HostIdentity> {
+    let hostname = name.unwrap_or_else(|| identity::hostname(proc_root));
+    let default_interface = identity::default_route_interface(proc_root);
+    let addresses = identity::live_interface_addresses();
+    Ok(identity::resolve(
+        hostname,
+        default_interface.as_deref(),
+        &addresses,
+        ip.as_deref(),
+    )?)
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!("SIGINT: finishing the current tick"),
+            _ = terminate.recv() => tracing::info!("SIGTERM: finishing the current tick"),
+        }
+    })
+}
+
+async fn show(args: ShowArgs) -> anyhow::Result<()> {
+    let path = &args.database.database;
+    if !path.exists() {
+        bail!(
+            "no database at {} (run `setmov run` first, or give --database)",
+            path.display()
+        );
+    }
+    let mut store = SqliteStore::open(path)?;
+    let rows = store
+        .recent_host_usage(&HostUsageQuery {
+            host_ip: args.host,
+            limit: args.limit,
+        })
+        .await?;
+    print!("{}", show::render(&rows, args.format)?);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn intervals_parse_with_units_and_a_floor() {
+        assert_eq!(parse_interval("100ms"), Ok(Duration::from_millis(100)));
+        assert_eq!(parse_interval("2s"), Ok(Duration::from_secs(2)));
+        assert!(parse_interval("1ms").is_err());
+        assert!(parse_interval("soon").is_err());
+    }
+}

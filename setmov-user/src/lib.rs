@@ -1,0 +1,16 @@
+//! SETMOV: Supervised rEal-Time MOnitoring on VDI.
+//!
+//! The paper's three modules are kept apart:
+//! - resource collection: [`host`] (procfs) and [`ebpf`] (kernel tracepoints);
+//! - usage computation: [`usage`], pure equations over two samples;
+//! - database: [`store`].
+//!
+//! [`sampler`] ties them together on a tokio runtime and [`cli`] is the `setmov` command.
+
+pub mod cli;
+pub mod ebpf;
+pub mod host;
+pub mod sampler;
+pub mod show;
+pub mod store;
+pub mod usage;

@@ -1,0 +1,343 @@
+//! The sampling loop: a ticker, one task per source, an assembler and a writer.
+//!
+//! The ticker publishes ticks on a watch channel. Each source (host, eBPF) runs on its own
+//! task, reads when a tick arrives and reports to the assembler; a slow source simply sees the
+//! newest tick next (its missed ticks are counted), so it never holds up the others. The
+//! assembler joins reports per tick and hands records to the writer task, which owns the store;
+//! the writer keeps a backlog when the store fails, so sampling never waits on the database.
+
+pub mod assemble;
+pub mod summary;
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::ebpf::BlockProbe;
+use crate::host::identity::HostIdentity;
+use crate::host::read::HostReader;
+use crate::host::snapshot::HostSnapshot;
+use crate::store::{HostSample, Store, TickRecord};
+use crate::usage::ebpf::{BlockFigures, block_interval};
+use crate::usage::host::host_usage;
+use assemble::{AssembledTick, Assembler, Report, Source};
+pub use summary::summary_line;
+
+/// Ticks kept in memory while the store refuses writes; past this the oldest are dropped
+/// (and counted). At 1 s that is close to three hours.
+const MAX_BACKLOG: usize = 10_000;
+
+#[derive(Debug, Clone)]
+pub struct SamplerConfig {
+    pub interval: Duration,
+    /// Stop after this many ticks; `None` runs until shutdown.
+    pub count: Option<u64>,
+    /// Print a summary line per tick on stdout.
+    pub print_summary: bool,
+    /// Interface name prefixes left out of the host network total.
+    pub net_total_excluded: Vec<String>,
+}
+
+/// One scheduled sampling instant.
+#[derive(Debug, Clone, Copy)]
+struct Tick {
+    /// Slot number since start: a gap between two ticks a source sees is ticks it missed.
+    seq: u64,
+    scheduled: Instant,
+    time: OffsetDateTime,
+}
+
+/// What a run did, for the caller's last message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunReport {
+    pub ticks: u64,
+    pub written: u64,
+    /// Ticks dropped because the backlog was full, or still unwritten at exit.
+    pub lost: u64,
+}
+
+/// Samples until `shutdown` resolves or `config.count` ticks were taken, writing every tick to
+/// `store`.
+pub async fn run<S: Store>(
+    config: SamplerConfig,
+    reader: HostReader,
+    identity: HostIdentity,
+    probe: Option<BlockProbe>,
+    store: S,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> RunReport {
+    let (tick_tx, tick_rx) = watch::channel(None::<Tick>);
+    let (report_tx, mut report_rx) = mpsc::unbounded_channel::<SourceMessage>();
+    let (record_tx, record_rx) = mpsc::unbounded_channel::<TickRecord>();
+
+    let mut sources = vec![Source::Host];
+    // Baselines are read before the first tick so tick 1 already has rates.
+    let host_baseline = read_host(reader.clone()).await;
+    tokio::spawn(host_source(
+        reader,
+        host_baseline,
+        config.net_total_excluded.clone(),
+        tick_rx.clone(),
+        report_tx.clone(),
+    ));
+    if let Some(probe) = probe {
+        sources.push(Source::Ebpf);
+        tokio::spawn(ebpf_source(probe, tick_rx, report_tx));
+    } else {
+        drop(report_tx);
+    }
+    let writer = tokio::spawn(write_records(store, record_rx));
+    tokio::spawn(ticker(config.interval, config.count, tick_tx, shutdown));
+
+    let mut assembler = Assembler::new(&sources);
+    let mut ticks = 0;
+    let mut emit = |done: Vec<AssembledTick>| {
+        for tick in done {
+            ticks += 1;
+            if config.print_summary {
+                println!("{}", summary_line(&identity, &tick, config.interval));
+            }
+            let record = TickRecord {
+                seq: tick.seq,
+                host: identity.clone(),
+                vm_count: 0,
+                host_sample: tick.host,
+            };
+            // The writer outlives this loop, so the channel is open.
+            let _ = record_tx.send(record);
+        }
+    };
+    while let Some(message) = report_rx.recv().await {
+        match message {
+            SourceMessage::Report(seq, report) => emit(assembler.push(seq, report)),
+            SourceMessage::Stopped(source) => emit(assembler.source_stopped(source)),
+        }
+    }
+    emit(assembler.drain());
+    drop(record_tx);
+    let (written, lost) = writer.await.unwrap_or_else(|e| {
+        tracing::error!("the database writer failed: {e}");
+        (0, ticks)
+    });
+    RunReport {
+        ticks,
+        written,
+        lost,
+    }
+}
+
+enum SourceMessage {
+    Report(u64, Report),
+    Stopped(Source),
+}
+
+async fn ticker(
+    period: Duration,
+    count: Option<u64>,
+    tx: watch::Sender<Option<Tick>>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let start = Instant::now();
+    let mut interval = tokio::time::interval_at(start + period, period);
+    // After a stall, resume on the schedule rather than firing the missed ticks in a burst;
+    // the gap shows up as missed ticks and a longer Δt.
+    interval.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut emitted = 0u64;
+    while count.is_none_or(|c| emitted < c) {
+        let scheduled = tokio::select! {
+            at = interval.tick() => at,
+            () = &mut shutdown => break,
+        };
+        let slot = scheduled.duration_since(start).as_nanos() / period.as_nanos().max(1);
+        tx.send_replace(Some(Tick {
+            seq: u64::try_from(slot).unwrap_or(u64::MAX),
+            scheduled,
+            time: OffsetDateTime::now_utc(),
+        }));
+        emitted += 1;
+    }
+}
+
+async fn read_host(reader: HostReader) -> (Instant, HostSnapshot) {
+    let at = Instant::now();
+    let snapshot = tokio::task::spawn_blocking(move || reader.read())
+        .await
+        .unwrap_or_else(|e| HostSnapshot {
+            problems: vec![format!("host reader failed: {e}")],
+            ..HostSnapshot::default()
+        });
+    (at, snapshot)
+}
+
+async fn host_source(
+    reader: HostReader,
+    baseline: (Instant, HostSnapshot),
+    net_total_excluded: Vec<String>,
+    mut ticks: watch::Receiver<Option<Tick>>,
+    reports: mpsc::UnboundedSender<SourceMessage>,
+) {
+    let (mut prev_at, mut prev) = baseline;
+    let mut prev_seq = 0;
+    let mut logged_problems: Vec<String> = Vec::new();
+    while ticks.changed().await.is_ok() {
+        let Some(tick) = *ticks.borrow_and_update() else {
+            continue;
+        };
+        let (at, now) = read_host(reader.clone()).await;
+        for problem in &now.problems {
+            if !logged_problems.contains(problem) {
+                tracing::warn!("host: {problem}");
+                logged_problems.push(problem.clone());
+            }
+        }
+        let dt = at.duration_since(prev_at).as_secs_f64();
+        let sample = HostSample {
+            time: tick.time,
+            interval_secs: dt,
+            late_ms: at.saturating_duration_since(tick.scheduled).as_secs_f64() * 1e3,
+            missed_ticks: tick.seq.saturating_sub(prev_seq + 1),
+            usage: host_usage(&prev, &now, dt, &net_total_excluded),
+            problems: now.problems.clone(),
+        };
+        (prev_at, prev, prev_seq) = (at, now, tick.seq);
+        if reports
+            .send(SourceMessage::Report(
+                tick.seq,
+                Report::Host(Box::new(sample)),
+            ))
+            .is_err()
+        {
+            return;
+        }
+    }
+    let _ = reports.send(SourceMessage::Stopped(Source::Host));
+}
+
+async fn ebpf_source(
+    probe: BlockProbe,
+    mut ticks: watch::Receiver<Option<Tick>>,
+    reports: mpsc::UnboundedSender<SourceMessage>,
+) {
+    let mut prev_at = Instant::now();
+    let mut prev = read_block(&probe).unwrap_or_default();
+    while ticks.changed().await.is_ok() {
+        let Some(tick) = *ticks.borrow_and_update() else {
+            continue;
+        };
+        let at = Instant::now();
+        let figures = read_block(&probe).map(|now| {
+            let io = block_interval(&prev, &now);
+            let interval_secs = at.duration_since(prev_at).as_secs_f64();
+            (prev_at, prev) = (at, now);
+            BlockFigures { io, interval_secs }
+        });
+        if reports
+            .send(SourceMessage::Report(tick.seq, Report::Ebpf(figures)))
+            .is_err()
+        {
+            return;
+        }
+    }
+    let _ = reports.send(SourceMessage::Stopped(Source::Ebpf));
+}
+
+fn read_block(probe: &BlockProbe) -> Option<HashMap<u32, crate::ebpf::BlockTotals>> {
+    probe
+        .per_tgid()
+        .map_err(|e| tracing::warn!("eBPF: cannot read the block counters: {e}"))
+        .ok()
+}
+
+/// Writes records in order; on failure keeps them and retries with the next record.
+/// Returns (written, lost).
+async fn write_records<S: Store>(
+    mut store: S,
+    mut records: mpsc::UnboundedReceiver<TickRecord>,
+) -> (u64, u64) {
+    let mut backlog: VecDeque<TickRecord> = VecDeque::new();
+    let (mut written, mut lost) = (0u64, 0u64);
+    let mut failing = false;
+    while let Some(record) = records.recv().await {
+        if backlog.len() == MAX_BACKLOG {
+            backlog.pop_front();
+            lost += 1;
+            tracing::error!("database backlog full: dropped the oldest tick ({lost} so far)");
+        }
+        backlog.push_back(record);
+        written += flush(&mut store, &mut backlog, &mut failing).await;
+    }
+    // At shutdown give a failing store a few more chances before giving up.
+    for _ in 0..3 {
+        if backlog.is_empty() {
+            break;
+        }
+        written += flush(&mut store, &mut backlog, &mut failing).await;
+        if !backlog.is_empty() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    if !backlog.is_empty() {
+        tracing::error!("{} ticks could not be written", backlog.len());
+        lost += backlog.len() as u64;
+    }
+    (written, lost)
+}
+
+async fn flush<S: Store>(
+    store: &mut S,
+    backlog: &mut VecDeque<TickRecord>,
+    failing: &mut bool,
+) -> u64 {
+    let mut written = 0;
+    while let Some(record) = backlog.front() {
+        match store.write_tick(record).await {
+            Ok(()) => {
+                backlog.pop_front();
+                written += 1;
+                if *failing {
+                    tracing::info!("database writes work again");
+                    *failing = false;
+                }
+            }
+            Err(e) => {
+                if !*failing {
+                    tracing::error!("cannot write tick {}: {e}; keeping it to retry", record.seq);
+                    *failing = true;
+                }
+                break;
+            }
+        }
+    }
+    written
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::usage::host::HostUsage;
+
+    pub(crate) fn host_sample(seq: u64) -> HostSample {
+        HostSample {
+            time: OffsetDateTime::from_unix_timestamp(i64::try_from(seq).unwrap_or(0))
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+            interval_secs: 1.0,
+            late_ms: 0.0,
+            missed_ticks: 0,
+            usage: HostUsage {
+                cpu: None,
+                per_cpu: Vec::new(),
+                mem: None,
+                disks: Vec::new(),
+                disk_total: None,
+                nets: Vec::new(),
+                net_total: None,
+            },
+            problems: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! The database module (the paper's third): where ticks are kept and read back.
+//!
+//! [`Store`] is what the sampler writes to and `setmov show` reads from. The embedded SQLite
+//! store is the default; other back ends implement the same trait.
+
+pub mod sqlite;
+
+use std::future::Future;
+use std::path::PathBuf;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::host::identity::HostIdentity;
+use crate::usage::host::HostUsage;
+
+/// The host's figures for one tick.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostSample {
+    pub time: OffsetDateTime,
+    /// Measured Δt of the interval this sample closes.
+    pub interval_secs: f64,
+    /// How long after its scheduled instant the sample was read.
+    pub late_ms: f64,
+    /// Ticks skipped since the previous sample (the interval spans them).
+    pub missed_ticks: u64,
+    pub usage: HostUsage,
+    /// What could not be read, one sentence each.
+    pub problems: Vec<String>,
+}
+
+/// Everything written for one tick, in one transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TickRecord {
+    pub seq: u64,
+    pub host: HostIdentity,
+    /// VMs running at this tick (T1 VMC).
+    pub vm_count: u32,
+    /// `None` when the host source did not report for this tick.
+    pub host_sample: Option<HostSample>,
+}
+
+/// One T2 row as `setmov show` prints it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HostUsageRow {
+    pub host_ip: String,
+    pub time: String,
+    pub interval_s: f64,
+    pub late_ms: f64,
+    pub cpu_pct: Option<f64>,
+    pub mem_used_pct: Option<f64>,
+    pub disk_read_bytes_s: Option<f64>,
+    pub disk_write_bytes_s: Option<f64>,
+    pub net_rx_bps: Option<f64>,
+    pub net_tx_bps: Option<f64>,
+}
+
+/// Which T2 rows to read back.
+#[derive(Debug, Clone, Default)]
+pub struct HostUsageQuery {
+    pub host_ip: Option<String>,
+    /// The newest `limit` rows, returned oldest first.
+    pub limit: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("cannot create database folder {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot migrate database {path}: {message}")]
+    Migrate { path: PathBuf, message: String },
+    #[error("database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("database worker stopped: {0}")]
+    Worker(String),
+}
+
+/// A place ticks are written to and read back from.
+pub trait Store: Send + 'static {
+    /// Writes one tick atomically: either all of its rows land or none.
+    fn write_tick(
+        &mut self,
+        tick: &TickRecord,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The newest T2 rows matching `query`, oldest first.
+    fn recent_host_usage(
+        &mut self,
+        query: &HostUsageQuery,
+    ) -> impl Future<Output = Result<Vec<HostUsageRow>, StoreError>> + Send;
+}
+
+/// UTC with milliseconds, fixed width, so text order is time order.
+pub fn format_time(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_utc_with_milliseconds() {
+        let t = time::macros::datetime!(2026-11-30 15:04:05.123_456 +09:00);
+        assert_eq!(format_time(t), "2026-11-30T06:04:05.123Z");
+    }
+}

@@ -1,0 +1,382 @@
+//! The embedded default store: one SQLite file, schema from `migrations/sqlite`.
+//!
+//! WAL journal with `synchronous=NORMAL`: a commit survives a crash of the monitor; after a
+//! power loss the last ticks before it may be missing, but the file is never corrupt. That
+//! keeps a tick's commit off the disk's flush path.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use super::{HostSample, HostUsageQuery, HostUsageRow, Store, StoreError, TickRecord, format_time};
+
+mod embedded {
+    refinery::embed_migrations!("../migrations/sqlite");
+}
+
+/// The SQLite store. Cheap to clone; clones share one connection.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and brings its schema up to date.
+    /// A database written by a newer SETMOV (migrations this build does not know) is refused.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        let open_err = |source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(open_err)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = NORMAL;
+             PRAGMA foreign_keys = ON;
+             PRAGMA busy_timeout = 5000;",
+        )
+        .map_err(open_err)?;
+        embedded::migrations::runner()
+            .set_abort_divergent(true)
+            .set_abort_missing(true)
+            .run(&mut conn)
+            .map_err(|e| StoreError::Migrate {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+            path: path.to_owned(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes one tick in one transaction (the blocking half of [`Store::write_tick`]).
+    pub fn write_tick_blocking(&self, tick: &TickRecord) -> Result<(), StoreError> {
+        let mut conn = self.lock()?;
+        let tx = conn.transaction()?;
+        let last_seen = tick
+            .host_sample
+            .as_ref()
+            .map(|s| format_time(s.time))
+            .unwrap_or_else(|| format_time(time::OffsetDateTime::now_utc()));
+        tx.execute(
+            "INSERT INTO hosts (host_ip, host_name, vmc, mac, last_seen) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (host_ip) DO UPDATE SET host_name = excluded.host_name,
+                 vmc = excluded.vmc, mac = excluded.mac, last_seen = excluded.last_seen",
+            params![
+                tick.host.ip,
+                tick.host.name,
+                tick.vm_count,
+                tick.host.mac,
+                last_seen
+            ],
+        )?;
+        if let Some(sample) = &tick.host_sample {
+            insert_host_sample(&tx, &tick.host.ip, sample)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The blocking half of [`Store::recent_host_usage`].
+    pub fn recent_host_usage_blocking(
+        &self,
+        query: &HostUsageQuery,
+    ) -> Result<Vec<HostUsageRow>, StoreError> {
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare(
+            "SELECT host_ip, time, interval_s, late_ms, cpu_pct, mem_used_pct,
+                    disk_read_bytes_s, disk_write_bytes_s, net_rx_bps, net_tx_bps
+             FROM host_usage WHERE (?1 IS NULL OR host_ip = ?1)
+             ORDER BY time DESC LIMIT ?2",
+        )?;
+        let mut rows = stmt
+            .query_map(params![query.host_ip, query.limit], |r| {
+                Ok(HostUsageRow {
+                    host_ip: r.get(0)?,
+                    time: r.get(1)?,
+                    interval_s: r.get(2)?,
+                    late_ms: r.get(3)?,
+                    cpu_pct: r.get(4)?,
+                    mem_used_pct: r.get(5)?,
+                    disk_read_bytes_s: r.get(6)?,
+                    disk_write_bytes_s: r.get(7)?,
+                    net_rx_bps: r.get(8)?,
+                    net_tx_bps: r.get(9)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.reverse();
+        Ok(rows)
+    }
+
+    /// Number of T2 rows of a host (used by tests and the bench).
+    pub fn host_usage_count(&self, host_ip: &str) -> Result<u64, StoreError> {
+        let conn = self.lock()?;
+        let n: Option<u64> = conn
+            .query_row(
+                "SELECT COUNT(*) FROM host_usage WHERE host_ip = ?1",
+                [host_ip],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(n.unwrap_or(0))
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
+        self.conn
+            .lock()
+            .map_err(|_| StoreError::Worker("a database call panicked".into()))
+    }
+}
+
+fn insert_host_sample(tx: &Transaction, host_ip: &str, s: &HostSample) -> Result<(), StoreError> {
+    let time = format_time(s.time);
+    let u = &s.usage;
+    let cpu = u.cpu.as_ref();
+    let mem = u.mem.as_ref();
+    let disk = u.disk_total.as_ref();
+    let net = u.net_total.as_ref();
+    let problems = (!s.problems.is_empty()).then(|| s.problems.join("; "));
+    // A replayed tick (same host and time) is ignored, so writes are idempotent.
+    let inserted = tx.execute(
+        "INSERT INTO host_usage (host_ip, time, interval_s, late_ms, missed_ticks,
+            cpu_pct, cpu_user_pct, cpu_system_pct, cpu_iowait_pct, cpu_steal_pct, cpu_guest_pct,
+            mem_total_bytes, mem_used_pct, mem_nonfree_pct, mem_unavailable_pct,
+            disk_read_bytes_s, disk_write_bytes_s, disk_bytes_s, disk_read_iops, disk_write_iops,
+            net_rx_pps, net_tx_pps, net_rx_bytes_s, net_tx_bytes_s,
+            net_rx_avg_pkt_bits, net_tx_avg_pkt_bits, net_rx_bps, net_tx_bps, problems)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
+                 ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)
+         ON CONFLICT (host_ip, time) DO NOTHING",
+        params![
+            host_ip,
+            time,
+            s.interval_secs,
+            s.late_ms,
+            s.missed_ticks,
+            cpu.map(|c| c.busy_pct),
+            cpu.map(|c| c.user_pct),
+            cpu.map(|c| c.system_pct),
+            cpu.map(|c| c.iowait_pct),
+            cpu.map(|c| c.steal_pct),
+            cpu.map(|c| c.guest_pct),
+            mem.map(|m| m.total_bytes),
+            mem.map(|m| m.used_pct),
+            mem.map(|m| m.nonfree_pct),
+            mem.and_then(|m| m.unavailable_pct),
+            disk.map(|d| d.read_bytes_per_sec),
+            disk.map(|d| d.write_bytes_per_sec),
+            disk.map(|d| d.bytes_per_sec()),
+            disk.map(|d| d.read_iops),
+            disk.map(|d| d.write_iops),
+            net.map(|n| n.rx.pps),
+            net.map(|n| n.tx.pps),
+            net.map(|n| n.rx.bytes_per_sec),
+            net.map(|n| n.tx.bytes_per_sec),
+            net.and_then(|n| n.rx.avg_packet_bits),
+            net.and_then(|n| n.tx.avg_packet_bits),
+            net.map(|n| n.rx.bps),
+            net.map(|n| n.tx.bps),
+            problems,
+        ],
+    )?;
+    if inserted == 0 {
+        return Ok(());
+    }
+    let mut cpu_stmt = tx.prepare_cached(
+        "INSERT INTO host_cpu_usage (host_ip, time, cpu, busy_pct, user_pct, system_pct,
+            iowait_pct, steal_pct, guest_pct) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    for (index, c) in u.per_cpu.iter().enumerate() {
+        if let Some(c) = c {
+            cpu_stmt.execute(params![
+                host_ip,
+                time,
+                index,
+                c.busy_pct,
+                c.user_pct,
+                c.system_pct,
+                c.iowait_pct,
+                c.steal_pct,
+                c.guest_pct
+            ])?;
+        }
+    }
+    let mut disk_stmt = tx.prepare_cached(
+        "INSERT INTO host_disk_usage (host_ip, time, device, is_partition, read_bytes_s,
+            write_bytes_s, read_iops, write_iops, util_pct, read_await_ms, write_await_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?;
+    for d in &u.disks {
+        disk_stmt.execute(params![
+            host_ip,
+            time,
+            d.name,
+            d.partition,
+            d.read_bytes_per_sec,
+            d.write_bytes_per_sec,
+            d.read_iops,
+            d.write_iops,
+            d.util_pct,
+            d.read_await_ms,
+            d.write_await_ms
+        ])?;
+    }
+    let mut net_stmt = tx.prepare_cached(
+        "INSERT INTO host_net_usage (host_ip, time, iface, rx_pps, tx_pps, rx_bytes_s,
+            tx_bytes_s, rx_avg_pkt_bits, tx_avg_pkt_bits, rx_bps, tx_bps, rx_errs, rx_drop,
+            tx_errs, tx_drop)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+    )?;
+    for n in &u.nets {
+        net_stmt.execute(params![
+            host_ip,
+            time,
+            n.name,
+            n.rx.pps,
+            n.tx.pps,
+            n.rx.bytes_per_sec,
+            n.tx.bytes_per_sec,
+            n.rx.avg_packet_bits,
+            n.tx.avg_packet_bits,
+            n.rx.bps,
+            n.tx.bps,
+            n.rx_errs,
+            n.rx_drop,
+            n.tx_errs,
+            n.tx_drop
+        ])?;
+    }
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    async fn write_tick(&mut self, tick: &TickRecord) -> Result<(), StoreError> {
+        let store = self.clone();
+        let tick = tick.clone();
+        tokio::task::spawn_blocking(move || store.write_tick_blocking(&tick))
+            .await
+            .map_err(|e| StoreError::Worker(e.to_string()))?
+    }
+
+    async fn recent_host_usage(
+        &mut self,
+        query: &HostUsageQuery,
+    ) -> Result<Vec<HostUsageRow>, StoreError> {
+        let store = self.clone();
+        let query = query.clone();
+        tokio::task::spawn_blocking(move || store.recent_host_usage_blocking(&query))
+            .await
+            .map_err(|e| StoreError::Worker(e.to_string()))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::identity::HostIdentity;
+    use crate::usage::host::{CpuUsage, HostUsage};
+
+    fn tick(seq: u64, ms: i64) -> TickRecord {
+        let cpu = CpuUsage {
+            busy_pct: 12.5,
+            user_pct: 10.0,
+            nice_pct: 0.0,
+            system_pct: 2.5,
+            idle_pct: 87.5,
+            iowait_pct: 0.0,
+            irq_pct: 0.0,
+            softirq_pct: 0.0,
+            steal_pct: 0.0,
+            guest_pct: 0.0,
+        };
+        TickRecord {
+            seq,
+            host: HostIdentity {
+                name: "hv1".into(),
+                ip: "192.0.2.2".into(),
+                mac: None,
+                interface: None,
+            },
+            vm_count: 0,
+            host_sample: Some(HostSample {
+                time: time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+                    .expect("time"),
+                interval_secs: 1.0,
+                late_ms: 0.2,
+                missed_ticks: 0,
+                usage: HostUsage {
+                    cpu: Some(cpu),
+                    per_cpu: vec![Some(cpu), None],
+                    mem: None,
+                    disks: Vec::new(),
+                    disk_total: None,
+                    nets: Vec::new(),
+                    net_total: None,
+                },
+                problems: Vec::new(),
+            }),
+        }
+    }
+
+    #[test]
+    fn ticks_are_written_once_and_read_back_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("sub/s.db")).expect("open");
+        for (seq, ms) in [(1, 1_000), (2, 2_000), (3, 3_000)] {
+            store.write_tick_blocking(&tick(seq, ms)).expect("write");
+        }
+        // A replay of tick 2 changes nothing.
+        store.write_tick_blocking(&tick(2, 2_000)).expect("replay");
+        assert_eq!(store.host_usage_count("192.0.2.2").expect("count"), 3);
+        let rows = store
+            .recent_host_usage_blocking(&HostUsageQuery {
+                host_ip: None,
+                limit: 2,
+            })
+            .expect("rows");
+        let times: Vec<_> = rows.iter().map(|r| r.time.as_str()).collect();
+        assert_eq!(
+            times,
+            ["1970-01-01T00:00:02.000Z", "1970-01-01T00:00:03.000Z"]
+        );
+        assert_eq!(rows[0].cpu_pct, Some(12.5));
+        assert_eq!(rows[0].disk_read_bytes_s, None);
+    }
+
+    #[test]
+    fn reopening_keeps_data_and_a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.db");
+        SqliteStore::open(&path)
+            .expect("open")
+            .write_tick_blocking(&tick(1, 1_000))
+            .expect("write");
+        let store = SqliteStore::open(&path).expect("reopen");
+        assert_eq!(store.host_usage_count("192.0.2.2").expect("count"), 1);
+        drop(store);
+        let conn = Connection::open(&path).expect("raw");
+        conn.execute(
+            "INSERT INTO refinery_schema_history (version, name, applied_on, checksum)
+             VALUES (999, 'from_the_future', '2030-01-01T00:00:00Z', '0')",
+            [],
+        )
+        .expect("insert");
+        drop(conn);
+        let err = SqliteStore::open(&path).err().expect("must refuse");
+        assert!(err.to_string().contains("cannot migrate"), "{err}");
+    }
+}

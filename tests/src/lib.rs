@@ -1,0 +1,37 @@
+//! Helpers shared by SETMOV's integration tests.
+
+use std::path::PathBuf;
+
+/// A fixture folder under `tests/fixtures`.
+pub fn fixture(relative: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(relative)
+}
+
+/// Whether the caller demands that nothing be skipped (CI sets `SETMOV_REQUIRE_ALL=1`).
+pub fn require_all() -> bool {
+    std::env::var("SETMOV_REQUIRE_ALL").is_ok_and(|v| v == "1")
+}
+
+/// Skips a test loudly, or fails it when skipping is not allowed. Returns normally only when
+/// the caller should return early (skip).
+pub fn skip(reason: &str) {
+    assert!(
+        !require_all(),
+        "SETMOV_REQUIRE_ALL=1 but this test cannot run: {reason}"
+    );
+    eprintln!("SKIPPED: {reason}");
+}
+
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}

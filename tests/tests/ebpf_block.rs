@@ -1,0 +1,141 @@
+//! Live-kernel test of the eBPF block probe: `dd` moves 64 MiB with O_DIRECT to and from a
+//! file on a real block device, and the probe must credit those bytes to each `dd`'s pid.
+//!
+//! Without root, eBPF or a block-device-backed /var/tmp the test is skipped with a
+//! "SKIPPED:" line on stderr, unless SETMOV_REQUIRE_ALL=1 (as in CI): then it fails.
+
+use std::{
+    os::unix::fs::MetadataExt as _,
+    path::Path,
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context as _, bail, ensure};
+use setmov::ebpf::{BlockProbe, BlockTotals};
+
+const MIB: u64 = 1 << 20;
+const DD_MIB: u64 = 64;
+
+/// Ok(()) after saying why the test does not run here, or an error under SETMOV_REQUIRE_ALL=1.
+fn skip(reason: &str) -> anyhow::Result<()> {
+    if std::env::var("SETMOV_REQUIRE_ALL").is_ok_and(|value| value == "1") {
+        bail!("SETMOV_REQUIRE_ALL=1 but this test cannot run here: {reason}");
+    }
+    eprintln!("SKIPPED: ebpf_block: {reason}");
+    Ok(())
+}
+
+/// Why `dir` is not on a block device (tmpfs, overlay, btrfs subvolumes have anonymous
+/// device numbers with no /sys/dev/block entry), or None when it is.
+fn not_on_block_device(dir: &Path) -> anyhow::Result<Option<String>> {
+    let dev = std::fs::metadata(dir)?.dev();
+    // Linux's dev_t encoding (glibc's gnu_dev_major/minor).
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    if Path::new(&format!("/sys/dev/block/{major}:{minor}")).exists() {
+        Ok(None)
+    } else {
+        Ok(Some(format!(
+            "{} is on device {major}:{minor}, which is not a block device",
+            dir.display()
+        )))
+    }
+}
+
+/// Runs dd with `args` and returns its pid once it has exited successfully.
+fn dd(args: &[&str]) -> anyhow::Result<u32> {
+    let mut child = Command::new("dd")
+        .args(args)
+        .arg("status=none")
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("spawning dd")?;
+    let pid = child.id();
+    let status = child.wait()?;
+    if !status.success() {
+        let mut message = String::new();
+        if let Some(mut stderr) = child.stderr.take() {
+            std::io::Read::read_to_string(&mut stderr, &mut message)?;
+        }
+        bail!("dd {args:?} failed ({status}): {}", message.trim());
+    }
+    Ok(pid)
+}
+
+fn credited(probe: &BlockProbe, pid: u32) -> anyhow::Result<BlockTotals> {
+    probe
+        .per_tgid()?
+        .get(&pid)
+        .copied()
+        .with_context(|| format!("dd (pid {pid}) has no block I/O counters at all"))
+}
+
+fn assert_about_dd_size(what: &str, bytes: u64) -> anyhow::Result<()> {
+    let expected = DD_MIB * MIB;
+    ensure!(
+        bytes * 100 >= expected * 99 && bytes * 100 <= expected * 110,
+        "{what}: {bytes} bytes credited, expected {expected} (-1 %/+10 %)"
+    );
+    Ok(())
+}
+
+#[test]
+fn direct_io_of_dd_is_credited_to_dd() -> anyhow::Result<()> {
+    let mut probe = match BlockProbe::load() {
+        Ok(probe) => probe,
+        Err(error) if error.is_missing_prerequisite() => return skip(&error.to_string()),
+        Err(error) => return Err(error.into()),
+    };
+    eprintln!("attached: {:?}", probe.attached());
+
+    let dir = tempfile::Builder::new()
+        .prefix("setmov-ebpf-test")
+        .tempdir_in("/var/tmp")?;
+    if let Some(reason) = not_on_block_device(dir.path())? {
+        return skip(&reason);
+    }
+    let file = dir.path().join("dd.out");
+    let file = file.to_str().context("temporary path is not UTF-8")?;
+    let count = format!("count={DD_MIB}");
+
+    let writer = dd(&[
+        "if=/dev/zero",
+        &format!("of={file}"),
+        "bs=1M",
+        &count,
+        "oflag=direct",
+    ])?;
+    let written = credited(&probe, writer)?;
+    eprintln!("dd writer (pid {writer}): {written:?}");
+    assert_about_dd_size("write by dd", written.write_bytes)?;
+    ensure!(written.write_ops > 0, "writes counted without any op");
+
+    let reader = dd(&[
+        &format!("if={file}"),
+        "of=/dev/null",
+        "bs=1M",
+        &count,
+        "iflag=direct",
+    ])?;
+    let read = credited(&probe, reader)?;
+    eprintln!("dd reader (pid {reader}): {read:?}");
+    assert_about_dd_size("read by dd", read.read_bytes)?;
+    ensure!(read.read_ops > 0, "reads counted without any op");
+
+    // Both dd processes have exited: forgetting them keeps their bytes in the totals.
+    let before = probe.totals()?;
+    let forgotten = probe.forget_dead_tgids(Path::new("/proc"))?;
+    let after = probe.totals()?;
+    let remaining = probe.per_tgid()?;
+    ensure!(forgotten >= 2, "only {forgotten} dead processes forgotten");
+    ensure!(
+        !remaining.contains_key(&writer) && !remaining.contains_key(&reader),
+        "exited dd processes are still in the map"
+    );
+    ensure!(
+        after.write_bytes >= before.write_bytes && after.read_bytes >= before.read_bytes,
+        "totals went down when dead processes were forgotten: {before:?} -> {after:?}"
+    );
+    ensure!(probe.lost_events()? == 0, "the counter map overflowed");
+    Ok(())
+}

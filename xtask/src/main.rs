@@ -1,0 +1,148 @@
+//! `cargo xtask`: set-up, run, test and bench SETMOV on a fresh machine.
+//!
+//! It only orchestrates: installs what is missing, then calls cargo and the built binary.
+//! The eBPF object itself is built by `setmov-user/build.rs`.
+
+mod toolchain;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing need (rust-src, bpf-linker); safe to repeat.
+    Setup,
+    /// Set up, build in release mode and run `setmov run` on the embedded store.
+    /// Arguments after `--` go to `setmov run`, e.g. `cargo xtask run -- --count 5`.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, check formatting and lints, and run every test.
+    Test,
+    /// Measure the cost of a host tick (criterion) and the monitor's own CPU use over 60 s.
+    Bench {
+        /// Length of the whole-monitor run, in seconds.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    match cli.task {
+        Task::Setup => toolchain::setup(&root),
+        Task::Run { args } => {
+            toolchain::setup(&root)?;
+            cargo(&root, &["build", "--release", "-p", "setmov-user"])?;
+            let binary = root.join("target/release/setmov");
+            let status = Command::new(&binary)
+                .arg("run")
+                .args(&args)
+                .status()
+                .with_context(|| format!("cannot start {}", binary.display()))?;
+            if !status.success() {
+                bail!("setmov run exited with {status}");
+            }
+            Ok(())
+        }
+        Task::Test => {
+            toolchain::setup(&root)?;
+            cargo(&root, &["fmt", "--all", "--check"])?;
+            cargo(&root, &["clippy", "--all-targets", "--", "-D", "warnings"])?;
+            let mut test = cargo_command(&root, &["test"]);
+            // In CI every test must run for real: one that would skip for lack of root or a
+            // service fails instead.
+            if std::env::var_os("CI").is_some() {
+                test.env("SETMOV_REQUIRE_ALL", "1");
+            }
+            run(&mut test)
+        }
+        Task::Bench { seconds } => bench(&root, seconds),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn cargo_command(root: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root).args(args);
+    c
+}
+
+fn cargo(root: &Path, args: &[&str]) -> anyhow::Result<()> {
+    run(&mut cargo_command(root, args))
+}
+
+fn run(command: &mut Command) -> anyhow::Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("cannot start {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed: {status}");
+    }
+    Ok(())
+}
+
+/// Criterion for the per-tick cost, then the release binary sampling at 1 s for `seconds`,
+/// its CPU time taken from the kernel's accounting of the finished child.
+fn bench(root: &Path, seconds: u64) -> anyhow::Result<()> {
+    toolchain::setup(root)?;
+    cargo(
+        root,
+        &["bench", "-p", "setmov-user", "--bench", "host_tick"],
+    )?;
+    cargo(root, &["build", "--release", "-p", "setmov-user"])?;
+    let dir = tempfile::tempdir()?;
+    let before = children_cpu_seconds();
+    let started = Instant::now();
+    let status = Command::new(root.join("target/release/setmov"))
+        .args(["run", "--quiet", "--interval", "1s", "--count"])
+        .arg(seconds.to_string())
+        .arg("--database")
+        .arg(dir.path().join("bench.db"))
+        .status()
+        .context("cannot start setmov")?;
+    let wall = started.elapsed().as_secs_f64();
+    if !status.success() {
+        bail!("setmov run failed: {status}");
+    }
+    let (user, system) = children_cpu_seconds();
+    let (user, system) = (user - before.0, system - before.1);
+    println!(
+        "monitor over {wall:.1} s at 1 s interval: {:.3} s CPU (user {user:.3}, system {system:.3}) = {:.3} % of one core, {:.0} µs per tick",
+        user + system,
+        100.0 * (user + system) / wall,
+        1e6 * (user + system) / seconds as f64
+    );
+    Ok(())
+}
+
+/// CPU seconds (user, system) of all waited-for children so far.
+fn children_cpu_seconds() -> (f64, f64) {
+    use nix::sys::resource::{UsageWho, getrusage};
+    match getrusage(UsageWho::RUSAGE_CHILDREN) {
+        Ok(u) => {
+            let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+            (secs(u.user_time()), secs(u.system_time()))
+        }
+        Err(_) => (0.0, 0.0),
+    }
+}
