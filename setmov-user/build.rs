@@ -25,8 +25,13 @@ fn main() -> anyhow::Result<()> {
     println!("cargo::rerun-if-env-changed={AYA_BUILD_SKIP}");
     println!("cargo::rerun-if-env-changed=PATH");
 
-    if let Some(reason) = toolchain_missing()? {
-        println!("cargo::warning=eBPF is off in this build: {reason}");
+    if let Some(reason) = toolchain_missing() {
+        // Both lines below must stay one line.
+        let reason = reason.replace(['\r', '\n'], " ");
+        println!(
+            "cargo::warning=eBPF is off in this build because {reason}; setmov will run \
+             without its eBPF probes (install bpf-linker and rust-src, then rebuild)"
+        );
         println!("cargo::rustc-env=SETMOV_EBPF_OFF_REASON={reason}");
         return Ok(());
     }
@@ -57,12 +62,12 @@ fn switched_on(name: &str) -> bool {
 }
 
 /// Why the eBPF object cannot be built here, or None when it can.
-fn toolchain_missing() -> anyhow::Result<Option<String>> {
+fn toolchain_missing() -> Option<String> {
     if switched_on(NO_EBPF) {
-        return Ok(Some(format!("{NO_EBPF} is set")));
+        return Some(format!("{NO_EBPF} is set"));
     }
     if switched_on(AYA_BUILD_SKIP) {
-        return Ok(Some(format!("{AYA_BUILD_SKIP} is set")));
+        return Some(format!("{AYA_BUILD_SKIP} is set"));
     }
 
     match which::which("bpf-linker") {
@@ -74,31 +79,28 @@ fn toolchain_missing() -> anyhow::Result<Option<String>> {
                     println!("cargo::rerun-if-changed={}", dir.display());
                 }
             }
-            return Ok(Some(
-                "bpf-linker is not on PATH (see xtask's eBPF set-up step)".to_owned(),
-            ));
+            return Some("bpf-linker is not on PATH".to_owned());
         }
     }
 
     let sysroot = match sysroot() {
         Ok(sysroot) => sysroot,
         Err(err) => {
-            return Ok(Some(format!(
-                "cannot find the {TOOLCHAIN} toolchain: {err:#}"
-            )));
+            return Some(format!("the {TOOLCHAIN} toolchain cannot be run ({err:#})"));
         }
     };
-    // rustup rewrites this file whenever a component is added or removed.
-    println!(
-        "cargo::rerun-if-changed={}",
-        sysroot.join("lib/rustlib/components").display()
-    );
-    if !sysroot.join("lib/rustlib/src/rust/library/core").is_dir() {
-        return Ok(Some(format!(
-            "the rust-src component is missing (rustup component add rust-src --toolchain {TOOLCHAIN})"
-        )));
+    // rustup rewrites this file whenever a component is added or removed. (A missing path
+    // would make cargo rerun this script on every build.)
+    let components = sysroot.join("lib/rustlib/components");
+    if components.is_file() {
+        println!("cargo::rerun-if-changed={}", components.display());
     }
-    Ok(None)
+    if !sysroot.join("lib/rustlib/src/rust/library/core").is_dir() {
+        return Some(format!(
+            "the rust-src component of the {TOOLCHAIN} toolchain is missing"
+        ));
+    }
+    None
 }
 
 /// Sysroot of the toolchain aya-build will use: `rustup run stable` when rustup exists,

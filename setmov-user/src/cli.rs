@@ -1,6 +1,7 @@
 //! The `setmov` command line: argument parsing and the edges (signals, exit codes).
 
 use std::future::Future;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -29,7 +30,12 @@ const MIN_INTERVAL: Duration = Duration::from_millis(10);
 #[command(name = "setmov", version, propagate_version = true)]
 pub struct Cli {
     /// Log filter for messages on stderr (tracing syntax, e.g. `info`, `setmov=debug`).
-    #[arg(long, global = true, env = "SETMOV_LOG", default_value = "info")]
+    #[arg(
+        long,
+        global = true,
+        env = "SETMOV_LOG",
+        default_value = "info,refinery_core=warn"
+    )]
     pub log: String,
 
     #[command(subcommand)]
@@ -254,8 +260,11 @@ async fn show(args: ShowArgs) -> anyhow::Result<()> {
             limit: args.limit,
         })
         .await?;
-    print!("{}", show::render(&rows, args.format)?);
-    Ok(())
+    let text = show::render(&rows, args.format)?;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

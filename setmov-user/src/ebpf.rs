@@ -44,7 +44,7 @@ const TRACEFS_MOUNTS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tra
 /// Why eBPF block accounting is unavailable, or why reading it failed, as one sentence.
 #[derive(Debug, thiserror::Error)]
 pub enum EbpfError {
-    #[error("eBPF is off: this setmov was built without it ({0})")]
+    #[error("eBPF is off: this setmov was built without it because {0}")]
     NotBuilt(&'static str),
     #[error(
         "eBPF is off: it needs root (CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN), \

@@ -11,6 +11,7 @@ pub mod summary;
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::io::Write;
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -99,7 +100,12 @@ pub async fn run<S: Store>(
         for tick in done {
             ticks += 1;
             if config.print_summary {
-                println!("{}", summary_line(&identity, &tick, config.interval));
+                // A closed stdout (say, piped to `head`) must not stop the sampling.
+                let _ = writeln!(
+                    std::io::stdout().lock(),
+                    "{}",
+                    summary_line(&identity, &tick, config.interval)
+                );
             }
             let record = TickRecord {
                 seq: tick.seq,
@@ -339,5 +345,61 @@ pub(crate) mod tests {
             },
             problems: Vec::new(),
         }
+    }
+
+    /// Fails its first `failures` writes, then keeps what it is given.
+    struct FlakyStore {
+        failures: u32,
+        written: std::sync::Arc<std::sync::Mutex<Vec<u64>>>,
+    }
+
+    impl Store for FlakyStore {
+        async fn write_tick(&mut self, tick: &TickRecord) -> Result<(), crate::store::StoreError> {
+            if self.failures > 0 {
+                self.failures -= 1;
+                return Err(crate::store::StoreError::Worker("database away".into()));
+            }
+            self.written
+                .lock()
+                .map_err(|_| crate::store::StoreError::Worker("poisoned".into()))?
+                .push(tick.seq);
+            Ok(())
+        }
+
+        async fn recent_host_usage(
+            &mut self,
+            _query: &crate::store::HostUsageQuery,
+        ) -> Result<Vec<crate::store::HostUsageRow>, crate::store::StoreError> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_store_loses_nothing_and_keeps_order() {
+        let written = std::sync::Arc::default();
+        let store = FlakyStore {
+            failures: 3,
+            written: std::sync::Arc::clone(&written),
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let writer = tokio::spawn(write_records(store, rx));
+        for seq in 1..=5 {
+            let record = TickRecord {
+                seq,
+                host: HostIdentity {
+                    name: "hv1".into(),
+                    ip: "192.0.2.2".into(),
+                    mac: None,
+                    interface: None,
+                },
+                vm_count: 0,
+                host_sample: Some(host_sample(seq)),
+            };
+            tx.send(record).expect("send");
+        }
+        drop(tx);
+        assert_eq!(writer.await.expect("writer"), (5, 0));
+        let written = written.lock().expect("lock").clone();
+        assert_eq!(written, [1, 2, 3, 4, 5]);
     }
 }

@@ -71,11 +71,12 @@ impl SqliteStore {
             .as_ref()
             .map(|s| format_time(s.time))
             .unwrap_or_else(|| format_time(time::OffsetDateTime::now_utc()));
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO hosts (host_ip, host_name, vmc, mac, last_seen) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (host_ip) DO UPDATE SET host_name = excluded.host_name,
                  vmc = excluded.vmc, mac = excluded.mac, last_seen = excluded.last_seen",
-            params![
+        )?
+        .execute(params![
                 tick.host.ip,
                 tick.host.name,
                 tick.vm_count,
@@ -151,8 +152,9 @@ fn insert_host_sample(tx: &Transaction, host_ip: &str, s: &HostSample) -> Result
     let net = u.net_total.as_ref();
     let problems = (!s.problems.is_empty()).then(|| s.problems.join("; "));
     // A replayed tick (same host and time) is ignored, so writes are idempotent.
-    let inserted = tx.execute(
-        "INSERT INTO host_usage (host_ip, time, interval_s, late_ms, missed_ticks,
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO host_usage (host_ip, time, interval_s, late_ms, missed_ticks,
             cpu_pct, cpu_user_pct, cpu_system_pct, cpu_iowait_pct, cpu_steal_pct, cpu_guest_pct,
             mem_total_bytes, mem_used_pct, mem_nonfree_pct, mem_unavailable_pct,
             disk_read_bytes_s, disk_write_bytes_s, disk_bytes_s, disk_read_iops, disk_write_iops,
@@ -161,7 +163,8 @@ fn insert_host_sample(tx: &Transaction, host_ip: &str, s: &HostSample) -> Result
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
                  ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)
          ON CONFLICT (host_ip, time) DO NOTHING",
-        params![
+        )?
+        .execute(params![
             host_ip,
             time,
             s.interval_secs,
@@ -191,8 +194,7 @@ fn insert_host_sample(tx: &Transaction, host_ip: &str, s: &HostSample) -> Result
             net.map(|n| n.rx.bps),
             net.map(|n| n.tx.bps),
             problems,
-        ],
-    )?;
+        ])?;
     if inserted == 0 {
         return Ok(());
     }

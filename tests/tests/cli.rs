@@ -1,0 +1,212 @@
+//! The `setmov` command as a user runs it: run, show, signals, and bad input.
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use setmov_tests::fixture;
+
+fn setmov() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_setmov-cli"))
+}
+
+fn output(command: &mut Command) -> Output {
+    command.output().expect("setmov starts")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Fails on any sign of a panic or backtrace: bad input must end in a clear message.
+fn assert_clean_failure(out: &Output, expected: &str) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(2), "exit code; stderr: {err}");
+    assert!(err.contains(expected), "expected {expected:?} in: {err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+}
+
+#[test]
+fn run_on_a_captured_tree_then_show_in_every_format() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("setmov.db");
+    let run = output(
+        setmov()
+            .args(["run", "--count", "3", "--interval", "100ms", "--no-ebpf"])
+            .args(["--host-ip", "198.51.100.1"])
+            .arg("--proc-root")
+            .arg(fixture("golden/t1"))
+            .arg("--database")
+            .arg(&db),
+    );
+    assert!(run.status.success(), "{}", stderr(&run));
+    let summary = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(summary.lines().count(), 3, "{summary}");
+    // The same tree read twice: counters did not move, so no rate, but memory is known.
+    assert!(
+        summary
+            .lines()
+            .all(|l| l.contains("198.51.100.1 cpu n/a mem  50.0%")),
+        "{summary}"
+    );
+
+    let json = output(
+        setmov()
+            .args(["show", "--format", "json", "--database"])
+            .arg(&db),
+    );
+    assert!(json.status.success(), "{}", stderr(&json));
+    let rows: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    let rows = rows.as_array().expect("array");
+    assert_eq!(rows.len(), 3);
+    for row in rows {
+        assert_eq!(row["host_ip"], "198.51.100.1");
+        assert_eq!(row["cpu_pct"], serde_json::Value::Null);
+        assert_eq!(row["mem_used_pct"], 50.0);
+        let interval = row["interval_s"].as_f64().expect("interval");
+        assert!((0.05..0.5).contains(&interval), "{interval}");
+    }
+
+    let csv = output(
+        setmov()
+            .args(["show", "--format", "csv", "-n", "2", "--database"])
+            .arg(&db),
+    );
+    let csv = String::from_utf8_lossy(&csv.stdout).into_owned();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    assert!(csv.starts_with("host_ip,time,"));
+
+    let table = output(setmov().args(["show", "--database"]).arg(&db));
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    assert!(table.starts_with("time"), "{table}");
+    assert_eq!(table.lines().count(), 4, "{table}");
+}
+
+#[test]
+fn sigint_stops_a_run_cleanly_and_keeps_every_tick() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("setmov.db");
+    let child = setmov()
+        .args(["run", "--interval", "100ms", "--no-ebpf", "--quiet"])
+        .arg("--database")
+        .arg(&db)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start");
+    std::thread::sleep(Duration::from_millis(800));
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    let out = child.wait_with_output().expect("wait");
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("SIGINT"), "{err}");
+    let conn = rusqlite::Connection::open(&db).expect("db");
+    let rows: u64 = conn
+        .query_row("SELECT COUNT(*) FROM host_usage", [], |r| r.get(0))
+        .expect("count");
+    assert!(rows >= 3, "only {rows} rows after 0.8 s at 100 ms");
+    assert!(
+        err.contains(&format!(
+            "stopped after {rows} ticks: {rows} written, 0 lost"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn help_explains_every_option() {
+    let out = output(setmov().args(["run", "--help"]));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for option in [
+        "--interval",
+        "--count",
+        "--quiet",
+        "--database",
+        "--proc-root",
+        "--host-ip",
+        "--host-name",
+        "--skip-disks",
+        "--net-total-exclude",
+        "--no-ebpf",
+        "--log",
+    ] {
+        assert!(help.contains(option), "{option} missing from:\n{help}");
+    }
+    let out = output(setmov().args(["show", "--help"]));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for option in ["--database", "--limit", "--host", "--format"] {
+        assert!(help.contains(option), "{option} missing from:\n{help}");
+    }
+}
+
+#[test]
+fn bad_arguments_exit_2_with_a_clear_message() {
+    assert_clean_failure(
+        &output(setmov().args(["run", "--interval", "1ms"])),
+        "must be at least 10ms",
+    );
+    assert_clean_failure(
+        &output(setmov().args(["run", "--interval", "soon"])),
+        "invalid value 'soon'",
+    );
+    assert_clean_failure(
+        &output(setmov().args(["run", "--count", "-3"])),
+        "unexpected argument",
+    );
+    assert_clean_failure(
+        &output(setmov().args(["show", "--format", "xml"])),
+        "invalid value 'xml'",
+    );
+}
+
+#[test]
+fn unreadable_paths_and_unwritable_databases_exit_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert_clean_failure(
+        &output(
+            setmov()
+                .args(["run", "--count", "1", "--proc-root", "/nonexistent/proc"])
+                .arg("--database")
+                .arg(dir.path().join("a.db")),
+        ),
+        "/nonexistent/proc is not a readable procfs tree",
+    );
+    assert_clean_failure(
+        &output(setmov().args([
+            "run",
+            "--count",
+            "1",
+            "--no-ebpf",
+            "--database",
+            "/dev/null/setmov.db",
+        ])),
+        "cannot create database folder /dev/null",
+    );
+    let not_a_db = dir.path().join("text.db");
+    std::fs::write(
+        &not_a_db,
+        "this is not a database, just a text file of some length",
+    )
+    .expect("write");
+    assert_clean_failure(
+        &output(
+            setmov()
+                .args(["run", "--count", "1", "--no-ebpf", "--database"])
+                .arg(&not_a_db),
+        ),
+        "text.db",
+    );
+    assert_clean_failure(
+        &output(
+            setmov()
+                .args(["show", "--database"])
+                .arg(dir.path().join("missing.db")),
+        ),
+        "no database at",
+    );
+}
