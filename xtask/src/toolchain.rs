@@ -10,6 +10,10 @@ use anyhow::{Context, bail};
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 pub fn setup(root: &Path) -> anyhow::Result<()> {
+    if !installed("cargo-nextest", &["--version"], "cargo-nextest") {
+        eprintln!("xtask: installing cargo-nextest (the test runner)");
+        super::run(cargo().args(["install", "--locked", "cargo-nextest"]))?;
+    }
     let sysroot = rustc_sysroot()?;
     if !sysroot.join("lib/rustlib/src/rust/library/core").exists() {
         eprintln!("xtask: installing rust-src (the eBPF crate builds core from source)");
@@ -32,13 +36,20 @@ fn rustc_sysroot() -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
 }
 
-fn bpf_linker_installed() -> bool {
-    Command::new("bpf-linker")
-        .arg("--version")
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+/// Whether `program args` runs and prints `expected`.
+fn installed(program: &str, args: &[&str], expected: &str) -> bool {
+    Command::new(program)
+        .args(args)
         .output()
-        .is_ok_and(|o| {
-            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION)
-        })
+        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains(expected))
+}
+
+fn bpf_linker_installed() -> bool {
+    installed("bpf-linker", &["--version"], BPF_LINKER_VERSION)
 }
 
 /// rustc ships `libLLVM.so.<major>.<minor>-rust-<version>`; bpf-linker links against it through
@@ -67,7 +78,7 @@ fn install_bpf_linker(root: &Path, sysroot: &Path) -> anyhow::Result<()> {
     );
     let feature = format!("llvm-{major}");
     super::run(
-        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        cargo()
             .env("LLVM_PREFIX", &prefix)
             .args(["install", "--locked", "--no-default-features", "--features"])
             .arg(&feature)

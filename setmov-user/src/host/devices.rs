@@ -82,11 +82,11 @@ mod tests {
     #[test]
     fn a_numbered_device_without_a_listed_parent_is_a_disk() {
         assert_eq!(classify("sdb1", &["sdb1"]), DeviceKind::Disk);
-        // nvme0n1 is not a partition of a (hypothetical) device "nvme0n".
-        assert_eq!(
-            classify("nvme0n1", &["nvme0n", "nvme0n1"]),
-            DeviceKind::Disk
-        );
+        // Numbered devices whose names extend one another are not partitions of each other.
+        let numbered = ["md1", "md12", "dm-1", "dm-10", "nbd1", "nbd10"];
+        for name in numbered {
+            assert_eq!(classify(name, &numbered), DeviceKind::Disk, "{name}");
+        }
     }
 
     #[test]
