@@ -8,11 +8,12 @@ CREATE TABLE hosts (
     host_ip    TEXT PRIMARY KEY,
     host_name  TEXT NOT NULL,
     vmc        INTEGER NOT NULL DEFAULT 0,  -- VMs running at the last tick
-    mac        TEXT,
-    last_seen  TEXT NOT NULL
+    mac        TEXT
 );
 
--- T2: one row per host and tick.
+-- T2: one row per host and tick. The usage tables are WITHOUT ROWID, kept in key order
+-- (host, time, ...): one B-tree per table instead of a table and an index, so a tick writes
+-- half the pages and a host's time range is one contiguous scan.
 CREATE TABLE host_usage (
     host_ip             TEXT NOT NULL REFERENCES hosts (host_ip),
     time                TEXT NOT NULL,
@@ -44,7 +45,7 @@ CREATE TABLE host_usage (
     net_tx_bps          REAL,
     problems            TEXT,              -- what could not be read this tick, if anything
     PRIMARY KEY (host_ip, time)
-);
+) WITHOUT ROWID;
 
 CREATE TABLE host_cpu_usage (
     host_ip        TEXT NOT NULL,
@@ -58,7 +59,7 @@ CREATE TABLE host_cpu_usage (
     guest_pct      REAL NOT NULL,
     PRIMARY KEY (host_ip, time, cpu),
     FOREIGN KEY (host_ip, time) REFERENCES host_usage (host_ip, time) ON DELETE CASCADE
-);
+) WITHOUT ROWID;
 
 CREATE TABLE host_disk_usage (
     host_ip        TEXT NOT NULL,
@@ -74,7 +75,7 @@ CREATE TABLE host_disk_usage (
     write_await_ms REAL,
     PRIMARY KEY (host_ip, time, device),
     FOREIGN KEY (host_ip, time) REFERENCES host_usage (host_ip, time) ON DELETE CASCADE
-);
+) WITHOUT ROWID;
 
 CREATE TABLE host_net_usage (
     host_ip         TEXT NOT NULL,
@@ -94,4 +95,4 @@ CREATE TABLE host_net_usage (
     tx_drop         INTEGER NOT NULL,
     PRIMARY KEY (host_ip, time, iface),
     FOREIGN KEY (host_ip, time) REFERENCES host_usage (host_ip, time) ON DELETE CASCADE
-);
+) WITHOUT ROWID;

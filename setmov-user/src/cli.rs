@@ -140,8 +140,10 @@ pub fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread runs every task: each source does its blocking reads off it, so a slow source
+    // still cannot hold the others up, and a tick costs a few thread switches instead of a
+    // dozen (switches dominate the monitor's own CPU use on a hypervisor).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

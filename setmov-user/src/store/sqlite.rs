@@ -18,8 +18,14 @@ mod embedded {
 /// The SQLite store. Cheap to clone; clones share one connection.
 #[derive(Clone)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    state: Arc<Mutex<OpenDatabase>>,
     path: PathBuf,
+}
+
+/// The connection and the T1 row it last wrote (IP, name, VMC, MAC).
+struct OpenDatabase {
+    conn: Connection,
+    written_host: Option<(String, String, u32, Option<String>)>,
 }
 
 impl SqliteStore {
@@ -53,7 +59,10 @@ impl SqliteStore {
                 message: e.to_string(),
             })?;
         Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
+            state: Arc::new(Mutex::new(OpenDatabase {
+                conn,
+                written_host: None,
+            })),
             path: path.to_owned(),
         })
     }
@@ -64,30 +73,31 @@ impl SqliteStore {
 
     /// Writes one tick in one transaction (the blocking half of [`Store::write_tick`]).
     pub fn write_tick_blocking(&self, tick: &TickRecord) -> Result<(), StoreError> {
-        let mut conn = self.lock()?;
-        let tx = conn.transaction()?;
-        let last_seen = tick
-            .host_sample
-            .as_ref()
-            .map(|s| format_time(s.time))
-            .unwrap_or_else(|| format_time(time::OffsetDateTime::now_utc()));
-        tx.prepare_cached(
-            "INSERT INTO hosts (host_ip, host_name, vmc, mac, last_seen) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (host_ip) DO UPDATE SET host_name = excluded.host_name,
-                 vmc = excluded.vmc, mac = excluded.mac, last_seen = excluded.last_seen",
-        )?
-        .execute(params![
-                tick.host.ip,
-                tick.host.name,
-                tick.vm_count,
-                tick.host.mac,
-                last_seen
-            ],
-        )?;
+        let mut state = self.lock()?;
+        let host_row = (
+            tick.host.ip.clone(),
+            tick.host.name.clone(),
+            tick.vm_count,
+            tick.host.mac.clone(),
+        );
+        // T1 changes rarely; writing it only when it does saves a page write per tick.
+        let host_changed = state.written_host.as_ref() != Some(&host_row);
+        let tx = state.conn.transaction()?;
+        if host_changed {
+            tx.prepare_cached(
+                "INSERT INTO hosts (host_ip, host_name, vmc, mac) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (host_ip) DO UPDATE SET host_name = excluded.host_name,
+                     vmc = excluded.vmc, mac = excluded.mac",
+            )?
+            .execute(params![host_row.0, host_row.1, host_row.2, host_row.3])?;
+        }
         if let Some(sample) = &tick.host_sample {
             insert_host_sample(&tx, &tick.host.ip, sample)?;
         }
         tx.commit()?;
+        if host_changed {
+            state.written_host = Some(host_row);
+        }
         Ok(())
     }
 
@@ -96,8 +106,8 @@ impl SqliteStore {
         &self,
         query: &HostUsageQuery,
     ) -> Result<Vec<HostUsageRow>, StoreError> {
-        let conn = self.lock()?;
-        let mut stmt = conn.prepare(
+        let state = self.lock()?;
+        let mut stmt = state.conn.prepare(
             "SELECT host_ip, time, interval_s, late_ms, cpu_pct, mem_used_pct,
                     disk_read_bytes_s, disk_write_bytes_s, net_rx_bps, net_tx_bps
              FROM host_usage WHERE (?1 IS NULL OR host_ip = ?1)
@@ -125,8 +135,9 @@ impl SqliteStore {
 
     /// Number of T2 rows of a host (used by tests and the bench).
     pub fn host_usage_count(&self, host_ip: &str) -> Result<u64, StoreError> {
-        let conn = self.lock()?;
-        let n: Option<u64> = conn
+        let state = self.lock()?;
+        let n: Option<u64> = state
+            .conn
             .query_row(
                 "SELECT COUNT(*) FROM host_usage WHERE host_ip = ?1",
                 [host_ip],
@@ -136,8 +147,8 @@ impl SqliteStore {
         Ok(n.unwrap_or(0))
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
-        self.conn
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, OpenDatabase>, StoreError> {
+        self.state
             .lock()
             .map_err(|_| StoreError::Worker("a database call panicked".into()))
     }
