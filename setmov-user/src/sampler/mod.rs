@@ -412,4 +412,27 @@ pub(crate) mod tests {
         let written = written.lock().expect("lock").clone();
         assert_eq!(written, [1, 2, 3, 4, 5]);
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_tick_is_late_and_the_ticks_it_hid_are_missed() {
+        let period = Duration::from_millis(100);
+        let (tx, mut rx) = watch::channel(None);
+        let start = Instant::now();
+        tokio::spawn(ticker(period, Some(3), tx, std::future::pending()));
+        rx.changed().await.expect("tick 1");
+        let first = rx.borrow_and_update().expect("tick");
+        assert_eq!((first.seq, first.scheduled - start), (1, period));
+        // The runtime is stuck for 2.5 periods: tick 2 fires 150 ms late...
+        tokio::time::advance(period * 5 / 2).await;
+        rx.changed().await.expect("tick 2");
+        let late = rx.borrow_and_update().expect("tick");
+        let late_ms = Instant::now().duration_since(late.scheduled).as_secs_f64() * 1e3;
+        assert_eq!((late.seq, late_ms), (2, 150.0));
+        assert!(summary::is_late(late_ms, 0, period));
+        // ...and the schedule resumes at 400 ms: tick 3 is missed, not fired in a burst.
+        rx.changed().await.expect("tick 4");
+        let resumed = rx.borrow_and_update().expect("tick");
+        assert_eq!((resumed.seq, resumed.scheduled - start), (4, period * 4));
+        assert!(summary::is_late(0.0, resumed.seq - late.seq - 1, period));
+    }
 }
