@@ -186,8 +186,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 tracing::info!("eBPF is on: attached {}", probe.attached().join(", "));
                 Some(probe)
             }
+            // Said once, at start: the monitor then runs on procfs alone.
+            Err(e) if e.is_missing_prerequisite() => {
+                tracing::warn!("{e}; sampling procfs alone");
+                None
+            }
             Err(e) => {
-                tracing::warn!("eBPF is off: {e}; sampling procfs alone");
+                tracing::error!("{e}; sampling procfs alone");
                 None
             }
         }

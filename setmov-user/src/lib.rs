@@ -1,7 +1,8 @@
 //! SETMOV: Supervised rEal-Time MOnitoring on VDI.
 //!
 //! The paper's three modules are kept apart:
-//! - resource collection: [`host`] (procfs) and [`ebpf`] (kernel tracepoints);
+//! - resource collection: [`host`] (procfs), [`vm`] (libvirt) and [`ebpf`] (kernel
+//!   tracepoints);
 //! - usage computation: [`usage`], pure equations over two samples;
 //! - database: [`store`].
 //!
@@ -14,3 +15,4 @@ pub mod sampler;
 pub mod show;
 pub mod store;
 pub mod usage;
+pub mod vm;

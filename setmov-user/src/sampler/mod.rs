@@ -231,6 +231,7 @@ async fn ebpf_source(
     let mut prev_at = Instant::now();
     let mut prev = read_block(&probe);
     let mut last_forget = prev_at;
+    let mut reported_lost = 0;
     while ticks.changed().await.is_ok() {
         let Some(tick) = *ticks.borrow_and_update() else {
             continue;
@@ -250,6 +251,14 @@ async fn ebpf_source(
             last_forget = at;
             if let Err(e) = probe.forget_dead_tgids(Path::new("/proc")) {
                 tracing::warn!("eBPF: cannot drop exited processes from the maps: {e}");
+            }
+            match probe.lost_events() {
+                Ok(lost) if lost > reported_lost => {
+                    tracing::warn!("eBPF: {lost} block events not counted: the map was full");
+                    reported_lost = lost;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("eBPF: cannot read the lost-event counter: {e}"),
             }
         }
         if reports

@@ -7,6 +7,7 @@
 
 pub mod ebpf;
 pub mod host;
+pub mod vm;
 
 /// Bytes of Ethernet framing per packet that interface counters leave out: preamble (7),
 /// start-of-frame delimiter (1) and inter-packet gap (12).

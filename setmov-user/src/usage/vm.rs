@@ -1,0 +1,360 @@
+//! VM usage: equation (2) and the VM forms of (3)–(7), over two samples of one domain.
+
+use super::{PacketRates, counter_delta, packet_rates, percent, positive_seconds};
+use crate::usage::host::NetRates;
+use crate::vm::stats::{BalloonCounters, DomainStats, VmDiskCounters, VmNicCounters};
+
+/// Where a VM's memory-used figure comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemSource {
+    /// The guest reports MemAvailable through its balloon driver: used = actual − usable.
+    BalloonUsable,
+    /// The guest reports only MemFree: used = actual − unused.
+    BalloonUnused,
+    /// The guest reports nothing: only the allocation is known, usage is not.
+    AllocationOnly,
+}
+
+impl MemSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::BalloonUsable => "balloon-usable",
+            Self::BalloonUnused => "balloon-unused",
+            Self::AllocationOnly => "allocation-only",
+        }
+    }
+}
+
+/// A VM's memory at the end of the interval (levels, not rates) plus its paging rates.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VmMemUsage {
+    /// What the guest has now (balloon "actual").
+    pub allocated_bytes: Option<u64>,
+    pub max_bytes: Option<u64>,
+    pub used_bytes: Option<u64>,
+    /// (3) for a VM: 100 × used / allocated.
+    pub used_pct: Option<f64>,
+    pub source: MemSource,
+    /// Host-side resident set of the qemu process.
+    pub rss_bytes: Option<u64>,
+    pub swap_in_bytes_per_sec: Option<f64>,
+    pub swap_out_bytes_per_sec: Option<f64>,
+    pub major_faults_per_sec: Option<f64>,
+    pub minor_faults_per_sec: Option<f64>,
+}
+
+/// One virtual disk over the interval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VmDiskRates {
+    pub name: String,
+    pub read_bytes_per_sec: f64,
+    pub write_bytes_per_sec: f64,
+    pub read_iops: f64,
+    pub write_iops: f64,
+    /// Mean time per read completed in the interval, `None` when none completed.
+    pub read_latency_ms: Option<f64>,
+    pub write_latency_ms: Option<f64>,
+}
+
+/// A VM's disks together.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct VmDiskTotals {
+    pub read_bytes_per_sec: f64,
+    pub write_bytes_per_sec: f64,
+    pub read_iops: f64,
+    pub write_iops: f64,
+}
+
+/// A VM's NICs together, equations (5)–(7).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VmNetTotals {
+    pub rx: PacketRates,
+    pub tx: PacketRates,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VmUsage {
+    /// (2) virt-top's way: 100 × ΔcpuTime / (Δt × host cores × 10⁹).
+    pub cpu_host_pct: Option<f64>,
+    /// The same ÷ the VM's vCPUs: 100 means every vCPU busy all the time.
+    pub cpu_vcpu_pct: Option<f64>,
+    /// Time the vCPUs waited on the host's run queue, per vCPU: 100 × ΣΔdelay / (Δt × vCPUs × 10⁹).
+    pub steal_pct: Option<f64>,
+    pub vcpus: Option<u32>,
+    pub mem: VmMemUsage,
+    pub disks: Vec<VmDiskRates>,
+    pub disk_total: Option<VmDiskTotals>,
+    pub nics: Vec<NetRates>,
+    pub net_total: Option<VmNetTotals>,
+}
+
+/// Memory figures from one balloon reading (and paging rates against the previous one).
+pub fn vm_mem_usage(
+    prev: Option<&BalloonCounters>,
+    now: &BalloonCounters,
+    dt_secs: f64,
+) -> VmMemUsage {
+    let kib = |v: Option<u64>| v.map(|v| v.saturating_mul(1024));
+    let (used_kib, source) = match (now.current_kib, now.usable_kib, now.unused_kib) {
+        (Some(actual), Some(usable), _) => (
+            Some(actual.saturating_sub(usable)),
+            MemSource::BalloonUsable,
+        ),
+        (Some(actual), None, Some(unused)) => (
+            Some(actual.saturating_sub(unused)),
+            MemSource::BalloonUnused,
+        ),
+        _ => (None, MemSource::AllocationOnly),
+    };
+    let rate = |p: Option<u64>, n: Option<u64>, scale: f64| {
+        let dt = positive_seconds(dt_secs)?;
+        Some(counter_delta(p?, n?)? as f64 * scale / dt)
+    };
+    let p = prev.copied().unwrap_or_default();
+    VmMemUsage {
+        allocated_bytes: kib(now.current_kib),
+        max_bytes: kib(now.maximum_kib),
+        used_bytes: kib(used_kib),
+        used_pct: used_kib
+            .zip(now.current_kib)
+            .and_then(|(u, a)| percent(u as f64, a as f64)),
+        source,
+        rss_bytes: kib(now.rss_kib),
+        swap_in_bytes_per_sec: rate(p.swap_in_kib, now.swap_in_kib, 1024.0),
+        swap_out_bytes_per_sec: rate(p.swap_out_kib, now.swap_out_kib, 1024.0),
+        major_faults_per_sec: rate(p.major_faults, now.major_faults, 1.0),
+        minor_faults_per_sec: rate(p.minor_faults, now.minor_faults, 1.0),
+    }
+}
+
+/// One virtual disk; `None` on a reset or Δt ≤ 0.
+pub fn vm_disk_rates(
+    prev: &VmDiskCounters,
+    now: &VmDiskCounters,
+    dt_secs: f64,
+) -> Option<VmDiskRates> {
+    let dt = positive_seconds(dt_secs)?;
+    let rd_reqs = counter_delta(prev.rd_reqs, now.rd_reqs)?;
+    let wr_reqs = counter_delta(prev.wr_reqs, now.wr_reqs)?;
+    let rd_ns = counter_delta(prev.rd_times_ns, now.rd_times_ns)?;
+    let wr_ns = counter_delta(prev.wr_times_ns, now.wr_times_ns)?;
+    let latency = |ns: u64, reqs: u64| (reqs > 0).then(|| ns as f64 / reqs as f64 / 1e6);
+    Some(VmDiskRates {
+        name: now.name.clone(),
+        read_bytes_per_sec: counter_delta(prev.rd_bytes, now.rd_bytes)? as f64 / dt,
+        write_bytes_per_sec: counter_delta(prev.wr_bytes, now.wr_bytes)? as f64 / dt,
+        read_iops: rd_reqs as f64 / dt,
+        write_iops: wr_reqs as f64 / dt,
+        read_latency_ms: latency(rd_ns, rd_reqs),
+        write_latency_ms: latency(wr_ns, wr_reqs),
+    })
+}
+
+/// One virtual NIC, as for a host interface; `None` on a reset or Δt ≤ 0.
+pub fn vm_nic_rates(prev: &VmNicCounters, now: &VmNicCounters, dt_secs: f64) -> Option<NetRates> {
+    Some(NetRates {
+        name: now.name.clone(),
+        rx: packet_rates(
+            counter_delta(prev.rx_pkts, now.rx_pkts)?,
+            counter_delta(prev.rx_bytes, now.rx_bytes)?,
+            dt_secs,
+        )?,
+        tx: packet_rates(
+            counter_delta(prev.tx_pkts, now.tx_pkts)?,
+            counter_delta(prev.tx_bytes, now.tx_bytes)?,
+            dt_secs,
+        )?,
+        rx_errs: counter_delta(prev.rx_errs, now.rx_errs)?,
+        rx_drop: counter_delta(prev.rx_drop, now.rx_drop)?,
+        tx_errs: counter_delta(prev.tx_errs, now.tx_errs)?,
+        tx_drop: counter_delta(prev.tx_drop, now.tx_drop)?,
+    })
+}
+
+/// Every VM figure between two samples of the same domain run. Pass `prev = None` when there
+/// is no earlier sample of this run (first sight, or the domain was restarted): levels such as
+/// memory are still given, rates are not.
+pub fn vm_usage(
+    prev: Option<&DomainStats>,
+    now: &DomainStats,
+    dt_secs: f64,
+    host_cpus: u32,
+) -> VmUsage {
+    let dt = positive_seconds(dt_secs);
+    let vcpus = now.vcpus_current.filter(|&v| v > 0);
+    let d_cpu_ns = prev
+        .and_then(|p| p.cpu_time_ns)
+        .zip(now.cpu_time_ns)
+        .and_then(|(p, n)| counter_delta(p, n));
+    let cpu_over = |units: u32| {
+        let dt = dt?;
+        let units = f64::from(units);
+        d_cpu_ns
+            .filter(|_| units > 0.0)
+            .map(|ns| 100.0 * ns as f64 / (dt * units * 1e9))
+    };
+    let steal_pct = prev.zip(vcpus).zip(dt).and_then(|((p, v), dt)| {
+        if p.vcpus.len() != now.vcpus.len() || now.vcpus.is_empty() {
+            return None;
+        }
+        let mut waited = 0u64;
+        for (pv, nv) in p.vcpus.iter().zip(&now.vcpus) {
+            waited += counter_delta(pv.delay_ns?, nv.delay_ns?)?;
+        }
+        Some(100.0 * waited as f64 / (dt * f64::from(v) * 1e9))
+    });
+    let disks: Vec<VmDiskRates> = match prev {
+        Some(p) => now
+            .disks
+            .iter()
+            .filter_map(|n| {
+                let pd = p.disks.iter().find(|d| d.name == n.name)?;
+                vm_disk_rates(pd, n, dt_secs)
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let disk_total = (!disks.is_empty()).then(|| VmDiskTotals {
+        read_bytes_per_sec: disks.iter().map(|d| d.read_bytes_per_sec).sum(),
+        write_bytes_per_sec: disks.iter().map(|d| d.write_bytes_per_sec).sum(),
+        read_iops: disks.iter().map(|d| d.read_iops).sum(),
+        write_iops: disks.iter().map(|d| d.write_iops).sum(),
+    });
+    let mut net_deltas = (0u64, 0u64, 0u64, 0u64);
+    let nics: Vec<NetRates> = match prev {
+        Some(p) => now
+            .nics
+            .iter()
+            .filter_map(|n| {
+                let pn = p.nics.iter().find(|x| x.name == n.name)?;
+                let rates = vm_nic_rates(pn, n, dt_secs)?;
+                net_deltas.0 += n.rx_pkts - pn.rx_pkts;
+                net_deltas.1 += n.rx_bytes - pn.rx_bytes;
+                net_deltas.2 += n.tx_pkts - pn.tx_pkts;
+                net_deltas.3 += n.tx_bytes - pn.tx_bytes;
+                Some(rates)
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let net_total = if nics.is_empty() {
+        None
+    } else {
+        packet_rates(net_deltas.0, net_deltas.1, dt_secs)
+            .zip(packet_rates(net_deltas.2, net_deltas.3, dt_secs))
+            .map(|(rx, tx)| VmNetTotals { rx, tx })
+    };
+    VmUsage {
+        cpu_host_pct: cpu_over(host_cpus),
+        cpu_vcpu_pct: vcpus.and_then(cpu_over),
+        steal_pct,
+        vcpus,
+        mem: vm_mem_usage(prev.map(|p| &p.balloon), &now.balloon, dt_secs),
+        disks,
+        disk_total,
+        nics,
+        net_total,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vm::stats::VcpuCounters;
+
+    fn stats(cpu_s: f64, delay_ms: u64, wr_mib: u64, tx_pkts: u64) -> DomainStats {
+        DomainStats {
+            cpu_time_ns: Some((cpu_s * 1e9) as u64),
+            vcpus_current: Some(1),
+            vcpus: vec![VcpuCounters {
+                time_ns: Some((cpu_s * 1e9) as u64),
+                delay_ns: Some(delay_ms * 1_000_000),
+            }],
+            disks: vec![VmDiskCounters {
+                name: "vda".into(),
+                wr_reqs: wr_mib,
+                wr_bytes: wr_mib << 20,
+                wr_times_ns: wr_mib * 2_000_000,
+                ..VmDiskCounters::default()
+            }],
+            nics: vec![VmNicCounters {
+                name: "vnet0".into(),
+                tx_pkts,
+                tx_bytes: tx_pkts * 1042,
+                ..VmNicCounters::default()
+            }],
+            ..DomainStats::default()
+        }
+    }
+
+    #[test]
+    fn equation_2_against_host_cores_and_per_vcpu() {
+        // 1.5 s of CPU in 2 s on a 2-core host with 1 vCPU.
+        let u = vm_usage(Some(&stats(10.0, 0, 0, 0)), &stats(11.5, 100, 0, 0), 2.0, 2);
+        assert_eq!(u.cpu_host_pct, Some(37.5));
+        assert_eq!(u.cpu_vcpu_pct, Some(75.0));
+        assert_eq!(u.steal_pct, Some(5.0)); // 100 ms waited in 2 s
+    }
+
+    #[test]
+    fn disks_and_nics_use_the_host_equations() {
+        let u = vm_usage(
+            Some(&stats(1.0, 0, 10, 100)),
+            &stats(1.0, 0, 74, 300),
+            2.0,
+            2,
+        );
+        let d = &u.disks[0];
+        assert_eq!(d.write_bytes_per_sec, 32.0 * 1_048_576.0); // 64 MiB in 2 s
+        assert_eq!(d.write_iops, 32.0);
+        assert_eq!(d.write_latency_ms, Some(2.0));
+        let n = &u.nics[0];
+        assert_eq!(n.tx.pps, 100.0);
+        assert_eq!(n.tx.avg_packet_bits, Some(8496.0)); // (1042 + 20) × 8
+        assert_eq!(u.net_total.map(|t| t.tx.bps), Some(849_600.0));
+    }
+
+    #[test]
+    fn a_restart_or_first_sight_gives_levels_but_no_rates() {
+        let u = vm_usage(Some(&stats(50.0, 9, 9, 9)), &stats(1.0, 0, 1, 1), 1.0, 2);
+        assert_eq!((u.cpu_host_pct, u.steal_pct), (None, None));
+        assert!(u.disks.is_empty() && u.nics.is_empty());
+        let u = vm_usage(None, &stats(1.0, 0, 1, 1), 1.0, 2);
+        assert_eq!(u.cpu_vcpu_pct, None);
+        assert_eq!(u.vcpus, Some(1));
+    }
+
+    #[test]
+    fn memory_from_the_balloon_or_only_the_allocation() {
+        let mut b = BalloonCounters {
+            current_kib: Some(131_072),
+            maximum_kib: Some(262_144),
+            unused_kib: Some(65_536),
+            usable_kib: Some(98_304),
+            rss_kib: Some(200_000),
+            major_faults: Some(10),
+            ..BalloonCounters::default()
+        };
+        let m = vm_mem_usage(None, &b, 1.0);
+        assert_eq!(m.source, MemSource::BalloonUsable);
+        assert_eq!(m.used_bytes, Some(32 << 20));
+        assert_eq!(m.used_pct, Some(25.0));
+        assert_eq!(m.rss_bytes, Some(200_000 * 1024));
+        assert_eq!(m.major_faults_per_sec, None);
+        let prev = b;
+        b.major_faults = Some(30);
+        assert_eq!(
+            vm_mem_usage(Some(&prev), &b, 2.0).major_faults_per_sec,
+            Some(10.0)
+        );
+        b.usable_kib = None;
+        assert_eq!(vm_mem_usage(None, &b, 1.0).used_pct, Some(50.0));
+        let alloc_only = BalloonCounters {
+            current_kib: Some(131_072),
+            ..BalloonCounters::default()
+        };
+        let m = vm_mem_usage(None, &alloc_only, 1.0);
+        assert_eq!((m.source, m.used_pct), (MemSource::AllocationOnly, None));
+        assert_eq!(m.allocated_bytes, Some(128 << 20));
+    }
+}
