@@ -37,18 +37,19 @@ fn host_tick(c: &mut Criterion) {
         let seq = seq.replace(seq.get() + 1) + 1;
         TickRecord {
             seq,
+            time: OffsetDateTime::UNIX_EPOCH
+                + started.elapsed()
+                + std::time::Duration::from_millis(seq),
             host: identity.clone(),
-            vm_count: 0,
+            vm_count: Some(0),
             host_sample: Some(HostSample {
-                time: OffsetDateTime::UNIX_EPOCH
-                    + started.elapsed()
-                    + std::time::Duration::from_millis(seq),
                 interval_secs: 1.0,
                 late_ms: 0.0,
                 missed_ticks: 0,
                 usage,
                 problems: Vec::new(),
             }),
+            vms: Vec::new(),
         }
     };
 

@@ -13,13 +13,17 @@ use crate::ebpf::BlockProbe;
 use crate::host::devices::{DEFAULT_NET_TOTAL_EXCLUDED_PREFIXES, DEFAULT_SKIPPED_DISK_PREFIXES};
 use crate::host::identity::{self, HostIdentity};
 use crate::host::read::HostReader;
-use crate::sampler::{self, SamplerConfig};
+use crate::sampler::{self, SamplerConfig, Sources};
 use crate::show::{self, Format};
 use crate::store::sqlite::SqliteStore;
-use crate::store::{HostUsageQuery, Store};
+use crate::store::{HostUsageQuery, Store, VmUsageQuery};
+use crate::vm::libvirt::LibvirtCollector;
 
 /// Where the embedded database lives unless `--database` says otherwise.
 pub const DEFAULT_DATABASE: &str = "/var/lib/setmov/setmov.db";
+
+pub const DEFAULT_LIBVIRT_URI: &str = "qemu:///system";
+pub const DEFAULT_LIBVIRT_RUN_DIR: &str = "/run/libvirt/qemu";
 
 /// Shortest interval accepted: below it a tick costs more than it tells.
 const MIN_INTERVAL: Duration = Duration::from_millis(10);
@@ -46,7 +50,7 @@ pub struct Cli {
 pub enum Command {
     /// Sample the host and store every tick until SIGINT/SIGTERM or --count ticks.
     Run(RunArgs),
-    /// Print the most recent stored host usage rows.
+    /// Print the most recent stored usage rows of the host, or of its VMs.
     Show(ShowArgs),
 }
 
@@ -96,9 +100,21 @@ pub struct RunArgs {
     #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_NET_TOTAL_EXCLUDED_PREFIXES.iter().map(|s| s.to_string()))]
     pub net_total_exclude: Vec<String>,
 
-    /// Do not load the eBPF programs; sample procfs alone.
+    /// Do not load the eBPF programs.
     #[arg(long)]
     pub no_ebpf: bool,
+
+    /// The libvirt connection to sample VMs through (read-only).
+    #[arg(long, env = "SETMOV_LIBVIRT_URI", default_value = DEFAULT_LIBVIRT_URI)]
+    pub libvirt_uri: String,
+
+    /// The qemu driver's run folder, where each running domain's PID and vCPU threads are.
+    #[arg(long, default_value = DEFAULT_LIBVIRT_RUN_DIR)]
+    pub libvirt_run_dir: PathBuf,
+
+    /// Do not sample VMs through libvirt.
+    #[arg(long)]
+    pub no_libvirt: bool,
 }
 
 #[derive(Debug, Args)]
@@ -113,6 +129,14 @@ pub struct ShowArgs {
     /// Only rows of this host IP.
     #[arg(long)]
     pub host: Option<String>,
+
+    /// Print VM rows (T4) instead of host rows.
+    #[arg(long)]
+    pub vms: bool,
+
+    /// With --vms: only this VM (name or UUID).
+    #[arg(long, requires = "vms")]
+    pub vm: Option<String>,
 
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -197,6 +221,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         }
     };
+    let libvirt = if args.no_libvirt {
+        tracing::info!("VMs are not sampled: --no-libvirt given");
+        None
+    } else {
+        Some(LibvirtCollector::new(
+            &args.libvirt_uri,
+            &args.libvirt_run_dir,
+        ))
+    };
     tracing::info!(
         "sampling host {} ({}) every {} into {}",
         identity.ip,
@@ -210,7 +243,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         print_summary: !args.quiet,
         net_total_excluded: non_empty(args.net_total_exclude),
     };
-    let report = sampler::run(config, reader, identity, probe, store, shutdown_signal()?).await;
+    let sources = Sources {
+        host: reader,
+        libvirt,
+        ebpf: probe,
+    };
+    let report = sampler::run(config, identity, sources, store, shutdown_signal()?).await;
     tracing::info!(
         "stopped after {} ticks: {} written, {} lost",
         report.ticks,
@@ -261,13 +299,20 @@ async fn show(args: ShowArgs) -> anyhow::Result<()> {
         );
     }
     let mut store = SqliteStore::open(path)?;
-    let rows = store
-        .recent_host_usage(&HostUsageQuery {
+    let text = if args.vms {
+        let query = VmUsageQuery {
+            host_ip: args.host,
+            vm: args.vm,
+            limit: args.limit,
+        };
+        show::render_vms(&store.recent_vm_usage(&query).await?, args.format)?
+    } else {
+        let query = HostUsageQuery {
             host_ip: args.host,
             limit: args.limit,
-        })
-        .await?;
-    let text = show::render(&rows, args.format)?;
+        };
+        show::render_hosts(&store.recent_host_usage(&query).await?, args.format)?
+    };
     match std::io::stdout().lock().write_all(text.as_bytes()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
         _ => Ok(()),

@@ -3,7 +3,9 @@
 use std::fmt::Write;
 
 use crate::sampler::summary::{human_bits, human_bytes};
-use crate::store::HostUsageRow;
+use serde::Serialize;
+
+use crate::store::{HostUsageRow, VmUsageRow};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -12,23 +14,26 @@ pub enum Format {
     Csv,
 }
 
-pub fn render(rows: &[HostUsageRow], format: Format) -> Result<String, serde_json::Error> {
-    Ok(match format {
-        Format::Table => table(rows),
-        Format::Json => {
-            let mut s = serde_json::to_string_pretty(rows)?;
-            s.push('\n');
-            s
-        }
-        Format::Csv => csv(rows),
-    })
-}
-
-fn opt(value: Option<f64>, f: impl Fn(f64) -> String) -> String {
-    value.map_or_else(|| "-".to_owned(), f)
-}
-
-fn table(rows: &[HostUsageRow]) -> String {
+/// Host rows (T2) in `format`.
+pub fn render_hosts(rows: &[HostUsageRow], format: Format) -> Result<String, serde_json::Error> {
+    let cells = || {
+        rows.iter()
+            .map(|r| {
+                vec![
+                    r.time.clone(),
+                    r.host_ip.clone(),
+                    format!("{:.3}s", r.interval_s),
+                    format!("{:.1}ms", r.late_ms),
+                    opt(r.cpu_pct, pct),
+                    opt(r.mem_used_pct, pct),
+                    opt(r.disk_read_bytes_s, per_sec),
+                    opt(r.disk_write_bytes_s, per_sec),
+                    opt(r.net_rx_bps, human_bits),
+                    opt(r.net_tx_bps, human_bits),
+                ]
+            })
+            .collect()
+    };
     let header = [
         "time",
         "host",
@@ -41,44 +46,104 @@ fn table(rows: &[HostUsageRow]) -> String {
         "net rx",
         "net tx",
     ];
-    let cells: Vec<[String; 10]> = rows
-        .iter()
-        .map(|r| {
-            [
-                r.time.clone(),
-                r.host_ip.clone(),
-                format!("{:.3}s", r.interval_s),
-                format!("{:.1}ms", r.late_ms),
-                opt(r.cpu_pct, |v| format!("{v:.1}%")),
-                opt(r.mem_used_pct, |v| format!("{v:.1}%")),
-                opt(r.disk_read_bytes_s, |v| format!("{}/s", human_bytes(v))),
-                opt(r.disk_write_bytes_s, |v| format!("{}/s", human_bytes(v))),
-                opt(r.net_rx_bps, human_bits),
-                opt(r.net_tx_bps, human_bits),
-            ]
-        })
-        .collect();
-    let mut widths = header.map(str::len);
-    for row in &cells {
+    render(rows, format, &header, 2, cells)
+}
+
+/// VM rows (T4) in `format`.
+pub fn render_vms(rows: &[VmUsageRow], format: Format) -> Result<String, serde_json::Error> {
+    let cells = || {
+        rows.iter()
+            .map(|r| {
+                vec![
+                    r.time.clone(),
+                    r.name.clone(),
+                    r.state.clone(),
+                    opt(r.cpu_pct, pct),
+                    opt(r.cpu_vcpu_pct, pct),
+                    opt(r.steal_pct, pct),
+                    opt(r.mem_used_pct, pct),
+                    r.mem_alloc_bytes
+                        .map_or_else(|| "-".to_owned(), |b| human_bytes(b as f64)),
+                    opt(r.disk_read_bytes_s, per_sec),
+                    opt(r.disk_write_bytes_s, per_sec),
+                    opt(r.net_rx_bps, human_bits),
+                    opt(r.net_tx_bps, human_bits),
+                    r.missing.clone().unwrap_or_default(),
+                ]
+            })
+            .collect()
+    };
+    let header = [
+        "time",
+        "vm",
+        "state",
+        "cpu",
+        "cpu/vcpu",
+        "steal",
+        "mem",
+        "mem alloc",
+        "disk read",
+        "disk write",
+        "net rx",
+        "net tx",
+        "missing",
+    ];
+    render(rows, format, &header, 3, cells)
+}
+
+fn render<T: Serialize>(
+    rows: &[T],
+    format: Format,
+    header: &[&str],
+    text_columns: usize,
+    cells: impl Fn() -> Vec<Vec<String>>,
+) -> Result<String, serde_json::Error> {
+    Ok(match format {
+        Format::Table => table(header, &cells(), text_columns),
+        Format::Json => {
+            let mut s = serde_json::to_string_pretty(rows)?;
+            s.push('\n');
+            s
+        }
+        Format::Csv => csv(rows)?,
+    })
+}
+
+fn opt(value: Option<f64>, f: impl Fn(f64) -> String) -> String {
+    value.map_or_else(|| "-".to_owned(), f)
+}
+
+fn pct(v: f64) -> String {
+    format!("{v:.1}%")
+}
+
+fn per_sec(v: f64) -> String {
+    format!("{}/s", human_bytes(v))
+}
+
+/// Aligned columns: the first `text_columns` left-aligned, figures right-aligned.
+fn table(header: &[&str], rows: &[Vec<String>], text_columns: usize) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
         for (w, c) in widths.iter_mut().zip(row) {
             *w = (*w).max(c.len());
         }
     }
     let mut out = String::new();
     let line = |out: &mut String, row: &[&str]| {
-        for (i, (c, w)) in row.iter().zip(widths).enumerate() {
+        for (i, (c, w)) in row.iter().zip(&widths).enumerate() {
             let sep = if i == 0 { "" } else { "  " };
-            // Text columns left-aligned, figures right-aligned.
-            if i < 2 {
+            if i < text_columns {
                 let _ = write!(out, "{sep}{c:<w$}");
             } else {
                 let _ = write!(out, "{sep}{c:>w$}");
             }
         }
+        out.truncate(out.trim_end().len());
         out.push('\n');
     };
-    line(&mut out, &header);
-    for row in &cells {
+    line(&mut out, header);
+    for row in rows {
         let refs: Vec<&str> = row.iter().map(String::as_str).collect();
         line(&mut out, &refs);
     }
@@ -88,29 +153,31 @@ fn table(rows: &[HostUsageRow]) -> String {
     out
 }
 
-fn csv(rows: &[HostUsageRow]) -> String {
-    let mut out = String::from(
-        "host_ip,time,interval_s,late_ms,cpu_pct,mem_used_pct,disk_read_bytes_s,\
-         disk_write_bytes_s,net_rx_bps,net_tx_bps\n",
-    );
-    let num = |v: Option<f64>| v.map_or_else(String::new, |v| v.to_string());
-    for r in rows {
-        let _ = writeln!(
-            out,
-            "{},{},{},{},{},{},{},{},{},{}",
-            csv_field(&r.host_ip),
-            csv_field(&r.time),
-            r.interval_s,
-            r.late_ms,
-            num(r.cpu_pct),
-            num(r.mem_used_pct),
-            num(r.disk_read_bytes_s),
-            num(r.disk_write_bytes_s),
-            num(r.net_rx_bps),
-            num(r.net_tx_bps)
-        );
+/// CSV with a header from the rows' field names, through their JSON form: missing figures
+/// are empty fields.
+fn csv<T: Serialize>(rows: &[T]) -> Result<String, serde_json::Error> {
+    let mut out = String::new();
+    for (i, row) in rows.iter().enumerate() {
+        let serde_json::Value::Object(fields) = serde_json::to_value(row)? else {
+            continue;
+        };
+        if i == 0 {
+            let names: Vec<String> = fields.keys().map(|k| csv_field(k)).collect();
+            out.push_str(&names.join(","));
+            out.push('\n');
+        }
+        let values: Vec<String> = fields
+            .values()
+            .map(|v| match v {
+                serde_json::Value::Null => String::new(),
+                serde_json::Value::String(s) => csv_field(s),
+                other => other.to_string(),
+            })
+            .collect();
+        out.push_str(&values.join(","));
+        out.push('\n');
     }
-    out
+    Ok(out)
 }
 
 /// Quotes a field when CSV requires it (RFC 4180).
@@ -143,7 +210,7 @@ mod tests {
 
     #[test]
     fn table_has_a_header_and_aligned_units() {
-        let t = render(&[row()], Format::Table).expect("render");
+        let t = render_hosts(&[row()], Format::Table).expect("render");
         let lines: Vec<_> = t.lines().collect();
         assert!(lines[0].starts_with("time"));
         assert!(lines[1].contains("50.0%") && lines[1].contains("1.0 MiB/s"));
@@ -152,13 +219,14 @@ mod tests {
 
     #[test]
     fn csv_leaves_missing_figures_empty_and_json_uses_null() {
-        let c = render(&[row()], Format::Csv).expect("render");
+        let c = render_hosts(&[row()], Format::Csv).expect("render");
         assert_eq!(
             c.lines().nth(1),
-            Some("192.0.2.2,2026-11-30T06:00:01.000Z,1,0.5,50,25,0,1048576,,1000")
+            Some("192.0.2.2,2026-11-30T06:00:01.000Z,1.0,0.5,50.0,25.0,0.0,1048576.0,,1000.0")
         );
         let j: serde_json::Value =
-            serde_json::from_str(&render(&[row()], Format::Json).expect("render")).expect("json");
+            serde_json::from_str(&render_hosts(&[row()], Format::Json).expect("render"))
+                .expect("json");
         assert_eq!(j[0]["net_rx_bps"], serde_json::Value::Null);
         assert_eq!(csv_field("a,b"), "\"a,b\"");
     }

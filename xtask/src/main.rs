@@ -3,6 +3,8 @@
 //! It only orchestrates: installs what is missing, then calls cargo and the built binary.
 //! The eBPF object itself is built by `setmov-user/build.rs`.
 
+mod guests;
+mod packages;
 mod toolchain;
 
 use std::path::{Path, PathBuf};
@@ -29,14 +31,29 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up, check formatting and lints, and run every test.
+    /// Set up, check formatting and lints, prepare the test guests, run every test, and take
+    /// the guests down again.
     Test,
+    /// Real test guests (tiny VMs under libvirt on an isolated bridge); needs root.
+    Guests {
+        #[command(subcommand)]
+        action: GuestsAction,
+    },
     /// Measure the cost of a host tick (criterion) and the monitor's own CPU use over 60 s.
     Bench {
         /// Length of the whole-monitor run, in seconds.
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
+}
+
+#[derive(Subcommand)]
+enum GuestsAction {
+    /// Install and start what guests need, then boot the demo guests setmov-cpu, setmov-disk
+    /// and setmov-net; the manifest is /var/lib/setmov-guests/guests.json.
+    Up,
+    /// Destroy every setmov-* guest and the network, stop the daemons `up` started.
+    Down,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -68,8 +85,18 @@ fn main() -> anyhow::Result<()> {
             if std::env::var_os("CI").is_some() {
                 test.env("SETMOV_REQUIRE_ALL", "1");
             }
-            run(&mut test)
+            guests::prepare()?;
+            let tested = run(&mut test);
+            let cleaned = guests::down();
+            if let (Err(_), Err(e)) = (&tested, &cleaned) {
+                eprintln!("xtask: {e:#}");
+            }
+            tested.and(cleaned)
         }
+        Task::Guests { action } => match action {
+            GuestsAction::Up => guests::up(),
+            GuestsAction::Down => guests::down(),
+        },
         Task::Bench { seconds } => bench(&root, seconds),
     }
 }

@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 pub fn setup(root: &Path) -> anyhow::Result<()> {
+    super::packages::ensure()?;
     if !installed("cargo-nextest", &["--version"], "cargo-nextest") {
         eprintln!("xtask: installing cargo-nextest (the test runner)");
         super::run(cargo().args(["install", "--locked", "cargo-nextest"]))?;

@@ -6,13 +6,16 @@
 
 use std::collections::BTreeMap;
 
-use crate::store::HostSample;
+use time::OffsetDateTime;
+
+use crate::store::{HostSample, VmSample};
 use crate::usage::ebpf::BlockFigures;
 
 /// The independent collectors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
     Host,
+    Vm,
     Ebpf,
 }
 
@@ -20,6 +23,7 @@ pub enum Source {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Report {
     Host(Box<HostSample>),
+    Vm(VmReport),
     /// `None` when the maps could not be read this tick.
     Ebpf(Option<BlockFigures>),
 }
@@ -28,16 +32,27 @@ impl Report {
     fn source(&self) -> Source {
         match self {
             Report::Host(_) => Source::Host,
+            Report::Vm(_) => Source::Vm,
             Report::Ebpf(_) => Source::Ebpf,
         }
     }
 }
 
-/// What sources said about one tick. A `None` part is a source that did not report it.
+/// The VM source's result for one tick.
 #[derive(Debug, Clone, PartialEq, Default)]
+pub struct VmReport {
+    /// Running VMs (T1 VMC); `None` when libvirt could not be asked this tick.
+    pub vm_count: Option<u32>,
+    pub samples: Vec<VmSample>,
+}
+
+/// What sources said about one tick. A `None` part is a source that did not report it.
+#[derive(Debug, Clone, PartialEq)]
 pub struct AssembledTick {
     pub seq: u64,
+    pub time: OffsetDateTime,
     pub host: Option<HostSample>,
+    pub vms: Option<VmReport>,
     pub ebpf: Option<BlockFigures>,
     /// Whether the eBPF source reported this tick (it may report that reading failed).
     pub ebpf_reported: bool,
@@ -71,14 +86,19 @@ impl Assembler {
     }
 
     /// Adds a report; returns the ticks it completed, oldest first.
-    pub fn push(&mut self, seq: u64, report: Report) -> Vec<AssembledTick> {
+    pub fn push(&mut self, seq: u64, time: OffsetDateTime, report: Report) -> Vec<AssembledTick> {
         let source = report.source();
         let entry = self.pending.entry(seq).or_insert_with(|| AssembledTick {
             seq,
-            ..AssembledTick::default()
+            time,
+            host: None,
+            vms: None,
+            ebpf: None,
+            ebpf_reported: false,
         });
         match report {
             Report::Host(sample) => entry.host = Some(*sample),
+            Report::Vm(report) => entry.vms = Some(report),
             Report::Ebpf(figures) => {
                 entry.ebpf = figures;
                 entry.ebpf_reported = true;
@@ -109,6 +129,7 @@ impl Assembler {
             let complete = self.sources.iter().all(|s| {
                 let reported = match s.source {
                     Source::Host => tick.host.is_some(),
+                    Source::Vm => tick.vms.is_some(),
                     Source::Ebpf => tick.ebpf_reported,
                 };
                 reported || s.last_seq.is_some_and(|l| l > seq)
@@ -128,30 +149,33 @@ impl Assembler {
 mod tests {
     use super::*;
 
+    const T: OffsetDateTime = OffsetDateTime::UNIX_EPOCH;
+
     fn ebpf() -> Report {
         Report::Ebpf(None)
     }
 
-    fn host(seq: u64) -> Report {
-        Report::Host(Box::new(crate::sampler::tests::host_sample(seq)))
+    fn host() -> Report {
+        Report::Host(Box::new(crate::sampler::tests::host_sample()))
     }
 
     #[test]
     fn a_tick_leaves_when_every_source_reported() {
-        let mut a = Assembler::new(&[Source::Host, Source::Ebpf]);
-        assert!(a.push(1, host(1)).is_empty());
-        let done = a.push(1, ebpf());
+        let mut a = Assembler::new(&[Source::Host, Source::Vm, Source::Ebpf]);
+        assert!(a.push(1, T, host()).is_empty());
+        assert!(a.push(1, T, ebpf()).is_empty());
+        let done = a.push(1, T, Report::Vm(VmReport::default()));
         assert_eq!(done.len(), 1);
-        assert!(done[0].host.is_some() && done[0].ebpf_reported);
+        assert!(done[0].host.is_some() && done[0].ebpf_reported && done[0].vms.is_some());
     }
 
     #[test]
     fn a_skipped_tick_leaves_with_a_gap_and_in_order() {
         let mut a = Assembler::new(&[Source::Host, Source::Ebpf]);
-        assert!(a.push(1, host(1)).is_empty());
-        assert!(a.push(2, host(2)).is_empty());
+        assert!(a.push(1, T, host()).is_empty());
+        assert!(a.push(2, T, host()).is_empty());
         // The eBPF source was slow and went straight to tick 2.
-        let done = a.push(2, ebpf());
+        let done = a.push(2, T, ebpf());
         let seqs: Vec<_> = done.iter().map(|t| (t.seq, t.ebpf_reported)).collect();
         assert_eq!(seqs, [(1, false), (2, true)]);
     }
@@ -159,7 +183,7 @@ mod tests {
     #[test]
     fn a_stopped_source_releases_waiting_ticks() {
         let mut a = Assembler::new(&[Source::Host, Source::Ebpf]);
-        assert!(a.push(1, host(1)).is_empty());
+        assert!(a.push(1, T, host()).is_empty());
         assert_eq!(a.source_stopped(Source::Ebpf).len(), 1);
         assert!(a.drain().is_empty());
     }

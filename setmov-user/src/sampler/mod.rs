@@ -1,6 +1,6 @@
 //! The sampling loop: a ticker, one task per source, an assembler and a writer.
 //!
-//! The ticker publishes ticks on a watch channel. Each source (host, eBPF) runs on its own
+//! The ticker publishes ticks on a watch channel. Each source (host, VMs, eBPF) runs on its own
 //! task, reads when a tick arrives and reports to the assembler; a slow source simply sees the
 //! newest tick next (its missed ticks are counted), so it never holds up the others. The
 //! assembler joins reports per tick and hands records to the writer task, which owns the store;
@@ -8,6 +8,7 @@
 
 pub mod assemble;
 pub mod summary;
+mod vm_source;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -26,6 +27,7 @@ use crate::host::snapshot::HostSnapshot;
 use crate::store::{HostSample, Store, TickRecord};
 use crate::usage::ebpf::{BlockFigures, block_interval};
 use crate::usage::host::host_usage;
+use crate::vm::libvirt::LibvirtCollector;
 use assemble::{AssembledTick, Assembler, Report, Source};
 pub use summary::summary_line;
 
@@ -62,16 +64,27 @@ pub struct RunReport {
     pub lost: u64,
 }
 
+/// The collectors to run; the host is always sampled, VMs and eBPF when available.
+pub struct Sources {
+    pub host: HostReader,
+    pub libvirt: Option<LibvirtCollector>,
+    pub ebpf: Option<BlockProbe>,
+}
+
 /// Samples until `shutdown` resolves or `config.count` ticks were taken, writing every tick to
 /// `store`.
 pub async fn run<S: Store>(
     config: SamplerConfig,
-    reader: HostReader,
     identity: HostIdentity,
-    probe: Option<BlockProbe>,
+    collectors: Sources,
     store: S,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> RunReport {
+    let Sources {
+        host: reader,
+        libvirt,
+        ebpf: probe,
+    } = collectors;
     let (tick_tx, tick_rx) = watch::channel(None::<Tick>);
     let (report_tx, mut report_rx) = mpsc::unbounded_channel::<SourceMessage>();
     let (record_tx, record_rx) = mpsc::unbounded_channel::<TickRecord>();
@@ -86,6 +99,15 @@ pub async fn run<S: Store>(
         tick_rx.clone(),
         report_tx.clone(),
     ));
+    if let Some(collector) = libvirt {
+        sources.push(Source::Vm);
+        tokio::spawn(vm_source::vm_source(
+            collector,
+            config.interval,
+            tick_rx.clone(),
+            report_tx.clone(),
+        ));
+    }
     if let Some(probe) = probe {
         sources.push(Source::Ebpf);
         tokio::spawn(ebpf_source(probe, tick_rx, report_tx));
@@ -108,11 +130,16 @@ pub async fn run<S: Store>(
                     summary_line(&identity, &tick, config.interval)
                 );
             }
+            let (vm_count, vms) = tick
+                .vms
+                .map_or((None, Vec::new()), |v| (v.vm_count, v.samples));
             let record = TickRecord {
                 seq: tick.seq,
+                time: tick.time,
                 host: identity.clone(),
-                vm_count: 0,
+                vm_count,
                 host_sample: tick.host,
+                vms,
             };
             // The writer outlives this loop, so the channel is open.
             let _ = record_tx.send(record);
@@ -120,7 +147,7 @@ pub async fn run<S: Store>(
     };
     while let Some(message) = report_rx.recv().await {
         match message {
-            SourceMessage::Report(seq, report) => emit(assembler.push(seq, report)),
+            SourceMessage::Report { seq, time, report } => emit(assembler.push(seq, time, report)),
             SourceMessage::Stopped(source) => emit(assembler.source_stopped(source)),
         }
     }
@@ -138,7 +165,11 @@ pub async fn run<S: Store>(
 }
 
 enum SourceMessage {
-    Report(u64, Report),
+    Report {
+        seq: u64,
+        time: OffsetDateTime,
+        report: Report,
+    },
     Stopped(Source),
 }
 
@@ -199,7 +230,6 @@ async fn host_source(
         }
         let dt = at.duration_since(prev_at).as_secs_f64();
         let sample = HostSample {
-            time: tick.time,
             interval_secs: dt,
             late_ms: at.saturating_duration_since(tick.scheduled).as_secs_f64() * 1e3,
             missed_ticks: tick.seq.saturating_sub(prev_seq + 1),
@@ -207,13 +237,12 @@ async fn host_source(
             problems: now.problems.clone(),
         };
         (prev_at, prev, prev_seq) = (at, now, tick.seq);
-        if reports
-            .send(SourceMessage::Report(
-                tick.seq,
-                Report::Host(Box::new(sample)),
-            ))
-            .is_err()
-        {
+        let message = SourceMessage::Report {
+            seq: tick.seq,
+            time: tick.time,
+            report: Report::Host(Box::new(sample)),
+        };
+        if reports.send(message).is_err() {
             return;
         }
     }
@@ -261,10 +290,12 @@ async fn ebpf_source(
                 Err(e) => tracing::warn!("eBPF: cannot read the lost-event counter: {e}"),
             }
         }
-        if reports
-            .send(SourceMessage::Report(tick.seq, Report::Ebpf(figures)))
-            .is_err()
-        {
+        let message = SourceMessage::Report {
+            seq: tick.seq,
+            time: tick.time,
+            report: Report::Ebpf(figures),
+        };
+        if reports.send(message).is_err() {
             return;
         }
     }
@@ -346,10 +377,8 @@ pub(crate) mod tests {
     use super::*;
     use crate::usage::host::HostUsage;
 
-    pub(crate) fn host_sample(seq: u64) -> HostSample {
+    pub(crate) fn host_sample() -> HostSample {
         HostSample {
-            time: OffsetDateTime::from_unix_timestamp(i64::try_from(seq).unwrap_or(0))
-                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
             interval_secs: 1.0,
             late_ms: 0.0,
             missed_ticks: 0,
@@ -391,6 +420,13 @@ pub(crate) mod tests {
         ) -> Result<Vec<crate::store::HostUsageRow>, crate::store::StoreError> {
             Ok(Vec::new())
         }
+
+        async fn recent_vm_usage(
+            &mut self,
+            _query: &crate::store::VmUsageQuery,
+        ) -> Result<Vec<crate::store::VmUsageRow>, crate::store::StoreError> {
+            Ok(Vec::new())
+        }
     }
 
     #[tokio::test]
@@ -405,14 +441,16 @@ pub(crate) mod tests {
         for seq in 1..=5 {
             let record = TickRecord {
                 seq,
+                time: OffsetDateTime::UNIX_EPOCH,
                 host: HostIdentity {
                     name: "hv1".into(),
                     ip: "192.0.2.2".into(),
                     mac: None,
                     interface: None,
                 },
-                vm_count: 0,
-                host_sample: Some(host_sample(seq)),
+                vm_count: Some(0),
+                host_sample: Some(host_sample()),
+                vms: Vec::new(),
             };
             tx.send(record).expect("send");
         }

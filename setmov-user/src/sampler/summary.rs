@@ -42,15 +42,12 @@ pub fn is_late(late_ms: f64, missed_ticks: u64, interval: Duration) -> bool {
 }
 
 pub fn summary_line(host: &HostIdentity, tick: &AssembledTick, interval: Duration) -> String {
-    let mut line = String::new();
+    let mut line = format!("{} {}", format_time(tick.time), host.ip);
     let na = "n/a";
     match &tick.host {
-        None => {
-            let _ = write!(line, "tick {} {}: host sample missing", tick.seq, host.ip);
-        }
+        None => line.push_str(" host sample missing"),
         Some(s) => {
             let u = &s.usage;
-            let _ = write!(line, "{} {}", format_time(s.time), host.ip);
             match &u.cpu {
                 Some(c) => {
                     let _ = write!(line, " cpu {:5.1}%", c.busy_pct);
@@ -102,6 +99,28 @@ pub fn summary_line(host: &HostIdentity, tick: &AssembledTick, interval: Duratio
             }
         }
     }
+    if let Some(vms) = &tick.vms {
+        match vms.vm_count {
+            Some(n) => {
+                let _ = write!(line, " | vms {n}");
+            }
+            None => {
+                let _ = write!(line, " | vms {na}");
+            }
+        }
+        let busiest = vms
+            .samples
+            .iter()
+            .filter_map(|s| Some((s, s.usage.as_ref()?.cpu_vcpu_pct?)))
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        if let Some((vm, pct)) = busiest {
+            let _ = write!(line, " busiest {} {pct:.1}%/vCPU", vm.name);
+        }
+        let missing = vms.samples.iter().filter(|s| s.missing.is_some()).count();
+        if missing > 0 {
+            let _ = write!(line, " ({missing} missing)");
+        }
+    }
     if tick.ebpf_reported {
         match &tick.ebpf {
             Some(b) => {
@@ -124,6 +143,7 @@ pub fn summary_line(host: &HostIdentity, tick: &AssembledTick, interval: Duratio
 mod tests {
     use super::*;
     use crate::ebpf::BlockTotals;
+    use crate::sampler::assemble::VmReport;
     use crate::usage::ebpf::BlockFigures;
 
     #[test]
@@ -141,11 +161,16 @@ mod tests {
             mac: None,
             interface: None,
         };
-        let mut sample = crate::sampler::tests::host_sample(0);
+        let mut sample = crate::sampler::tests::host_sample();
         sample.late_ms = 700.0;
         let tick = AssembledTick {
             seq: 3,
+            time: time::OffsetDateTime::UNIX_EPOCH,
             host: Some(sample),
+            vms: Some(VmReport {
+                vm_count: Some(2),
+                samples: Vec::new(),
+            }),
             ebpf: Some(BlockFigures {
                 io: BlockTotals {
                     read_ops: 0,

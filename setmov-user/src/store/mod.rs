@@ -13,11 +13,12 @@ use time::OffsetDateTime;
 
 use crate::host::identity::HostIdentity;
 use crate::usage::host::HostUsage;
+use crate::usage::vm::VmUsage;
+use crate::vm::stats::DomainState;
 
 /// The host's figures for one tick.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostSample {
-    pub time: OffsetDateTime,
     /// Measured Δt of the interval this sample closes.
     pub interval_secs: f64,
     /// How long after its scheduled instant the sample was read.
@@ -29,15 +30,43 @@ pub struct HostSample {
     pub problems: Vec<String>,
 }
 
+/// One VM at one tick.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VmSample {
+    pub uuid: String,
+    pub name: String,
+    /// `None` when libvirt could not be asked this tick.
+    pub state: Option<DomainState>,
+    pub qemu_pid: Option<u32>,
+    /// Why this tick has no figures for the VM (libvirt unreachable or too slow, the domain
+    /// busy with a job); `None` when it was sampled.
+    pub missing: Option<String>,
+    /// Measured Δt since this VM's previous sample; `None` on first sight or after a restart.
+    pub interval_secs: Option<f64>,
+    /// `None` exactly when `missing` is set.
+    pub usage: Option<VmUsage>,
+}
+
+impl VmSample {
+    /// Gets a usage row (T4): it has a qemu process, or it did at the last good sample.
+    pub fn has_usage_row(&self) -> bool {
+        self.state.is_none_or(DomainState::has_process)
+    }
+}
+
 /// Everything written for one tick, in one transaction.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TickRecord {
     pub seq: u64,
+    /// The tick's instant: the time of every row it writes.
+    pub time: OffsetDateTime,
     pub host: HostIdentity,
-    /// VMs running at this tick (T1 VMC).
-    pub vm_count: u32,
+    /// VMs running at this tick (T1 VMC); `None` when libvirt could not be asked.
+    pub vm_count: Option<u32>,
     /// `None` when the host source did not report for this tick.
     pub host_sample: Option<HostSample>,
+    /// Every VM libvirt listed, or the VMs last seen running marked missing.
+    pub vms: Vec<VmSample>,
 }
 
 /// One T2 row as `setmov show` prints it.
@@ -49,6 +78,29 @@ pub struct HostUsageRow {
     pub late_ms: f64,
     pub cpu_pct: Option<f64>,
     pub mem_used_pct: Option<f64>,
+    pub disk_read_bytes_s: Option<f64>,
+    pub disk_write_bytes_s: Option<f64>,
+    pub net_rx_bps: Option<f64>,
+    pub net_tx_bps: Option<f64>,
+}
+
+/// One T4 row as `setmov show --vms` prints it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VmUsageRow {
+    pub uuid: String,
+    pub name: String,
+    pub host_ip: String,
+    pub time: String,
+    pub state: String,
+    pub missing: Option<String>,
+    pub vcpus: Option<u32>,
+    pub cpu_pct: Option<f64>,
+    pub cpu_vcpu_pct: Option<f64>,
+    pub steal_pct: Option<f64>,
+    pub mem_alloc_bytes: Option<u64>,
+    pub mem_used_pct: Option<f64>,
+    pub mem_source: Option<String>,
+    pub rss_bytes: Option<u64>,
     pub disk_read_bytes_s: Option<f64>,
     pub disk_write_bytes_s: Option<f64>,
     pub net_rx_bps: Option<f64>,
@@ -83,6 +135,16 @@ pub enum StoreError {
     Worker(String),
 }
 
+/// Which T4 rows to read back.
+#[derive(Debug, Clone, Default)]
+pub struct VmUsageQuery {
+    pub host_ip: Option<String>,
+    /// A VM's name or UUID.
+    pub vm: Option<String>,
+    /// The newest `limit` rows, returned oldest first.
+    pub limit: u32,
+}
+
 /// A place ticks are written to and read back from.
 pub trait Store: Send + 'static {
     /// Writes one tick atomically: either all of its rows land or none.
@@ -96,6 +158,12 @@ pub trait Store: Send + 'static {
         &mut self,
         query: &HostUsageQuery,
     ) -> impl Future<Output = Result<Vec<HostUsageRow>, StoreError>> + Send;
+
+    /// The newest T4 rows matching `query`, oldest first.
+    fn recent_vm_usage(
+        &mut self,
+        query: &VmUsageQuery,
+    ) -> impl Future<Output = Result<Vec<VmUsageRow>, StoreError>> + Send;
 }
 
 /// UTC with milliseconds, fixed width, so text order is time order.

@@ -9,7 +9,10 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
-use super::{HostSample, HostUsageQuery, HostUsageRow, Store, StoreError, TickRecord, format_time};
+use super::{
+    HostSample, HostUsageQuery, HostUsageRow, Store, StoreError, TickRecord, VmSample,
+    VmUsageQuery, VmUsageRow, format_time,
+};
 
 mod embedded {
     refinery::embed_migrations!("../migrations/sqlite");
@@ -74,10 +77,15 @@ impl SqliteStore {
     /// Writes one tick in one transaction (the blocking half of [`Store::write_tick`]).
     pub fn write_tick_blocking(&self, tick: &TickRecord) -> Result<(), StoreError> {
         let mut state = self.lock()?;
+        // Without a VM count this tick (libvirt unreachable), VMC keeps its last value.
+        let vmc = tick
+            .vm_count
+            .or(state.written_host.as_ref().map(|h| h.2))
+            .unwrap_or(0);
         let host_row = (
             tick.host.ip.clone(),
             tick.host.name.clone(),
-            tick.vm_count,
+            vmc,
             tick.host.mac.clone(),
         );
         // T1 changes rarely; writing it only when it does saves a page write per tick.
@@ -91,8 +99,12 @@ impl SqliteStore {
             )?
             .execute(params![host_row.0, host_row.1, host_row.2, host_row.3])?;
         }
+        let time = format_time(tick.time);
         if let Some(sample) = &tick.host_sample {
-            insert_host_sample(&tx, &tick.host.ip, sample)?;
+            insert_host_sample(&tx, &tick.host.ip, &time, sample)?;
+        }
+        for vm in &tick.vms {
+            insert_vm_sample(&tx, &tick.host.ip, &time, vm)?;
         }
         tx.commit()?;
         if host_changed {
@@ -133,6 +145,49 @@ impl SqliteStore {
         Ok(rows)
     }
 
+    /// The blocking half of [`Store::recent_vm_usage`].
+    pub fn recent_vm_usage_blocking(
+        &self,
+        query: &VmUsageQuery,
+    ) -> Result<Vec<VmUsageRow>, StoreError> {
+        let state = self.lock()?;
+        let mut stmt = state.conn.prepare(
+            "SELECT u.uuid, v.name, v.host_ip, u.time, u.state, u.missing, u.vcpus, u.cpu_pct,
+                    u.cpu_vcpu_pct, u.steal_pct, u.mem_alloc_bytes, u.mem_used_pct, u.mem_source,
+                    u.rss_bytes, u.disk_read_bytes_s, u.disk_write_bytes_s, u.net_rx_bps,
+                    u.net_tx_bps
+             FROM vm_usage u JOIN vms v ON v.uuid = u.uuid
+             WHERE (?1 IS NULL OR v.host_ip = ?1) AND (?2 IS NULL OR v.name = ?2 OR v.uuid = ?2)
+             ORDER BY u.time DESC, v.name DESC LIMIT ?3",
+        )?;
+        let mut rows = stmt
+            .query_map(params![query.host_ip, query.vm, query.limit], |r| {
+                Ok(VmUsageRow {
+                    uuid: r.get(0)?,
+                    name: r.get(1)?,
+                    host_ip: r.get(2)?,
+                    time: r.get(3)?,
+                    state: r.get(4)?,
+                    missing: r.get(5)?,
+                    vcpus: r.get(6)?,
+                    cpu_pct: r.get(7)?,
+                    cpu_vcpu_pct: r.get(8)?,
+                    steal_pct: r.get(9)?,
+                    mem_alloc_bytes: r.get(10)?,
+                    mem_used_pct: r.get(11)?,
+                    mem_source: r.get(12)?,
+                    rss_bytes: r.get(13)?,
+                    disk_read_bytes_s: r.get(14)?,
+                    disk_write_bytes_s: r.get(15)?,
+                    net_rx_bps: r.get(16)?,
+                    net_tx_bps: r.get(17)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.reverse();
+        Ok(rows)
+    }
+
     /// Number of T2 rows of a host (used by tests and the bench).
     pub fn host_usage_count(&self, host_ip: &str) -> Result<u64, StoreError> {
         let state = self.lock()?;
@@ -154,8 +209,12 @@ impl SqliteStore {
     }
 }
 
-fn insert_host_sample(tx: &Transaction, host_ip: &str, s: &HostSample) -> Result<(), StoreError> {
-    let time = format_time(s.time);
+fn insert_host_sample(
+    tx: &Transaction,
+    host_ip: &str,
+    time: &str,
+    s: &HostSample,
+) -> Result<(), StoreError> {
     let u = &s.usage;
     let cpu = u.cpu.as_ref();
     let mem = u.mem.as_ref();
@@ -276,6 +335,134 @@ fn insert_host_sample(tx: &Transaction, host_ip: &str, s: &HostSample) -> Result
     Ok(())
 }
 
+fn insert_vm_sample(
+    tx: &Transaction,
+    host_ip: &str,
+    time: &str,
+    vm: &VmSample,
+) -> Result<(), StoreError> {
+    let state = vm.state.map_or("unknown", |s| s.name());
+    let running = vm.state.is_some_and(|s| s.is_running());
+    // T3: the state may be unknown this tick (libvirt unreachable): keep the stored one then.
+    tx.prepare_cached(
+        "INSERT INTO vms (uuid, host_ip, name, state, lct) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (uuid) DO UPDATE SET host_ip = excluded.host_ip, name = excluded.name,
+             state = CASE WHEN excluded.state = 'unknown' THEN vms.state ELSE excluded.state END,
+             lct = COALESCE(excluded.lct, vms.lct)",
+    )?
+    .execute(params![
+        vm.uuid,
+        host_ip,
+        vm.name,
+        state,
+        running.then_some(time)
+    ])?;
+    if !vm.has_usage_row() {
+        return Ok(());
+    }
+    let u = vm.usage.as_ref();
+    let m = u.map(|u| &u.mem);
+    let disk = u.and_then(|u| u.disk_total.as_ref());
+    let net = u.and_then(|u| u.net_total.as_ref());
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO vm_usage (uuid, time, interval_s, state, missing, qemu_pid, vcpus,
+                cpu_pct, cpu_vcpu_pct, steal_pct, mem_alloc_bytes, mem_max_bytes, mem_used_bytes,
+                mem_used_pct, mem_source, mem_unused_bytes, mem_usable_bytes, mem_available_bytes,
+                rss_bytes, swap_in_bytes_s, swap_out_bytes_s, major_faults_s, minor_faults_s,
+                disk_read_bytes_s, disk_write_bytes_s, disk_read_iops, disk_write_iops,
+                net_rx_pps, net_tx_pps, net_rx_bytes_s, net_tx_bytes_s, net_rx_avg_pkt_bits,
+                net_tx_avg_pkt_bits, net_rx_bps, net_tx_bps)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33,
+                ?34, ?35)
+             ON CONFLICT (uuid, time) DO NOTHING",
+        )?
+        .execute(params![
+            vm.uuid,
+            time,
+            vm.interval_secs,
+            state,
+            vm.missing,
+            vm.qemu_pid,
+            u.and_then(|u| u.vcpus),
+            u.and_then(|u| u.cpu_host_pct),
+            u.and_then(|u| u.cpu_vcpu_pct),
+            u.and_then(|u| u.steal_pct),
+            m.and_then(|m| m.allocated_bytes),
+            m.and_then(|m| m.max_bytes),
+            m.and_then(|m| m.used_bytes),
+            m.and_then(|m| m.used_pct),
+            m.map(|m| m.source.name()),
+            m.and_then(|m| m.unused_bytes),
+            m.and_then(|m| m.usable_bytes),
+            m.and_then(|m| m.available_bytes),
+            m.and_then(|m| m.rss_bytes),
+            m.and_then(|m| m.swap_in_bytes_per_sec),
+            m.and_then(|m| m.swap_out_bytes_per_sec),
+            m.and_then(|m| m.major_faults_per_sec),
+            m.and_then(|m| m.minor_faults_per_sec),
+            disk.map(|d| d.read_bytes_per_sec),
+            disk.map(|d| d.write_bytes_per_sec),
+            disk.map(|d| d.read_iops),
+            disk.map(|d| d.write_iops),
+            net.map(|n| n.rx.pps),
+            net.map(|n| n.tx.pps),
+            net.map(|n| n.rx.bytes_per_sec),
+            net.map(|n| n.tx.bytes_per_sec),
+            net.and_then(|n| n.rx.avg_packet_bits),
+            net.and_then(|n| n.tx.avg_packet_bits),
+            net.map(|n| n.rx.bps),
+            net.map(|n| n.tx.bps),
+        ])?;
+    let Some(u) = u.filter(|_| inserted > 0) else {
+        return Ok(());
+    };
+    let mut disk_stmt = tx.prepare_cached(
+        "INSERT INTO vm_disk_usage (uuid, time, device, read_bytes_s, write_bytes_s, read_iops,
+            write_iops, read_latency_ms, write_latency_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    for d in &u.disks {
+        disk_stmt.execute(params![
+            vm.uuid,
+            time,
+            d.name,
+            d.read_bytes_per_sec,
+            d.write_bytes_per_sec,
+            d.read_iops,
+            d.write_iops,
+            d.read_latency_ms,
+            d.write_latency_ms
+        ])?;
+    }
+    let mut nic_stmt = tx.prepare_cached(
+        "INSERT INTO vm_nic_usage (uuid, time, iface, rx_pps, tx_pps, rx_bytes_s, tx_bytes_s,
+            rx_avg_pkt_bits, tx_avg_pkt_bits, rx_bps, tx_bps, rx_errs, rx_drop, tx_errs, tx_drop)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+    )?;
+    for n in &u.nics {
+        nic_stmt.execute(params![
+            vm.uuid,
+            time,
+            n.name,
+            n.rx.pps,
+            n.tx.pps,
+            n.rx.bytes_per_sec,
+            n.tx.bytes_per_sec,
+            n.rx.avg_packet_bits,
+            n.tx.avg_packet_bits,
+            n.rx.bps,
+            n.tx.bps,
+            n.rx_errs,
+            n.rx_drop,
+            n.tx_errs,
+            n.tx_drop
+        ])?;
+    }
+    Ok(())
+}
+
 impl Store for SqliteStore {
     async fn write_tick(&mut self, tick: &TickRecord) -> Result<(), StoreError> {
         let store = self.clone();
@@ -295,6 +482,17 @@ impl Store for SqliteStore {
             .await
             .map_err(|e| StoreError::Worker(e.to_string()))?
     }
+
+    async fn recent_vm_usage(
+        &mut self,
+        query: &VmUsageQuery,
+    ) -> Result<Vec<VmUsageRow>, StoreError> {
+        let store = self.clone();
+        let query = query.clone();
+        tokio::task::spawn_blocking(move || store.recent_vm_usage_blocking(&query))
+            .await
+            .map_err(|e| StoreError::Worker(e.to_string()))?
+    }
 }
 
 #[cfg(test)]
@@ -302,6 +500,8 @@ mod tests {
     use super::*;
     use crate::host::identity::HostIdentity;
     use crate::usage::host::{CpuUsage, HostUsage};
+    use crate::usage::vm::vm_usage;
+    use crate::vm::stats::{DomainState, DomainStats};
 
     fn tick(seq: u64, ms: i64) -> TickRecord {
         let cpu = CpuUsage {
@@ -318,16 +518,16 @@ mod tests {
         };
         TickRecord {
             seq,
+            time: time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+                .expect("time"),
             host: HostIdentity {
                 name: "hv1".into(),
                 ip: "192.0.2.2".into(),
                 mac: None,
                 interface: None,
             },
-            vm_count: 0,
+            vm_count: Some(0),
             host_sample: Some(HostSample {
-                time: time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-                    .expect("time"),
                 interval_secs: 1.0,
                 late_ms: 0.2,
                 missed_ticks: 0,
@@ -342,7 +542,70 @@ mod tests {
                 },
                 problems: Vec::new(),
             }),
+            vms: Vec::new(),
         }
+    }
+
+    fn vm(state: Option<DomainState>, missing: bool) -> VmSample {
+        VmSample {
+            uuid: "3f9a7c1e-0000-4000-8000-000000000001".into(),
+            name: "desk-1".into(),
+            state,
+            qemu_pid: Some(4300),
+            missing: missing.then(|| "libvirt did not answer within 1s".to_owned()),
+            interval_secs: Some(1.0),
+            usage: (!missing).then(|| vm_usage(None, &DomainStats::default(), 1.0, 2)),
+        }
+    }
+
+    #[test]
+    fn vm_rows_keep_the_last_connect_time_and_the_vm_count_through_an_outage() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
+        let mut t = tick(1, 1_000);
+        t.vm_count = Some(1);
+        t.vms = vec![vm(Some(DomainState::Running), false)];
+        store.write_tick_blocking(&t).expect("running");
+        // libvirt away: state unknown, the row marked missing, VMC not known.
+        let mut t = tick(2, 2_000);
+        t.vm_count = None;
+        t.vms = vec![vm(None, true)];
+        store.write_tick_blocking(&t).expect("missing");
+        let mut t = tick(3, 3_000);
+        t.vm_count = Some(0);
+        t.vms = vec![vm(Some(DomainState::Paused), false)];
+        store.write_tick_blocking(&t).expect("paused");
+
+        let state = store.lock().expect("lock");
+        let (vm_state, lct, vmc): (String, String, u32) = state
+            .conn
+            .query_row(
+                "SELECT v.state, v.lct, h.vmc FROM vms v JOIN hosts h ON h.host_ip = v.host_ip",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .expect("row");
+        assert_eq!(
+            (vm_state.as_str(), lct.as_str(), vmc),
+            ("paused", "1970-01-01T00:00:01.000Z", 0)
+        );
+        drop(state);
+        let rows = store
+            .recent_vm_usage_blocking(&VmUsageQuery {
+                vm: Some("desk-1".into()),
+                limit: 10,
+                ..VmUsageQuery::default()
+            })
+            .expect("rows");
+        let summary: Vec<_> = rows
+            .iter()
+            .map(|r| (r.state.as_str(), r.missing.is_some()))
+            .collect();
+        assert_eq!(
+            summary,
+            [("running", false), ("unknown", true), ("paused", false)]
+        );
+        assert_eq!(rows[0].mem_source.as_deref(), Some("allocation-only"));
     }
 
     #[test]

@@ -35,6 +35,10 @@ pub struct VmMemUsage {
     /// (3) for a VM: 100 × used / allocated.
     pub used_pct: Option<f64>,
     pub source: MemSource,
+    /// As the guest reports them (what `virsh dommemstat` shows as unused, usable, available).
+    pub unused_bytes: Option<u64>,
+    pub usable_bytes: Option<u64>,
+    pub available_bytes: Option<u64>,
     /// Host-side resident set of the qemu process.
     pub rss_bytes: Option<u64>,
     pub swap_in_bytes_per_sec: Option<f64>,
@@ -119,6 +123,9 @@ pub fn vm_mem_usage(
             .zip(now.current_kib)
             .and_then(|(u, a)| percent(u as f64, a as f64)),
         source,
+        unused_bytes: kib(now.unused_kib),
+        usable_bytes: kib(now.usable_kib),
+        available_bytes: kib(now.available_kib),
         rss_bytes: kib(now.rss_kib),
         swap_in_bytes_per_sec: rate(p.swap_in_kib, now.swap_in_kib, 1024.0),
         swap_out_bytes_per_sec: rate(p.swap_out_kib, now.swap_out_kib, 1024.0),

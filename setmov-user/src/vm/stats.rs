@@ -72,9 +72,17 @@ impl DomainState {
         }
     }
 
-    /// Has a live qemu process whose vCPUs can run (the "last connect time" counts these).
-    pub fn is_active(self) -> bool {
+    /// Running in the sense of T1's VM count and T3's last connect time.
+    pub fn is_running(self) -> bool {
         matches!(self, Self::Running | Self::Blocked)
+    }
+
+    /// Has a qemu process, so it gets a usage row (a paused VM too: its CPU reads 0).
+    pub fn has_process(self) -> bool {
+        matches!(
+            self,
+            Self::Running | Self::Blocked | Self::Paused | Self::Shutdown | Self::PmSuspended
+        )
     }
 }
 

@@ -1,0 +1,306 @@
+//! The VM source: libvirt sampled on a thread of its own, with a deadline per tick.
+//!
+//! libvirt calls block, and a stuck libvirtd can block them for a long time. The collector
+//! thread takes one request at a time; the async side waits for the answer only until the
+//! tick's deadline. A tick without an answer reports the VMs last seen as missing (never
+//! invented figures), and the host and eBPF sources go on unaffected.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::assemble::{Report, Source, VmReport};
+use super::{SourceMessage, Tick};
+use crate::store::VmSample;
+use crate::usage::vm::vm_usage;
+use crate::vm::libvirt::{LibvirtCollector, LibvirtError, VmSnapshot};
+use crate::vm::stats::{DomainState, DomainStats};
+
+/// The shortest wait for libvirt's answer, whatever the interval.
+const MIN_DEADLINE: Duration = Duration::from_millis(250);
+
+type Answer = (u64, Instant, Result<VmSnapshot, LibvirtError>);
+
+/// The previous good sample of one domain run.
+struct Previous {
+    id: Option<u32>,
+    at: Instant,
+    stats: DomainStats,
+}
+
+/// Turns libvirt snapshots into per-VM samples; pure apart from the clock readings it is given.
+#[derive(Default)]
+pub struct VmTracker {
+    previous: HashMap<String, Previous>,
+    /// VMs with a qemu process at the last good sample, for missing rows when libvirt is away.
+    last_seen: Vec<(String, String)>,
+}
+
+impl VmTracker {
+    /// Figures for every domain in `snapshot`, taken at `at`.
+    pub fn sample(&mut self, at: Instant, snapshot: &VmSnapshot) -> VmReport {
+        let mut samples = Vec::with_capacity(snapshot.domains.len());
+        let mut previous = HashMap::with_capacity(snapshot.domains.len());
+        let mut running = 0;
+        for d in &snapshot.domains {
+            let state = d.stats.state;
+            if state.is_some_and(DomainState::is_running) {
+                running += 1;
+            }
+            if !state.is_some_and(DomainState::has_process) {
+                samples.push(VmSample {
+                    uuid: d.uuid.clone(),
+                    name: d.name.clone(),
+                    state,
+                    qemu_pid: None,
+                    missing: None,
+                    interval_secs: None,
+                    usage: None,
+                });
+                continue;
+            }
+            // A new runtime id means the domain was started again: its counters restarted.
+            let prev = self.previous.remove(&d.uuid).filter(|p| p.id == d.id);
+            if d.stats.cpu_time_ns.is_none() {
+                // NOWAIT gave only the state: the domain is busy with a job. Keep the old
+                // baseline so the next full sample spans the gap.
+                samples.push(VmSample {
+                    uuid: d.uuid.clone(),
+                    name: d.name.clone(),
+                    state,
+                    qemu_pid: d.qemu.pid,
+                    missing: Some(
+                        "libvirt reported only the state (a job holds the domain)".into(),
+                    ),
+                    interval_secs: None,
+                    usage: None,
+                });
+                if let Some(p) = prev {
+                    previous.insert(d.uuid.clone(), p);
+                }
+                continue;
+            }
+            let dt = prev.as_ref().map(|p| at.duration_since(p.at).as_secs_f64());
+            let usage = vm_usage(
+                prev.as_ref().map(|p| &p.stats),
+                &d.stats,
+                dt.unwrap_or(0.0),
+                snapshot.node.cpus,
+            );
+            samples.push(VmSample {
+                uuid: d.uuid.clone(),
+                name: d.name.clone(),
+                state,
+                qemu_pid: d.qemu.pid,
+                missing: None,
+                interval_secs: dt,
+                usage: Some(usage),
+            });
+            previous.insert(
+                d.uuid.clone(),
+                Previous {
+                    id: d.id,
+                    at,
+                    stats: d.stats.clone(),
+                },
+            );
+        }
+        self.previous = previous;
+        self.last_seen = samples
+            .iter()
+            .filter(|s| s.has_usage_row())
+            .map(|s| (s.uuid.clone(), s.name.clone()))
+            .collect();
+        VmReport {
+            vm_count: Some(running),
+            samples,
+        }
+    }
+
+    /// No answer from libvirt this tick: the VMs seen last are marked missing.
+    pub fn missing(&self, reason: &str) -> VmReport {
+        VmReport {
+            vm_count: None,
+            samples: self
+                .last_seen
+                .iter()
+                .map(|(uuid, name)| VmSample {
+                    uuid: uuid.clone(),
+                    name: name.clone(),
+                    state: None,
+                    qemu_pid: None,
+                    missing: Some(reason.to_owned()),
+                    interval_secs: None,
+                    usage: None,
+                })
+                .collect(),
+        }
+    }
+}
+
+pub(super) async fn vm_source(
+    collector: LibvirtCollector,
+    interval: Duration,
+    mut ticks: watch::Receiver<Option<Tick>>,
+    reports: mpsc::UnboundedSender<SourceMessage>,
+) {
+    let deadline = interval.max(MIN_DEADLINE);
+    let (request_tx, request_rx) = std::sync::mpsc::sync_channel::<u64>(1);
+    let (answer_tx, mut answers) = mpsc::unbounded_channel::<Answer>();
+    let spawned = std::thread::Builder::new()
+        .name("setmov-libvirt".into())
+        .spawn(move || {
+            let mut collector = collector;
+            while let Ok(seq) = request_rx.recv() {
+                let at = Instant::now();
+                let result = collector.sample();
+                if answer_tx.send((seq, at, result)).is_err() {
+                    return;
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the libvirt thread: {e}; VMs are not sampled");
+        let _ = reports.send(SourceMessage::Stopped(Source::Vm));
+        return;
+    }
+    let mut tracker = VmTracker::default();
+    // The baseline, so the first tick already has rates.
+    let mut busy = request_tx.send(0).is_ok();
+    if busy
+        && let Ok(Some((_, at, Ok(snapshot)))) =
+            tokio::time::timeout(deadline, answers.recv()).await
+    {
+        tracker.sample(at, &snapshot);
+        busy = false;
+    }
+    while ticks.changed().await.is_ok() {
+        let Some(tick) = *ticks.borrow_and_update() else {
+            continue;
+        };
+        // An answer that came after its tick's deadline is still a true sample: use it as the
+        // baseline (its figures were already reported missing).
+        while let Ok((_, at, result)) = answers.try_recv() {
+            busy = false;
+            if let Ok(snapshot) = result {
+                tracker.sample(at, &snapshot);
+            }
+        }
+        let report = if busy {
+            tracker.missing("libvirt has not answered the previous request yet")
+        } else if request_tx.try_send(tick.seq).is_err() {
+            tracker.missing("the libvirt thread stopped")
+        } else {
+            busy = true;
+            match tokio::time::timeout(deadline, answers.recv()).await {
+                Ok(Some((_, at, Ok(snapshot)))) => {
+                    busy = false;
+                    tracker.sample(at, &snapshot)
+                }
+                Ok(Some((_, _, Err(e)))) => {
+                    busy = false;
+                    tracker.missing(&e.to_string())
+                }
+                Ok(None) => tracker.missing("the libvirt thread stopped"),
+                Err(_) => tracker.missing(&format!(
+                    "libvirt did not answer within {}",
+                    humantime::format_duration(deadline)
+                )),
+            }
+        };
+        let message = SourceMessage::Report {
+            seq: tick.seq,
+            time: tick.time,
+            report: Report::Vm(report),
+        };
+        if reports.send(message).is_err() {
+            return;
+        }
+    }
+    let _ = reports.send(SourceMessage::Stopped(Source::Vm));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vm::libvirt::{DomainSample, NodeFacts};
+    use crate::vm::runfiles::QemuProcess;
+
+    fn domain(uuid: &str, id: u32, state: DomainState, cpu_s: Option<f64>) -> DomainSample {
+        DomainSample {
+            uuid: uuid.into(),
+            name: format!("vm-{uuid}"),
+            id: Some(id),
+            stats: DomainStats {
+                state: Some(state),
+                cpu_time_ns: cpu_s.map(|s| (s * 1e9) as u64),
+                vcpus_current: Some(1),
+                ..DomainStats::default()
+            },
+            qemu: QemuProcess::default(),
+        }
+    }
+
+    fn snapshot(domains: Vec<DomainSample>) -> VmSnapshot {
+        VmSnapshot {
+            node: NodeFacts {
+                cpus: 2,
+                memory_bytes: None,
+            },
+            domains,
+        }
+    }
+
+    #[test]
+    fn rates_need_the_same_run_and_busy_domains_are_missing() {
+        let mut t = VmTracker::default();
+        let t0 = Instant::now();
+        let first = t.sample(
+            t0,
+            &snapshot(vec![
+                domain("a", 1, DomainState::Running, Some(1.0)),
+                domain("b", 2, DomainState::Running, Some(1.0)),
+                domain("c", 3, DomainState::Shutoff, None),
+            ]),
+        );
+        assert_eq!(first.vm_count, Some(2));
+        assert!(first.samples.iter().all(|s| s.interval_secs.is_none()));
+        let second = t.sample(
+            t0 + Duration::from_secs(1),
+            &snapshot(vec![
+                domain("a", 1, DomainState::Running, Some(1.5)),
+                // b was destroyed and started again: a new id, counters from zero.
+                domain("b", 7, DomainState::Running, Some(0.1)),
+                domain("c", 3, DomainState::Paused, None),
+            ]),
+        );
+        let by = |u: &str| second.samples.iter().find(|s| s.uuid == u).expect("sample");
+        let cpu = |s: &VmSample| s.usage.as_ref().and_then(|u| u.cpu_vcpu_pct);
+        assert_eq!(cpu(by("a")), Some(50.0));
+        assert_eq!(cpu(by("b")), None);
+        assert!(
+            by("c").missing.is_some(),
+            "a paused domain without counters"
+        );
+        assert_eq!(second.vm_count, Some(2));
+    }
+
+    #[test]
+    fn an_outage_marks_the_vms_seen_last_as_missing() {
+        let mut t = VmTracker::default();
+        t.sample(
+            Instant::now(),
+            &snapshot(vec![
+                domain("a", 1, DomainState::Running, Some(1.0)),
+                domain("c", 3, DomainState::Shutoff, None),
+            ]),
+        );
+        let report = t.missing("libvirt did not answer within 1s");
+        assert_eq!(report.vm_count, None);
+        assert_eq!(report.samples.len(), 1);
+        assert_eq!(report.samples[0].uuid, "a");
+        assert!(report.samples[0].has_usage_row() && report.samples[0].usage.is_none());
+    }
+}
