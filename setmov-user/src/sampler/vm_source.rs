@@ -36,6 +36,8 @@ pub struct VmTracker {
     previous: HashMap<String, Previous>,
     /// VMs with a qemu process at the last good sample, for missing rows when libvirt is away.
     last_seen: Vec<(String, String)>,
+    /// Every domain libvirt listed at the last good sample.
+    listed: Vec<(String, String)>,
 }
 
 impl VmTracker {
@@ -54,6 +56,7 @@ impl VmTracker {
                     uuid: d.uuid.clone(),
                     name: d.name.clone(),
                     state,
+                    gone: false,
                     qemu_pid: None,
                     missing: None,
                     interval_secs: None,
@@ -70,6 +73,7 @@ impl VmTracker {
                     uuid: d.uuid.clone(),
                     name: d.name.clone(),
                     state,
+                    gone: false,
                     qemu_pid: d.qemu.pid,
                     missing: Some(
                         "libvirt reported only the state (a job holds the domain)".into(),
@@ -93,6 +97,7 @@ impl VmTracker {
                 uuid: d.uuid.clone(),
                 name: d.name.clone(),
                 state,
+                gone: false,
                 qemu_pid: d.qemu.pid,
                 missing: None,
                 interval_secs: dt,
@@ -107,6 +112,27 @@ impl VmTracker {
                 },
             );
         }
+        // Domains listed last time and not now are gone (a transient domain destroyed, one
+        // undefined): said once, so T3 stops showing them as running.
+        for (uuid, name) in &self.listed {
+            if !snapshot.domains.iter().any(|d| &d.uuid == uuid) {
+                samples.push(VmSample {
+                    uuid: uuid.clone(),
+                    name: name.clone(),
+                    state: None,
+                    gone: true,
+                    qemu_pid: None,
+                    missing: None,
+                    interval_secs: None,
+                    usage: None,
+                });
+            }
+        }
+        self.listed = snapshot
+            .domains
+            .iter()
+            .map(|d| (d.uuid.clone(), d.name.clone()))
+            .collect();
         self.previous = previous;
         self.last_seen = samples
             .iter()
@@ -130,6 +156,7 @@ impl VmTracker {
                     uuid: uuid.clone(),
                     name: name.clone(),
                     state: None,
+                    gone: false,
                     qemu_pid: None,
                     missing: Some(reason.to_owned()),
                     interval_secs: None,

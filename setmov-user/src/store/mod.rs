@@ -35,8 +35,10 @@ pub struct HostSample {
 pub struct VmSample {
     pub uuid: String,
     pub name: String,
-    /// `None` when libvirt could not be asked this tick.
+    /// `None` when libvirt could not be asked this tick, or the domain is gone.
     pub state: Option<DomainState>,
+    /// libvirt no longer lists the domain (destroyed transient domain, undefined).
+    pub gone: bool,
     pub qemu_pid: Option<u32>,
     /// Why this tick has no figures for the VM (libvirt unreachable or too slow, the domain
     /// busy with a job); `None` when it was sampled.
@@ -50,7 +52,7 @@ pub struct VmSample {
 impl VmSample {
     /// Gets a usage row (T4): it has a qemu process, or it did at the last good sample.
     pub fn has_usage_row(&self) -> bool {
-        self.state.is_none_or(DomainState::has_process)
+        !self.gone && self.state.is_none_or(DomainState::has_process)
     }
 }
 

@@ -341,7 +341,11 @@ fn insert_vm_sample(
     time: &str,
     vm: &VmSample,
 ) -> Result<(), StoreError> {
-    let state = vm.state.map_or("unknown", |s| s.name());
+    let state = match vm.state {
+        Some(s) => s.name(),
+        None if vm.gone => "gone",
+        None => "unknown",
+    };
     let running = vm.state.is_some_and(|s| s.is_running());
     // T3: the state may be unknown this tick (libvirt unreachable): keep the stored one then.
     tx.prepare_cached(
@@ -551,6 +555,7 @@ mod tests {
             uuid: "3f9a7c1e-0000-4000-8000-000000000001".into(),
             name: "desk-1".into(),
             state,
+            gone: false,
             qemu_pid: Some(4300),
             missing: missing.then(|| "libvirt did not answer within 1s".to_owned()),
             interval_secs: Some(1.0),
