@@ -1,5 +1,8 @@
 //! Helpers shared by SETMOV's integration tests.
 
+pub mod guests;
+pub mod monitor;
+
 use std::path::PathBuf;
 
 /// A fixture folder under `tests/fixtures`.

@@ -2,40 +2,20 @@
 //! and one core kept busy. The tests share the machine, so they run one at a time.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
+
+use setmov_tests::monitor::Monitor;
 use std::time::{Duration, Instant};
 
 static MACHINE: Mutex<()> = Mutex::new(());
 
-/// A `setmov run` in the background, stopped with SIGINT like an operator would.
-struct Monitor {
-    child: Child,
-}
-
-impl Monitor {
-    fn start(db: &Path, interval: &str) -> Monitor {
-        let child = Command::new(env!("CARGO_BIN_EXE_setmov-cli"))
-            .args(["run", "--quiet", "--no-ebpf", "--interval", interval])
-            .arg("--database")
-            .arg(db)
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("setmov starts");
-        Monitor { child }
-    }
-
-    fn stop(self) {
-        let pid = self.child.id().to_string();
-        let kill = Command::new("kill").args(["-INT", &pid]).status();
-        assert!(kill.is_ok_and(|s| s.success()));
-        let out = self.child.wait_with_output().expect("wait");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+fn monitor(db: &Path, interval: &str) -> Monitor {
+    Monitor::start(
+        env!("CARGO_BIN_EXE_setmov-cli"),
+        db,
+        &["--no-ebpf", "--no-libvirt", "--interval", interval],
+    )
 }
 
 fn rows(db: &Path, sql: &str) -> Vec<(String, f64, Option<f64>)> {
@@ -57,7 +37,7 @@ fn direct_writes_are_all_in_the_disk_write_figure() {
     const MIB: u64 = 1 << 20;
     const WRITTEN: u64 = 200 * MIB;
 
-    let monitor = Monitor::start(&db, "250ms");
+    let monitor = monitor(&db, "250ms");
     std::thread::sleep(Duration::from_millis(750));
     let dd = Command::new("dd")
         .args([
@@ -72,7 +52,7 @@ fn direct_writes_are_all_in_the_disk_write_figure() {
         .expect("dd");
     assert!(dd.success(), "dd failed");
     std::thread::sleep(Duration::from_millis(750));
-    monitor.stop();
+    let _ = monitor.stop();
 
     // Over the whole run (which contains the dd window), Σ rate × Δt is the bytes written.
     let ticks = rows(
@@ -106,7 +86,7 @@ fn one_busy_core_of_all_reads_as_its_share() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("setmov.db");
 
-    let monitor = Monitor::start(&db, "500ms");
+    let monitor = monitor(&db, "500ms");
     std::thread::sleep(Duration::from_millis(600));
     let busy_from = time_now();
     let spin = std::thread::spawn(|| {
@@ -118,7 +98,7 @@ fn one_busy_core_of_all_reads_as_its_share() {
     });
     spin.join().expect("spinner");
     let busy_to = time_now();
-    monitor.stop();
+    let _ = monitor.stop();
 
     // Ticks whose whole interval lies inside the busy window.
     let ticks = rows(

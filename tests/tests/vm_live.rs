@@ -1,0 +1,386 @@
+//! VM figures against real TCG guests under a real libvirtd, each running a known workload,
+//! and the monitor's behaviour while VMs and libvirtd misbehave. The guests and libvirtd are
+//! prepared by `cargo xtask guests up` (or `cargo xtask test`); without them these tests skip
+//! loudly (and fail under SETMOV_REQUIRE_ALL=1).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use setmov::usage::vm::vm_mem_usage;
+use setmov::vm::libvirt::LibvirtCollector;
+use setmov_tests::guests::{Guest, Workload};
+use setmov_tests::monitor::Monitor;
+use setmov_tests::skip;
+
+/// The guests compete for the same two cores: one test at a time.
+static MACHINE: Mutex<()> = Mutex::new(());
+
+const MIB: f64 = 1_048_576.0;
+const BOOT: Duration = Duration::from_secs(90);
+
+fn monitor(db: &Path, interval: &str) -> Monitor {
+    Monitor::start(
+        env!("CARGO_BIN_EXE_setmov-cli"),
+        db,
+        &["--no-ebpf", "--interval", interval],
+    )
+}
+
+fn query<T: rusqlite::types::FromSql>(db: &Path, sql: &str, uuid: &str) -> Vec<Vec<Option<T>>> {
+    let conn = rusqlite::Connection::open(db).expect("db");
+    let mut stmt = conn.prepare(sql).expect("sql");
+    let columns = stmt.column_count();
+    stmt.query_map([uuid], |r| (0..columns).map(|i| r.get(i)).collect())
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
+
+/// Σ rate × Δt over a VM's sampled rows: what the figures account for over the run.
+fn integral(db: &Path, rate_column: &str, uuid: &str) -> f64 {
+    let sql = format!(
+        "SELECT interval_s, {rate_column} FROM vm_usage \
+         WHERE uuid = ?1 AND missing IS NULL AND interval_s IS NOT NULL"
+    );
+    query::<f64>(db, &sql, uuid)
+        .iter()
+        .map(|r| r[0].unwrap_or(0.0) * r[1].expect("a rate on every sampled row"))
+        .sum()
+}
+
+fn start(name: &str, workload: &Workload) -> Option<Guest> {
+    match Guest::start(name, workload) {
+        Ok(guest) => Some(guest),
+        Err(reason) => {
+            skip(&reason);
+            None
+        }
+    }
+}
+
+#[test]
+fn a_burning_vcpu_reads_full_per_vcpu_and_its_share_of_the_host() {
+    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(guest) = start(
+        "burn",
+        &Workload {
+            burn_secs: -1,
+            ..Workload::default()
+        },
+    ) else {
+        return;
+    };
+    guest.wait_for("SETMOV: burn-start", BOOT).expect("burn starts");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("setmov.db");
+    let m = monitor(&db, "1s");
+    std::thread::sleep(Duration::from_millis(5_500));
+    let _ = m.stop();
+
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let rows = query::<f64>(
+        &db,
+        "SELECT cpu_vcpu_pct, cpu_pct FROM vm_usage WHERE uuid = ?1 AND cpu_pct IS NOT NULL",
+        guest.uuid(),
+    );
+    eprintln!("burning guest, per vCPU and host-normalised (÷{cores}): {rows:?}");
+    assert!(rows.len() >= 4, "{rows:?}");
+    for row in &rows {
+        let (per_vcpu, host) = (row[0].expect("per vCPU"), row[1].expect("host"));
+        assert!((per_vcpu - 100.0).abs() <= 10.0, "per vCPU {per_vcpu}");
+        assert!((host - 100.0 / cores).abs() <= 10.0 / cores, "host {host}");
+    }
+}
+
+#[test]
+fn direct_writes_of_a_guest_are_its_disk_write_bytes() {
+    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("setmov.db");
+    // The monitor sees the guest before it writes: delay, then 32 MiB direct.
+    let m = monitor(&db, "500ms");
+    let Some(guest) = start(
+        "disk",
+        &Workload {
+            delay_secs: 4,
+            write_mb: 32,
+            ..Workload::default()
+        },
+    ) else {
+        let _ = m.stop();
+        return;
+    };
+    let done = guest.wait_for("SETMOV: write-done", BOOT).expect("write");
+    std::thread::sleep(Duration::from_millis(1_500));
+    let _ = m.stop();
+
+    let libvirt_bytes = guest.stats().expect("domstats")["block.0.wr.bytes"] as f64;
+    let written = integral(&db, "disk_write_bytes_s", guest.uuid());
+    eprintln!(
+        "guest wrote {done}; the VM's disk write figure accounts for {:.2} MiB, libvirt counts {:.2} MiB",
+        written / MIB,
+        libvirt_bytes / MIB
+    );
+    assert!(
+        (written / (32.0 * MIB) - 1.0).abs() <= 0.05,
+        "{:.2} MiB",
+        written / MIB
+    );
+    let iops = integral(&db, "disk_write_iops", guest.uuid());
+    assert!(iops >= 32.0, "write requests {iops}");
+}
+
+#[test]
+fn pings_of_known_count_and_size_are_the_nic_figures() {
+    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("setmov.db");
+    let m = monitor(&db, "500ms");
+    const PINGS: f64 = 60.0;
+    const DATA: u32 = 1000;
+    let Some(guest) = start(
+        "ping",
+        &Workload {
+            delay_secs: 4,
+            ping_count: PINGS as u32,
+            ping_size: DATA,
+            ..Workload::default()
+        },
+    ) else {
+        let _ = m.stop();
+        return;
+    };
+    guest.wait_for("SETMOV: ping-done", BOOT).expect("pings");
+    std::thread::sleep(Duration::from_millis(1_500));
+    let _ = m.stop();
+
+    // An echo request on the wire: data + 8 ICMP + 20 IPv4 + 14 Ethernet header bytes.
+    let frame = f64::from(DATA + 8 + 20 + 14);
+    let packets = integral(&db, "net_tx_pps", guest.uuid());
+    let bytes = integral(&db, "net_tx_bytes_s", guest.uuid());
+    let rx_packets = integral(&db, "net_rx_pps", guest.uuid());
+    eprintln!(
+        "{PINGS} pings of {DATA} B: tx {packets:.1} packets {bytes:.0} B, rx {rx_packets:.1} packets"
+    );
+    // ARP adds a packet or two of 42 bytes each way.
+    assert!((packets / PINGS - 1.0).abs() <= 0.05, "tx packets {packets}");
+    assert!((bytes / (PINGS * frame) - 1.0).abs() <= 0.05, "tx bytes {bytes}");
+    assert!((rx_packets / PINGS - 1.0).abs() <= 0.05, "rx packets {rx_packets}");
+    // Equation (6) on the busy ticks: the frame plus 20 B of Ethernet framing.
+    let sizes = query::<f64>(
+        &db,
+        "SELECT net_tx_avg_pkt_bits FROM vm_usage WHERE uuid = ?1 AND net_tx_pps >= 4",
+        guest.uuid(),
+    );
+    assert!(!sizes.is_empty());
+    for s in sizes.iter().filter_map(|r| r[0]) {
+        assert!(((s / ((frame + 20.0) * 8.0)) - 1.0).abs() <= 0.05, "{s} bits");
+    }
+}
+
+/// `virsh dommemstat NAME` as field → KiB.
+fn dommemstat(name: &str) -> BTreeMap<String, u64> {
+    let out = Command::new("virsh")
+        .args(["-c", "qemu:///system", "dommemstat", name])
+        .output()
+        .expect("virsh");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            Some((k.to_owned(), v.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn memory_figures_match_virsh_dommemstat() {
+    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(guest) = start("mem", &Workload::default()) else {
+        return;
+    };
+    guest.wait_for("SETMOV: ready", BOOT).expect("boot");
+    // The balloon driver reports every 2 s.
+    std::thread::sleep(Duration::from_secs(3));
+    let mut collector = LibvirtCollector::new("qemu:///system", "/run/libvirt/qemu");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let snapshot = collector.sample().expect("libvirt");
+        let virsh = dommemstat(guest.name());
+        let domain = snapshot
+            .domains
+            .iter()
+            .find(|d| d.uuid == guest.uuid())
+            .expect("the guest");
+        let ours = vm_mem_usage(None, &domain.stats.balloon, 0.0);
+        let kib = |v: Option<u64>| v.map(|b| b / 1024);
+        let pairs = [
+            ("actual", kib(ours.allocated_bytes)),
+            ("unused", kib(ours.unused_bytes)),
+            ("available", kib(ours.available_bytes)),
+            ("usable", kib(ours.usable_bytes)),
+        ];
+        let same = pairs.iter().all(|(k, v)| virsh.get(*k).copied() == *v);
+        // The guest's report may change between the two reads; then read both again.
+        if !same && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(300));
+            continue;
+        }
+        eprintln!("ours {pairs:?} rss {:?}; virsh {virsh:?}", kib(ours.rss_bytes));
+        assert!(same, "{pairs:?} vs {virsh:?}");
+        let rss = kib(ours.rss_bytes).expect("rss") as f64;
+        let virsh_rss = virsh["rss"] as f64;
+        assert!((rss / virsh_rss - 1.0).abs() <= 0.02, "rss {rss} vs {virsh_rss}");
+        let used = ours.used_bytes.expect("used") / 1024;
+        assert_eq!(used, virsh["actual"] - virsh["usable"]);
+        break;
+    }
+}
+
+fn virsh(args: &[&str]) {
+    let status = Command::new("virsh")
+        .args(["-c", "qemu:///system"])
+        .args(args)
+        .status()
+        .expect("virsh");
+    assert!(status.success(), "virsh {args:?}");
+}
+
+/// Restarts the running libvirtd with its own command line (SIGTERM, wait, start again), as
+/// an operator's restart would, and waits until it answers.
+fn restart_libvirtd() {
+    let out = Command::new("pgrep")
+        .args(["-x", "libvirtd"])
+        .output()
+        .expect("pgrep");
+    let pid = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .expect("a running libvirtd")
+        .trim()
+        .to_owned();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("its command line");
+    let argv: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    assert!(Command::new("kill").arg(&pid).status().expect("kill").success());
+    let gone_by = Instant::now() + Duration::from_secs(30);
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(Instant::now() < gone_by, "libvirtd {pid} does not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = Command::new(&argv[0]).args(&argv[1..]).status().expect("start libvirtd");
+    assert!(status.success(), "libvirtd did not start again: {argv:?}");
+    let up_by = Instant::now() + Duration::from_secs(60);
+    while !Command::new("virsh")
+        .args(["-c", "qemu:///system", "version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        assert!(Instant::now() < up_by, "libvirtd does not answer after a restart");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn vm_churn_a_suspended_guest_and_a_libvirtd_restart_lose_no_tick() {
+    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(a) = start("churn-a", &Workload::default()) else {
+        return;
+    };
+    let Some(b) = start("churn-b", &Workload::default()) else {
+        return;
+    };
+    a.wait_for("SETMOV: ready", BOOT).expect("a boots");
+    b.wait_for("SETMOV: ready", BOOT).expect("b boots");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("setmov.db");
+    let m = monitor(&db, "500ms");
+    std::thread::sleep(Duration::from_secs(2));
+
+    virsh(&["suspend", a.name()]);
+    std::thread::sleep(Duration::from_secs(2));
+    virsh(&["resume", a.name()]);
+    let (b_uuid, b_name) = (b.uuid().to_owned(), b.name().to_owned());
+    drop(b);
+    let Some(c) = start("churn-c", &Workload::default()) else {
+        return;
+    };
+    c.wait_for("SETMOV: ready", BOOT).expect("c boots");
+    std::thread::sleep(Duration::from_secs(1));
+    restart_libvirtd();
+    std::thread::sleep(Duration::from_secs(4));
+    let log = m.stop();
+
+    let conn = rusqlite::Connection::open(&db).expect("db");
+    let count = |sql: &str, uuid: &str| -> i64 {
+        conn.query_row(sql, [uuid], |r| r.get(0)).expect("count")
+    };
+    // Every tick wrote its host row, whatever the VMs and libvirtd did.
+    let ticks: i64 = conn
+        .query_row("SELECT COUNT(*) FROM host_usage", [], |r| r.get(0))
+        .expect("ticks");
+    assert!(
+        log.contains(&format!("stopped after {ticks} ticks: {ticks} written, 0 lost")),
+        "{log}"
+    );
+    let gaps: Vec<f64> = query::<f64>(
+        &db,
+        "SELECT interval_s FROM host_usage WHERE host_ip <> ?1 ORDER BY time",
+        "",
+    )
+    .iter()
+    .filter_map(|r| r[0])
+    .collect();
+    assert!(gaps.iter().all(|g| *g < 1.0), "a host tick was held up: {gaps:?}");
+    // a has a row on every tick: sampled, paused, or marked missing while libvirtd was away.
+    assert_eq!(count("SELECT COUNT(*) FROM vm_usage WHERE uuid = ?1", a.uuid()), ticks);
+    let paused = query::<f64>(
+        &db,
+        "SELECT cpu_vcpu_pct FROM vm_usage WHERE uuid = ?1 AND state = 'paused'",
+        a.uuid(),
+    );
+    assert!(paused.len() >= 2, "suspension not seen: {paused:?}");
+    assert!(paused.iter().filter_map(|r| r[0]).all(|cpu| cpu < 5.0), "{paused:?}");
+    let missing = count(
+        "SELECT COUNT(*) FROM vm_usage WHERE uuid = ?1 AND missing IS NOT NULL",
+        a.uuid(),
+    );
+    assert!(missing >= 1, "the libvirtd restart went unseen");
+    // Sampling came back by itself for both running guests.
+    for guest in [&a, &c] {
+        let last: Vec<Vec<Option<String>>> = query(
+            &db,
+            "SELECT missing FROM vm_usage WHERE uuid = ?1 ORDER BY time DESC LIMIT 3",
+            guest.uuid(),
+        );
+        assert!(last.iter().all(|r| r[0].is_none()), "{}: {last:?}", guest.name());
+    }
+    // b is gone, with the last time it was seen running; no rate anywhere is absurd.
+    let (state, lct): (String, Option<String>) = conn
+        .query_row("SELECT state, lct FROM vms WHERE uuid = ?1", [&b_uuid], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .expect("b's T3 row");
+    assert_eq!(state, "gone", "{b_name}");
+    assert!(lct.is_some());
+    let (max_cpu, min_rate): (f64, f64) = conn
+        .query_row(
+            "SELECT MAX(cpu_vcpu_pct), MIN(MIN(COALESCE(disk_read_bytes_s, 0),
+                 COALESCE(disk_write_bytes_s, 0), COALESCE(net_rx_bps, 0), COALESCE(net_tx_bps, 0)))
+             FROM vm_usage",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("bounds");
+    assert!((0.0..150.0).contains(&max_cpu) && min_rate >= 0.0, "{max_cpu} {min_rate}");
+    let vmc: i64 = conn
+        .query_row("SELECT vmc FROM hosts", [], |r| r.get(0))
+        .expect("vmc");
+    assert!(vmc >= 2, "VMC {vmc}");
+}
