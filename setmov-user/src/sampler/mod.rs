@@ -8,7 +8,7 @@
 
 pub mod assemble;
 pub mod summary;
-mod vm_source;
+pub mod vm_source;
 
 use std::collections::VecDeque;
 use std::future::Future;

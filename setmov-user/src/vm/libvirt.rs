@@ -4,6 +4,7 @@
 //! statistics records and panic in `Drop` when libvirt reports an error; every pointer is owned
 //! by a small guard here. The calls block, so [`LibvirtCollector`] runs on a thread of its own.
 
+use std::collections::HashMap;
 use std::ffi::{CStr, CString, c_char, c_int};
 use std::path::PathBuf;
 use std::ptr;
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use virt::sys;
 
 use super::runfiles::{self, QemuProcess};
-use super::stats::{DomainStats, ParamValue, parse_domain_stats};
+use super::stats::{DomainState, DomainStats, ParamValue, parse_domain_stats};
 
 /// The groups of statistics asked for on every tick.
 const STATS: u32 = sys::VIR_DOMAIN_STATS_STATE
@@ -169,7 +170,7 @@ impl Connection {
         })
     }
 
-    fn domains(&self, run_dir: &std::path::Path) -> Result<Vec<DomainSample>, LibvirtError> {
+    fn domains(&self) -> Result<Vec<DomainSample>, LibvirtError> {
         let mut records: *mut sys::virDomainStatsRecordPtr = ptr::null_mut();
         // SAFETY: self.ptr is open; records receives a list we free through RecordList.
         let n =
@@ -188,7 +189,7 @@ impl Connection {
         for i in 0..list.len {
             // SAFETY: the list holds `len` valid record pointers while `list` lives.
             let record = unsafe { &**list.ptr.add(i) };
-            if let Some(domain) = domain_sample(record, run_dir) {
+            if let Some(domain) = domain_sample(record) {
                 domains.push(domain);
             }
         }
@@ -197,10 +198,8 @@ impl Connection {
 }
 
 /// Reads one record; `None` if libvirt gave no name or UUID (the domain vanished meanwhile).
-fn domain_sample(
-    record: &sys::virDomainStatsRecord,
-    run_dir: &std::path::Path,
-) -> Option<DomainSample> {
+/// The qemu process is filled in by the collector.
+fn domain_sample(record: &sys::virDomainStatsRecord) -> Option<DomainSample> {
     // SAFETY: record.dom is a valid domain reference while the record list lives.
     let name = c_string(unsafe { sys::virDomainGetName(record.dom) })?;
     let mut uuid = [0 as c_char; sys::VIR_UUID_STRING_BUFLEN as usize];
@@ -219,15 +218,8 @@ fn domain_sample(
         })
         .collect();
     let stats = parse_domain_stats(params.iter().map(|(n, v)| (n.as_str(), v)));
-    let active = stats
-        .state
-        .is_some_and(|s| !matches!(s, super::stats::DomainState::Shutoff));
     Some(DomainSample {
-        qemu: if active {
-            runfiles::read(run_dir, &name)
-        } else {
-            QemuProcess::default()
-        },
+        qemu: QemuProcess::default(),
         uuid,
         name,
         id: (id != u32::MAX).then_some(id),
@@ -262,6 +254,10 @@ pub struct LibvirtCollector {
     retry_after: Duration,
     /// The last failure logged, so an outage is reported once, not every tick.
     logged_failure: Option<String>,
+    /// Each domain run's qemu process by UUID, with the runtime id it was read for: the run
+    /// files are read once per run, not per tick (parsing the status XML is the dearest part
+    /// of a VM's sample).
+    qemu: HashMap<String, (Option<u32>, QemuProcess)>,
 }
 
 impl LibvirtCollector {
@@ -277,6 +273,7 @@ impl LibvirtCollector {
             retry_at: None,
             retry_after: FIRST_RETRY,
             logged_failure: None,
+            qemu: HashMap::new(),
         }
     }
 
@@ -311,9 +308,10 @@ impl LibvirtCollector {
         };
         let sampled = connection
             .node_facts()
-            .and_then(|node| Ok((node, connection.domains(&self.run_dir)?)));
+            .and_then(|node| Ok((node, connection.domains()?)));
         match sampled {
-            Ok((node, domains)) => {
+            Ok((node, mut domains)) => {
+                self.attach_qemu(&mut domains);
                 if self.logged_failure.take().is_some() {
                     tracing::info!("libvirt at {} answers again", self.uri);
                 }
@@ -327,6 +325,31 @@ impl LibvirtCollector {
                 Err(self.failed(e))
             }
         }
+    }
+
+    /// Fills in each running domain's qemu PID and vCPU threads, from the cache while the
+    /// domain run (runtime id) and its vCPU count are unchanged.
+    fn attach_qemu(&mut self, domains: &mut [DomainSample]) {
+        let mut qemu = HashMap::with_capacity(domains.len());
+        for d in domains.iter_mut() {
+            if !d.stats.state.is_some_and(DomainState::has_process) {
+                continue;
+            }
+            let vcpus = d.stats.vcpus_current.map(|v| v as usize);
+            let process = match self.qemu.remove(&d.uuid) {
+                Some((id, p))
+                    if id == d.id
+                        && p.pid.is_some()
+                        && vcpus.is_none_or(|v| v == p.vcpu_tids.len()) =>
+                {
+                    p
+                }
+                _ => runfiles::read(&self.run_dir, &d.name),
+            };
+            d.qemu = process.clone();
+            qemu.insert(d.uuid.clone(), (d.id, process));
+        }
+        self.qemu = qemu;
     }
 
     fn failed(&mut self, error: LibvirtError) -> LibvirtError {
@@ -358,10 +381,7 @@ mod tests {
         assert_eq!(d.name, "test");
         assert_eq!(d.uuid.len(), 36);
         assert!(d.id.is_some());
-        assert_eq!(
-            d.stats.state,
-            Some(super::super::stats::DomainState::Running)
-        );
+        assert_eq!(d.stats.state, Some(DomainState::Running));
         // The run folder does not exist: no qemu process is invented.
         assert_eq!(d.qemu, QemuProcess::default());
     }
