@@ -2,6 +2,11 @@
 -- Same conventions as schema 1: UTC ISO 8601 times with milliseconds, rates per second over
 -- the measured interval, NULL when a figure cannot be had for the interval.
 
+-- The host's capacity as libvirt reports it (logical CPUs, memory of all NUMA cells): what VMs
+-- are sized against.
+ALTER TABLE hosts ADD COLUMN cpus INTEGER;
+ALTER TABLE hosts ADD COLUMN memory_bytes INTEGER;
+
 -- T3: one row per VM this host has seen.
 CREATE TABLE vms (
     uuid     TEXT PRIMARY KEY,

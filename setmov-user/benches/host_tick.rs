@@ -42,6 +42,7 @@ fn host_tick(c: &mut Criterion) {
                 + std::time::Duration::from_millis(seq),
             host: identity.clone(),
             vm_count: Some(0),
+            node: None,
             host_sample: Some(HostSample {
                 interval_secs: 1.0,
                 late_ms: 0.0,

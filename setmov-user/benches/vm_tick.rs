@@ -82,6 +82,7 @@ fn main() {
             time: OffsetDateTime::UNIX_EPOCH + Duration::from_millis(u64::from(seq)),
             host: identity.clone(),
             vm_count: report.vm_count,
+            node: report.node,
             host_sample: None,
             vms: report.samples,
         };

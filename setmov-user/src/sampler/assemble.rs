@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 
 use crate::store::{HostSample, VmSample};
 use crate::usage::ebpf::BlockFigures;
+use crate::vm::libvirt::NodeFacts;
 
 /// The independent collectors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +44,8 @@ impl Report {
 pub struct VmReport {
     /// Running VMs (T1 VMC); `None` when libvirt could not be asked this tick.
     pub vm_count: Option<u32>,
+    /// The host's capacity as libvirt reports it; `None` when it could not be asked.
+    pub node: Option<NodeFacts>,
     pub samples: Vec<VmSample>,
 }
 

@@ -130,14 +130,15 @@ pub async fn run<S: Store>(
                     summary_line(&identity, &tick, config.interval)
                 );
             }
-            let (vm_count, vms) = tick
-                .vms
-                .map_or((None, Vec::new()), |v| (v.vm_count, v.samples));
+            let (vm_count, node, vms) = tick.vms.map_or((None, None, Vec::new()), |v| {
+                (v.vm_count, v.node, v.samples)
+            });
             let record = TickRecord {
                 seq: tick.seq,
                 time: tick.time,
                 host: identity.clone(),
                 vm_count,
+                node,
                 host_sample: tick.host,
                 vms,
             };
@@ -449,6 +450,7 @@ pub(crate) mod tests {
                     interface: None,
                 },
                 vm_count: Some(0),
+                node: None,
                 host_sample: Some(host_sample()),
                 vms: Vec::new(),
             };

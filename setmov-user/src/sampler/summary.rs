@@ -169,6 +169,7 @@ mod tests {
             host: Some(sample),
             vms: Some(VmReport {
                 vm_count: Some(2),
+                node: None,
                 samples: Vec::new(),
             }),
             ebpf: Some(BlockFigures {

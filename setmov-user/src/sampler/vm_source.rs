@@ -141,6 +141,7 @@ impl VmTracker {
             .collect();
         VmReport {
             vm_count: Some(running),
+            node: Some(snapshot.node),
             samples,
         }
     }
@@ -149,6 +150,7 @@ impl VmTracker {
     pub fn missing(&self, reason: &str) -> VmReport {
         VmReport {
             vm_count: None,
+            node: None,
             samples: self
                 .last_seen
                 .iter()

@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 use crate::host::identity::HostIdentity;
 use crate::usage::host::HostUsage;
 use crate::usage::vm::VmUsage;
+use crate::vm::libvirt::NodeFacts;
 use crate::vm::stats::DomainState;
 
 /// The host's figures for one tick.
@@ -65,6 +66,8 @@ pub struct TickRecord {
     pub host: HostIdentity,
     /// VMs running at this tick (T1 VMC); `None` when libvirt could not be asked.
     pub vm_count: Option<u32>,
+    /// The host's capacity as libvirt reports it; `None` when libvirt could not be asked.
+    pub node: Option<NodeFacts>,
     /// `None` when the host source did not report for this tick.
     pub host_sample: Option<HostSample>,
     /// Every VM libvirt listed, or the VMs last seen running marked missing.

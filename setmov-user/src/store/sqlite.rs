@@ -25,10 +25,21 @@ pub struct SqliteStore {
     path: PathBuf,
 }
 
-/// The connection and the T1 row it last wrote (IP, name, VMC, MAC).
+/// The connection and the T1 row it last wrote.
 struct OpenDatabase {
     conn: Connection,
-    written_host: Option<(String, String, u32, Option<String>)>,
+    written_host: Option<HostRow>,
+}
+
+/// A T1 row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct HostRow {
+    ip: String,
+    name: String,
+    mac: Option<String>,
+    vmc: u32,
+    cpus: Option<u32>,
+    memory_bytes: Option<u64>,
 }
 
 impl SqliteStore {
@@ -77,27 +88,41 @@ impl SqliteStore {
     /// Writes one tick in one transaction (the blocking half of [`Store::write_tick`]).
     pub fn write_tick_blocking(&self, tick: &TickRecord) -> Result<(), StoreError> {
         let mut state = self.lock()?;
-        // Without a VM count this tick (libvirt unreachable), VMC keeps its last value.
-        let vmc = tick
-            .vm_count
-            .or(state.written_host.as_ref().map(|h| h.2))
-            .unwrap_or(0);
-        let host_row = (
-            tick.host.ip.clone(),
-            tick.host.name.clone(),
-            vmc,
-            tick.host.mac.clone(),
-        );
+        // What libvirt could not tell this tick (it was unreachable) keeps its last value.
+        let last = state.written_host.clone();
+        let host_row = HostRow {
+            ip: tick.host.ip.clone(),
+            name: tick.host.name.clone(),
+            mac: tick.host.mac.clone(),
+            vmc: tick.vm_count.or(last.as_ref().map(|h| h.vmc)).unwrap_or(0),
+            cpus: tick
+                .node
+                .map(|n| n.cpus)
+                .or(last.as_ref().and_then(|h| h.cpus)),
+            memory_bytes: tick
+                .node
+                .and_then(|n| n.memory_bytes)
+                .or(last.as_ref().and_then(|h| h.memory_bytes)),
+        };
         // T1 changes rarely; writing it only when it does saves a page write per tick.
-        let host_changed = state.written_host.as_ref() != Some(&host_row);
+        let host_changed = last.as_ref() != Some(&host_row);
         let tx = state.conn.transaction()?;
         if host_changed {
             tx.prepare_cached(
-                "INSERT INTO hosts (host_ip, host_name, vmc, mac) VALUES (?1, ?2, ?3, ?4)
+                "INSERT INTO hosts (host_ip, host_name, vmc, mac, cpus, memory_bytes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (host_ip) DO UPDATE SET host_name = excluded.host_name,
-                     vmc = excluded.vmc, mac = excluded.mac",
+                     vmc = excluded.vmc, mac = excluded.mac, cpus = excluded.cpus,
+                     memory_bytes = excluded.memory_bytes",
             )?
-            .execute(params![host_row.0, host_row.1, host_row.2, host_row.3])?;
+            .execute(params![
+                host_row.ip,
+                host_row.name,
+                host_row.vmc,
+                host_row.mac,
+                host_row.cpus,
+                host_row.memory_bytes
+            ])?;
         }
         let time = format_time(tick.time);
         if let Some(sample) = &tick.host_sample {
@@ -505,6 +530,7 @@ mod tests {
     use crate::host::identity::HostIdentity;
     use crate::usage::host::{CpuUsage, HostUsage};
     use crate::usage::vm::vm_usage;
+    use crate::vm::libvirt::NodeFacts;
     use crate::vm::stats::{DomainState, DomainStats};
 
     fn tick(seq: u64, ms: i64) -> TickRecord {
@@ -531,6 +557,7 @@ mod tests {
                 interface: None,
             },
             vm_count: Some(0),
+            node: None,
             host_sample: Some(HostSample {
                 interval_secs: 1.0,
                 late_ms: 0.2,
@@ -569,6 +596,10 @@ mod tests {
         let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
         let mut t = tick(1, 1_000);
         t.vm_count = Some(1);
+        t.node = Some(NodeFacts {
+            cpus: 2,
+            memory_bytes: Some(24 << 30),
+        });
         t.vms = vec![vm(Some(DomainState::Running), false)];
         store.write_tick_blocking(&t).expect("running");
         // libvirt away: state unknown, the row marked missing, VMC not known.
@@ -582,14 +613,15 @@ mod tests {
         store.write_tick_blocking(&t).expect("paused");
 
         let state = store.lock().expect("lock");
-        let (vm_state, lct, vmc): (String, String, u32) = state
+        let (vm_state, lct, vmc, cpus): (String, String, u32, u32) = state
             .conn
             .query_row(
-                "SELECT v.state, v.lct, h.vmc FROM vms v JOIN hosts h ON h.host_ip = v.host_ip",
+                "SELECT v.state, v.lct, h.vmc, h.cpus FROM vms v JOIN hosts h USING (host_ip)",
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .expect("row");
+        assert_eq!(cpus, 2, "capacity kept while libvirt was away");
         assert_eq!(
             (vm_state.as_str(), lct.as_str(), vmc),
             ("paused", "1970-01-01T00:00:01.000Z", 0)
