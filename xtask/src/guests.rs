@@ -12,10 +12,11 @@
 //!   drivers; `kernel-release` marks the kernel as fetched.
 //! - `disks/NAME.qcow2` (256 MiB, made afresh at each boot), `consoles/NAME.log` (ttyS0).
 //! - `guests.json`, the manifest, present while the environment is prepared:
-//!   `{"kernel", "kernel_release", "initrd", "domain_xml", "disks", "consoles", "network",
-//!   "bridge", "address", "prefix", "guests": [{"name", "uuid", "ip", "disk", "console",
-//!   "workload"}]}`; `domain_xml` is the template `xtask/guests/domain.xml`, whose `{name}`,
-//!   `{kernel}`, `{initrd}`, `{cmdline}`, `{disk}`, `{network}` and `{console}` are to be filled.
+//!   `{"kernel", "kernel_release", "initrd", "domain_xml", "cmdline", "disks", "consoles",
+//!   "network", "bridge", "address", "prefix", "guests": [{"name", "uuid", "ip", "disk",
+//!   "console", "workload"}]}`; `domain_xml` is the template `xtask/guests/domain.xml`, whose
+//!   `{name}`, `{kernel}`, `{initrd}`, `{cmdline}`, `{disk}`, `{network}` and `{console}` are
+//!   to be filled; `cmdline` holds the kernel arguments that go before address and workload.
 //! - `/run/setmov-guests/started.json`: `{"virtlogd": PID, "libvirtd": PID}`, the daemons
 //!   that `down` must stop.
 //!
@@ -52,6 +53,9 @@ const ADDRESS: &str = "10.213.77.1";
 const PREFIX: u8 = 24;
 /// Every guest of ours is named so; `down` destroys them all.
 const PREFIX_NAME: &str = "setmov-";
+/// Kernel arguments of every guest, before its address and workload: console on ttyS0,
+/// quiet, a panic stops the guest (on_reboot=destroy), no IPv6 chatter on the bridge.
+const CMDLINE: &str = "console=ttyS0 quiet panic=-1 ipv6.disable=1";
 
 const INIT: &str = include_str!("../guests/init");
 const DOMAIN_XML: &str = include_str!("../guests/domain.xml");
@@ -102,14 +106,19 @@ pub fn up() -> anyhow::Result<()> {
         bail!("guests up must run as root (it starts libvirtd and writes under /var/lib)");
     }
     prepare_as_root()?;
-    let mut booted = Vec::new();
     let mut records = Vec::new();
     for &(name, host, workload) in STANDARD {
         let ip = format!("{}/{PREFIX}", address_with_host(host));
-        let fresh = !domain_running(name)?;
-        if fresh {
+        if domain_running(name)? {
+            eprintln!("xtask: {name} already runs");
+        } else {
+            let started = Instant::now();
             boot(name, &ip, workload).with_context(|| format!("cannot boot guest {name}"))?;
-            booted.push((name, Instant::now()));
+            let line = wait_for_console(name, "SETMOV: ready", Duration::from_secs(120))?;
+            eprintln!(
+                "xtask: {name} ready {:.1} s after start: {line}",
+                started.elapsed().as_secs_f64()
+            );
         }
         let uuid = virsh(&["domuuid", name])?.trim().to_owned();
         records.push(serde_json::json!({
@@ -122,13 +131,6 @@ pub fn up() -> anyhow::Result<()> {
         }));
     }
     write_manifest(&records)?;
-    for (name, started) in booted {
-        let line = wait_for_console(name, "SETMOV: ready", Duration::from_secs(120))?;
-        eprintln!(
-            "xtask: {name} ready after {:.1} s: {line}",
-            started.elapsed().as_secs_f64()
-        );
-    }
     eprintln!(
         "xtask: guests up; manifest {}",
         Path::new(ASSETS).join("guests.json").display()
@@ -199,8 +201,13 @@ fn start_daemons() -> anyhow::Result<()> {
     remove_file_if_present(Path::new(
         "/etc/libvirt/qemu/networks/autostart/default.xml",
     ))?;
-    let mut started = read_state()?;
-    started.retain(|name, pid| alive(*pid, name));
+    grant_kvm_group()?;
+    // Forget the daemons of ours that have died since.
+    let mut started: BTreeMap<String, u32> = read_state()?
+        .into_iter()
+        .filter_map(|(name, pid)| Some((name.clone(), our_pid(&name, pid)?)))
+        .collect();
+    write_state(&started)?;
     for daemon in DAEMONS {
         if started.contains_key(daemon) || running(daemon) {
             continue;
@@ -211,18 +218,38 @@ fn start_daemons() -> anyhow::Result<()> {
         // Written at once so that `down` stops it even if a later step fails.
         write_state(&started)?;
     }
-    write_state(&started)?;
     wait_for_libvirt()
 }
 
+/// Gives /dev/kvm the owner and mode udev gives it on Debian (root:kvm 0660; qemu's user is
+/// in group kvm). Without udev it stays root-only, and libvirt then finds its cached qemu
+/// capabilities ("KVM enabled") outdated at every look-up and re-probes qemu some 25 times
+/// per domain start: about 50 s instead of 0.5 s.
+fn grant_kvm_group() -> anyhow::Result<()> {
+    let kvm = Path::new("/dev/kvm");
+    if !kvm.exists() {
+        return Ok(());
+    }
+    let group = nix::unistd::Group::from_name("kvm")
+        .context("cannot look up group kvm")?
+        .context("no group kvm (package libvirt-daemon-system creates it)")?;
+    std::os::unix::fs::chown(kvm, None, Some(group.gid.as_raw()))
+        .context("cannot chgrp kvm /dev/kvm")?;
+    fs::set_permissions(kvm, fs::Permissions::from_mode(0o660))
+        .context("cannot chmod 0660 /dev/kvm")
+}
+
 fn start_daemon(daemon: &str) -> anyhow::Result<u32> {
-    let pid_file = Path::new(STATE_DIR).join(format!("{daemon}.pid"));
+    let pid_file = pid_file(daemon);
     remove_file_if_present(&pid_file)?;
     let log = format!("/var/log/libvirt/{daemon}.log");
     let out = Command::new(daemon)
         .arg("--daemon")
         .arg("--pid-file")
         .arg(&pid_file)
+        // Not cargo's environment (LD_LIBRARY_PATH and the like): qemu would inherit it.
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         // Without systemd or syslog its messages would be lost; warnings and errors go here.
         .env("LIBVIRT_LOG_OUTPUTS", format!("3:file:{log}"))
         .stdin(Stdio::null())
@@ -267,12 +294,9 @@ fn libvirt_answers() -> bool {
 fn stop_daemons() -> anyhow::Result<()> {
     let started = read_state()?;
     for daemon in DAEMONS.iter().rev() {
-        let Some(&pid) = started.get(*daemon) else {
+        let Some(pid) = started.get(*daemon).and_then(|&pid| our_pid(daemon, pid)) else {
             continue;
         };
-        if !alive(pid, daemon) {
-            continue;
-        }
         let target = Pid::from_raw(pid as i32);
         kill(target, Signal::SIGTERM).with_context(|| format!("cannot stop {daemon} {pid}"))?;
         if !poll(Duration::from_secs(10), || !alive(pid, daemon)) {
@@ -286,6 +310,24 @@ fn stop_daemons() -> anyhow::Result<()> {
         fs::remove_dir_all(STATE_DIR).with_context(|| format!("cannot remove {STATE_DIR}"))?;
     }
     Ok(())
+}
+
+fn pid_file(daemon: &str) -> PathBuf {
+    Path::new(STATE_DIR).join(format!("{daemon}.pid"))
+}
+
+/// The running process of a daemon this tool started: the recorded pid, or the one in its pid
+/// file when it was restarted with its own command line (as a test of libvirtd restarts does).
+fn our_pid(daemon: &str, recorded: u32) -> Option<u32> {
+    if alive(recorded, daemon) {
+        return Some(recorded);
+    }
+    let pid = fs::read_to_string(pid_file(daemon))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    alive(pid, daemon).then_some(pid)
 }
 
 fn state_file() -> PathBuf {
@@ -423,25 +465,7 @@ fn fetch_kernel(assets: &Path) -> anyhow::Result<String> {
     for name in MODULES {
         let found = find_module(&module_tree, name)?
             .with_context(|| format!("no module {name} in {package}"))?;
-        let target = modules.join(format!("{name}.ko"));
-        if found.extension().is_some_and(|x| x == "xz") {
-            let out = Command::new("xz")
-                .arg("-dc")
-                .arg(&found)
-                .output()
-                .context("cannot run xz")?;
-            if !out.status.success() {
-                bail!(
-                    "cannot decompress {}: {}",
-                    found.display(),
-                    one_line(&out.stderr)
-                );
-            }
-            fs::write(&target, out.stdout)?;
-        } else {
-            fs::copy(&found, &target)?;
-        }
-        fs::set_permissions(&target, fs::Permissions::from_mode(0o644))?;
+        copy_module(&found, &modules.join(format!("{name}.ko")))?;
     }
     copy_readable(&vmlinuz, &assets.join("vmlinuz"))?;
     // Written last: its presence means the kernel and its modules are complete.
@@ -476,6 +500,30 @@ fn find_module(dir: &Path, name: &str) -> anyhow::Result<Option<PathBuf>> {
         }
     }
     Ok(None)
+}
+
+/// Copies a module, decompressing a `.ko.xz` (newer Debian kernels; bookworm's are plain `.ko`,
+/// and the initramfs's busybox insmod takes only those).
+fn copy_module(from: &Path, to: &Path) -> anyhow::Result<()> {
+    if from.extension().is_some_and(|x| x == "xz") {
+        let out = Command::new("xz")
+            .arg("-dc")
+            .arg(from)
+            .output()
+            .context("cannot run xz")?;
+        if !out.status.success() {
+            bail!(
+                "cannot decompress {}: {}",
+                from.display(),
+                one_line(&out.stderr)
+            );
+        }
+        fs::write(to, out.stdout).with_context(|| format!("cannot write {}", to.display()))?;
+        fs::set_permissions(to, fs::Permissions::from_mode(0o644))?;
+        Ok(())
+    } else {
+        copy_readable(from, to)
+    }
 }
 
 /// The initramfs: static busybox, `/init`, the modules and their load order, as gzipped cpio.
@@ -555,6 +603,7 @@ fn write_manifest(guests: &[serde_json::Value]) -> anyhow::Result<()> {
         "kernel_release": release.trim(),
         "initrd": assets.join("initrd.img"),
         "domain_xml": domain_xml,
+        "cmdline": CMDLINE,
         "disks": assets.join("disks"),
         "consoles": assets.join("consoles"),
         "network": NETWORK,
@@ -594,8 +643,7 @@ fn boot(name: &str, ip: &str, workload: &str) -> anyhow::Result<()> {
     let console = console_path(name);
     remove_file_if_present(&console)?;
     let assets = Path::new(ASSETS);
-    let cmdline =
-        format!("console=ttyS0 quiet panic=-1 setmov.ip={ip} setmov.peer={ADDRESS} {workload}");
+    let cmdline = format!("{CMDLINE} setmov.ip={ip} setmov.peer={ADDRESS} {workload}");
     let xml = DOMAIN_XML
         .replace("{name}", name)
         .replace("{kernel}", path_str(&assets.join("vmlinuz"))?)
@@ -613,20 +661,22 @@ fn domain_running(name: &str) -> anyhow::Result<bool> {
     Ok(lines(&virsh(&["list", "--name"])?).any(|n| n == name))
 }
 
-/// The rest of the first console line of `name` holding `marker`.
+/// The rest of the first console line of `name` holding `marker`; fails early if the guest
+/// stops (a kernel panic destroys it).
 fn wait_for_console(name: &str, marker: &str, timeout: Duration) -> anyhow::Result<String> {
     let console = console_path(name);
+    let pid_file = format!("/run/libvirt/qemu/{name}.pid");
     let mut found = None;
     poll(timeout, || {
         found = fs::read_to_string(&console).ok().and_then(|text| {
             text.lines()
                 .find_map(|l| l.split_once(marker).map(|(_, rest)| rest.trim().to_owned()))
         });
-        found.is_some()
+        found.is_some() || !Path::new(&pid_file).exists()
     });
     found.with_context(|| {
         format!(
-            "{name} printed no {marker:?} within {timeout:?} (see {})",
+            "{name} stopped or printed no {marker:?} within {timeout:?} (see {})",
             console.display()
         )
     })
@@ -703,4 +753,30 @@ fn file_name(path: &Path) -> String {
 fn path_str(path: &Path) -> anyhow::Result<&str> {
     path.to_str()
         .with_context(|| format!("{} is not UTF-8", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modules_are_found_in_the_tree_and_decompressed() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let tree = dir.path().join("kernel/drivers/virtio");
+        fs::create_dir_all(&tree)?;
+        fs::write(tree.join("virtio.ko"), "plain")?;
+        fs::write(tree.join("virtio_ring.ko"), "packed")?;
+        crate::run(Command::new("xz").arg(tree.join("virtio_ring.ko")))?;
+
+        let plain = find_module(dir.path(), "virtio")?.context("virtio.ko")?;
+        let packed = find_module(dir.path(), "virtio_ring")?.context("virtio_ring.ko.xz")?;
+        assert_eq!(find_module(dir.path(), "virtio_net")?, None);
+        assert_eq!(file_name(&packed), "virtio_ring.ko.xz");
+        for (found, expected) in [(plain, "plain"), (packed, "packed")] {
+            let copy = dir.path().join("copy.ko");
+            copy_module(&found, &copy)?;
+            assert_eq!(fs::read_to_string(&copy)?, expected);
+        }
+        Ok(())
+    }
 }

@@ -23,7 +23,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install what building and testing need (rust-src, bpf-linker); safe to repeat.
+    /// Install what building and testing need (Debian packages, rust-src, bpf-linker); safe to
+    /// repeat.
     Setup,
     /// Set up, build in release mode and run `setmov run` on the embedded store.
     /// Arguments after `--` go to `setmov run`, e.g. `cargo xtask run -- --count 5`.
@@ -39,7 +40,8 @@ enum Task {
         #[command(subcommand)]
         action: GuestsAction,
     },
-    /// Measure the cost of a host tick (criterion) and the monitor's own CPU use over 60 s.
+    /// Measure the cost of a host tick (criterion), the monitor's own CPU use over 60 s, and
+    /// the CPU time per VM per tick with the demo guests running.
     Bench {
         /// Length of the whole-monitor run, in seconds.
         #[arg(long, default_value_t = 60)]
@@ -52,6 +54,9 @@ enum GuestsAction {
     /// Install and start what guests need, then boot the demo guests setmov-cpu, setmov-disk
     /// and setmov-net; the manifest is /var/lib/setmov-guests/guests.json.
     Up,
+    /// Install and start what guests need (daemons, network, assets) without booting any:
+    /// what `cargo xtask test` does before the tests.
+    Prepare,
     /// Destroy every setmov-* guest and the network, stop the daemons `up` started.
     Down,
 }
@@ -85,8 +90,7 @@ fn main() -> anyhow::Result<()> {
             if std::env::var_os("CI").is_some() {
                 test.env("SETMOV_REQUIRE_ALL", "1");
             }
-            guests::prepare()?;
-            let tested = run(&mut test);
+            let tested = guests::prepare().and_then(|()| run(&mut test));
             let cleaned = guests::down();
             if let (Err(_), Err(e)) = (&tested, &cleaned) {
                 eprintln!("xtask: {e:#}");
@@ -95,6 +99,7 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Guests { action } => match action {
             GuestsAction::Up => guests::up(),
+            GuestsAction::Prepare => guests::prepare(),
             GuestsAction::Down => guests::down(),
         },
         Task::Bench { seconds } => bench(&root, seconds),
@@ -153,13 +158,17 @@ fn bench(root: &Path, seconds: u64) -> anyhow::Result<()> {
     }
     let (user, system) = children_cpu_seconds();
     let (user, system) = (user - before.0, system - before.1);
-    println!(
+    let monitor = format!(
         "monitor over {wall:.1} s at 1 s interval: {:.3} s CPU (user {user:.3}, system {system:.3}) = {:.3} % of one core, {:.0} µs per tick",
         user + system,
         100.0 * (user + system) / wall,
         1e6 * (user + system) / seconds as f64
     );
-    Ok(())
+    guests::up()?;
+    let vm = cargo(root, &["bench", "-p", "setmov-user", "--bench", "vm_tick"]);
+    let down = guests::down();
+    println!("{monitor}");
+    vm.and(down)
 }
 
 /// CPU seconds (user, system) of all waited-for children so far.

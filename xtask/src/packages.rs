@@ -17,6 +17,8 @@ pub const PACKAGES: &[&str] = &[
     "pkg-config",
     "dnsmasq-base",
     "iptables",
+    // Decompresses kernel modules shipped as .ko.xz (xtask/src/guests.rs).
+    "xz-utils",
 ];
 
 /// Installs whichever of `PACKAGES` is missing; a no-op when all are there.
@@ -24,7 +26,7 @@ pub fn ensure() -> anyhow::Result<()> {
     // Installing can remove a listed package that conflicts with a new one (a backported
     // qemu-utils breaks Debian's qemu-system-x86), so a second round puts Debian's back.
     for _ in 0..2 {
-        let missing = missing(PACKAGES)?;
+        let missing = not_installed(PACKAGES)?;
         if missing.is_empty() {
             return Ok(());
         }
@@ -41,7 +43,7 @@ pub fn ensure() -> anyhow::Result<()> {
                 .args(&missing))
         })?;
     }
-    let missing = missing(PACKAGES)?;
+    let missing = not_installed(PACKAGES)?;
     if !missing.is_empty() {
         bail!("apt-get left {} uninstalled", missing.join(" "));
     }
@@ -49,7 +51,7 @@ pub fn ensure() -> anyhow::Result<()> {
 }
 
 /// The packages among `packages` that dpkg does not list as installed.
-fn missing<'a>(packages: &[&'a str]) -> anyhow::Result<Vec<&'a str>> {
+fn not_installed<'a>(packages: &[&'a str]) -> anyhow::Result<Vec<&'a str>> {
     // dpkg-query exits 1 when it knows nothing about some of the names, yet still prints
     // the others, so its status is not checked.
     let out = Command::new("dpkg-query")

@@ -1,0 +1,380 @@
+//! Real guests for integration tests: a transient libvirt domain booted from the assets that
+//! `cargo xtask guests up` or `cargo xtask test` prepared (described by their manifest), running
+//! a chosen workload, destroyed on drop. The guest side (command-line keys, console markers)
+//! is documented in `xtask/src/guests.rs`.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const MANIFEST: &str = "/var/lib/setmov-guests/guests.json";
+const URI: &str = "qemu:///system";
+/// Test guests take the addresses from .100 up in the bridge's /24; `up`'s guests use .11-.13.
+const FIRST_HOST: u8 = 100;
+
+/// What a guest does once booted, in this order. The default is to idle.
+#[derive(Clone, Debug, Default)]
+pub struct Workload {
+    /// Seconds to wait before anything else.
+    pub delay_secs: u32,
+    /// Seconds of busy loop; -1 burns forever and nothing after it runs.
+    pub burn_secs: i32,
+    /// MiB written to the guest's disk in 1 MiB O_DIRECT blocks.
+    pub write_mb: u32,
+    /// MiB then read back the same way.
+    pub read_mb: u32,
+    /// Pings to the bridge address, one every 0.2 s.
+    pub ping_count: u32,
+    /// Data bytes per ping; 0 means ping's default, 56.
+    pub ping_size: u32,
+}
+
+impl Workload {
+    /// The kernel arguments that carry this workload (absent keys do nothing).
+    fn kernel_args(&self) -> String {
+        [
+            ("delay", i64::from(self.delay_secs)),
+            ("burn", i64::from(self.burn_secs)),
+            ("write_mb", i64::from(self.write_mb)),
+            ("read_mb", i64::from(self.read_mb)),
+            ("ping_count", i64::from(self.ping_count)),
+            ("ping_size", i64::from(self.ping_size)),
+        ]
+        .iter()
+        .filter(|(_, value)| *value != 0)
+        .map(|(key, value)| format!(" setmov.{key}={value}"))
+        .collect()
+    }
+}
+
+/// A running transient guest named `setmov-test-NAME`; destroyed, with its disk, on drop.
+pub struct Guest {
+    name: String,
+    uuid: String,
+    disk: PathBuf,
+    console: PathBuf,
+}
+
+impl Guest {
+    /// Boots a guest running `workload`. `Err(reason)` when the environment is not prepared
+    /// (not root, no manifest, libvirtd or the network down): callers pass it to
+    /// `setmov_tests::skip`. Panics when it is prepared but the guest cannot start.
+    pub fn start(name: &str, workload: &Workload) -> Result<Guest, String> {
+        let manifest = Manifest::load()?;
+        assert!(
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+            "guest name {name:?} must be lowercase letters, digits and dashes"
+        );
+        let name = format!("setmov-test-{name}");
+        // Choosing a free address and starting the domain must not interleave with another
+        // test process doing the same.
+        let lock_path = Path::new(MANIFEST).with_file_name("guests.lock");
+        let lock = fs::File::create(&lock_path)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", lock_path.display()));
+        lock.lock()
+            .unwrap_or_else(|e| panic!("cannot lock {}: {e}", lock_path.display()));
+
+        // A test killed before its drop ran leaves its guest behind.
+        if virsh(&["domstate", &name]).is_ok() {
+            virsh(&["destroy", &name]).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let ip = manifest.free_address();
+        let disk = Path::new(&manifest.disks).join(format!("{name}.qcow2"));
+        let console = Path::new(&manifest.consoles).join(format!("{name}.log"));
+        let status = Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&disk)
+            .arg("256M")
+            .status()
+            .expect("cannot run qemu-img");
+        assert!(
+            status.success(),
+            "qemu-img create {} failed: {status}",
+            disk.display()
+        );
+        let _ = fs::remove_file(&console);
+
+        let cmdline = format!(
+            "{} setmov.ip={ip}/{} setmov.peer={}{}",
+            manifest.cmdline,
+            manifest.prefix,
+            manifest.address,
+            workload.kernel_args()
+        );
+        let xml = fs::read_to_string(&manifest.domain_xml)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", manifest.domain_xml))
+            .replace("{name}", &name)
+            .replace("{kernel}", &manifest.kernel)
+            .replace("{initrd}", &manifest.initrd)
+            .replace("{cmdline}", &cmdline)
+            .replace("{disk}", &disk.to_string_lossy())
+            .replace("{network}", &manifest.network)
+            .replace("{console}", &console.to_string_lossy());
+        let mut file = tempfile::NamedTempFile::new().expect("cannot create a temporary file");
+        file.write_all(xml.as_bytes())
+            .expect("cannot write the domain XML");
+        virsh(&["create", &file.path().to_string_lossy()]).unwrap_or_else(|e| panic!("{e}"));
+        drop(lock);
+
+        let mut guest = Guest {
+            name,
+            uuid: String::new(),
+            disk,
+            console,
+        };
+        guest.uuid = virsh(&["domuuid", &guest.name])
+            .unwrap_or_else(|e| panic!("{e}"))
+            .trim()
+            .to_owned();
+        Ok(guest)
+    }
+
+    /// The libvirt domain name, `setmov-test-NAME`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn uuid(&self) -> &str {
+        &self.uuid
+    }
+
+    /// The qemu process, from libvirt's pid file; `None` once it is gone.
+    pub fn qemu_pid(&self) -> Option<u32> {
+        fs::read_to_string(format!("/run/libvirt/qemu/{}.pid", self.name))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// The host-side tap device of the guest's NIC (`vnetN`).
+    pub fn tap_device(&self) -> Option<String> {
+        // Rows under a dashed line: `vnet0  network  setmov-test  virtio  52:54:00:..`.
+        let table = virsh(&["domiflist", &self.name]).ok()?;
+        table
+            .lines()
+            .skip_while(|l| !l.starts_with("---"))
+            .nth(1)?
+            .split_whitespace()
+            .next()
+            .map(str::to_owned)
+    }
+
+    /// Waits until the serial console shows `marker` (e.g. `"SETMOV: write-done"`) and returns
+    /// the rest of that line, trimmed. Fails early when the guest stops.
+    pub fn wait_for(&self, marker: &str, timeout: Duration) -> Result<String, String> {
+        let start = Instant::now();
+        loop {
+            let text = fs::read_to_string(&self.console).unwrap_or_default();
+            if let Some(rest) = text
+                .lines()
+                .find_map(|l| l.split_once(marker).map(|(_, rest)| rest.trim().to_owned()))
+            {
+                return Ok(rest);
+            }
+            let problem = if self.qemu_pid().is_none() {
+                "stopped"
+            } else if start.elapsed() > timeout {
+                "timed out"
+            } else {
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            };
+            let tail: Vec<&str> = text.lines().rev().take(5).collect();
+            return Err(format!(
+                "{} {problem} before printing {marker:?} ({:.1} s); console {} ends with: {}",
+                self.name,
+                start.elapsed().as_secs_f64(),
+                self.console.display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            ));
+        }
+    }
+
+    /// libvirt's bulk stats of the guest (`virsh domstats`), numeric fields only, e.g.
+    /// `block.0.wr.bytes`, `net.0.tx.pkts`, `cpu.time`, `balloon.rss`.
+    pub fn stats(&self) -> Result<BTreeMap<String, u64>, String> {
+        Ok(virsh(&["domstats", "--raw", &self.name])?
+            .lines()
+            .filter_map(|l| l.trim().split_once('='))
+            .filter_map(|(key, value)| Some((key.to_owned(), value.parse().ok()?)))
+            .collect())
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        if let Err(e) = virsh(&["destroy", &self.name]) {
+            eprintln!("cannot destroy test guest: {e}");
+        }
+        if let Err(e) = fs::remove_file(&self.disk) {
+            eprintln!("cannot remove {}: {e}", self.disk.display());
+        }
+    }
+}
+
+/// What `cargo xtask guests up` / `cargo xtask test` prepared (see xtask/src/guests.rs).
+struct Manifest {
+    kernel: String,
+    initrd: String,
+    domain_xml: String,
+    cmdline: String,
+    disks: String,
+    consoles: String,
+    network: String,
+    address: String,
+    prefix: u64,
+}
+
+impl Manifest {
+    /// The manifest, once the environment is checked usable; else why not.
+    fn load() -> Result<Manifest, String> {
+        if !crate::is_root() {
+            return Err("test guests need root (libvirt's system instance)".into());
+        }
+        let prepare = "run `cargo xtask guests up` or `cargo xtask test`";
+        let text = fs::read_to_string(MANIFEST)
+            .map_err(|e| format!("no test guests prepared ({MANIFEST}: {e}): {prepare}"))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("{MANIFEST} is not JSON: {e}"))?;
+        let field = |key: &str| {
+            json[key]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| format!("{MANIFEST} has no text field {key:?}: {prepare}"))
+        };
+        let manifest = Manifest {
+            kernel: field("kernel")?,
+            initrd: field("initrd")?,
+            domain_xml: field("domain_xml")?,
+            cmdline: field("cmdline")?,
+            disks: field("disks")?,
+            consoles: field("consoles")?,
+            network: field("network")?,
+            address: field("address")?,
+            prefix: json["prefix"]
+                .as_u64()
+                .ok_or_else(|| format!("{MANIFEST} has no number \"prefix\": {prepare}"))?,
+        };
+        virsh(&["version"]).map_err(|e| format!("libvirtd does not answer ({e}): {prepare}"))?;
+        let active = virsh(&["net-list", "--name"])?;
+        if !active.lines().any(|l| l.trim() == manifest.network) {
+            return Err(format!(
+                "network {} is not active: {prepare}",
+                manifest.network
+            ));
+        }
+        Ok(manifest)
+    }
+
+    /// The first address from `.FIRST_HOST` that no running guest of ours uses.
+    fn free_address(&self) -> String {
+        let used: Vec<String> = virsh(&["list", "--name"])
+            .unwrap_or_else(|e| panic!("{e}"))
+            .lines()
+            .map(str::trim)
+            .filter(|n| n.starts_with("setmov-"))
+            .filter_map(|n| virsh(&["dumpxml", n]).ok())
+            .filter_map(|xml| {
+                let (_, rest) = xml.split_once("setmov.ip=")?;
+                Some(rest.split('/').next()?.to_owned())
+            })
+            .collect();
+        let (net, _) = self
+            .address
+            .rsplit_once('.')
+            .unwrap_or_else(|| panic!("bridge address {} is not IPv4", self.address));
+        (FIRST_HOST..=254)
+            .map(|host| format!("{net}.{host}"))
+            .find(|ip| !used.contains(ip))
+            .expect("every test guest address is taken")
+    }
+}
+
+/// `virsh -c qemu:///system ARGS`: its stdout, or what failed in one line.
+fn virsh(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("virsh")
+        .args(["-c", URI])
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run virsh: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "virsh {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+                .trim()
+                .replace('\n', "; ")
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Restarts the running libvirtd as an operator would: SIGTERM, wait for it to exit, start it
+/// again with its own command line (and the clean environment `cargo xtask guests` gives it),
+/// then wait until it answers. Running guests keep running meanwhile.
+pub fn restart_libvirtd() -> Result<(), String> {
+    let out = Command::new("pgrep")
+        .args(["-x", "libvirtd"])
+        .output()
+        .map_err(|e| format!("cannot run pgrep: {e}"))?;
+    let pid = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .map(|l| l.trim().to_owned())
+        .ok_or("no libvirtd runs")?;
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline"))
+        .map_err(|e| format!("cannot read libvirtd's command line: {e}"))?;
+    let argv: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let (program, args) = argv.split_first().ok_or("libvirtd has no command line")?;
+    let killed = Command::new("kill").arg(&pid).status();
+    if !killed.is_ok_and(|s| s.success()) {
+        return Err(format!("cannot stop libvirtd {pid}"));
+    }
+    // Gone, or a zombie waiting for a slow init to reap it.
+    let exited = || {
+        fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !exited() {
+        if Instant::now() > deadline {
+            return Err(format!("libvirtd {pid} does not stop"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = Command::new(program)
+        .args(args)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env(
+            "LIBVIRT_LOG_OUTPUTS",
+            "3:file:/var/log/libvirt/libvirtd.log",
+        )
+        .stdin(Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot start {program}: {e}"))?;
+    if !status.success() {
+        return Err(format!("{program} did not start again: {status}"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while virsh(&["version"]).is_err() {
+        if Instant::now() > deadline {
+            return Err("libvirtd does not answer after its restart".into());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
