@@ -73,10 +73,15 @@ fn main() {
     let started = Instant::now();
     let libvirtd_before = libvirtd_ticks();
     let cpu_before = thread_cpu();
+    let (mut in_libvirt, mut in_equations, mut in_store) =
+        (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     for seq in 0..ticks {
         let at = tokio::time::Instant::now();
+        let t0 = thread_cpu();
         let snapshot = collector.sample().expect("libvirt answers");
+        let t1 = thread_cpu();
         let report = tracker.sample(at, &snapshot);
+        let t2 = thread_cpu();
         let record = TickRecord {
             seq: u64::from(seq),
             time: OffsetDateTime::UNIX_EPOCH + Duration::from_millis(u64::from(seq)),
@@ -87,14 +92,20 @@ fn main() {
             vms: report.samples,
         };
         store.write_tick_blocking(&record).expect("write");
+        in_libvirt += t1 - t0;
+        in_equations += t2 - t1;
+        in_store += thread_cpu() - t2;
     }
     let ours = thread_cpu() - cpu_before;
     let wall = started.elapsed();
     let per = |d: Duration| d.as_secs_f64() * 1e6 / f64::from(ticks) / vms as f64;
     print!(
         "vm tick: {vms} running VMs, {ticks} ticks: {:.1} µs CPU per VM per tick in setmov \
-         (sample + equations + store), {:.1} µs wall",
+         (libvirt client {:.1} + equations {:.1} + store {:.1}), {:.1} µs wall",
         per(ours),
+        per(in_libvirt),
+        per(in_equations),
+        per(in_store),
         per(wall)
     );
     if let (Some(before), Some(after)) = (libvirtd_before, libvirtd_ticks()) {

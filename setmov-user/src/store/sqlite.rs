@@ -4,10 +4,13 @@
 //! power loss the last ticks before it may be missing, but the file is never corrupt. That
 //! keeps a tick's commit off the disk's flush path.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use crate::vm::stats::DomainState;
 
 use super::{
     HostSample, HostUsageQuery, HostUsageRow, Store, StoreError, TickRecord, VmSample,
@@ -29,7 +32,12 @@ pub struct SqliteStore {
 struct OpenDatabase {
     conn: Connection,
     written_host: Option<HostRow>,
+    /// The T3 rows written, by UUID.
+    written_vms: HashMap<String, T3Row>,
 }
+
+/// A T3 row but its last connect time: name, state, host.
+type T3Row = (String, &'static str, String);
 
 /// A T1 row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +84,7 @@ impl SqliteStore {
             state: Arc::new(Mutex::new(OpenDatabase {
                 conn,
                 written_host: None,
+                written_vms: HashMap::new(),
             })),
             path: path.to_owned(),
         })
@@ -87,7 +96,8 @@ impl SqliteStore {
 
     /// Writes one tick in one transaction (the blocking half of [`Store::write_tick`]).
     pub fn write_tick_blocking(&self, tick: &TickRecord) -> Result<(), StoreError> {
-        let mut state = self.lock()?;
+        let mut guard = self.lock()?;
+        let state = &mut *guard;
         // What libvirt could not tell this tick (it was unreachable) keeps its last value.
         let last = state.written_host.clone();
         let host_row = HostRow {
@@ -128,10 +138,35 @@ impl SqliteStore {
         if let Some(sample) = &tick.host_sample {
             insert_host_sample(&tx, &tick.host.ip, &time, sample)?;
         }
+        let mut t3_written = Vec::new();
         for vm in &tick.vms {
-            insert_vm_sample(&tx, &tick.host.ip, &time, vm)?;
+            insert_vm_sample(
+                &tx,
+                &tick.host.ip,
+                &time,
+                vm,
+                &state.written_vms,
+                &mut t3_written,
+            )?;
+        }
+        let running: Vec<&str> = tick
+            .vms
+            .iter()
+            .filter(|v| v.state.is_some_and(DomainState::is_running))
+            .map(|v| v.uuid.as_str())
+            .collect();
+        if !running.is_empty() {
+            // One statement for every running VM's last connect time.
+            let uuids =
+                serde_json::to_string(&running).map_err(|e| StoreError::Worker(e.to_string()))?;
+            tx.prepare_cached(
+                "UPDATE vms SET lct = ?1 WHERE uuid IN (SELECT value FROM json_each(?2))",
+            )?
+            .execute(params![time, uuids])?;
         }
         tx.commit()?;
+        // Only a committed tick changes what T3 holds.
+        state.written_vms.extend(t3_written);
         if host_changed {
             state.written_host = Some(host_row);
         }
@@ -365,27 +400,37 @@ fn insert_vm_sample(
     host_ip: &str,
     time: &str,
     vm: &VmSample,
+    written_vms: &HashMap<String, T3Row>,
+    t3_written: &mut Vec<(String, T3Row)>,
 ) -> Result<(), StoreError> {
     let state = match vm.state {
         Some(s) => s.name(),
         None if vm.gone => "gone",
         None => "unknown",
     };
-    let running = vm.state.is_some_and(|s| s.is_running());
-    // T3: the state may be unknown this tick (libvirt unreachable): keep the stored one then.
-    tx.prepare_cached(
-        "INSERT INTO vms (uuid, host_ip, name, state, lct) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (uuid) DO UPDATE SET host_ip = excluded.host_ip, name = excluded.name,
-             state = CASE WHEN excluded.state = 'unknown' THEN vms.state ELSE excluded.state END,
-             lct = COALESCE(excluded.lct, vms.lct)",
-    )?
-    .execute(params![
-        vm.uuid,
-        host_ip,
-        vm.name,
-        state,
-        running.then_some(time)
-    ])?;
+    // T3 changes rarely (name, state, host); the last connect time is set for all running VMs
+    // at once by the caller.
+    let row = (vm.name.clone(), state, host_ip.to_owned());
+    if written_vms.get(&vm.uuid) != Some(&row) {
+        // The state may be unknown this tick (libvirt unreachable): the stored one stays then.
+        tx.prepare_cached(
+            "INSERT INTO vms (uuid, host_ip, name, state, lct) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (uuid) DO UPDATE SET host_ip = excluded.host_ip, name = excluded.name,
+                 state = CASE WHEN excluded.state = 'unknown' THEN vms.state
+                              ELSE excluded.state END,
+                 lct = COALESCE(excluded.lct, vms.lct)",
+        )?
+        .execute(params![
+            vm.uuid,
+            host_ip,
+            vm.name,
+            state,
+            vm.state
+                .is_some_and(DomainState::is_running)
+                .then_some(time)
+        ])?;
+        t3_written.push((vm.uuid.clone(), row));
+    }
     if !vm.has_usage_row() {
         return Ok(());
     }

@@ -27,6 +27,8 @@ const STATS: u32 = sys::VIR_DOMAIN_STATS_STATE
 /// can be had without waiting for it, instead of holding up every other domain's statistics.
 const STATS_FLAGS: u32 = sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT;
 
+const NODE_FACTS_EVERY: Duration = Duration::from_secs(60);
+
 const FIRST_RETRY: Duration = Duration::from_millis(500);
 const LAST_RETRY: Duration = Duration::from_secs(30);
 
@@ -210,14 +212,14 @@ fn domain_sample(record: &sys::virDomainStatsRecord) -> Option<DomainSample> {
     let uuid = c_string(uuid.as_ptr())?;
     // SAFETY: as above; inactive domains return (unsigned) -1.
     let id = unsafe { sys::virDomainGetID(record.dom) };
-    let params: Vec<(String, ParamValue)> = (0..usize::try_from(record.nparams).unwrap_or(0))
+    let params: Vec<(&str, ParamValue)> = (0..usize::try_from(record.nparams).unwrap_or(0))
         .filter_map(|i| {
             // SAFETY: params holds nparams entries while the record lives.
             let p = unsafe { &*record.params.add(i) };
             typed_param(p)
         })
         .collect();
-    let stats = parse_domain_stats(params.iter().map(|(n, v)| (n.as_str(), v)));
+    let stats = parse_domain_stats(params.iter().map(|(n, v)| (*n, v)));
     Some(DomainSample {
         qemu: QemuProcess::default(),
         uuid,
@@ -227,8 +229,11 @@ fn domain_sample(record: &sys::virDomainStatsRecord) -> Option<DomainSample> {
     })
 }
 
-fn typed_param(p: &sys::virTypedParameter) -> Option<(String, ParamValue)> {
-    let name = c_string(p.field.as_ptr())?;
+/// One parameter; its name borrowed from the record (no allocation per parameter: a domain has
+/// about sixty and this runs for every domain on every tick).
+fn typed_param(p: &sys::virTypedParameter) -> Option<(&str, ParamValue)> {
+    // SAFETY: libvirt NUL-terminates the field name inside its fixed-size array.
+    let name = unsafe { CStr::from_ptr(p.field.as_ptr()) }.to_str().ok()?;
     // SAFETY: type_ says which union member libvirt set.
     let value = unsafe {
         match p.type_ as u32 {
@@ -258,6 +263,8 @@ pub struct LibvirtCollector {
     /// files are read once per run, not per tick (parsing the status XML is the dearest part
     /// of a VM's sample).
     qemu: HashMap<String, (Option<u32>, QemuProcess)>,
+    /// The node's facts and when they were asked.
+    node: Option<(Instant, NodeFacts)>,
 }
 
 impl LibvirtCollector {
@@ -274,6 +281,7 @@ impl LibvirtCollector {
             retry_after: FIRST_RETRY,
             logged_failure: None,
             qemu: HashMap::new(),
+            node: None,
         }
     }
 
@@ -306,11 +314,22 @@ impl LibvirtCollector {
                 wait_ms: 0,
             });
         };
-        let sampled = connection
-            .node_facts()
-            .and_then(|node| Ok((node, connection.domains()?)));
+        // The node's capacity changes only with CPU or memory hot-plug: asking every tick would
+        // triple the calls to libvirtd, so it is asked once per connection and then every
+        // NODE_FACTS_EVERY.
+        let node = match self.node {
+            Some((at, facts)) if at.elapsed() < NODE_FACTS_EVERY => Ok(facts),
+            _ => connection.node_facts(),
+        };
+        let sampled = node.and_then(|node| Ok((node, connection.domains()?)));
         match sampled {
             Ok((node, mut domains)) => {
+                if self
+                    .node
+                    .is_none_or(|(at, _)| at.elapsed() >= NODE_FACTS_EVERY)
+                {
+                    self.node = Some((Instant::now(), node));
+                }
                 self.attach_qemu(&mut domains);
                 if self.logged_failure.take().is_some() {
                     tracing::info!("libvirt at {} answers again", self.uri);
@@ -322,6 +341,7 @@ impl LibvirtCollector {
             Err(e) => {
                 // The connection is likely dead (libvirtd restarting): open a new one later.
                 self.connection = None;
+                self.node = None;
                 Err(self.failed(e))
             }
         }
