@@ -36,6 +36,7 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -140,6 +141,16 @@ pub fn up() -> anyhow::Result<()> {
 
 /// Destroys every `setmov-*` domain and the network, stops the daemons this tool started and
 /// forgets them. Safe to repeat.
+/// When set, taking the guests down says nothing unless it fails: after the tests, the test
+/// runner's summary must stay the last thing printed.
+pub static QUIET_DOWN: AtomicBool = AtomicBool::new(false);
+
+fn say(message: &str) {
+    if !QUIET_DOWN.load(Ordering::Relaxed) {
+        eprintln!("{message}");
+    }
+}
+
 pub fn down() -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("xtask: not root, so no test guests to take down");
@@ -173,7 +184,7 @@ pub fn down() -> anyhow::Result<()> {
         }
     }
     stop_daemons()?;
-    eprintln!("xtask: guests down");
+    say("xtask: guests down");
     Ok(())
 }
 
@@ -300,11 +311,13 @@ fn stop_daemons() -> anyhow::Result<()> {
         let target = Pid::from_raw(pid as i32);
         kill(target, Signal::SIGTERM).with_context(|| format!("cannot stop {daemon} {pid}"))?;
         if !poll(Duration::from_secs(10), || !alive(pid, daemon)) {
-            eprintln!("xtask: {daemon} {pid} ignored SIGTERM; killing it");
+            say(&format!(
+                "xtask: {daemon} {pid} ignored SIGTERM; killing it"
+            ));
             kill(target, Signal::SIGKILL).with_context(|| format!("cannot kill {daemon} {pid}"))?;
             poll(Duration::from_secs(5), || !alive(pid, daemon));
         }
-        eprintln!("xtask: stopped {daemon} (pid {pid})");
+        say(&format!("xtask: stopped {daemon} (pid {pid})"));
     }
     if Path::new(STATE_DIR).exists() {
         fs::remove_dir_all(STATE_DIR).with_context(|| format!("cannot remove {STATE_DIR}"))?;

@@ -91,6 +91,7 @@ fn main() -> anyhow::Result<()> {
                 test.env("SETMOV_REQUIRE_ALL", "1");
             }
             let tested = guests::prepare().and_then(|()| run(&mut test));
+            guests::QUIET_DOWN.store(true, std::sync::atomic::Ordering::Relaxed);
             let cleaned = guests::down();
             if let (Err(_), Err(e)) = (&tested, &cleaned) {
                 eprintln!("xtask: {e:#}");
