@@ -8,6 +8,10 @@ pub const BLOCK_IO_MAP: &str = "BLOCK_IO";
 /// Capacity of [`BLOCK_IO_MAP`]: two directions per process, so ~8000 live submitting
 /// processes. The map is per-CPU and not preallocated: each live key costs 16 bytes per CPU.
 pub const BLOCK_IO_MAX_ENTRIES: u32 = 16384;
+/// Name of the per-CPU array of all processes' block I/O, indexed by direction
+/// ([`DIR_READ`], [`DIR_WRITE`]) -> `BlockValue`: the whole host's figure in two lookups, and
+/// complete even when the per-process map is full.
+pub const BLOCK_IO_TOTAL_MAP: &str = "BLOCK_IO_TOTAL";
 /// Name of the per-CPU array (one `u64`) counting events that found the counter map full.
 pub const BLOCK_IO_LOST_MAP: &str = "BLOCK_IO_LOST";
 

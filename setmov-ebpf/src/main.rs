@@ -35,6 +35,10 @@ const EEXIST: i32 = 17;
 static BLOCK_IO: PerCpuHashMap<BlockKey, BlockValue> =
     PerCpuHashMap::with_max_entries(BLOCK_IO_MAX_ENTRIES, BPF_F_NO_PREALLOC);
 
+/// All processes together, by direction (see `BLOCK_IO_TOTAL_MAP`).
+#[map]
+static BLOCK_IO_TOTAL: PerCpuArray<BlockValue> = PerCpuArray::with_max_entries(2, 0);
+
 /// Events not counted because `BLOCK_IO` was full (slot 0, per CPU).
 #[map]
 static BLOCK_IO_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
@@ -121,6 +125,9 @@ fn count(ctx: &TracePointContext, layout: BlockTpLayout, ops: u64) -> Result<u32
     let nr_sector: u32 =
         unsafe { ctx.read_at(layout.nr_sector_offset as usize) }.map_err(|_| 1u32)?;
     let bytes = u64::from(nr_sector) * SECTOR_BYTES;
+    if let Some(total) = BLOCK_IO_TOTAL.get_ptr_mut(direction) {
+        add(total, ops, bytes);
+    }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let key = BlockKey { tgid, direction };
 

@@ -25,7 +25,8 @@ use aya::{
 };
 use aya_log::EbpfLogger;
 use setmov_common::{
-    BLOCK_IO_LOST_MAP, BLOCK_IO_MAP, BlockKey, BlockTpLayout, BlockValue, DIR_READ, DIR_WRITE,
+    BLOCK_IO_LOST_MAP, BLOCK_IO_MAP, BLOCK_IO_TOTAL_MAP, BlockKey, BlockTpLayout, BlockValue,
+    DIR_READ, DIR_WRITE,
 };
 
 /// Tracepoint category of every program here.
@@ -123,32 +124,14 @@ impl BlockTotals {
         *ops = ops.wrapping_add(value.ops);
         *bytes = bytes.wrapping_add(value.bytes);
     }
-
-    fn add_totals(&mut self, other: &Self) {
-        self.add(
-            DIR_READ,
-            BlockValue {
-                ops: other.read_ops,
-                bytes: other.read_bytes,
-            },
-        );
-        self.add(
-            DIR_WRITE,
-            BlockValue {
-                ops: other.write_ops,
-                bytes: other.write_bytes,
-            },
-        );
-    }
 }
 
 /// The block programs, attached while this value lives.
 pub struct BlockProbe {
     counters: PerCpuHashMap<MapData, BlockKey, BlockValue>,
+    total: PerCpuArray<MapData, BlockValue>,
     lost: PerCpuArray<MapData, u64>,
     logger: Option<Mutex<EbpfLogger<LogToTracing>>>,
-    /// Counters of processes removed by `forget_dead_tgids`, so totals stay cumulative.
-    retired: BlockTotals,
     attached: Vec<String>,
     /// Owns the programs and their links: dropping it detaches everything.
     _ebpf: aya::Ebpf,
@@ -203,6 +186,11 @@ impl BlockProbe {
             .ok_or_else(|| EbpfError::Object(format!("map {BLOCK_IO_MAP}")))?
             .try_into()
             .map_err(map_error(BLOCK_IO_MAP))?;
+        let total = ebpf
+            .take_map(BLOCK_IO_TOTAL_MAP)
+            .ok_or_else(|| EbpfError::Object(format!("map {BLOCK_IO_TOTAL_MAP}")))?
+            .try_into()
+            .map_err(map_error(BLOCK_IO_TOTAL_MAP))?;
         let lost = ebpf
             .take_map(BLOCK_IO_LOST_MAP)
             .ok_or_else(|| EbpfError::Object(format!("map {BLOCK_IO_LOST_MAP}")))?
@@ -211,9 +199,9 @@ impl BlockProbe {
 
         Ok(Self {
             counters,
+            total,
             lost,
             logger,
-            retired: BlockTotals::default(),
             attached: programs.iter().map(ToString::to_string).collect(),
             _ebpf: ebpf,
         })
@@ -226,9 +214,14 @@ impl BlockProbe {
 
     /// Cumulative counters since load, summed over all processes (forgotten ones included).
     pub fn totals(&self) -> Result<BlockTotals, EbpfError> {
-        let mut totals = self.retired;
-        for per_tgid in self.per_tgid()?.values() {
-            totals.add_totals(per_tgid);
+        self.flush_logs();
+        let mut totals = BlockTotals::default();
+        for direction in [DIR_READ, DIR_WRITE] {
+            let values = self
+                .total
+                .get(&direction, 0)
+                .map_err(map_error(BLOCK_IO_TOTAL_MAP))?;
+            totals.add(direction, sum_cpus(&values));
         }
         Ok(totals)
     }
@@ -253,8 +246,8 @@ impl BlockProbe {
         Ok(values.iter().fold(0, |sum, v| sum.wrapping_add(*v)))
     }
 
-    /// Removes the counters of processes that have exited (no `<proc_root>/<tgid>`), keeping
-    /// their counts in `totals`. Returns how many processes were forgotten.
+    /// Removes the counters of processes that have exited (no `<proc_root>/<tgid>`); `totals`
+    /// keeps counting them. Returns how many processes were forgotten.
     pub fn forget_dead_tgids(&mut self, proc_root: &Path) -> Result<usize, EbpfError> {
         let keys = self
             .counters
@@ -267,16 +260,10 @@ impl BlockProbe {
             if key.tgid == 0 || proc_root.join(key.tgid.to_string()).exists() {
                 continue;
             }
-            let values = match self.counters.get(&key, 0) {
-                Ok(values) => values,
-                Err(MapError::KeyNotFound) => continue,
-                Err(error) => return Err(map_error(BLOCK_IO_MAP)(error)),
-            };
             match self.counters.remove(&key) {
                 Ok(()) | Err(MapError::KeyNotFound) => {}
                 Err(error) => return Err(map_error(BLOCK_IO_MAP)(error)),
             }
-            self.retired.add(key.direction, sum_cpus(&values));
             forgotten.insert(key.tgid);
         }
         Ok(forgotten.len())
@@ -701,16 +688,15 @@ print fmt: \"%d,%d %s %llu + %u [%s]\", ((unsigned int) ((REC->dev) >> 20)), \
             },
         );
         totals.add(DIR_WRITE, BlockValue { ops: 1, bytes: 512 });
+        // Neither read nor write (a flush, a discard): not counted.
         totals.add(7, BlockValue { ops: 9, bytes: 9 });
-        let mut sum = totals;
-        sum.add_totals(&totals);
         assert_eq!(
-            sum,
+            totals,
             BlockTotals {
-                read_ops: 4,
-                read_bytes: 16384,
-                write_ops: 2,
-                write_bytes: 1024
+                read_ops: 2,
+                read_bytes: 8192,
+                write_ops: 1,
+                write_bytes: 512
             }
         );
     }

@@ -98,6 +98,7 @@ fn direct_io_of_dd_is_credited_to_dd() -> anyhow::Result<()> {
     let file = file.to_str().context("temporary path is not UTF-8")?;
     let count = format!("count={DD_MIB}");
 
+    let at_start = probe.totals()?;
     let writer = dd(&[
         "if=/dev/zero",
         &format!("of={file}"),
@@ -122,8 +123,14 @@ fn direct_io_of_dd_is_credited_to_dd() -> anyhow::Result<()> {
     assert_about_dd_size("read by dd", read.read_bytes)?;
     ensure!(read.read_ops > 0, "reads counted without any op");
 
-    // Both dd processes have exited: forgetting them keeps their bytes in the totals.
+    // The host-wide totals hold at least what the two dd processes did.
     let before = probe.totals()?;
+    ensure!(
+        before.write_bytes - at_start.write_bytes >= written.write_bytes
+            && before.read_bytes - at_start.read_bytes >= read.read_bytes,
+        "totals {at_start:?} -> {before:?} miss dd's I/O"
+    );
+    // Both dd processes have exited: forgetting them keeps their bytes in the totals.
     let forgotten = probe.forget_dead_tgids(Path::new("/proc"))?;
     let after = probe.totals()?;
     let remaining = probe.per_tgid()?;
