@@ -52,16 +52,7 @@ impl VmTracker {
                 running += 1;
             }
             if !state.is_some_and(DomainState::has_process) {
-                samples.push(VmSample {
-                    uuid: d.uuid.clone(),
-                    name: d.name.clone(),
-                    state,
-                    gone: false,
-                    qemu_pid: None,
-                    missing: None,
-                    interval_secs: None,
-                    usage: None,
-                });
+                samples.push(VmSample::without_figures(&d.uuid, &d.name, state, None));
                 continue;
             }
             // A new runtime id means the domain was started again: its counters restarted.
@@ -70,16 +61,13 @@ impl VmTracker {
                 // NOWAIT gave only the state: the domain is busy with a job. Keep the old
                 // baseline so the next full sample spans the gap.
                 samples.push(VmSample {
-                    uuid: d.uuid.clone(),
-                    name: d.name.clone(),
-                    state,
-                    gone: false,
                     qemu_pid: d.qemu.pid,
-                    missing: Some(
-                        "libvirt reported only the state (a job holds the domain)".into(),
-                    ),
-                    interval_secs: None,
-                    usage: None,
+                    ..VmSample::without_figures(
+                        &d.uuid,
+                        &d.name,
+                        state,
+                        Some("libvirt reported only the state (a job holds the domain)"),
+                    )
                 });
                 if let Some(p) = prev {
                     previous.insert(d.uuid.clone(), p);
@@ -117,14 +105,8 @@ impl VmTracker {
         for (uuid, name) in &self.listed {
             if !snapshot.domains.iter().any(|d| &d.uuid == uuid) {
                 samples.push(VmSample {
-                    uuid: uuid.clone(),
-                    name: name.clone(),
-                    state: None,
                     gone: true,
-                    qemu_pid: None,
-                    missing: None,
-                    interval_secs: None,
-                    usage: None,
+                    ..VmSample::without_figures(uuid, name, None, None)
                 });
             }
         }
@@ -154,16 +136,7 @@ impl VmTracker {
             samples: self
                 .last_seen
                 .iter()
-                .map(|(uuid, name)| VmSample {
-                    uuid: uuid.clone(),
-                    name: name.clone(),
-                    state: None,
-                    gone: false,
-                    qemu_pid: None,
-                    missing: Some(reason.to_owned()),
-                    interval_secs: None,
-                    usage: None,
-                })
+                .map(|(uuid, name)| VmSample::without_figures(uuid, name, None, Some(reason)))
                 .collect(),
         }
     }
@@ -196,6 +169,8 @@ pub(super) async fn vm_source(
         return;
     }
     let mut tracker = VmTracker::default();
+    // Until when libvirt is known to be unreachable (the collector backs off), and why.
+    let mut unavailable: Option<(Instant, String)> = None;
     // The baseline, so the first tick already has rates.
     let mut busy = request_tx.send(0).is_ok();
     if busy
@@ -219,6 +194,10 @@ pub(super) async fn vm_source(
         }
         let report = if busy {
             tracker.missing("libvirt has not answered the previous request yet")
+        } else if let Some((_, reason)) = unavailable.as_ref().filter(|(u, _)| Instant::now() < *u)
+        {
+            // The collector would only say "not yet": spare the thread hand-off.
+            tracker.missing(reason)
         } else if request_tx.try_send(tick.seq).is_err() {
             tracker.missing("the libvirt thread stopped")
         } else {
@@ -230,7 +209,13 @@ pub(super) async fn vm_source(
                 }
                 Ok(Some((_, _, Err(e)))) => {
                     busy = false;
-                    tracker.missing(&e.to_string())
+                    let reason = e.to_string();
+                    if let LibvirtError::Waiting { wait_ms, .. } = e {
+                        let wait =
+                            Duration::from_millis(u64::try_from(wait_ms).unwrap_or(u64::MAX));
+                        unavailable = Some((Instant::now() + wait, reason.clone()));
+                    }
+                    tracker.missing(&reason)
                 }
                 Ok(None) => tracker.missing("the libvirt thread stopped"),
                 Err(_) => tracker.missing(&format!(

@@ -51,6 +51,25 @@ pub struct VmSample {
 }
 
 impl VmSample {
+    /// A VM with no figures this tick: not running, or `missing` says why.
+    pub fn without_figures(
+        uuid: &str,
+        name: &str,
+        state: Option<DomainState>,
+        missing: Option<&str>,
+    ) -> VmSample {
+        VmSample {
+            uuid: uuid.to_owned(),
+            name: name.to_owned(),
+            state,
+            gone: false,
+            qemu_pid: None,
+            missing: missing.map(str::to_owned),
+            interval_secs: None,
+            usage: None,
+        }
+    }
+
     /// Gets a usage row (T4): it has a qemu process, or it did at the last good sample.
     pub fn has_usage_row(&self) -> bool {
         !self.gone && self.state.is_none_or(DomainState::has_process)
