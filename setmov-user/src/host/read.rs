@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use procfs::net::InterfaceDeviceStatus;
 use procfs::{
@@ -44,10 +44,6 @@ impl HostReader {
             proc_root,
             skipped_disk_prefixes,
         })
-    }
-
-    pub fn proc_root(&self) -> &Path {
-        &self.proc_root
     }
 
     /// Reads every host file once. Never fails as a whole: a section that cannot be read is

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, Transaction, params};
 
 use crate::vm::stats::DomainState;
 
@@ -246,20 +246,6 @@ impl SqliteStore {
             .collect::<Result<Vec<_>, _>>()?;
         rows.reverse();
         Ok(rows)
-    }
-
-    /// Number of T2 rows of a host (used by tests and the bench).
-    pub fn host_usage_count(&self, host_ip: &str) -> Result<u64, StoreError> {
-        let state = self.lock()?;
-        let n: Option<u64> = state
-            .conn
-            .query_row(
-                "SELECT COUNT(*) FROM host_usage WHERE host_ip = ?1",
-                [host_ip],
-                |r| r.get(0),
-            )
-            .optional()?;
-        Ok(n.unwrap_or(0))
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, OpenDatabase>, StoreError> {
@@ -578,6 +564,19 @@ mod tests {
     use crate::vm::libvirt::NodeFacts;
     use crate::vm::stats::{DomainState, DomainStats};
 
+    /// Number of T2 rows of a host.
+    fn host_usage_count(store: &SqliteStore, host_ip: &str) -> u64 {
+        let state = store.lock().expect("lock");
+        state
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM host_usage WHERE host_ip = ?1",
+                [host_ip],
+                |r| r.get(0),
+            )
+            .expect("count")
+    }
+
     fn tick(seq: u64, ms: i64) -> TickRecord {
         let cpu = CpuUsage {
             busy_pct: 12.5,
@@ -699,7 +698,7 @@ mod tests {
         }
         // A replay of tick 2 changes nothing.
         store.write_tick_blocking(&tick(2, 2_000)).expect("replay");
-        assert_eq!(store.host_usage_count("192.0.2.2").expect("count"), 3);
+        assert_eq!(host_usage_count(&store, "192.0.2.2"), 3);
         let rows = store
             .recent_host_usage_blocking(&HostUsageQuery {
                 host_ip: None,
@@ -724,7 +723,7 @@ mod tests {
             .write_tick_blocking(&tick(1, 1_000))
             .expect("write");
         let store = SqliteStore::open(&path).expect("reopen");
-        assert_eq!(store.host_usage_count("192.0.2.2").expect("count"), 1);
+        assert_eq!(host_usage_count(&store, "192.0.2.2"), 1);
         drop(store);
         let conn = Connection::open(&path).expect("raw");
         conn.execute(

@@ -285,10 +285,6 @@ impl LibvirtCollector {
         }
     }
 
-    pub fn uri(&self) -> &str {
-        &self.uri
-    }
-
     /// One sample of the node and every domain. While libvirt is unreachable this returns
     /// at once with [`LibvirtError::Waiting`] until the next attempt is due (backing off from
     /// 0.5 s to 30 s), so a missing libvirtd costs nothing per tick.
