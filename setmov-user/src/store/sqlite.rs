@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, Transaction, params};
 
+use crate::usage::host::NetRates;
 use crate::vm::stats::DomainState;
 
 use super::{
@@ -353,31 +354,16 @@ fn insert_host_sample(
             d.write_await_ms
         ])?;
     }
-    let mut net_stmt = tx.prepare_cached(
+    insert_net_rows(
+        tx,
         "INSERT INTO host_net_usage (host_ip, time, iface, rx_pps, tx_pps, rx_bytes_s,
             tx_bytes_s, rx_avg_pkt_bits, tx_avg_pkt_bits, rx_bps, tx_bps, rx_errs, rx_drop,
             tx_errs, tx_drop)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+        host_ip,
+        time,
+        &u.nets,
     )?;
-    for n in &u.nets {
-        net_stmt.execute(params![
-            host_ip,
-            time,
-            n.name,
-            n.rx.pps,
-            n.tx.pps,
-            n.rx.bytes_per_sec,
-            n.tx.bytes_per_sec,
-            n.rx.avg_packet_bits,
-            n.tx.avg_packet_bits,
-            n.rx.bps,
-            n.tx.bps,
-            n.rx_errs,
-            n.rx_drop,
-            n.tx_errs,
-            n.tx_drop
-        ])?;
-    }
     Ok(())
 }
 
@@ -496,14 +482,31 @@ fn insert_vm_sample(
             d.write_latency_ms
         ])?;
     }
-    let mut nic_stmt = tx.prepare_cached(
+    insert_net_rows(
+        tx,
         "INSERT INTO vm_nic_usage (uuid, time, iface, rx_pps, tx_pps, rx_bytes_s, tx_bytes_s,
             rx_avg_pkt_bits, tx_avg_pkt_bits, rx_bps, tx_bps, rx_errs, rx_drop, tx_errs, tx_drop)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+        &vm.uuid,
+        time,
+        &u.nics,
     )?;
-    for n in &u.nics {
-        nic_stmt.execute(params![
-            vm.uuid,
+    Ok(())
+}
+
+/// One row per interface into `insert` (host_net_usage or vm_nic_usage, whose columns after
+/// the owner's key are the same), for `owner` at `time`.
+fn insert_net_rows(
+    tx: &Transaction,
+    insert: &str,
+    owner: &str,
+    time: &str,
+    nets: &[NetRates],
+) -> Result<(), StoreError> {
+    let mut stmt = tx.prepare_cached(insert)?;
+    for n in nets {
+        stmt.execute(params![
+            owner,
             time,
             n.name,
             n.rx.pps,

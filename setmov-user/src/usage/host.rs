@@ -139,7 +139,8 @@ pub fn disk_rates(
     })
 }
 
-/// The host's disk figures: the sum over whole disks (partitions would count bytes twice).
+/// Disk figures over several devices together: a host's whole disks (partitions would count
+/// bytes twice), a VM's virtual disks.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct DiskTotals {
     pub read_bytes_per_sec: f64,
@@ -208,7 +209,7 @@ impl NetDeltas {
     }
 }
 
-/// The host's network figures over the interfaces that count toward the total.
+/// Network figures over several interfaces together (a host's physical NICs, a VM's NICs).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct NetTotals {
     pub rx: PacketRates,
@@ -268,27 +269,17 @@ pub fn host_usage(
         read_iops: whole.iter().map(|d| d.read_iops).sum(),
         write_iops: whole.iter().map(|d| d.write_iops).sum(),
     });
-    let mut counted = Vec::new();
-    let nets: Vec<NetRates> = now
-        .nets
+    let pairs = matched_nets(&prev.nets, &now.nets);
+    let nets = pairs
         .iter()
-        .filter_map(|n| {
-            let p = prev.nets.iter().find(|p| p.name == n.name)?;
-            let rates = net_rates(p, n, dt_secs)?;
-            if !has_prefix(&n.name, net_total_excluded) {
-                counted.push(NetDeltas::between(p, n)?);
-            }
-            Some(rates)
-        })
+        .filter_map(|(p, n)| net_rates(p, n, dt_secs))
         .collect();
-    let net_total = if counted.is_empty() {
-        None
-    } else {
-        let sum = |f: fn(&NetDeltas) -> u64| counted.iter().map(f).sum::<u64>();
-        let rx = packet_rates(sum(|d| d.rx_packets), sum(|d| d.rx_bytes), dt_secs);
-        let tx = packet_rates(sum(|d| d.tx_packets), sum(|d| d.tx_bytes), dt_secs);
-        rx.zip(tx).map(|(rx, tx)| NetTotals { rx, tx })
-    };
+    let net_total = net_total(
+        pairs
+            .into_iter()
+            .filter(|(_, n)| !has_prefix(&n.name, net_total_excluded)),
+        dt_secs,
+    );
     HostUsage {
         cpu,
         per_cpu,
@@ -298,6 +289,36 @@ pub fn host_usage(
         nets,
         net_total,
     }
+}
+
+/// Each interface of `now` with its reading in `prev` (interfaces new since then are left out).
+pub fn matched_nets<'a>(
+    prev: &'a [NetCounters],
+    now: &'a [NetCounters],
+) -> Vec<(&'a NetCounters, &'a NetCounters)> {
+    now.iter()
+        .filter_map(|n| Some((prev.iter().find(|p| p.name == n.name)?, n)))
+        .collect()
+}
+
+/// Equations (5)–(7) over interfaces together: their deltas summed, then the equations.
+/// Interfaces whose counters were reset are left out; `None` when none is left or Δt ≤ 0.
+pub fn net_total<'a>(
+    pairs: impl IntoIterator<Item = (&'a NetCounters, &'a NetCounters)>,
+    dt_secs: f64,
+) -> Option<NetTotals> {
+    let deltas: Vec<NetDeltas> = pairs
+        .into_iter()
+        .filter_map(|(p, n)| NetDeltas::between(p, n))
+        .collect();
+    if deltas.is_empty() {
+        return None;
+    }
+    let sum = |f: fn(&NetDeltas) -> u64| deltas.iter().map(f).sum::<u64>();
+    Some(NetTotals {
+        rx: packet_rates(sum(|d| d.rx_packets), sum(|d| d.rx_bytes), dt_secs)?,
+        tx: packet_rates(sum(|d| d.tx_packets), sum(|d| d.tx_bytes), dt_secs)?,
+    })
 }
 
 fn find_disk<'a>(disks: &'a [Disk], name: &str) -> Option<&'a Disk> {

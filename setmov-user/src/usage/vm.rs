@@ -1,8 +1,8 @@
 //! VM usage: equation (2) and the VM forms of (3)–(7), over two samples of one domain.
 
-use super::{PacketRates, counter_delta, packet_rates, percent, positive_seconds};
-use crate::usage::host::NetRates;
-use crate::vm::stats::{BalloonCounters, DomainStats, VmDiskCounters, VmNicCounters};
+use super::{counter_delta, percent, positive_seconds};
+use crate::usage::host::{DiskTotals, NetRates, NetTotals, matched_nets, net_rates, net_total};
+use crate::vm::stats::{BalloonCounters, DomainStats, VmDiskCounters};
 
 /// Where a VM's memory-used figure comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,22 +60,6 @@ pub struct VmDiskRates {
     pub write_latency_ms: Option<f64>,
 }
 
-/// A VM's disks together.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct VmDiskTotals {
-    pub read_bytes_per_sec: f64,
-    pub write_bytes_per_sec: f64,
-    pub read_iops: f64,
-    pub write_iops: f64,
-}
-
-/// A VM's NICs together, equations (5)–(7).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct VmNetTotals {
-    pub rx: PacketRates,
-    pub tx: PacketRates,
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct VmUsage {
     /// (2) virt-top's way: 100 × ΔcpuTime / (Δt × host cores × 10⁹).
@@ -87,9 +71,9 @@ pub struct VmUsage {
     pub vcpus: Option<u32>,
     pub mem: VmMemUsage,
     pub disks: Vec<VmDiskRates>,
-    pub disk_total: Option<VmDiskTotals>,
+    pub disk_total: Option<DiskTotals>,
     pub nics: Vec<NetRates>,
-    pub net_total: Option<VmNetTotals>,
+    pub net_total: Option<NetTotals>,
 }
 
 /// Memory figures from one balloon reading (and paging rates against the previous one).
@@ -157,27 +141,6 @@ pub fn vm_disk_rates(
     })
 }
 
-/// One virtual NIC, as for a host interface; `None` on a reset or Δt ≤ 0.
-pub fn vm_nic_rates(prev: &VmNicCounters, now: &VmNicCounters, dt_secs: f64) -> Option<NetRates> {
-    Some(NetRates {
-        name: now.name.clone(),
-        rx: packet_rates(
-            counter_delta(prev.rx_pkts, now.rx_pkts)?,
-            counter_delta(prev.rx_bytes, now.rx_bytes)?,
-            dt_secs,
-        )?,
-        tx: packet_rates(
-            counter_delta(prev.tx_pkts, now.tx_pkts)?,
-            counter_delta(prev.tx_bytes, now.tx_bytes)?,
-            dt_secs,
-        )?,
-        rx_errs: counter_delta(prev.rx_errs, now.rx_errs)?,
-        rx_drop: counter_delta(prev.rx_drop, now.rx_drop)?,
-        tx_errs: counter_delta(prev.tx_errs, now.tx_errs)?,
-        tx_drop: counter_delta(prev.tx_drop, now.tx_drop)?,
-    })
-}
-
 /// Every VM figure between two samples of the same domain run. Pass `prev = None` when there
 /// is no earlier sample of this run (first sight, or the domain was restarted): levels such as
 /// memory are still given, rates are not.
@@ -221,36 +184,18 @@ pub fn vm_usage(
             .collect(),
         None => Vec::new(),
     };
-    let disk_total = (!disks.is_empty()).then(|| VmDiskTotals {
+    let disk_total = (!disks.is_empty()).then(|| DiskTotals {
         read_bytes_per_sec: disks.iter().map(|d| d.read_bytes_per_sec).sum(),
         write_bytes_per_sec: disks.iter().map(|d| d.write_bytes_per_sec).sum(),
         read_iops: disks.iter().map(|d| d.read_iops).sum(),
         write_iops: disks.iter().map(|d| d.write_iops).sum(),
     });
-    let mut net_deltas = (0u64, 0u64, 0u64, 0u64);
-    let nics: Vec<NetRates> = match prev {
-        Some(p) => now
-            .nics
-            .iter()
-            .filter_map(|n| {
-                let pn = p.nics.iter().find(|x| x.name == n.name)?;
-                let rates = vm_nic_rates(pn, n, dt_secs)?;
-                net_deltas.0 += n.rx_pkts - pn.rx_pkts;
-                net_deltas.1 += n.rx_bytes - pn.rx_bytes;
-                net_deltas.2 += n.tx_pkts - pn.tx_pkts;
-                net_deltas.3 += n.tx_bytes - pn.tx_bytes;
-                Some(rates)
-            })
-            .collect(),
-        None => Vec::new(),
-    };
-    let net_total = if nics.is_empty() {
-        None
-    } else {
-        packet_rates(net_deltas.0, net_deltas.1, dt_secs)
-            .zip(packet_rates(net_deltas.2, net_deltas.3, dt_secs))
-            .map(|(rx, tx)| VmNetTotals { rx, tx })
-    };
+    let pairs = prev.map_or_else(Vec::new, |p| matched_nets(&p.nics, &now.nics));
+    let nics = pairs
+        .iter()
+        .filter_map(|(p, n)| net_rates(p, n, dt_secs))
+        .collect();
+    let net_total = net_total(pairs, dt_secs);
     VmUsage {
         cpu_host_pct: cpu_over(host_cpus),
         cpu_vcpu_pct: vcpus.and_then(cpu_over),
@@ -267,6 +212,7 @@ pub fn vm_usage(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::snapshot::NetCounters;
     use crate::vm::stats::VcpuCounters;
 
     fn stats(cpu_s: f64, delay_ms: u64, wr_mib: u64, tx_pkts: u64) -> DomainStats {
@@ -284,11 +230,11 @@ mod tests {
                 wr_times_ns: wr_mib * 2_000_000,
                 ..VmDiskCounters::default()
             }],
-            nics: vec![VmNicCounters {
+            nics: vec![NetCounters {
                 name: "vnet0".into(),
-                tx_pkts,
+                tx_packets: tx_pkts,
                 tx_bytes: tx_pkts * 1042,
-                ..VmNicCounters::default()
+                ..NetCounters::default()
             }],
             ..DomainStats::default()
         }

@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::host::snapshot::NetCounters;
+
 /// A typed parameter's value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ParamValue {
@@ -127,22 +129,6 @@ pub struct VmDiskCounters {
     pub wr_times_ns: u64,
 }
 
-/// One virtual NIC's cumulative counters, from the guest's point of view (rx = received by
-/// the guest).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct VmNicCounters {
-    /// The host-side device, e.g. the tap `vnet3`.
-    pub name: String,
-    pub rx_bytes: u64,
-    pub rx_pkts: u64,
-    pub rx_errs: u64,
-    pub rx_drop: u64,
-    pub tx_bytes: u64,
-    pub tx_pkts: u64,
-    pub tx_errs: u64,
-    pub tx_drop: u64,
-}
-
 /// Everything the bulk statistics said about one domain.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DomainStats {
@@ -153,7 +139,9 @@ pub struct DomainStats {
     pub vcpus: Vec<VcpuCounters>,
     pub balloon: BalloonCounters,
     pub disks: Vec<VmDiskCounters>,
-    pub nics: Vec<VmNicCounters>,
+    /// Per virtual NIC, named by its host-side tap device, from the guest's point of view
+    /// (rx = received by the guest).
+    pub nics: Vec<NetCounters>,
 }
 
 /// Maps one record's parameters. Unknown names are ignored; a disk or NIC whose counters are
@@ -219,14 +207,14 @@ pub fn parse_domain_stats<'a>(
         .values()
         .filter_map(|f| {
             let n = |k: &str| f.get(k).and_then(|v| v.as_u64());
-            Some(VmNicCounters {
+            Some(NetCounters {
                 name: f.get("name")?.as_str()?.to_owned(),
                 rx_bytes: n("rx.bytes")?,
-                rx_pkts: n("rx.pkts")?,
+                rx_packets: n("rx.pkts")?,
                 rx_errs: n("rx.errs")?,
                 rx_drop: n("rx.drop")?,
                 tx_bytes: n("tx.bytes")?,
-                tx_pkts: n("tx.pkts")?,
+                tx_packets: n("tx.pkts")?,
                 tx_errs: n("tx.errs")?,
                 tx_drop: n("tx.drop")?,
             })
@@ -322,7 +310,10 @@ mod tests {
         assert_eq!(s.disks[0].name, "vda");
         assert_eq!(s.disks[0].wr_bytes, 67_108_864);
         assert_eq!(s.nics.len(), 1);
-        assert_eq!((s.nics[0].name.as_str(), s.nics[0].tx_pkts), ("vnet0", 20));
+        assert_eq!(
+            (s.nics[0].name.as_str(), s.nics[0].tx_packets),
+            ("vnet0", 20)
+        );
     }
 
     #[test]
