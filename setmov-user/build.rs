@@ -24,6 +24,8 @@ fn main() -> anyhow::Result<()> {
     println!("cargo::rerun-if-env-changed={NO_EBPF}");
     println!("cargo::rerun-if-env-changed={AYA_BUILD_SKIP}");
     println!("cargo::rerun-if-env-changed=PATH");
+    // The store embeds the migrations at compile time; a new or changed file must rebuild it.
+    println!("cargo::rerun-if-changed=../migrations");
 
     if let Some(reason) = toolchain_missing() {
         // Both lines below must stay one line.

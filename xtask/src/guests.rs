@@ -90,6 +90,9 @@ const STANDARD: &[(&str, u8, &str)] = &[
     ),
 ];
 
+/// Idle guests get addresses after this last byte.
+const IDLE_FIRST_HOST: u8 = 100;
+
 /// Everything but the standard guests: packages, daemons, network, assets, manifest.
 /// Without root it only says so, and the guest tests skip.
 pub fn prepare() -> anyhow::Result<()> {
@@ -110,17 +113,7 @@ pub fn up() -> anyhow::Result<()> {
     let mut records = Vec::new();
     for &(name, host, workload) in STANDARD {
         let ip = format!("{}/{PREFIX}", address_with_host(host));
-        if domain_running(name)? {
-            eprintln!("xtask: {name} already runs");
-        } else {
-            let started = Instant::now();
-            boot(name, &ip, workload).with_context(|| format!("cannot boot guest {name}"))?;
-            let line = wait_for_console(name, "SETMOV: ready", Duration::from_secs(120))?;
-            eprintln!(
-                "xtask: {name} ready {:.1} s after start: {line}",
-                started.elapsed().as_secs_f64()
-            );
-        }
+        start_guest(name, &ip, workload)?;
         let uuid = virsh(&["domuuid", name])?.trim().to_owned();
         records.push(serde_json::json!({
             "name": name,
@@ -135,6 +128,37 @@ pub fn up() -> anyhow::Result<()> {
     eprintln!(
         "xtask: guests up; manifest {}",
         Path::new(ASSETS).join("guests.json").display()
+    );
+    Ok(())
+}
+
+/// Boots `count` more guests with no workload beside the standard ones (`up` first), so that
+/// the per-VM cost of a tick can be measured at a realistic number of VMs. `down` removes them
+/// with the others.
+pub fn up_idle(count: u8) -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("guests up must run as root (it starts libvirtd and writes under /var/lib)");
+    }
+    for index in 1..=count {
+        let name = format!("{PREFIX_NAME}idle-{index}");
+        let ip = format!("{}/{PREFIX}", address_with_host(IDLE_FIRST_HOST + index));
+        start_guest(&name, &ip, "")?;
+    }
+    Ok(())
+}
+
+/// Boots one guest unless it already runs, and waits until it reports ready.
+fn start_guest(name: &str, ip: &str, workload: &str) -> anyhow::Result<()> {
+    if domain_running(name)? {
+        eprintln!("xtask: {name} already runs");
+        return Ok(());
+    }
+    let started = Instant::now();
+    boot(name, ip, workload).with_context(|| format!("cannot boot guest {name}"))?;
+    let line = wait_for_console(name, "SETMOV: ready", Duration::from_secs(120))?;
+    eprintln!(
+        "xtask: {name} ready {:.1} s after start: {line}",
+        started.elapsed().as_secs_f64()
     );
     Ok(())
 }

@@ -165,11 +165,56 @@ fn bench(root: &Path, seconds: u64) -> anyhow::Result<()> {
         100.0 * (user + system) / wall,
         1e6 * (user + system) / seconds as f64
     );
-    guests::up()?;
-    let vm = cargo(root, &["bench", "-p", "setmov-user", "--bench", "vm_tick"]);
+    cargo(
+        root,
+        &["bench", "-p", "setmov-user", "--bench", "store_tick"],
+    )?;
+    let vm = guests::up().and_then(|()| vm_tick(root)).and_then(|few| {
+        guests::up_idle(BENCH_IDLE_GUESTS)?;
+        Ok((few, vm_tick(root)?))
+    });
     let down = guests::down();
     println!("{monitor}");
-    vm.and(down)
+    let ((few_vms, few_us), (many_vms, many_us)) = vm?;
+    if many_vms > few_vms {
+        let per_vm = (many_us - few_us) / f64::from(many_vms - few_vms);
+        println!(
+            "vm tick: each further VM costs {per_vm:.1} µs CPU per tick; the rest of a tick, \
+             {:.1} µs, is the same for any number of VMs",
+            few_us - per_vm * f64::from(few_vms)
+        );
+    }
+    down
+}
+
+/// Guests with no workload added for the second VM-tick measurement.
+const BENCH_IDLE_GUESTS: u8 = 9;
+
+/// Runs the VM-tick benchmark against the running guests; returns the VM count and the CPU
+/// microseconds per tick it reports.
+fn vm_tick(root: &Path) -> anyhow::Result<(u32, f64)> {
+    let output = cargo_command(root, &["bench", "-p", "setmov-user", "--bench", "vm_tick"])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("cannot run the vm_tick benchmark")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    print!("{stdout}");
+    if !output.status.success() {
+        bail!("the vm_tick benchmark failed: {}", output.status);
+    }
+    stdout
+        .lines()
+        .find_map(parse_vm_tick)
+        .context("the vm_tick benchmark measured nothing (no running guest?)")
+}
+
+/// "vm tick: 3 running VMs, 300 ticks: 541.8 µs CPU per tick, ..." → (3, 541.8).
+fn parse_vm_tick(line: &str) -> Option<(u32, f64)> {
+    let rest = line.strip_prefix("vm tick: ")?;
+    let (vms, rest) = rest.split_once(" running VMs, ")?;
+    let (_, rest) = rest.split_once(": ")?;
+    let (per_tick, _) = rest.split_once(" µs CPU per tick")?;
+    Some((vms.parse().ok()?, per_tick.parse().ok()?))
 }
 
 /// CPU seconds (user, system) of all waited-for children so far.
@@ -181,5 +226,21 @@ fn children_cpu_seconds() -> (f64, f64) {
             (secs(u.user_time()), secs(u.system_time()))
         }
         Err(_) => (0.0, 0.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_vm_tick;
+
+    #[test]
+    fn the_vm_tick_line_gives_the_vm_count_and_cpu_per_tick() {
+        let line = "vm tick: 12 running VMs, 300 ticks: 1023.2 µs CPU per tick, 85.3 µs per VM \
+                    in setmov (libvirt client 40.0 + equations 5.0 + store 40.3), 900.0 µs wall";
+        assert_eq!(parse_vm_tick(line), Some((12, 1023.2)));
+        assert_eq!(
+            parse_vm_tick("vm tick: not measured: no running domain"),
+            None
+        );
     }
 }

@@ -718,6 +718,57 @@ mod tests {
     }
 
     #[test]
+    fn schema_3_keeps_the_vm_rows_of_schema_2() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.db");
+        let mut conn = Connection::open(&path).expect("raw");
+        conn.execute_batch("PRAGMA foreign_keys = ON;").expect("fk");
+        embedded::migrations::runner()
+            .set_target(refinery::Target::Version(2))
+            .run(&mut conn)
+            .expect("schema 2");
+        conn.execute_batch(
+            "INSERT INTO hosts (host_ip, host_name, vmc) VALUES ('192.0.2.2', 'hv1', 1);
+             INSERT INTO vms (uuid, host_ip, name, state, lct)
+                 VALUES ('u1', '192.0.2.2', 'desk-1', 'running', '1970-01-01T00:00:02.000Z');
+             INSERT INTO vm_usage (uuid, time, state, cpu_pct)
+                 VALUES ('u1', '1970-01-01T00:00:01.000Z', 'running', 10.0),
+                        ('u1', '1970-01-01T00:00:02.000Z', 'running', 20.0);
+             INSERT INTO vm_disk_usage (uuid, time, device, read_bytes_s, write_bytes_s,
+                 read_iops, write_iops) VALUES ('u1', '1970-01-01T00:00:02.000Z', 'vda', 1, 2, 3, 4);
+             INSERT INTO vm_nic_usage (uuid, time, iface, rx_pps, tx_pps, rx_bytes_s, tx_bytes_s,
+                 rx_bps, tx_bps, rx_errs, rx_drop, tx_errs, tx_drop)
+                 VALUES ('u1', '1970-01-01T00:00:02.000Z', 'vnet0', 1, 2, 3, 4, 5, 6, 0, 0, 0, 0);",
+        )
+        .expect("schema 2 rows");
+        drop(conn);
+        let store = SqliteStore::open(&path).expect("migrate to the latest schema");
+        let rows = store
+            .recent_vm_usage_blocking(&VmUsageQuery {
+                limit: 10,
+                ..VmUsageQuery::default()
+            })
+            .expect("rows");
+        let cpu: Vec<_> = rows.iter().map(|r| r.cpu_pct).collect();
+        assert_eq!(cpu, [Some(10.0), Some(20.0)]);
+        let state = store.lock().expect("lock");
+        let details: (u32, u32, u32) = state
+            .conn
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM vm_disk_usage), (SELECT COUNT(*) FROM vm_nic_usage),
+                        (SELECT COUNT(*) FROM pragma_foreign_key_check)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .expect("counts");
+        assert_eq!(
+            details,
+            (1, 1, 0),
+            "detail rows kept, every foreign key holds"
+        );
+    }
+
+    #[test]
     fn reopening_keeps_data_and_a_newer_schema_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s.db");
