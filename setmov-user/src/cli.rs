@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
-use crate::ebpf::BlockProbe;
+use crate::ebpf::Probes;
 use crate::host::devices::{DEFAULT_NET_TOTAL_EXCLUDED_PREFIXES, DEFAULT_SKIPPED_DISK_PREFIXES};
 use crate::host::identity::{self, HostIdentity};
 use crate::host::read::HostReader;
@@ -205,10 +205,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::info!("eBPF is off: --no-ebpf given; sampling procfs alone");
         None
     } else {
-        match BlockProbe::load() {
-            Ok(probe) => {
-                tracing::info!("eBPF is on: attached {}", probe.attached().join(", "));
-                Some(probe)
+        match Probes::load() {
+            Ok(probes) => {
+                tracing::info!("eBPF is on: attached {}", probes.attached().join(", "));
+                for reason in &probes.disabled {
+                    tracing::warn!("{reason}");
+                }
+                Some(probes)
             }
             // Said once, at start: the monitor then runs on procfs alone.
             Err(e) if e.is_missing_prerequisite() => {

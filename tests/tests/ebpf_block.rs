@@ -11,7 +11,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail, ensure};
-use setmov::ebpf::{BlockProbe, BlockTotals};
+use setmov::ebpf::{BlockProbe, BlockTotals, Probes};
 
 const MIB: u64 = 1 << 20;
 const DD_MIB: u64 = 64;
@@ -81,12 +81,13 @@ fn assert_about_dd_size(what: &str, bytes: u64) -> anyhow::Result<()> {
 
 #[test]
 fn direct_io_of_dd_is_credited_to_dd() -> anyhow::Result<()> {
-    let mut probe = match BlockProbe::load() {
-        Ok(probe) => probe,
+    let mut probes = match Probes::load() {
+        Ok(probes) => probes,
         Err(error) if error.is_missing_prerequisite() => return skip(&error.to_string()),
         Err(error) => return Err(error.into()),
     };
-    eprintln!("attached: {:?}", probe.attached());
+    eprintln!("attached: {:?}", probes.attached());
+    let probe = probes.block.as_mut().context("the block probe is off")?;
 
     let dir = tempfile::Builder::new()
         .prefix("setmov-ebpf-test")
@@ -106,7 +107,7 @@ fn direct_io_of_dd_is_credited_to_dd() -> anyhow::Result<()> {
         &count,
         "oflag=direct",
     ])?;
-    let written = credited(&probe, writer)?;
+    let written = credited(probe, writer)?;
     eprintln!("dd writer (pid {writer}): {written:?}");
     assert_about_dd_size("write by dd", written.write_bytes)?;
     ensure!(written.write_ops > 0, "writes counted without any op");
@@ -118,7 +119,7 @@ fn direct_io_of_dd_is_credited_to_dd() -> anyhow::Result<()> {
         &count,
         "iflag=direct",
     ])?;
-    let read = credited(&probe, reader)?;
+    let read = credited(probe, reader)?;
     eprintln!("dd reader (pid {reader}): {read:?}");
     assert_about_dd_size("read by dd", read.read_bytes)?;
     ensure!(read.read_ops > 0, "reads counted without any op");

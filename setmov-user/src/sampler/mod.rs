@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::ebpf::{BlockProbe, BlockTotals};
+use crate::ebpf::{BlockTotals, Probes};
 use crate::host::identity::HostIdentity;
 use crate::host::read::HostReader;
 use crate::host::snapshot::HostSnapshot;
@@ -68,7 +68,7 @@ pub struct RunReport {
 pub struct Sources {
     pub host: HostReader,
     pub libvirt: Option<LibvirtCollector>,
-    pub ebpf: Option<BlockProbe>,
+    pub ebpf: Option<Probes>,
 }
 
 /// Samples until `shutdown` resolves or `config.count` ticks were taken, writing every tick to
@@ -254,12 +254,12 @@ async fn host_source(
 const FORGET_DEAD_EVERY: Duration = Duration::from_secs(10);
 
 async fn ebpf_source(
-    mut probe: BlockProbe,
+    mut probes: Probes,
     mut ticks: watch::Receiver<Option<Tick>>,
     reports: mpsc::UnboundedSender<SourceMessage>,
 ) {
     let mut prev_at = Instant::now();
-    let mut prev = read_block(&probe);
+    let mut prev = read_block(&probes);
     let mut last_forget = prev_at;
     let mut reported_lost = 0;
     while ticks.changed().await.is_ok() {
@@ -267,7 +267,8 @@ async fn ebpf_source(
             continue;
         };
         let at = Instant::now();
-        let now = read_block(&probe);
+        probes.flush_logs();
+        let now = read_block(&probes);
         let figures = prev
             .zip(now)
             .and_then(|(p, n)| block_interval(&p, &n))
@@ -279,16 +280,18 @@ async fn ebpf_source(
         // Right after a read, so what the exited processes did is already counted.
         if at.duration_since(last_forget) >= FORGET_DEAD_EVERY {
             last_forget = at;
-            if let Err(e) = probe.forget_dead_tgids(Path::new("/proc")) {
-                tracing::warn!("eBPF: cannot drop exited processes from the maps: {e}");
-            }
-            match probe.lost_events() {
-                Ok(lost) if lost > reported_lost => {
-                    tracing::warn!("eBPF: {lost} block events not counted: the map was full");
-                    reported_lost = lost;
+            if let Some(block) = &mut probes.block {
+                if let Err(e) = block.forget_dead_tgids(Path::new("/proc")) {
+                    tracing::warn!("eBPF: cannot drop exited processes from the maps: {e}");
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!("eBPF: cannot read the lost-event counter: {e}"),
+                match block.lost_events() {
+                    Ok(lost) if lost > reported_lost => {
+                        tracing::warn!("eBPF: {lost} block events not counted: the map was full");
+                        reported_lost = lost;
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("eBPF: cannot read the lost-event counter: {e}"),
+                }
             }
         }
         let message = SourceMessage::Report {
@@ -303,8 +306,10 @@ async fn ebpf_source(
     let _ = reports.send(SourceMessage::Stopped(Source::Ebpf));
 }
 
-fn read_block(probe: &BlockProbe) -> Option<BlockTotals> {
-    probe
+fn read_block(probes: &Probes) -> Option<BlockTotals> {
+    probes
+        .block
+        .as_ref()?
         .totals()
         .map_err(|e| tracing::warn!("eBPF: cannot read the block counters: {e}"))
         .ok()

@@ -1,0 +1,346 @@
+//! SETMOV's eBPF layer: loads the programs of `setmov-ebpf` once, and hands each probe
+//! (block, ...) the programs and maps it owns. A probe whose tracepoints this kernel lacks, or
+//! whose programs the kernel refuses, is off with its reason; the others work on.
+//!
+//! Nothing per event crosses to user space: the programs aggregate in kernel maps, and the
+//! probes read those maps once per tick.
+
+pub mod block;
+pub mod format;
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    sync::{Mutex, PoisonError},
+};
+
+use aya::{EbpfLoader, maps::MapError, programs::TracePoint, util::KernelVersion};
+use aya_log::EbpfLogger;
+
+pub use block::{BlockProbe, BlockTotals};
+pub use format::{FormatError, TracepointField};
+
+/// Where tracefs lives; the first one is where we mount it if neither is mounted.
+const TRACEFS_MOUNTS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+
+/// Why eBPF as a whole is unavailable, or why reading a map failed, as one sentence.
+#[derive(Debug, thiserror::Error)]
+pub enum EbpfError {
+    #[error("eBPF is off: this setmov was built without it because {0}")]
+    NotBuilt(&'static str),
+    #[error(
+        "eBPF is off: it needs root (CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN), \
+         which this process does not have"
+    )]
+    NotPrivileged,
+    #[error("eBPF is off: tracefs is not mounted and mounting it on {target} failed: {error}")]
+    NoTracefs {
+        target: &'static str,
+        error: nix::Error,
+    },
+    #[error("eBPF is off: the kernel did not accept the eBPF object: {0}")]
+    Load(String),
+    #[error("eBPF is off: no probe could be attached ({0})")]
+    NoProbe(String),
+    #[error("reading eBPF map {map} failed: {error}")]
+    Map { map: &'static str, error: String },
+}
+
+impl EbpfError {
+    /// True when this machine or build lacks something eBPF needs (toolchain at build time,
+    /// privileges, tracefs, tracepoints), as opposed to a failure of SETMOV's own programs.
+    pub fn is_missing_prerequisite(&self) -> bool {
+        matches!(
+            self,
+            Self::NotBuilt(_) | Self::NotPrivileged | Self::NoTracefs { .. } | Self::NoProbe(_)
+        )
+    }
+}
+
+/// Why one probe is off; the other probes are not affected.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("this kernel has none of the tracepoints {0}")]
+    NoTracepoint(String),
+    #[error("tracepoint format {}: {error}", path.display())]
+    Format { path: PathBuf, error: FormatError },
+    #[error("the eBPF object has no {0}; it does not match this loader")]
+    Object(String),
+    #[error("program {program} could not be loaded or attached: {error}")]
+    Program {
+        program: &'static str,
+        error: String,
+    },
+}
+
+/// An error and its sources on one line: aya keeps details such as the verifier log in sources.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn map_error(map: &'static str) -> impl Fn(MapError) -> EbpfError {
+    move |error| EbpfError::Map {
+        map,
+        error: chain(&error),
+    }
+}
+
+/// Takes map `name` out of the loaded object as the typed map `M`.
+fn take_map<M>(ebpf: &mut aya::Ebpf, name: &'static str) -> Result<M, ProbeError>
+where
+    M: TryFrom<aya::maps::Map, Error = MapError>,
+{
+    ebpf.take_map(name)
+        .ok_or_else(|| ProbeError::Object(format!("map {name}")))?
+        .try_into()
+        .map_err(|error: MapError| ProbeError::Object(format!("map {name} ({})", chain(&error))))
+}
+
+/// Loads and attaches tracepoint program `program` on `category:program`.
+fn attach_tracepoint(
+    ebpf: &mut aya::Ebpf,
+    category: &str,
+    program: &'static str,
+) -> Result<(), ProbeError> {
+    let attach = |ebpf: &mut aya::Ebpf| -> Result<(), Box<dyn std::error::Error>> {
+        let tracepoint: &mut TracePoint = ebpf
+            .program_mut(program)
+            .ok_or_else(|| format!("no program {program} in the eBPF object"))?
+            .try_into()?;
+        tracepoint.load()?;
+        tracepoint.attach(category, program)?;
+        Ok(())
+    };
+    attach(ebpf).map_err(|error| ProbeError::Program {
+        program,
+        error: chain(error.as_ref()),
+    })
+}
+
+/// Every probe that could be attached, and why the others are off. Dropping it detaches
+/// everything.
+pub struct Probes {
+    pub block: Option<BlockProbe>,
+    /// One sentence per probe that is off, e.g. "block probe is off: ...".
+    pub disabled: Vec<String>,
+    logger: Option<Mutex<EbpfLogger<LogToTracing>>>,
+    /// Owns the programs and their links.
+    _ebpf: aya::Ebpf,
+}
+
+impl Probes {
+    /// Loads the eBPF object and attaches every probe this kernel supports. Mounts tracefs
+    /// first if it is not mounted (as `perf` does). Messages from the programs go to
+    /// `tracing`. Fails only when no probe at all can run.
+    pub fn load() -> Result<Self, EbpfError> {
+        let object = object()?;
+        if let Ok(status) = fs::read_to_string("/proc/self/status")
+            && capabilities_allow_bpf(&status) == Some(false)
+        {
+            return Err(EbpfError::NotPrivileged);
+        }
+        raise_memlock_if_needed();
+        let tracefs = tracefs()?;
+
+        // Record layouts are read from this kernel's format files and written into the
+        // programs' globals before the object is loaded.
+        let block_layouts = block::BlockLayouts::read(&tracefs);
+        let mut loader = EbpfLoader::new();
+        if let Ok(layouts) = &block_layouts {
+            layouts.apply(&mut loader);
+        }
+        let mut ebpf = loader
+            .load(object)
+            .map_err(|error| EbpfError::Load(chain(&error)))?;
+
+        let logger = match EbpfLogger::init_with_logger(&mut ebpf, LogToTracing) {
+            Ok(logger) => Some(Mutex::new(logger)),
+            Err(aya_log::Error::MapNotFound) => None,
+            Err(error) => {
+                tracing::warn!("messages from the eBPF programs will not be shown: {error}");
+                None
+            }
+        };
+
+        let mut disabled = Vec::new();
+        let mut keep = |name: &str, probe: Result<_, ProbeError>| match probe {
+            Ok(probe) => Some(probe),
+            Err(error) => {
+                disabled.push(format!("{name} probe is off: {error}"));
+                None
+            }
+        };
+        let block = keep(
+            "block",
+            block_layouts.and_then(|layouts| BlockProbe::attach(&mut ebpf, &layouts)),
+        );
+        if block.is_none() {
+            return Err(EbpfError::NoProbe(disabled.join("; ")));
+        }
+        Ok(Probes {
+            block,
+            disabled,
+            logger,
+            _ebpf: ebpf,
+        })
+    }
+
+    /// Names of the attached programs, e.g. `["block_io_start", ...]`.
+    pub fn attached(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        if let Some(block) = &self.block {
+            names.extend(block.attached());
+        }
+        names
+    }
+
+    /// Passes pending messages of the eBPF programs to tracing. They are rare (a full map),
+    /// so reading them once per tick is soon enough.
+    pub fn flush_logs(&self) {
+        if let Some(logger) = &self.logger {
+            logger
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .flush();
+        }
+    }
+}
+
+#[cfg(setmov_ebpf)]
+fn object() -> Result<&'static [u8], EbpfError> {
+    Ok(aya::include_bytes_aligned!(concat!(
+        env!("OUT_DIR"),
+        "/setmov-ebpf"
+    )))
+}
+
+#[cfg(not(setmov_ebpf))]
+fn object() -> Result<&'static [u8], EbpfError> {
+    Err(EbpfError::NotBuilt(env!("SETMOV_EBPF_OFF_REASON")))
+}
+
+/// Some(false) when `/proc/self/status` shows neither CAP_SYS_ADMIN nor both CAP_BPF and
+/// CAP_PERFMON in the effective set; None when it cannot be told.
+fn capabilities_allow_bpf(status: &str) -> Option<bool> {
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let hex = status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))?
+        .trim();
+    let effective = u64::from_str_radix(hex, 16).ok()?;
+    let has = |cap: u32| effective & (1 << cap) != 0;
+    Some(has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)))
+}
+
+/// Kernels before 5.11 charge eBPF maps to RLIMIT_MEMLOCK; later ones to the memory cgroup.
+fn raise_memlock_if_needed() {
+    use nix::sys::resource::{RLIM_INFINITY, Resource, setrlimit};
+    if KernelVersion::current().is_ok_and(|version| version >= KernelVersion::new(5, 11, 0)) {
+        return;
+    }
+    if let Err(error) = setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY) {
+        tracing::warn!("could not lift RLIMIT_MEMLOCK ({error}); loading eBPF maps may fail");
+    }
+}
+
+/// The mounted tracefs, mounting it on /sys/kernel/tracing when it is nowhere.
+fn tracefs() -> Result<PathBuf, EbpfError> {
+    let mounted = || {
+        TRACEFS_MOUNTS
+            .iter()
+            .map(Path::new)
+            .find(|root| root.join("events").is_dir())
+            .map(Path::to_path_buf)
+    };
+    if let Some(root) = mounted() {
+        return Ok(root);
+    }
+    use nix::mount::{MsFlags, mount};
+    let target = TRACEFS_MOUNTS[0];
+    mount(
+        Some("tracefs"),
+        target,
+        Some("tracefs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(|error| EbpfError::NoTracefs { target, error })?;
+    tracing::info!("mounted tracefs on {target} (it was not mounted)");
+    mounted().ok_or(EbpfError::NoTracefs {
+        target,
+        error: nix::Error::ENOENT,
+    })
+}
+
+/// Forwards the eBPF programs' aya-log messages to tracing.
+struct LogToTracing;
+
+impl log::Log for LogToTracing {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        let message = record.args();
+        match record.level() {
+            log::Level::Error => tracing::error!(target: "setmov::ebpf::kernel", "{message}"),
+            log::Level::Warn => tracing::warn!(target: "setmov::ebpf::kernel", "{message}"),
+            log::Level::Info => tracing::info!(target: "setmov::ebpf::kernel", "{message}"),
+            log::Level::Debug => tracing::debug!(target: "setmov::ebpf::kernel", "{message}"),
+            log::Level::Trace => tracing::trace!(target: "setmov::ebpf::kernel", "{message}"),
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capabilities() {
+        let status = |cap_eff: &str| format!("Name:\tsetmov\nCapInh:\t0\nCapEff:\t{cap_eff}\n");
+        // Full root.
+        assert_eq!(
+            capabilities_allow_bpf(&status("000001ffffffffff")),
+            Some(true)
+        );
+        // CAP_SYS_ADMIN alone.
+        assert_eq!(
+            capabilities_allow_bpf(&status("0000000000200000")),
+            Some(true)
+        );
+        // CAP_BPF and CAP_PERFMON.
+        assert_eq!(
+            capabilities_allow_bpf(&status("000000c000000000")),
+            Some(true)
+        );
+        // CAP_BPF only.
+        assert_eq!(
+            capabilities_allow_bpf(&status("0000008000000000")),
+            Some(false)
+        );
+        assert_eq!(
+            capabilities_allow_bpf(&status("0000000000000000")),
+            Some(false)
+        );
+        assert_eq!(capabilities_allow_bpf("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn probes_can_move_to_another_thread() {
+        fn send_and_sync<T: Send + Sync>() {}
+        send_and_sync::<Probes>();
+        send_and_sync::<EbpfError>();
+    }
+}
