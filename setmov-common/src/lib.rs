@@ -15,6 +15,40 @@ pub const BLOCK_IO_TOTAL_MAP: &str = "BLOCK_IO_TOTAL";
 /// Name of the per-CPU array (one `u64`) counting events that found the counter map full.
 pub const BLOCK_IO_LOST_MAP: &str = "BLOCK_IO_LOST";
 
+/// Buckets of a [`Log2Hist`]: bucket `i` counts values `v` with `2^i <= v < 2^(i+1)` (bucket 0
+/// also holds 0); the last bucket holds everything from `2^(LOG2_BUCKETS-1)` up. 40 buckets
+/// reach 2^39 ns (9 minutes) for latencies and far past any packet size.
+pub const LOG2_BUCKETS: usize = 40;
+
+/// A log2 histogram, as kept in per-CPU map values (summed over CPUs by the loader).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Log2Hist {
+    pub buckets: [u64; LOG2_BUCKETS],
+}
+
+impl Default for Log2Hist {
+    fn default() -> Self {
+        Log2Hist {
+            buckets: [0; LOG2_BUCKETS],
+        }
+    }
+}
+
+/// The [`Log2Hist`] bucket of `value`: `floor(log2(value))`, 0 for 0 and 1, capped at the last.
+#[inline(always)]
+pub const fn log2_bucket(value: u64) -> usize {
+    if value == 0 {
+        return 0;
+    }
+    let log = (63 - value.leading_zeros()) as usize;
+    if log >= LOG2_BUCKETS {
+        LOG2_BUCKETS - 1
+    } else {
+        log
+    }
+}
+
 /// Direction of a block I/O: data read from the device.
 pub const DIR_READ: u32 = 0;
 /// Direction of a block I/O: data written to the device.
@@ -68,10 +102,11 @@ pub const fn direction_from_rwbs(rwbs: [u8; 2]) -> Option<u32> {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all three are #[repr(C)], made only of integers, with no padding.
+    // SAFETY: all of them are #[repr(C)], made only of integers, with no padding.
     unsafe impl aya::Pod for super::BlockKey {}
     unsafe impl aya::Pod for super::BlockValue {}
     unsafe impl aya::Pod for super::BlockTpLayout {}
+    unsafe impl aya::Pod for super::Log2Hist {}
 }
 
 #[cfg(test)]
@@ -95,9 +130,23 @@ mod tests {
     }
 
     #[test]
+    fn log2_buckets() {
+        assert_eq!(log2_bucket(0), 0);
+        assert_eq!(log2_bucket(1), 0);
+        assert_eq!(log2_bucket(2), 1);
+        assert_eq!(log2_bucket(3), 1);
+        assert_eq!(log2_bucket(1024), 10);
+        assert_eq!(log2_bucket(1500), 10);
+        assert_eq!(log2_bucket((1 << 39) - 1), 38);
+        assert_eq!(log2_bucket(1 << 39), 39);
+        assert_eq!(log2_bucket(u64::MAX), LOG2_BUCKETS - 1);
+    }
+
+    #[test]
     fn map_types_have_no_padding() {
         assert_eq!(size_of::<BlockKey>(), 8);
         assert_eq!(size_of::<BlockValue>(), 16);
         assert_eq!(size_of::<BlockTpLayout>(), 8);
+        assert_eq!(size_of::<Log2Hist>(), 8 * LOG2_BUCKETS);
     }
 }

@@ -6,6 +6,7 @@
 //! - Δt is in seconds from a monotonic clock; Δt ≤ 0 gives no rate.
 
 pub mod ebpf;
+pub mod hist;
 pub mod host;
 pub mod vm;
 
