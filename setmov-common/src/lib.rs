@@ -80,10 +80,68 @@ pub struct BlockValue {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BlockTpLayout {
+    /// Byte offset of `dev_t dev` (4 bytes, the kernel's `MAJOR << 20 | MINOR`).
+    pub dev_offset: u32,
+    /// Byte offset of `sector_t sector` (8 bytes).
+    pub sector_offset: u32,
     /// Byte offset of `unsigned int nr_sector` in the record.
     pub nr_sector_offset: u32,
     /// Byte offset of `char rwbs[]` in the record.
     pub rwbs_offset: u32,
+}
+
+/// Name of the LRU hash of requests in flight (`InflightKey` -> `InflightValue`): from
+/// `block_io_start` (or `block_rq_issue`) to `block_rq_complete`. LRU so that a request whose
+/// completion is never seen cannot fill it.
+pub const BLOCK_INFLIGHT_MAP: &str = "BLOCK_INFLIGHT";
+/// Capacity of [`BLOCK_INFLIGHT_MAP`]: far above the requests a host keeps in flight.
+pub const BLOCK_INFLIGHT_MAX_ENTRIES: u32 = 65536;
+/// Name of the per-CPU hash of issue-to-completion latency per device and direction
+/// (`DeviceKey` -> `Log2Hist` of nanoseconds).
+pub const BLOCK_LATENCY_DEVICE_MAP: &str = "BLOCK_LATENCY_DEVICE";
+/// Name of the per-CPU hash of the same latency per submitting process and direction
+/// (`BlockKey` -> `Log2Hist` of nanoseconds); tgid 0 holds requests whose submitter is unknown.
+pub const BLOCK_LATENCY_TGID_MAP: &str = "BLOCK_LATENCY_TGID";
+/// Capacity of [`BLOCK_LATENCY_DEVICE_MAP`] (devices × 2 directions).
+pub const BLOCK_LATENCY_DEVICE_MAX_ENTRIES: u32 = 1024;
+/// Capacity of [`BLOCK_LATENCY_TGID_MAP`]; each live key costs 320 bytes per CPU.
+pub const BLOCK_LATENCY_TGID_MAX_ENTRIES: u32 = 8192;
+/// Name of the one-slot per-CPU array holding an all-zero `Log2Hist`, the value a new
+/// histogram entry starts from (too big to build on the eBPF stack).
+pub const ZERO_HIST_MAP: &str = "ZERO_HIST";
+
+/// A request in flight: device, direction and its first sector (what `block_rq_complete`
+/// reports again).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct InflightKey {
+    pub dev: u32,
+    pub direction: u32,
+    pub sector: u64,
+}
+
+/// Who submitted a request in flight and when it was issued to the device.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InflightValue {
+    /// `bpf_ktime_get_ns` at `block_rq_issue` (at `block_io_start` until then).
+    pub issue_ns: u64,
+    /// Submitting process; 0 when unknown (the request was first seen at issue).
+    pub tgid: u64,
+}
+
+/// Key of [`BLOCK_LATENCY_DEVICE_MAP`].
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DeviceKey {
+    /// The kernel's `dev_t`: `MAJOR << 20 | MINOR`.
+    pub dev: u32,
+    pub direction: u32,
+}
+
+/// Major and minor number of a kernel-internal `dev_t` (as block tracepoints report it).
+pub const fn dev_major_minor(dev: u32) -> (u32, u32) {
+    (dev >> 20, dev & ((1 << 20) - 1))
 }
 
 /// Direction of a block I/O from the first two bytes of a tracepoint's `rwbs` string.
@@ -107,6 +165,9 @@ mod pod {
     unsafe impl aya::Pod for super::BlockValue {}
     unsafe impl aya::Pod for super::BlockTpLayout {}
     unsafe impl aya::Pod for super::Log2Hist {}
+    unsafe impl aya::Pod for super::InflightKey {}
+    unsafe impl aya::Pod for super::InflightValue {}
+    unsafe impl aya::Pod for super::DeviceKey {}
 }
 
 #[cfg(test)]
@@ -130,6 +191,13 @@ mod tests {
     }
 
     #[test]
+    fn device_numbers() {
+        // 254:16 is /dev/vdb on virtio.
+        assert_eq!(dev_major_minor((254 << 20) | 16), (254, 16));
+        assert_eq!(dev_major_minor(0), (0, 0));
+    }
+
+    #[test]
     fn log2_buckets() {
         assert_eq!(log2_bucket(0), 0);
         assert_eq!(log2_bucket(1), 0);
@@ -146,7 +214,10 @@ mod tests {
     fn map_types_have_no_padding() {
         assert_eq!(size_of::<BlockKey>(), 8);
         assert_eq!(size_of::<BlockValue>(), 16);
-        assert_eq!(size_of::<BlockTpLayout>(), 8);
+        assert_eq!(size_of::<BlockTpLayout>(), 16);
+        assert_eq!(size_of::<InflightKey>(), 16);
+        assert_eq!(size_of::<InflightValue>(), 16);
+        assert_eq!(size_of::<DeviceKey>(), 8);
         assert_eq!(size_of::<Log2Hist>(), 8 * LOG2_BUCKETS);
     }
 }

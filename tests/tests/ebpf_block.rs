@@ -12,6 +12,8 @@ use std::{
 
 use anyhow::{Context as _, bail, ensure};
 use setmov::ebpf::{BlockProbe, BlockTotals, Probes};
+use setmov::usage::hist::{hist_count, hist_quantile};
+use setmov_common::{BlockKey, DIR_READ, DIR_WRITE};
 
 const MIB: u64 = 1 << 20;
 const DD_MIB: u64 = 64;
@@ -123,6 +125,35 @@ fn direct_io_of_dd_is_credited_to_dd() -> anyhow::Result<()> {
     eprintln!("dd reader (pid {reader}): {read:?}");
     assert_about_dd_size("read by dd", read.read_bytes)?;
     ensure!(read.read_ops > 0, "reads counted without any op");
+
+    // Every request counted got exactly one latency, paired from issue to completion.
+    let latencies = probe.latency_by_tgid()?;
+    for (pid, direction, ops) in [
+        (writer, DIR_WRITE, written.write_ops),
+        (reader, DIR_READ, read.read_ops),
+    ] {
+        let hist = latencies
+            .get(&BlockKey {
+                tgid: pid,
+                direction,
+            })
+            .with_context(|| format!("dd (pid {pid}) has no latency histogram"))?;
+        let paired = hist_count(hist);
+        eprintln!(
+            "dd pid {pid}: {ops} requests, {paired} latencies, p50 {:.0} µs, p99 {:.0} µs",
+            hist_quantile(hist, 0.5).unwrap_or(0.0) / 1e3,
+            hist_quantile(hist, 0.99).unwrap_or(0.0) / 1e3
+        );
+        ensure!(
+            paired * 100 >= ops * 99 && paired * 100 <= ops * 101,
+            "{paired} latencies for {ops} requests of pid {pid} (must agree within 1 %)"
+        );
+    }
+    let device_latencies: u64 = probe.latency_by_device()?.values().map(hist_count).sum();
+    ensure!(
+        device_latencies >= written.write_ops + read.read_ops,
+        "the devices' histograms hold {device_latencies} latencies, fewer than dd's requests"
+    );
 
     // The host-wide totals hold at least what the two dd processes did.
     let before = probe.totals()?;

@@ -19,8 +19,9 @@ use aya::{
     maps::{MapData, MapError, PerCpuArray, PerCpuHashMap},
 };
 use setmov_common::{
-    BLOCK_IO_LOST_MAP, BLOCK_IO_MAP, BLOCK_IO_TOTAL_MAP, BlockKey, BlockTpLayout, BlockValue,
-    DIR_READ, DIR_WRITE,
+    BLOCK_IO_LOST_MAP, BLOCK_IO_MAP, BLOCK_IO_TOTAL_MAP, BLOCK_LATENCY_DEVICE_MAP,
+    BLOCK_LATENCY_TGID_MAP, BlockKey, BlockTpLayout, BlockValue, DIR_READ, DIR_WRITE, DeviceKey,
+    Log2Hist,
 };
 
 use super::format::{FormatError, TracepointField, find_field, format_path, read_format};
@@ -36,6 +37,8 @@ const REQUEST_PROGRAMS: &[&str] = &[
 ];
 /// Programs for older kernels: one event per bio.
 const BIO_PROGRAMS: &[&str] = &["block_bio_queue"];
+/// Programs pairing requests for their latency, on any kernel that has them.
+const LATENCY_PROGRAMS: &[&str] = &["block_rq_issue", "block_rq_complete"];
 
 /// Block I/O counters of one process (or a sum of processes), cumulative since load.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -61,29 +64,58 @@ impl BlockTotals {
 
 /// The record layout of each block program this kernel can run, read from its format files.
 pub struct BlockLayouts {
-    programs: &'static [&'static str],
+    programs: Vec<&'static str>,
     /// `<PROGRAM>_LAYOUT` global name and value, one per program.
     globals: Vec<(String, BlockTpLayout)>,
+    /// Why latency is not measured, when it is not.
+    latency_off: Option<String>,
 }
 
 impl BlockLayouts {
-    /// Chooses the programs for this kernel and reads their record layouts.
+    /// Chooses the programs for this kernel and reads their record layouts. Without
+    /// `block_rq_issue`/`block_rq_complete` the I/O is still counted, without latency.
     pub fn read(tracefs: &Path) -> Result<Self, ProbeError> {
-        let programs = [REQUEST_PROGRAMS, BIO_PROGRAMS]
+        let counting = [REQUEST_PROGRAMS, BIO_PROGRAMS]
             .into_iter()
             .find(|programs| format_path(tracefs, CATEGORY, programs[0]).is_file())
             .ok_or_else(|| {
                 ProbeError::NoTracepoint("block:block_io_start, block:block_bio_queue".into())
             })?;
-        let mut globals = Vec::with_capacity(programs.len());
-        for &program in programs {
-            let path = format_path(tracefs, CATEGORY, program);
-            let layout = read_format(&path)
-                .and_then(|fields| block_layout(&fields))
-                .map_err(|error| ProbeError::Format { path, error })?;
-            globals.push((format!("{}_LAYOUT", program.to_uppercase()), layout));
+        let mut layouts = BlockLayouts {
+            programs: Vec::new(),
+            globals: Vec::new(),
+            latency_off: None,
+        };
+        for &program in counting {
+            layouts.add(tracefs, program)?;
         }
-        Ok(BlockLayouts { programs, globals })
+        let missing: Vec<_> = LATENCY_PROGRAMS
+            .iter()
+            .filter(|program| !format_path(tracefs, CATEGORY, program).is_file())
+            .map(|program| format!("{CATEGORY}:{program}"))
+            .collect();
+        if missing.is_empty() {
+            for &program in LATENCY_PROGRAMS {
+                layouts.add(tracefs, program)?;
+            }
+        } else {
+            layouts.latency_off = Some(format!(
+                "block latency is off: this kernel has no {}",
+                missing.join(", ")
+            ));
+        }
+        Ok(layouts)
+    }
+
+    fn add(&mut self, tracefs: &Path, program: &'static str) -> Result<(), ProbeError> {
+        let path = format_path(tracefs, CATEGORY, program);
+        let layout = read_format(&path)
+            .and_then(|fields| block_layout(&fields))
+            .map_err(|error| ProbeError::Format { path, error })?;
+        self.programs.push(program);
+        self.globals
+            .push((format!("{}_LAYOUT", program.to_uppercase()), layout));
+        Ok(())
     }
 
     /// Writes the layouts into the programs' globals.
@@ -99,21 +131,43 @@ pub struct BlockProbe {
     counters: PerCpuHashMap<MapData, BlockKey, BlockValue>,
     total: PerCpuArray<MapData, BlockValue>,
     lost: PerCpuArray<MapData, u64>,
+    latency_by_device: PerCpuHashMap<MapData, DeviceKey, Log2Hist>,
+    latency_by_tgid: PerCpuHashMap<MapData, BlockKey, Log2Hist>,
     attached: Vec<String>,
+    latency_off: Option<String>,
 }
 
 impl BlockProbe {
     /// Attaches the programs `layouts` chose and takes their maps.
     pub fn attach(ebpf: &mut aya::Ebpf, layouts: &BlockLayouts) -> Result<Self, ProbeError> {
-        for &program in layouts.programs {
+        for &program in &layouts.programs {
             attach_tracepoint(ebpf, CATEGORY, program)?;
         }
         Ok(Self {
             counters: take_map(ebpf, BLOCK_IO_MAP)?,
             total: take_map(ebpf, BLOCK_IO_TOTAL_MAP)?,
             lost: take_map(ebpf, BLOCK_IO_LOST_MAP)?,
+            latency_by_device: take_map(ebpf, BLOCK_LATENCY_DEVICE_MAP)?,
+            latency_by_tgid: take_map(ebpf, BLOCK_LATENCY_TGID_MAP)?,
             attached: layouts.programs.iter().map(ToString::to_string).collect(),
+            latency_off: layouts.latency_off.clone(),
         })
+    }
+
+    /// Why latency is not measured on this kernel, if it is not.
+    pub fn latency_off(&self) -> Option<&str> {
+        self.latency_off.as_deref()
+    }
+
+    /// Cumulative issue-to-completion latency histograms (ns) per device and direction.
+    pub fn latency_by_device(&self) -> Result<HashMap<DeviceKey, Log2Hist>, EbpfError> {
+        read_histograms(&self.latency_by_device, BLOCK_LATENCY_DEVICE_MAP)
+    }
+
+    /// Cumulative issue-to-completion latency histograms (ns) per submitting process and
+    /// direction; tgid 0 holds requests whose submitter is unknown.
+    pub fn latency_by_tgid(&self) -> Result<HashMap<BlockKey, Log2Hist>, EbpfError> {
+        read_histograms(&self.latency_by_tgid, BLOCK_LATENCY_TGID_MAP)
     }
 
     /// Names of the attached programs, e.g. `["block_io_start", ...]`.
@@ -153,28 +207,65 @@ impl BlockProbe {
         Ok(values.iter().fold(0, |sum, v| sum.wrapping_add(*v)))
     }
 
-    /// Removes the counters of processes that have exited (no `<proc_root>/<tgid>`); `totals`
-    /// keeps counting them. Returns how many processes were forgotten.
+    /// Removes the counters and latency histograms of processes that have exited (no
+    /// `<proc_root>/<tgid>`); `totals` keeps counting them. Returns how many processes were
+    /// forgotten.
     pub fn forget_dead_tgids(&mut self, proc_root: &Path) -> Result<usize, EbpfError> {
-        let keys = self
-            .counters
-            .keys()
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(map_error(BLOCK_IO_MAP))?;
         let mut forgotten = HashSet::new();
-        for key in keys {
-            // tgid 0 is the idle task (I/O started from interrupts): never a dead process.
-            if key.tgid == 0 || proc_root.join(key.tgid.to_string()).exists() {
-                continue;
-            }
-            match self.counters.remove(&key) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(error) => return Err(map_error(BLOCK_IO_MAP)(error)),
-            }
-            forgotten.insert(key.tgid);
-        }
+        forget_dead(&mut self.counters, BLOCK_IO_MAP, proc_root, &mut forgotten)?;
+        forget_dead(
+            &mut self.latency_by_tgid,
+            BLOCK_LATENCY_TGID_MAP,
+            proc_root,
+            &mut forgotten,
+        )?;
         Ok(forgotten.len())
     }
+}
+
+/// Removes from `map` the keys of processes without `<proc_root>/<tgid>`, noting their tgids.
+fn forget_dead<V: aya::Pod>(
+    map: &mut PerCpuHashMap<MapData, BlockKey, V>,
+    name: &'static str,
+    proc_root: &Path,
+    forgotten: &mut HashSet<u32>,
+) -> Result<(), EbpfError> {
+    let keys = map
+        .keys()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(map_error(name))?;
+    for key in keys {
+        // tgid 0 is the idle task (I/O started from interrupts) or an unknown submitter:
+        // never a dead process.
+        if key.tgid == 0 || proc_root.join(key.tgid.to_string()).exists() {
+            continue;
+        }
+        match map.remove(&key) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(error) => return Err(map_error(name)(error)),
+        }
+        forgotten.insert(key.tgid);
+    }
+    Ok(())
+}
+
+/// Every histogram of a per-CPU map, summed over CPUs.
+fn read_histograms<K: aya::Pod + Eq + std::hash::Hash>(
+    map: &PerCpuHashMap<MapData, K, Log2Hist>,
+    name: &'static str,
+) -> Result<HashMap<K, Log2Hist>, EbpfError> {
+    let mut out = HashMap::new();
+    for entry in map.iter() {
+        let (key, per_cpu) = entry.map_err(map_error(name))?;
+        let mut sum = Log2Hist::default();
+        for hist in per_cpu.iter() {
+            for (total, count) in sum.buckets.iter_mut().zip(hist.buckets) {
+                *total = total.wrapping_add(count);
+            }
+        }
+        out.insert(key, sum);
+    }
+    Ok(out)
 }
 
 fn sum_cpus(values: &[BlockValue]) -> BlockValue {
@@ -189,9 +280,13 @@ fn sum_cpus(values: &[BlockValue]) -> BlockValue {
 /// Offsets of `nr_sector` (an `unsigned int`) and `rwbs` (at least the two bytes the
 /// program reads) in a block tracepoint record.
 pub fn block_layout(fields: &[TracepointField]) -> Result<BlockTpLayout, FormatError> {
+    let dev = find_field(fields, "dev", 4..=4, "4")?;
+    let sector = find_field(fields, "sector", 8..=8, "8")?;
     let nr_sector = find_field(fields, "nr_sector", 4..=4, "4")?;
     let rwbs = find_field(fields, "rwbs", 2..=u32::MAX, "at least 2")?;
     Ok(BlockTpLayout {
+        dev_offset: dev.offset,
+        sector_offset: sector.offset,
         nr_sector_offset: nr_sector.offset,
         rwbs_offset: rwbs.offset,
     })
@@ -203,33 +298,58 @@ mod tests {
     use crate::ebpf::format::parse_format;
     use crate::ebpf::format::tests::{BLOCK_BIO_QUEUE, BLOCK_IO_START, field};
 
+    /// /sys/kernel/tracing/events/block/block_rq_complete/format on Linux 6.18 (x86_64),
+    /// print fmt left out.
+    const BLOCK_RQ_COMPLETE: &str = "name: block_rq_complete
+ID: 2107
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
+\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+
+\tfield:dev_t dev;\toffset:8;\tsize:4;\tsigned:0;
+\tfield:sector_t sector;\toffset:16;\tsize:8;\tsigned:0;
+\tfield:unsigned int nr_sector;\toffset:24;\tsize:4;\tsigned:0;
+\tfield:int error;\toffset:28;\tsize:4;\tsigned:1;
+\tfield:unsigned short ioprio;\toffset:32;\tsize:2;\tsigned:0;
+\tfield:char rwbs[10];\toffset:34;\tsize:10;\tsigned:0;
+\tfield:__data_loc char[] cmd;\toffset:44;\tsize:4;\tsigned:0;
+";
+
     #[test]
     fn block_layouts_of_this_kernel() {
         let layout = |text| block_layout(&parse_format(text).expect("parses"));
-        assert_eq!(
-            layout(BLOCK_IO_START),
-            Ok(BlockTpLayout {
-                nr_sector_offset: 24,
-                rwbs_offset: 34
-            })
-        );
-        assert_eq!(
-            layout(BLOCK_BIO_QUEUE),
-            Ok(BlockTpLayout {
-                nr_sector_offset: 24,
-                rwbs_offset: 28
-            })
-        );
+        let expected = |rwbs_offset| BlockTpLayout {
+            dev_offset: 8,
+            sector_offset: 16,
+            nr_sector_offset: 24,
+            rwbs_offset,
+        };
+        assert_eq!(layout(BLOCK_IO_START), Ok(expected(34)));
+        assert_eq!(layout(BLOCK_BIO_QUEUE), Ok(expected(28)));
+        assert_eq!(layout(BLOCK_RQ_COMPLETE), Ok(expected(34)));
     }
 
     #[test]
     fn block_layout_checks_fields() {
+        let dev = field("dev", 8, 4);
+        let sector = field("sector", 16, 8);
         assert_eq!(
             block_layout(&[field("rwbs", 28, 10)]),
+            Err(FormatError::MissingField("dev"))
+        );
+        assert_eq!(
+            block_layout(&[dev.clone(), sector.clone(), field("rwbs", 28, 10)]),
             Err(FormatError::MissingField("nr_sector"))
         );
         assert_eq!(
-            block_layout(&[field("nr_sector", 24, 8), field("rwbs", 28, 10)]),
+            block_layout(&[
+                dev.clone(),
+                sector.clone(),
+                field("nr_sector", 24, 8),
+                field("rwbs", 28, 10)
+            ]),
             Err(FormatError::FieldSize {
                 name: "nr_sector",
                 size: 8,
@@ -237,7 +357,7 @@ mod tests {
             })
         );
         assert_eq!(
-            block_layout(&[field("nr_sector", 24, 4)]),
+            block_layout(&[dev, sector, field("nr_sector", 24, 4)]),
             Err(FormatError::MissingField("rwbs"))
         );
     }

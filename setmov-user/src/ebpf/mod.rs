@@ -181,6 +181,9 @@ impl Probes {
             "block",
             block_layouts.and_then(|layouts| BlockProbe::attach(&mut ebpf, &layouts)),
         );
+        if let Some(reason) = block.as_ref().and_then(BlockProbe::latency_off) {
+            disabled.push(reason.to_owned());
+        }
         if block.is_none() {
             return Err(EbpfError::NoProbe(disabled.join("; ")));
         }

@@ -37,7 +37,11 @@ pub fn hist_quantile(hist: &Log2Hist, q: f64) -> Option<f64> {
             continue;
         }
         if (below + count) as f64 >= rank {
-            let low = if index == 0 { 0.0 } else { (1u64 << index) as f64 };
+            let low = if index == 0 {
+                0.0
+            } else {
+                (1u64 << index) as f64
+            };
             let high = (1u64 << (index + 1).min(LOG2_BUCKETS)) as f64;
             let within = (rank - below as f64) / count as f64;
             return Some(low + (high - low) * within);
