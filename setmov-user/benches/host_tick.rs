@@ -51,6 +51,7 @@ fn host_tick(c: &mut Criterion) {
                 problems: Vec::new(),
             }),
             vms: Vec::new(),
+            ebpf: None,
         }
     };
 

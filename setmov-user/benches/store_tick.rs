@@ -72,6 +72,7 @@ fn vm_samples(count: usize) -> Vec<VmSample> {
             missing: None,
             interval_secs: Some(1.0),
             usage: Some(usage.clone()),
+            ebpf: None,
         })
         .collect()
 }
@@ -96,6 +97,7 @@ fn store_tick(c: &mut Criterion) {
             node: None,
             host_sample: None,
             vms: vm_samples(vms),
+            ebpf: None,
         };
         group.throughput(Throughput::Elements(vms as u64));
         group.bench_function(BenchmarkId::new("vms", vms), |b| {

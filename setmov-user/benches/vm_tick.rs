@@ -90,6 +90,7 @@ fn main() {
             node: report.node,
             host_sample: None,
             vms: report.samples,
+            ebpf: None,
         };
         store.write_tick_blocking(&record).expect("write");
         in_libvirt += t1 - t0;

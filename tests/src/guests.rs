@@ -85,10 +85,10 @@ impl Guest {
             virsh(&["destroy", &name]).unwrap_or_else(|e| panic!("{e}"));
         }
         let ip = manifest.free_address();
-        let disk = Path::new(&manifest.disks).join(format!("{name}.qcow2"));
+        let disk = Path::new(&manifest.disks).join(format!("{name}.img"));
         let console = Path::new(&manifest.consoles).join(format!("{name}.log"));
         let status = Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2"])
+            .args(["create", "-q", "-f", "raw"])
             .arg(&disk)
             .arg("256M")
             .status()

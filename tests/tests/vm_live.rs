@@ -138,6 +138,93 @@ fn direct_writes_of_a_guest_are_its_disk_write_bytes() {
 }
 
 #[test]
+fn a_guests_block_io_seen_by_ebpf_is_what_libvirt_counts() {
+    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("setmov.db");
+    // With eBPF this time: the qemu process's host-side I/O, credited to the VM.
+    let m = Monitor::start(
+        env!("CARGO_BIN_EXE_setmov-cli"),
+        &db,
+        &["--interval", "500ms"],
+    );
+    let Some(guest) = start(
+        "ebpf-disk",
+        &Workload {
+            delay_secs: 4,
+            write_mb: 32,
+            read_mb: 32,
+            ..Workload::default()
+        },
+    ) else {
+        let _ = m.stop();
+        return;
+    };
+    // qemu itself reads the kernel and initramfs at start; the comparison starts once the
+    // guest has booted and waits, with libvirt's counters at that moment as the baseline.
+    guest
+        .wait_for("SETMOV: delay-start", BOOT)
+        .expect("guest waits");
+    // As the store writes times: UTC, milliseconds.
+    let now = time::OffsetDateTime::now_utc();
+    let since = format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+        now.millisecond()
+    );
+    let baseline = guest.stats().expect("domstats");
+    guest.wait_for("SETMOV: read-done", BOOT).expect("read");
+    std::thread::sleep(Duration::from_millis(1_500));
+    let _ = m.stop();
+
+    let stats = guest.stats().expect("domstats");
+    let conn = rusqlite::Connection::open(&db).expect("db");
+    let span: (Option<String>, Option<String>) = conn
+        .query_row("SELECT MIN(time), MAX(time) FROM vm_ebpf_usage", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .expect("span");
+    eprintln!("eBPF rows from {span:?}; the workload started after {since}");
+    let row: Vec<Option<f64>> = conn
+        .query_row(
+            "SELECT SUM(interval_s * block_write_bytes_s), SUM(interval_s * block_read_bytes_s),
+                    COUNT(*), SUM(write_latency_p99_us IS NOT NULL)
+             FROM vm_ebpf_usage WHERE uuid = ?1 AND time > ?2",
+            [guest.uuid(), since.as_str()],
+            |r| (0..4).map(|i| r.get(i)).collect(),
+        )
+        .expect("sums");
+    let (ebpf_written, ebpf_read) = (row[0].unwrap_or(0.0), row[1].unwrap_or(0.0));
+    let counted = |key: &str| (stats[key] - baseline[key]) as f64;
+    let (libvirt_written, libvirt_read) =
+        (counted("block.0.wr.bytes"), counted("block.0.rd.bytes"));
+    eprintln!(
+        "eBPF credits the VM {:.2} MiB written, {:.2} MiB read over {:?} ticks ({:?} with a \
+         write latency); libvirt counts {:.2} MiB written, {:.2} MiB read",
+        ebpf_written / MIB,
+        ebpf_read / MIB,
+        row[2],
+        row[3],
+        libvirt_written / MIB,
+        libvirt_read / MIB
+    );
+    assert!(
+        (ebpf_written / libvirt_written - 1.0).abs() <= 0.02,
+        "written: eBPF {ebpf_written} B, libvirt {libvirt_written} B"
+    );
+    assert!(
+        (ebpf_read / libvirt_read - 1.0).abs() <= 0.02,
+        "read: eBPF {ebpf_read} B, libvirt {libvirt_read} B"
+    );
+    assert!(row[3].unwrap_or(0.0) >= 1.0, "no write latency recorded");
+}
+
+#[test]
 fn pings_of_known_count_and_size_are_the_nic_figures() {
     let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("tempdir");

@@ -10,7 +10,8 @@
 //! - `/var/lib/setmov-guests/vmlinuz`, `initrd.img`: Debian's cloud kernel and a busybox
 //!   initramfs whose `/init` is `xtask/guests/init`; `modules/` holds the kernel's virtio
 //!   drivers; `kernel-release` marks the kernel as fetched.
-//! - `disks/NAME.qcow2` (256 MiB, made afresh at each boot), `consoles/NAME.log` (ttyS0).
+//! - `disks/NAME.img` (256 MiB raw and sparse, made afresh at each boot: guest I/O maps 1:1
+//!   onto the host file, so host-side block figures can be checked against the guest's), `consoles/NAME.log` (ttyS0).
 //! - `guests.json`, the manifest, present while the environment is prepared:
 //!   `{"kernel", "kernel_release", "initrd", "domain_xml", "cmdline", "disks", "consoles",
 //!   "network", "bridge", "address", "prefix", "guests": [{"name", "uuid", "ip", "disk",
@@ -657,9 +658,7 @@ fn write_manifest(guests: &[serde_json::Value]) -> anyhow::Result<()> {
 // ---- guests ----
 
 fn disk_path(name: &str) -> PathBuf {
-    Path::new(ASSETS)
-        .join("disks")
-        .join(format!("{name}.qcow2"))
+    Path::new(ASSETS).join("disks").join(format!("{name}.img"))
 }
 
 fn console_path(name: &str) -> PathBuf {
@@ -673,7 +672,7 @@ fn boot(name: &str, ip: &str, workload: &str) -> anyhow::Result<()> {
     let disk = disk_path(name);
     crate::run(
         Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2"])
+            .args(["create", "-q", "-f", "raw"])
             .arg(&disk)
             .arg("256M"),
     )?;

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use time::OffsetDateTime;
 
 use crate::store::{HostSample, VmSample};
-use crate::usage::ebpf::BlockFigures;
+use crate::usage::ebpf::EbpfInterval;
 use crate::vm::libvirt::NodeFacts;
 
 /// The independent collectors.
@@ -26,7 +26,7 @@ pub enum Report {
     Host(Box<HostSample>),
     Vm(VmReport),
     /// `None` when the maps could not be read this tick.
-    Ebpf(Option<BlockFigures>),
+    Ebpf(Option<Box<EbpfInterval>>),
 }
 
 impl Report {
@@ -56,7 +56,7 @@ pub struct AssembledTick {
     pub time: OffsetDateTime,
     pub host: Option<HostSample>,
     pub vms: Option<VmReport>,
-    pub ebpf: Option<BlockFigures>,
+    pub ebpf: Option<Box<EbpfInterval>>,
     /// Whether the eBPF source reported this tick (it may report that reading failed).
     pub ebpf_reported: bool,
 }

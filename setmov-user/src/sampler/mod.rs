@@ -7,25 +7,25 @@
 //! the writer keeps a backlog when the store fails, so sampling never waits on the database.
 
 pub mod assemble;
+mod ebpf_source;
 pub mod summary;
 pub mod vm_source;
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io::Write;
-use std::path::Path;
 use std::time::Duration;
 
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::ebpf::{BlockTotals, Probes};
+use crate::ebpf::Probes;
 use crate::host::identity::HostIdentity;
 use crate::host::read::HostReader;
 use crate::host::snapshot::HostSnapshot;
 use crate::store::{HostSample, Store, TickRecord};
-use crate::usage::ebpf::{BlockFigures, block_interval};
+use crate::usage::ebpf::{host_ebpf_figures, vm_ebpf_figures};
 use crate::usage::host::host_usage;
 use crate::vm::libvirt::LibvirtCollector;
 use assemble::{AssembledTick, Assembler, Report, Source};
@@ -110,7 +110,7 @@ pub async fn run<S: Store>(
     }
     if let Some(probe) = probe {
         sources.push(Source::Ebpf);
-        tokio::spawn(ebpf_source(probe, tick_rx, report_tx));
+        tokio::spawn(ebpf_source::ebpf_source(probe, tick_rx, report_tx));
     } else {
         drop(report_tx);
     }
@@ -130,8 +130,17 @@ pub async fn run<S: Store>(
                     summary_line(&identity, &tick, config.interval)
                 );
             }
-            let (vm_count, node, vms) = tick.vms.map_or((None, None, Vec::new()), |v| {
+            let (vm_count, node, mut vms) = tick.vms.map_or((None, None, Vec::new()), |v| {
                 (v.vm_count, v.node, v.samples)
+            });
+            // The eBPF figures split by owner: each sampled VM its qemu process's, the host
+            // the whole and what no VM did.
+            let ebpf = tick.ebpf.map(|interval| {
+                for vm in vms.iter_mut().filter(|vm| vm.usage.is_some()) {
+                    vm.ebpf = vm.qemu_pid.map(|pid| vm_ebpf_figures(&interval, pid));
+                }
+                let vm_tgids = vms.iter().filter_map(|vm| vm.qemu_pid).collect();
+                host_ebpf_figures(&interval, &vm_tgids)
             });
             let record = TickRecord {
                 seq: tick.seq,
@@ -141,6 +150,7 @@ pub async fn run<S: Store>(
                 node,
                 host_sample: tick.host,
                 vms,
+                ebpf,
             };
             // The writer outlives this loop, so the channel is open.
             let _ = record_tx.send(record);
@@ -248,71 +258,6 @@ async fn host_source(
         }
     }
     let _ = reports.send(SourceMessage::Stopped(Source::Host));
-}
-
-/// How often the eBPF source drops the counters of exited processes from its maps.
-const FORGET_DEAD_EVERY: Duration = Duration::from_secs(10);
-
-async fn ebpf_source(
-    mut probes: Probes,
-    mut ticks: watch::Receiver<Option<Tick>>,
-    reports: mpsc::UnboundedSender<SourceMessage>,
-) {
-    let mut prev_at = Instant::now();
-    let mut prev = read_block(&probes);
-    let mut last_forget = prev_at;
-    let mut reported_lost = 0;
-    while ticks.changed().await.is_ok() {
-        let Some(tick) = *ticks.borrow_and_update() else {
-            continue;
-        };
-        let at = Instant::now();
-        probes.flush_logs();
-        let now = read_block(&probes);
-        let figures = prev
-            .zip(now)
-            .and_then(|(p, n)| block_interval(&p, &n))
-            .map(|io| BlockFigures {
-                io,
-                interval_secs: at.duration_since(prev_at).as_secs_f64(),
-            });
-        (prev_at, prev) = (at, now);
-        // Right after a read, so what the exited processes did is already counted.
-        if at.duration_since(last_forget) >= FORGET_DEAD_EVERY {
-            last_forget = at;
-            if let Some(block) = &mut probes.block {
-                if let Err(e) = block.forget_dead_tgids(Path::new("/proc")) {
-                    tracing::warn!("eBPF: cannot drop exited processes from the maps: {e}");
-                }
-                match block.lost_events() {
-                    Ok(lost) if lost > reported_lost => {
-                        tracing::warn!("eBPF: {lost} block events not counted: the map was full");
-                        reported_lost = lost;
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!("eBPF: cannot read the lost-event counter: {e}"),
-                }
-            }
-        }
-        let message = SourceMessage::Report {
-            seq: tick.seq,
-            time: tick.time,
-            report: Report::Ebpf(figures),
-        };
-        if reports.send(message).is_err() {
-            return;
-        }
-    }
-    let _ = reports.send(SourceMessage::Stopped(Source::Ebpf));
-}
-
-fn read_block(probes: &Probes) -> Option<BlockTotals> {
-    probes
-        .block
-        .as_ref()?
-        .totals()
-        .map_err(|e| tracing::warn!("eBPF: cannot read the block counters: {e}"))
-        .ok()
 }
 
 /// Writes records in order; on failure keeps them and retries with the next record.
@@ -458,6 +403,7 @@ pub(crate) mod tests {
                 node: None,
                 host_sample: Some(host_sample()),
                 vms: Vec::new(),
+                ebpf: None,
             };
             tx.send(record).expect("send");
         }

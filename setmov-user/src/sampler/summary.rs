@@ -123,14 +123,15 @@ pub fn summary_line(host: &HostIdentity, tick: &AssembledTick, interval: Duratio
     }
     if tick.ebpf_reported {
         match &tick.ebpf {
-            Some(b) => {
+            Some(interval) => {
+                let io = &interval.block_total;
                 let _ = write!(
                     line,
                     " | ebpf block r {} ({} ops) w {} ({} ops)",
-                    human_bytes(b.io.read_bytes as f64),
-                    b.io.read_ops,
-                    human_bytes(b.io.write_bytes as f64),
-                    b.io.write_ops
+                    human_bytes(io.read_bytes as f64),
+                    io.read_ops,
+                    human_bytes(io.write_bytes as f64),
+                    io.write_ops
                 );
             }
             None => line.push_str(" | ebpf unreadable"),
@@ -144,7 +145,7 @@ mod tests {
     use super::*;
     use crate::ebpf::BlockTotals;
     use crate::sampler::assemble::VmReport;
-    use crate::usage::ebpf::BlockFigures;
+    use crate::usage::ebpf::EbpfInterval;
 
     #[test]
     fn units_read_naturally() {
@@ -172,15 +173,16 @@ mod tests {
                 node: None,
                 samples: Vec::new(),
             }),
-            ebpf: Some(BlockFigures {
-                io: BlockTotals {
+            ebpf: Some(Box::new(EbpfInterval {
+                block_total: BlockTotals {
                     read_ops: 0,
                     read_bytes: 0,
                     write_ops: 2,
                     write_bytes: 8192,
                 },
                 interval_secs: 1.0,
-            }),
+                ..EbpfInterval::default()
+            })),
             ebpf_reported: true,
         };
         let line = summary_line(&host, &tick, Duration::from_secs(1));

@@ -90,6 +90,7 @@ impl VmTracker {
                 missing: None,
                 interval_secs: dt,
                 usage: Some(usage),
+                ebpf: None,
             });
             previous.insert(
                 d.uuid.clone(),

@@ -12,6 +12,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::host::identity::HostIdentity;
+use crate::usage::ebpf::{HostEbpfFigures, VmEbpfFigures};
 use crate::usage::host::HostUsage;
 use crate::usage::vm::VmUsage;
 use crate::vm::libvirt::NodeFacts;
@@ -48,6 +49,8 @@ pub struct VmSample {
     pub interval_secs: Option<f64>,
     /// `None` exactly when `missing` is set.
     pub usage: Option<VmUsage>,
+    /// What the eBPF probes saw of its qemu process; `None` without eBPF or figures.
+    pub ebpf: Option<VmEbpfFigures>,
 }
 
 impl VmSample {
@@ -67,6 +70,7 @@ impl VmSample {
             missing: missing.map(str::to_owned),
             interval_secs: None,
             usage: None,
+            ebpf: None,
         }
     }
 
@@ -91,6 +95,8 @@ pub struct TickRecord {
     pub host_sample: Option<HostSample>,
     /// Every VM libvirt listed, or the VMs last seen running marked missing.
     pub vms: Vec<VmSample>,
+    /// The host's eBPF figures; `None` without eBPF, or when the maps could not be read.
+    pub ebpf: Option<HostEbpfFigures>,
 }
 
 /// One T2 row as `setmov show` prints it.

@@ -10,8 +10,10 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, Transaction, params};
 
+use crate::usage::ebpf::{HostEbpfFigures, VmEbpfFigures, direction_name};
 use crate::usage::host::NetRates;
 use crate::vm::stats::DomainState;
+use setmov_common::{DIR_READ, DIR_WRITE};
 
 use super::{
     HostSample, HostUsageQuery, HostUsageRow, Store, StoreError, TickRecord, VmSample,
@@ -138,6 +140,9 @@ impl SqliteStore {
         let time = format_time(tick.time);
         if let Some(sample) = &tick.host_sample {
             insert_host_sample(&tx, &tick.host.ip, &time, sample)?;
+        }
+        if let Some(ebpf) = &tick.ebpf {
+            insert_host_ebpf(&tx, &tick.host.ip, &time, ebpf)?;
         }
         let mut t3_written = Vec::new();
         for vm in &tick.vms {
@@ -464,6 +469,9 @@ fn insert_vm_sample(
     let Some(u) = u.filter(|_| inserted > 0) else {
         return Ok(());
     };
+    if let Some(ebpf) = &vm.ebpf {
+        insert_vm_ebpf(tx, &vm.uuid, time, ebpf)?;
+    }
     let mut disk_stmt = tx.prepare_cached(
         "INSERT INTO vm_disk_usage (uuid, time, device, read_bytes_s, write_bytes_s, read_iops,
             write_iops, read_latency_ms, write_latency_ms)
@@ -491,6 +499,114 @@ fn insert_vm_sample(
         time,
         &u.nics,
     )?;
+    Ok(())
+}
+
+fn insert_host_ebpf(
+    tx: &Transaction,
+    host_ip: &str,
+    time: &str,
+    e: &HostEbpfFigures,
+) -> Result<(), StoreError> {
+    let all = e.block_rates.as_ref();
+    let other = e.unattributed_rates.as_ref();
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO host_ebpf_usage (host_ip, time, interval_s, block_read_bytes_s,
+                block_write_bytes_s, block_read_iops, block_write_iops,
+                unattributed_read_bytes_s, unattributed_write_bytes_s, unattributed_read_iops,
+                unattributed_write_iops)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT (host_ip, time) DO NOTHING",
+        )?
+        .execute(params![
+            host_ip,
+            time,
+            e.interval_secs,
+            all.map(|r| r.read_bytes_per_sec),
+            all.map(|r| r.write_bytes_per_sec),
+            all.map(|r| r.read_iops),
+            all.map(|r| r.write_iops),
+            other.map(|r| r.read_bytes_per_sec),
+            other.map(|r| r.write_bytes_per_sec),
+            other.map(|r| r.read_iops),
+            other.map(|r| r.write_iops),
+        ])?;
+    if inserted == 0 {
+        return Ok(());
+    }
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO host_disk_latency (host_ip, time, device, direction, requests, p50_us,
+            p95_us, p99_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    for d in &e.devices {
+        stmt.execute(params![
+            host_ip,
+            time,
+            d.device,
+            direction_name(d.direction),
+            d.summary.count,
+            d.summary.p50_us,
+            d.summary.p95_us,
+            d.summary.p99_us
+        ])?;
+    }
+    Ok(())
+}
+
+fn insert_vm_ebpf(
+    tx: &Transaction,
+    uuid: &str,
+    time: &str,
+    e: &VmEbpfFigures,
+) -> Result<(), StoreError> {
+    let rates = e.block_rates.as_ref();
+    let latency = |direction| {
+        e.latency
+            .iter()
+            .find(|l| l.direction == direction)
+            .map(|l| l.summary)
+    };
+    let (read, write) = (latency(DIR_READ), latency(DIR_WRITE));
+    tx.prepare_cached(
+        "INSERT INTO vm_ebpf_usage (time, uuid, interval_s, block_read_bytes_s,
+            block_write_bytes_s, block_read_iops, block_write_iops, read_latency_p50_us,
+            read_latency_p95_us, read_latency_p99_us, write_latency_p50_us,
+            write_latency_p95_us, write_latency_p99_us)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?
+    .execute(params![
+        time,
+        uuid,
+        e.interval_secs,
+        rates.map(|r| r.read_bytes_per_sec),
+        rates.map(|r| r.write_bytes_per_sec),
+        rates.map(|r| r.read_iops),
+        rates.map(|r| r.write_iops),
+        read.map(|s| s.p50_us),
+        read.map(|s| s.p95_us),
+        read.map(|s| s.p99_us),
+        write.map(|s| s.p50_us),
+        write.map(|s| s.p95_us),
+        write.map(|s| s.p99_us),
+    ])?;
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO vm_latency_hist (time, uuid, direction, bucket, requests)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for l in &e.latency {
+        for (bucket, &requests) in l.hist.buckets.iter().enumerate() {
+            if requests > 0 {
+                stmt.execute(params![
+                    time,
+                    uuid,
+                    direction_name(l.direction),
+                    bucket,
+                    requests
+                ])?;
+            }
+        }
+    }
     Ok(())
 }
 
@@ -621,6 +737,7 @@ mod tests {
                 problems: Vec::new(),
             }),
             vms: Vec::new(),
+            ebpf: None,
         }
     }
 
@@ -634,6 +751,7 @@ mod tests {
             missing: missing.then(|| "libvirt did not answer within 1s".to_owned()),
             interval_secs: Some(1.0),
             usage: (!missing).then(|| vm_usage(None, &DomainStats::default(), 1.0, 2)),
+            ebpf: None,
         }
     }
 
@@ -690,6 +808,86 @@ mod tests {
             [("running", false), ("unknown", true), ("paused", false)]
         );
         assert_eq!(rows[0].mem_source.as_deref(), Some("allocation-only"));
+    }
+
+    #[test]
+    fn ebpf_figures_land_beside_the_host_and_vm_rows() {
+        use crate::ebpf::BlockTotals;
+        use crate::usage::ebpf::{EbpfInterval, host_ebpf_figures, vm_ebpf_figures};
+        use setmov_common::{BlockKey, DeviceKey, Log2Hist};
+        use std::collections::{HashMap, HashSet};
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
+        let mut latency = Log2Hist::default();
+        latency.buckets[17] = 3;
+        latency.buckets[18] = 1;
+        let writes = BlockTotals {
+            write_ops: 4,
+            write_bytes: 16384,
+            ..BlockTotals::default()
+        };
+        let interval = EbpfInterval {
+            interval_secs: 1.0,
+            block_total: BlockTotals {
+                write_ops: 5,
+                write_bytes: 20480,
+                ..BlockTotals::default()
+            },
+            block_by_tgid: HashMap::from([(4300, writes)]),
+            latency_by_device: HashMap::from([(
+                DeviceKey {
+                    dev: 254 << 20,
+                    direction: DIR_WRITE,
+                },
+                latency,
+            )]),
+            latency_by_tgid: HashMap::from([(
+                BlockKey {
+                    tgid: 4300,
+                    direction: DIR_WRITE,
+                },
+                latency,
+            )]),
+            device_names: HashMap::from([(254 << 20, "vda".to_owned())]),
+        };
+        let mut t = tick(1, 1_000);
+        let mut sample = vm(Some(DomainState::Running), false);
+        sample.ebpf = Some(vm_ebpf_figures(&interval, 4300));
+        t.vms = vec![sample];
+        t.ebpf = Some(host_ebpf_figures(&interval, &HashSet::from([4300])));
+        store.write_tick_blocking(&t).expect("write");
+
+        let state = store.lock().expect("lock");
+        let row: (f64, f64, u32, f64, u32, u32) = state
+            .conn
+            .query_row(
+                "SELECT h.unattributed_write_bytes_s, v.block_write_bytes_s,
+                    (SELECT requests FROM host_disk_latency WHERE device = 'vda'),
+                    v.write_latency_p50_us,
+                    (SELECT SUM(requests) FROM vm_latency_hist),
+                    (SELECT COUNT(*) FROM vm_latency_hist)
+                 FROM host_ebpf_usage h, vm_ebpf_usage v",
+                [],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                },
+            )
+            .expect("rows");
+        assert_eq!((row.0, row.1, row.2), (4096.0, 16384.0, 4));
+        assert!((131.0..263.0).contains(&row.3), "p50 {}", row.3);
+        assert_eq!(
+            (row.4, row.5),
+            (4, 2),
+            "two non-empty buckets, four requests"
+        );
     }
 
     #[test]

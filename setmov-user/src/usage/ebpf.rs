@@ -1,18 +1,61 @@
-//! Interval figures from the eBPF programs' cumulative counters.
+//! Interval figures from the eBPF probes' cumulative maps, and their merge onto VMs.
+//!
+//! The eBPF source reads every map once per tick into an [`EbpfSnapshot`]; two snapshots give
+//! an [`EbpfInterval`] (counter and histogram deltas). The interval is then split by owner:
+//! each VM gets what its qemu process did ([`vm_ebpf_figures`]), and the host keeps the whole
+//! and the part that belongs to no VM ([`host_ebpf_figures`]): host processes, writeback
+//! kworkers, I/O whose submitter is unknown. Nothing is dropped.
+
+use std::collections::{HashMap, HashSet};
+
+use setmov_common::{BlockKey, DIR_READ, DIR_WRITE, DeviceKey, Log2Hist, dev_major_minor};
 
 use super::counter_delta;
+use super::hist::{hist_count, hist_delta, hist_quantile};
 use crate::ebpf::BlockTotals;
 
-/// Block I/O seen by the eBPF block program during one interval, all processes together.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BlockFigures {
-    pub io: BlockTotals,
-    pub interval_secs: f64,
+/// Every probe's cumulative counters at one instant.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EbpfSnapshot {
+    /// All block I/O since load, forgotten processes included.
+    pub block_total: BlockTotals,
+    pub block_by_tgid: HashMap<u32, BlockTotals>,
+    /// Issue-to-completion nanoseconds.
+    pub latency_by_device: HashMap<DeviceKey, Log2Hist>,
+    pub latency_by_tgid: HashMap<BlockKey, Log2Hist>,
 }
 
-/// Block I/O between two readings of the probe's grand totals (which never go down, even when
-/// dead processes are forgotten). `None` if a total went backwards (the probe was reloaded).
-pub fn block_interval(prev: &BlockTotals, now: &BlockTotals) -> Option<BlockTotals> {
+/// What the probes saw during one interval.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EbpfInterval {
+    pub interval_secs: f64,
+    pub block_total: BlockTotals,
+    pub block_by_tgid: HashMap<u32, BlockTotals>,
+    pub latency_by_device: HashMap<DeviceKey, Log2Hist>,
+    pub latency_by_tgid: HashMap<BlockKey, Log2Hist>,
+    /// Names of the devices in `latency_by_device`, by kernel `dev_t` (`vda`, `nvme0n1`).
+    pub device_names: HashMap<u32, String>,
+}
+
+/// The interval between two snapshots. `None` when the grand totals went backwards (the
+/// programs were loaded again). A key new in `now` counts from zero; a key whose counters went
+/// backwards was removed and made again (a process id reused) and counts from zero too.
+pub fn ebpf_interval(
+    prev: &EbpfSnapshot,
+    now: &EbpfSnapshot,
+    interval_secs: f64,
+) -> Option<EbpfInterval> {
+    Some(EbpfInterval {
+        interval_secs,
+        block_total: block_delta(&prev.block_total, &now.block_total)?,
+        block_by_tgid: deltas(&prev.block_by_tgid, &now.block_by_tgid, block_delta),
+        latency_by_device: deltas(&prev.latency_by_device, &now.latency_by_device, hist_delta),
+        latency_by_tgid: deltas(&prev.latency_by_tgid, &now.latency_by_tgid, hist_delta),
+        device_names: HashMap::new(),
+    })
+}
+
+fn block_delta(prev: &BlockTotals, now: &BlockTotals) -> Option<BlockTotals> {
     Some(BlockTotals {
         read_ops: counter_delta(prev.read_ops, now.read_ops)?,
         read_bytes: counter_delta(prev.read_bytes, now.read_bytes)?,
@@ -21,23 +64,306 @@ pub fn block_interval(prev: &BlockTotals, now: &BlockTotals) -> Option<BlockTota
     })
 }
 
+/// Per-key deltas of the keys in `now` that changed; see [`ebpf_interval`] for new and reset
+/// keys.
+fn deltas<K, V>(
+    prev: &HashMap<K, V>,
+    now: &HashMap<K, V>,
+    delta: impl Fn(&V, &V) -> Option<V>,
+) -> HashMap<K, V>
+where
+    K: Copy + Eq + std::hash::Hash,
+    V: Clone + Default + PartialEq,
+{
+    now.iter()
+        .filter_map(|(key, value)| {
+            let d = match prev.get(key) {
+                Some(before) => delta(before, value).unwrap_or_else(|| value.clone()),
+                None => value.clone(),
+            };
+            (d != V::default()).then_some((*key, d))
+        })
+        .collect()
+}
+
+/// `read` or `write`, as stored.
+pub fn direction_name(direction: u32) -> &'static str {
+    if direction == DIR_WRITE {
+        "write"
+    } else {
+        "read"
+    }
+}
+
+/// Block I/O rates over an interval.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct BlockRates {
+    pub read_bytes_per_sec: f64,
+    pub write_bytes_per_sec: f64,
+    pub read_iops: f64,
+    pub write_iops: f64,
+}
+
+/// Rates of `io` over `interval_secs`; `None` unless the interval is positive.
+pub fn block_rates(io: &BlockTotals, interval_secs: f64) -> Option<BlockRates> {
+    let dt = super::positive_seconds(interval_secs)?;
+    Some(BlockRates {
+        read_bytes_per_sec: io.read_bytes as f64 / dt,
+        write_bytes_per_sec: io.write_bytes as f64 / dt,
+        read_iops: io.read_ops as f64 / dt,
+        write_iops: io.write_ops as f64 / dt,
+    })
+}
+
+/// Percentiles of the latencies of an interval, in microseconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LatencySummary {
+    /// Requests completed.
+    pub count: u64,
+    pub p50_us: f64,
+    pub p95_us: f64,
+    pub p99_us: f64,
+}
+
+/// `None` when no request completed.
+pub fn latency_summary(hist: &Log2Hist) -> Option<LatencySummary> {
+    let us = |q| hist_quantile(hist, q).map(|ns| ns / 1e3);
+    Some(LatencySummary {
+        count: hist_count(hist),
+        p50_us: us(0.5)?,
+        p95_us: us(0.95)?,
+        p99_us: us(0.99)?,
+    })
+}
+
+/// One direction's latency: the interval's histogram and its percentiles.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DirectionLatency {
+    pub direction: u32,
+    pub hist: Log2Hist,
+    pub summary: LatencySummary,
+}
+
+/// A VM's eBPF figures for one interval: what its qemu process did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VmEbpfFigures {
+    pub interval_secs: f64,
+    pub block: BlockTotals,
+    pub block_rates: Option<BlockRates>,
+    /// Issue-to-completion latency of the requests qemu submitted, per direction with any.
+    pub latency: Vec<DirectionLatency>,
+}
+
+/// The figures of the VM whose qemu process is `qemu_pid`.
+pub fn vm_ebpf_figures(interval: &EbpfInterval, qemu_pid: u32) -> VmEbpfFigures {
+    let block = interval
+        .block_by_tgid
+        .get(&qemu_pid)
+        .copied()
+        .unwrap_or_default();
+    VmEbpfFigures {
+        interval_secs: interval.interval_secs,
+        block,
+        block_rates: block_rates(&block, interval.interval_secs),
+        latency: [DIR_READ, DIR_WRITE]
+            .into_iter()
+            .filter_map(|direction| {
+                let hist = interval.latency_by_tgid.get(&BlockKey {
+                    tgid: qemu_pid,
+                    direction,
+                })?;
+                Some(DirectionLatency {
+                    direction,
+                    hist: *hist,
+                    summary: latency_summary(hist)?,
+                })
+            })
+            .collect(),
+    }
+}
+
+/// One device's latency over an interval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceLatency {
+    pub device: String,
+    pub direction: u32,
+    pub summary: LatencySummary,
+}
+
+/// The host's eBPF figures for one interval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostEbpfFigures {
+    pub interval_secs: f64,
+    /// All block I/O submitted on the host.
+    pub block: BlockTotals,
+    /// The part no VM's qemu process submitted.
+    pub unattributed: BlockTotals,
+    pub block_rates: Option<BlockRates>,
+    pub unattributed_rates: Option<BlockRates>,
+    /// Per device and direction with completed requests, by device name.
+    pub devices: Vec<DeviceLatency>,
+}
+
+/// The host's figures; `vm_tgids` are the qemu processes of the VMs, whose I/O is theirs.
+pub fn host_ebpf_figures(interval: &EbpfInterval, vm_tgids: &HashSet<u32>) -> HostEbpfFigures {
+    let mut attributed = BlockTotals::default();
+    for (tgid, io) in &interval.block_by_tgid {
+        if vm_tgids.contains(tgid) {
+            attributed.read_ops = attributed.read_ops.wrapping_add(io.read_ops);
+            attributed.read_bytes = attributed.read_bytes.wrapping_add(io.read_bytes);
+            attributed.write_ops = attributed.write_ops.wrapping_add(io.write_ops);
+            attributed.write_bytes = attributed.write_bytes.wrapping_add(io.write_bytes);
+        }
+    }
+    let total = interval.block_total;
+    // The totals are read a moment after the per-process map, so they can only be larger.
+    let unattributed = BlockTotals {
+        read_ops: total.read_ops.saturating_sub(attributed.read_ops),
+        read_bytes: total.read_bytes.saturating_sub(attributed.read_bytes),
+        write_ops: total.write_ops.saturating_sub(attributed.write_ops),
+        write_bytes: total.write_bytes.saturating_sub(attributed.write_bytes),
+    };
+    let mut devices: Vec<DeviceLatency> = interval
+        .latency_by_device
+        .iter()
+        .filter_map(|(key, hist)| {
+            Some(DeviceLatency {
+                device: interval
+                    .device_names
+                    .get(&key.dev)
+                    .cloned()
+                    .unwrap_or_else(|| {
+                        let (major, minor) = dev_major_minor(key.dev);
+                        format!("{major}:{minor}")
+                    }),
+                direction: key.direction,
+                summary: latency_summary(hist)?,
+            })
+        })
+        .collect();
+    devices.sort_by(|a, b| (&a.device, a.direction).cmp(&(&b.device, b.direction)));
+    HostEbpfFigures {
+        interval_secs: interval.interval_secs,
+        block: total,
+        unattributed,
+        block_rates: block_rates(&total, interval.interval_secs),
+        unattributed_rates: block_rates(&unattributed, interval.interval_secs),
+        devices,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn t(ops: u64, bytes: u64) -> BlockTotals {
+    fn io(read_ops: u64, read_bytes: u64, write_ops: u64, write_bytes: u64) -> BlockTotals {
         BlockTotals {
-            read_ops: 1,
-            read_bytes: 512,
-            write_ops: ops,
-            write_bytes: bytes,
+            read_ops,
+            read_bytes,
+            write_ops,
+            write_bytes,
         }
     }
 
+    fn hist(entries: &[(usize, u64)]) -> Log2Hist {
+        let mut h = Log2Hist::default();
+        for &(bucket, count) in entries {
+            h.buckets[bucket] = count;
+        }
+        h
+    }
+
+    const QEMU: u32 = 4300;
+    /// The kernel's `dev_t` of 254:0 (`vda`).
+    const VDA: u32 = 254 << 20;
+    const KWORKER: u32 = 77;
+
+    fn snapshots() -> (EbpfSnapshot, EbpfSnapshot) {
+        let write = |tgid| BlockKey {
+            tgid,
+            direction: DIR_WRITE,
+        };
+        let vda = DeviceKey {
+            dev: VDA,
+            direction: DIR_WRITE,
+        };
+        let prev = EbpfSnapshot {
+            block_total: io(0, 0, 10, 40_960),
+            block_by_tgid: HashMap::from([(QEMU, io(0, 0, 10, 40_960))]),
+            latency_by_device: HashMap::from([(vda, hist(&[(17, 10)]))]),
+            latency_by_tgid: HashMap::from([(write(QEMU), hist(&[(17, 10)]))]),
+        };
+        let now = EbpfSnapshot {
+            // qemu wrote 30 more requests, a kworker 5 (new this interval).
+            block_total: io(0, 0, 45, 204_800),
+            block_by_tgid: HashMap::from([
+                (QEMU, io(0, 0, 40, 163_840)),
+                (KWORKER, io(0, 0, 5, 40_960)),
+            ]),
+            latency_by_device: HashMap::from([(vda, hist(&[(17, 38), (20, 7)]))]),
+            latency_by_tgid: HashMap::from([
+                (write(QEMU), hist(&[(17, 38), (20, 2)])),
+                (write(KWORKER), hist(&[(20, 5)])),
+            ]),
+        };
+        (prev, now)
+    }
+
     #[test]
-    fn interval_is_the_growth_and_a_reload_gives_none() {
-        let d = block_interval(&t(5, 500), &t(7, 1500)).expect("growth");
-        assert_eq!((d.read_ops, d.write_ops, d.write_bytes), (0, 2, 1000));
-        assert_eq!(block_interval(&t(5, 500), &t(1, 100)), None);
+    fn the_vm_gets_its_qemu_process_and_the_host_keeps_the_rest() {
+        let (prev, now) = snapshots();
+        let mut interval = ebpf_interval(&prev, &now, 2.0).expect("interval");
+        interval.device_names.insert(VDA, "vda".into());
+        let vm = vm_ebpf_figures(&interval, QEMU);
+        assert_eq!(vm.block, io(0, 0, 30, 122_880));
+        let rates = vm.block_rates.expect("rates");
+        assert_eq!(
+            (rates.write_iops, rates.write_bytes_per_sec),
+            (15.0, 61_440.0)
+        );
+        assert_eq!(vm.latency.len(), 1);
+        assert_eq!(vm.latency[0].summary.count, 30, "one latency per request");
+        // 28 of 30 requests in [128 µs, 256 µs): p50 there, p99 in the slow bucket.
+        assert!((131.0..263.0).contains(&vm.latency[0].summary.p50_us));
+        assert!(vm.latency[0].summary.p99_us > 1_000.0);
+
+        let host = host_ebpf_figures(&interval, &HashSet::from([QEMU]));
+        assert_eq!(host.block, io(0, 0, 35, 163_840));
+        assert_eq!(
+            host.unattributed,
+            io(0, 0, 5, 40_960),
+            "the kworker's writes"
+        );
+        assert_eq!(host.devices.len(), 1);
+        assert_eq!(host.devices[0].device, "vda");
+        assert_eq!(host.devices[0].summary.count, 35);
+    }
+
+    #[test]
+    fn a_reload_gives_no_interval_and_a_reused_pid_counts_from_zero() {
+        let (prev, now) = snapshots();
+        assert_eq!(ebpf_interval(&now, &prev, 1.0), None);
+        let mut reused = now.clone();
+        reused.block_by_tgid.insert(QEMU, io(0, 0, 1, 4096));
+        reused.block_total = io(0, 0, 50, 250_000);
+        let interval = ebpf_interval(&now, &reused, 1.0).expect("interval");
+        assert_eq!(interval.block_by_tgid.get(&QEMU), Some(&io(0, 0, 1, 4096)));
+        // Unchanged keys are left out.
+        assert!(!interval.block_by_tgid.contains_key(&KWORKER));
+    }
+
+    #[test]
+    fn a_vm_without_io_has_zero_figures_and_no_latency() {
+        let (prev, now) = snapshots();
+        let interval = ebpf_interval(&prev, &now, 1.0).expect("interval");
+        let idle = vm_ebpf_figures(&interval, 9999);
+        assert_eq!(idle.block, BlockTotals::default());
+        assert!(idle.latency.is_empty());
+        let host = host_ebpf_figures(&interval, &HashSet::new());
+        assert_eq!(host.unattributed, host.block);
+        assert_eq!(
+            host.devices[0].device, "254:0",
+            "unnamed devices show major:minor"
+        );
     }
 }

@@ -1,0 +1,135 @@
+//! The eBPF source: reads every probe's maps once per tick and reports the interval's deltas.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::assemble::{Report, Source};
+use super::{SourceMessage, Tick};
+use crate::ebpf::{EbpfError, Probes};
+use crate::usage::ebpf::{EbpfSnapshot, ebpf_interval};
+
+/// How often the eBPF source drops the counters of exited processes from its maps.
+const FORGET_DEAD_EVERY: Duration = Duration::from_secs(10);
+
+pub(super) async fn ebpf_source(
+    mut probes: Probes,
+    mut ticks: watch::Receiver<Option<Tick>>,
+    reports: mpsc::UnboundedSender<SourceMessage>,
+) {
+    let mut prev_at = Instant::now();
+    let mut prev = read_snapshot(&probes);
+    let mut last_forget = prev_at;
+    let mut reported_lost = 0;
+    let mut device_names = DeviceNames::default();
+    while ticks.changed().await.is_ok() {
+        let Some(tick) = *ticks.borrow_and_update() else {
+            continue;
+        };
+        let at = Instant::now();
+        probes.flush_logs();
+        let now = read_snapshot(&probes);
+        let interval = prev
+            .as_ref()
+            .zip(now.as_ref())
+            .and_then(|(p, n)| ebpf_interval(p, n, at.duration_since(prev_at).as_secs_f64()));
+        let interval = interval.map(|mut interval| {
+            for key in interval.latency_by_device.keys() {
+                if let Some(name) = device_names.get(key.dev) {
+                    interval.device_names.insert(key.dev, name);
+                }
+            }
+            Box::new(interval)
+        });
+        (prev_at, prev) = (at, now);
+        // Right after a read, so what the exited processes did is already counted.
+        if at.duration_since(last_forget) >= FORGET_DEAD_EVERY {
+            last_forget = at;
+            if let Some(block) = &mut probes.block {
+                if let Err(e) = block.forget_dead_tgids(Path::new("/proc")) {
+                    tracing::warn!("eBPF: cannot drop exited processes from the maps: {e}");
+                }
+                match block.lost_events() {
+                    Ok(lost) if lost > reported_lost => {
+                        tracing::warn!("eBPF: {lost} block events not counted: the map was full");
+                        reported_lost = lost;
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("eBPF: cannot read the lost-event counter: {e}"),
+                }
+            }
+        }
+        let message = SourceMessage::Report {
+            seq: tick.seq,
+            time: tick.time,
+            report: Report::Ebpf(interval),
+        };
+        if reports.send(message).is_err() {
+            return;
+        }
+    }
+    let _ = reports.send(SourceMessage::Stopped(Source::Ebpf));
+}
+
+/// Every probe's maps; `None` (logged) when one could not be read, so that a half-read tick
+/// never passes for a quiet one.
+fn read_snapshot(probes: &Probes) -> Option<EbpfSnapshot> {
+    let read = || -> Result<EbpfSnapshot, EbpfError> {
+        let mut snapshot = EbpfSnapshot::default();
+        if let Some(block) = &probes.block {
+            snapshot.block_total = block.totals()?;
+            snapshot.block_by_tgid = block.per_tgid()?;
+            snapshot.latency_by_device = block.latency_by_device()?;
+            snapshot.latency_by_tgid = block.latency_by_tgid()?;
+        }
+        Ok(snapshot)
+    };
+    read()
+        .map_err(|e| tracing::warn!("eBPF: cannot read the maps: {e}"))
+        .ok()
+}
+
+/// Block device names by kernel `dev_t`, from `/sys/dev/block/MAJOR:MINOR/uevent`, asked once
+/// per device.
+#[derive(Default)]
+struct DeviceNames {
+    known: HashMap<u32, Option<String>>,
+}
+
+impl DeviceNames {
+    fn get(&mut self, dev: u32) -> Option<String> {
+        self.known
+            .entry(dev)
+            .or_insert_with(|| {
+                let (major, minor) = setmov_common::dev_major_minor(dev);
+                let uevent =
+                    std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/uevent"))
+                        .ok()?;
+                devname_of_uevent(&uevent)
+            })
+            .clone()
+    }
+}
+
+/// The `DEVNAME=` of a sysfs `uevent` file.
+fn devname_of_uevent(uevent: &str) -> Option<String> {
+    uevent
+        .lines()
+        .find_map(|line| line.strip_prefix("DEVNAME="))
+        .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_name_from_uevent() {
+        let uevent = "MAJOR=254\nMINOR=0\nDEVNAME=vda\nDEVTYPE=disk\nDISKSEQ=1\n";
+        assert_eq!(devname_of_uevent(uevent).as_deref(), Some("vda"));
+        assert_eq!(devname_of_uevent("MAJOR=7\n"), None);
+    }
+}
