@@ -10,8 +10,10 @@ pub mod format;
 
 use std::{
     fs,
+    os::fd::OwnedFd,
     path::{Path, PathBuf},
     sync::{Mutex, PoisonError},
+    time::Duration,
 };
 
 use aya::{EbpfLoader, maps::MapError, programs::TracePoint, util::KernelVersion};
@@ -44,6 +46,8 @@ pub enum EbpfError {
     NoProbe(String),
     #[error("reading eBPF map {map} failed: {error}")]
     Map { map: &'static str, error: String },
+    #[error("the kernel's BPF statistics cannot be turned on: {0}")]
+    Stats(String),
 }
 
 impl EbpfError {
@@ -131,8 +135,18 @@ pub struct Probes {
     /// One sentence per probe that is off, e.g. "block probe is off: ...".
     pub disabled: Vec<String>,
     logger: Option<Mutex<EbpfLogger<LogToTracing>>>,
+    /// Keeps the kernel's run-time statistics on while held (`--bpf-stats`).
+    stats: Option<OwnedFd>,
     /// Owns the programs and their links.
-    _ebpf: aya::Ebpf,
+    ebpf: aya::Ebpf,
+}
+
+/// One program's cumulative cost since the statistics were turned on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramRunStats {
+    pub program: String,
+    pub run_time: Duration,
+    pub run_count: u64,
 }
 
 impl Probes {
@@ -191,7 +205,8 @@ impl Probes {
             block,
             disabled,
             logger,
-            _ebpf: ebpf,
+            stats: None,
+            ebpf,
         })
     }
 
@@ -202,6 +217,39 @@ impl Probes {
             names.extend(block.attached());
         }
         names
+    }
+
+    /// Turns on the kernel's BPF run-time statistics (`kernel.bpf_stats_enabled`) for as long
+    /// as these probes live. They cost two clock reads per event, so they are off by default.
+    pub fn enable_run_stats(&mut self) -> Result<(), EbpfError> {
+        let fd = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+            .map_err(|error| EbpfError::Stats(chain(&error)))?;
+        self.stats = Some(fd);
+        Ok(())
+    }
+
+    /// Whether [`Probes::enable_run_stats`] turned the statistics on.
+    pub fn run_stats_enabled(&self) -> bool {
+        self.stats.is_some()
+    }
+
+    /// Each loaded program's run count and run time so far (both stay 0 while statistics are
+    /// off), by program name.
+    pub fn run_stats(&self) -> Vec<ProgramRunStats> {
+        let mut stats: Vec<_> = self
+            .ebpf
+            .programs()
+            .filter_map(|(name, program)| {
+                let info = program.info().ok()?;
+                Some(ProgramRunStats {
+                    program: name.to_owned(),
+                    run_time: info.run_time(),
+                    run_count: info.run_count(),
+                })
+            })
+            .collect();
+        stats.sort_by(|a, b| a.program.cmp(&b.program));
+        stats
     }
 
     /// Passes pending messages of the eBPF programs to tracing. They are rare (a full map),

@@ -9,11 +9,13 @@ use tokio::time::Instant;
 
 use super::assemble::{Report, Source};
 use super::{SourceMessage, Tick};
-use crate::ebpf::{EbpfError, Probes};
-use crate::usage::ebpf::{EbpfSnapshot, ebpf_interval};
+use crate::ebpf::{EbpfError, Probes, ProgramRunStats};
+use crate::usage::ebpf::{EbpfSnapshot, ebpf_interval, program_costs};
 
 /// How often the eBPF source drops the counters of exited processes from its maps.
 const FORGET_DEAD_EVERY: Duration = Duration::from_secs(10);
+/// How often `--bpf-stats` logs the programs' costs.
+const LOG_COSTS_EVERY: Duration = Duration::from_secs(10);
 
 pub(super) async fn ebpf_source(
     mut probes: Probes,
@@ -25,6 +27,11 @@ pub(super) async fn ebpf_source(
     let mut last_forget = prev_at;
     let mut reported_lost = 0;
     let mut device_names = DeviceNames::default();
+    // `--bpf-stats`: the statistics at start and at the last log line.
+    let stats_start = probes
+        .run_stats_enabled()
+        .then(|| (prev_at, probes.run_stats()));
+    let mut stats_logged = stats_start.clone();
     while ticks.changed().await.is_ok() {
         let Some(tick) = *ticks.borrow_and_update() else {
             continue;
@@ -62,6 +69,13 @@ pub(super) async fn ebpf_source(
                 }
             }
         }
+        if let Some((logged_at, logged)) = &mut stats_logged
+            && at.duration_since(*logged_at) >= LOG_COSTS_EVERY
+        {
+            let stats = probes.run_stats();
+            log_costs("last", at.duration_since(*logged_at), logged, &stats);
+            (*logged_at, *logged) = (at, stats);
+        }
         let message = SourceMessage::Report {
             seq: tick.seq,
             time: tick.time,
@@ -71,7 +85,25 @@ pub(super) async fn ebpf_source(
             return;
         }
     }
+    if let Some((started, start)) = &stats_start {
+        log_costs("whole run,", started.elapsed(), start, &probes.run_stats());
+    }
     let _ = reports.send(SourceMessage::Stopped(Source::Ebpf));
+}
+
+/// One line per program: events per second and mean ns per event over `window`.
+fn log_costs(what: &str, window: Duration, prev: &[ProgramRunStats], now: &[ProgramRunStats]) {
+    for cost in program_costs(prev, now, window.as_secs_f64()) {
+        let mean = cost
+            .mean_ns
+            .map_or_else(|| "-".to_owned(), |ns| format!("{ns:.0}"));
+        tracing::info!(
+            "bpf-stats ({what} {:.0} s): {} {:.1} events/s, {mean} ns/event",
+            window.as_secs_f64(),
+            cost.program,
+            cost.events_per_sec
+        );
+    }
 }
 
 /// Every probe's maps; `None` (logged) when one could not be read, so that a half-read tick
@@ -84,6 +116,9 @@ fn read_snapshot(probes: &Probes) -> Option<EbpfSnapshot> {
             snapshot.block_by_tgid = block.per_tgid()?;
             snapshot.latency_by_device = block.latency_by_device()?;
             snapshot.latency_by_tgid = block.latency_by_tgid()?;
+        }
+        if probes.run_stats_enabled() {
+            snapshot.programs = probes.run_stats();
         }
         Ok(snapshot)
     };

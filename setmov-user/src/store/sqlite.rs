@@ -536,6 +536,19 @@ fn insert_host_ebpf(
         return Ok(());
     }
     let mut stmt = tx.prepare_cached(
+        "INSERT INTO ebpf_program_stats (host_ip, time, program, events_s, mean_ns)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for p in &e.programs {
+        stmt.execute(params![
+            host_ip,
+            time,
+            p.program,
+            p.events_per_sec,
+            p.mean_ns
+        ])?;
+    }
+    let mut stmt = tx.prepare_cached(
         "INSERT INTO host_disk_latency (host_ip, time, device, direction, requests, p50_us,
             p95_us, p99_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
@@ -813,7 +826,7 @@ mod tests {
     #[test]
     fn ebpf_figures_land_beside_the_host_and_vm_rows() {
         use crate::ebpf::BlockTotals;
-        use crate::usage::ebpf::{EbpfInterval, host_ebpf_figures, vm_ebpf_figures};
+        use crate::usage::ebpf::{EbpfInterval, ProgramCost, host_ebpf_figures, vm_ebpf_figures};
         use setmov_common::{BlockKey, DeviceKey, Log2Hist};
         use std::collections::{HashMap, HashSet};
 
@@ -850,6 +863,11 @@ mod tests {
                 latency,
             )]),
             device_names: HashMap::from([(254 << 20, "vda".to_owned())]),
+            programs: vec![ProgramCost {
+                program: "block_io_start".into(),
+                events_per_sec: 5.0,
+                mean_ns: Some(420.0),
+            }],
         };
         let mut t = tick(1, 1_000);
         let mut sample = vm(Some(DomainState::Running), false);
@@ -888,6 +906,11 @@ mod tests {
             (4, 2),
             "two non-empty buckets, four requests"
         );
+        let cost: f64 = state
+            .conn
+            .query_row("SELECT mean_ns FROM ebpf_program_stats", [], |r| r.get(0))
+            .expect("program cost");
+        assert_eq!(cost, 420.0);
     }
 
     #[test]

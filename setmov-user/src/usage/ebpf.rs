@@ -12,7 +12,7 @@ use setmov_common::{BlockKey, DIR_READ, DIR_WRITE, DeviceKey, Log2Hist, dev_majo
 
 use super::counter_delta;
 use super::hist::{hist_count, hist_delta, hist_quantile};
-use crate::ebpf::BlockTotals;
+use crate::ebpf::{BlockTotals, ProgramRunStats};
 
 /// Every probe's cumulative counters at one instant.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -23,6 +23,8 @@ pub struct EbpfSnapshot {
     /// Issue-to-completion nanoseconds.
     pub latency_by_device: HashMap<DeviceKey, Log2Hist>,
     pub latency_by_tgid: HashMap<BlockKey, Log2Hist>,
+    /// Per program, when `--bpf-stats` turned the kernel's statistics on.
+    pub programs: Vec<ProgramRunStats>,
 }
 
 /// What the probes saw during one interval.
@@ -35,6 +37,8 @@ pub struct EbpfInterval {
     pub latency_by_tgid: HashMap<BlockKey, Log2Hist>,
     /// Names of the devices in `latency_by_device`, by kernel `dev_t` (`vda`, `nvme0n1`).
     pub device_names: HashMap<u32, String>,
+    /// Each program's cost, when the kernel's statistics are on.
+    pub programs: Vec<ProgramCost>,
 }
 
 /// The interval between two snapshots. `None` when the grand totals went backwards (the
@@ -52,7 +56,40 @@ pub fn ebpf_interval(
         latency_by_device: deltas(&prev.latency_by_device, &now.latency_by_device, hist_delta),
         latency_by_tgid: deltas(&prev.latency_by_tgid, &now.latency_by_tgid, hist_delta),
         device_names: HashMap::new(),
+        programs: program_costs(&prev.programs, &now.programs, interval_secs),
     })
+}
+
+/// One eBPF program's cost over an interval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProgramCost {
+    pub program: String,
+    pub events_per_sec: f64,
+    /// Mean run time per event; `None` when it did not run.
+    pub mean_ns: Option<f64>,
+}
+
+/// Costs between two readings of the programs' statistics, for the programs in both.
+pub fn program_costs(
+    prev: &[ProgramRunStats],
+    now: &[ProgramRunStats],
+    interval_secs: f64,
+) -> Vec<ProgramCost> {
+    let Some(dt) = super::positive_seconds(interval_secs) else {
+        return Vec::new();
+    };
+    now.iter()
+        .filter_map(|n| {
+            let p = prev.iter().find(|p| p.program == n.program)?;
+            let events = counter_delta(p.run_count, n.run_count)?;
+            let ns = n.run_time.checked_sub(p.run_time)?.as_nanos() as f64;
+            Some(ProgramCost {
+                program: n.program.clone(),
+                events_per_sec: events as f64 / dt,
+                mean_ns: (events > 0).then(|| ns / events as f64),
+            })
+        })
+        .collect()
 }
 
 fn block_delta(prev: &BlockTotals, now: &BlockTotals) -> Option<BlockTotals> {
@@ -202,6 +239,8 @@ pub struct HostEbpfFigures {
     pub unattributed_rates: Option<BlockRates>,
     /// Per device and direction with completed requests, by device name.
     pub devices: Vec<DeviceLatency>,
+    /// Each eBPF program's cost, when `--bpf-stats` is on.
+    pub programs: Vec<ProgramCost>,
 }
 
 /// The host's figures; `vm_tgids` are the qemu processes of the VMs, whose I/O is theirs.
@@ -249,6 +288,7 @@ pub fn host_ebpf_figures(interval: &EbpfInterval, vm_tgids: &HashSet<u32>) -> Ho
         block_rates: block_rates(&total, interval.interval_secs),
         unattributed_rates: block_rates(&unattributed, interval.interval_secs),
         devices,
+        programs: interval.programs.clone(),
     }
 }
 
@@ -292,6 +332,7 @@ mod tests {
             block_by_tgid: HashMap::from([(QEMU, io(0, 0, 10, 40_960))]),
             latency_by_device: HashMap::from([(vda, hist(&[(17, 10)]))]),
             latency_by_tgid: HashMap::from([(write(QEMU), hist(&[(17, 10)]))]),
+            programs: Vec::new(),
         };
         let now = EbpfSnapshot {
             // qemu wrote 30 more requests, a kworker 5 (new this interval).
@@ -305,6 +346,7 @@ mod tests {
                 (write(QEMU), hist(&[(17, 38), (20, 2)])),
                 (write(KWORKER), hist(&[(20, 5)])),
             ]),
+            programs: Vec::new(),
         };
         (prev, now)
     }
@@ -350,6 +392,32 @@ mod tests {
         assert_eq!(interval.block_by_tgid.get(&QEMU), Some(&io(0, 0, 1, 4096)));
         // Unchanged keys are left out.
         assert!(!interval.block_by_tgid.contains_key(&KWORKER));
+    }
+
+    #[test]
+    fn program_costs_are_mean_ns_and_events_per_second() {
+        let stats = |program: &str, count, ns| ProgramRunStats {
+            program: program.into(),
+            run_count: count,
+            run_time: std::time::Duration::from_nanos(ns),
+        };
+        let prev = [stats("block_io_start", 100, 30_000), stats("gone", 1, 1)];
+        let now = [
+            stats("block_io_start", 300, 90_000),
+            stats("block_rq_complete", 5, 500),
+        ];
+        let costs = program_costs(&prev, &now, 2.0);
+        assert_eq!(
+            costs,
+            [ProgramCost {
+                program: "block_io_start".into(),
+                events_per_sec: 100.0,
+                mean_ns: Some(300.0),
+            }]
+        );
+        let idle = program_costs(&now, &now, 1.0);
+        assert_eq!(idle[0].mean_ns, None);
+        assert!(program_costs(&prev, &now, 0.0).is_empty());
     }
 
     #[test]
