@@ -7,8 +7,12 @@
 //! request, which `block_io_start` never sees. Older kernels use `block:block_bio_queue`, one
 //! event per bio. Nothing is sent to user space per event: the loader reads `BLOCK_IO`.
 //!
+//! KVM events per qemu process are counted in `kvm`.
+//!
 //! Built for the host too (as a normal binary) only so that `cargo check`/`clippy` cover it.
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
+
+mod kvm;
 
 use aya_ebpf::{
     Global,
