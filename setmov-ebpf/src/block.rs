@@ -21,6 +21,8 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use aya_log_ebpf::warn;
+
+use crate::EEXIST;
 use setmov_common::{
     BLOCK_INFLIGHT_MAX_ENTRIES, BLOCK_IO_MAX_ENTRIES, BLOCK_LATENCY_DEVICE_MAX_ENTRIES,
     BLOCK_LATENCY_TGID_MAX_ENTRIES, BlockKey, BlockTpLayout, BlockValue, DeviceKey, InflightKey,
@@ -29,8 +31,6 @@ use setmov_common::{
 
 /// `nr_sector` counts 512-byte sectors whatever the device's block size.
 const SECTOR_BYTES: u64 = 512;
-/// `bpf_map_update_elem` returns `-EEXIST` when `BPF_NOEXIST` finds the key already there.
-const EEXIST: i32 = 17;
 
 /// Per-CPU values need no atomic add (the BPF target has none in Rust's `core`): tracepoint
 /// programs do not nest on one CPU, so a plain `+=` on this CPU's slot is safe. No

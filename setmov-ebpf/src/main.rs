@@ -6,6 +6,10 @@
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
 
 mod block;
+mod kvm;
+
+/// `bpf_map_update_elem` returns `-EEXIST` when `BPF_NOEXIST` finds the key already there.
+const EEXIST: i32 = 17;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

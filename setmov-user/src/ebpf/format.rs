@@ -29,6 +29,8 @@ pub enum FormatError {
         size: u32,
         expected: &'static str,
     },
+    #[error("print fmt, byte {at}: {problem}")]
+    PrintFmt { at: usize, problem: &'static str },
 }
 
 /// Parses the `field:<declaration>; offset:<n>; size:<n>; signed:<0|1>;` lines of a

@@ -7,6 +7,7 @@
 
 pub mod block;
 pub mod format;
+pub mod kvm;
 
 use std::{
     fs,
@@ -21,6 +22,7 @@ use aya_log::EbpfLogger;
 
 pub use block::{BlockProbe, BlockTotals};
 pub use format::{FormatError, TracepointField};
+pub use kvm::{KvmCounters, KvmEventKind, KvmProbe};
 
 /// Where tracefs lives; the first one is where we mount it if neither is mounted.
 const TRACEFS_MOUNTS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
@@ -132,7 +134,9 @@ fn attach_tracepoint(
 /// everything.
 pub struct Probes {
     pub block: Option<BlockProbe>,
-    /// One sentence per probe that is off, e.g. "block probe is off: ...".
+    pub kvm: Option<KvmProbe>,
+    /// One sentence per probe that is off, e.g. "block probe is off: ...", and per program
+    /// that is off while the rest of its probe runs ("kvm program kvm_exit is off: ...").
     pub disabled: Vec<String>,
     logger: Option<Mutex<EbpfLogger<LogToTracing>>>,
     /// Keeps the kernel's run-time statistics on while held (`--bpf-stats`).
@@ -166,8 +170,12 @@ impl Probes {
         // Record layouts are read from this kernel's format files and written into the
         // programs' globals before the object is loaded.
         let block_layouts = block::BlockLayouts::read(&tracefs);
+        let kvm_layouts = kvm::KvmLayouts::read(&tracefs);
         let mut loader = EbpfLoader::new();
         if let Ok(layouts) = &block_layouts {
+            layouts.apply(&mut loader);
+        }
+        if let Ok(layouts) = &kvm_layouts {
             layouts.apply(&mut loader);
         }
         let mut ebpf = loader
@@ -184,25 +192,29 @@ impl Probes {
         };
 
         let mut disabled = Vec::new();
-        let mut keep = |name: &str, probe: Result<_, ProbeError>| match probe {
-            Ok(probe) => Some(probe),
-            Err(error) => {
-                disabled.push(format!("{name} probe is off: {error}"));
-                None
-            }
-        };
         let block = keep(
+            &mut disabled,
             "block",
             block_layouts.and_then(|layouts| BlockProbe::attach(&mut ebpf, &layouts)),
         );
         if let Some(reason) = block.as_ref().and_then(BlockProbe::latency_off) {
             disabled.push(reason.to_owned());
         }
-        if block.is_none() {
+        let kvm = keep(
+            &mut disabled,
+            "kvm",
+            kvm_layouts.and_then(|layouts| KvmProbe::attach(&mut ebpf, &layouts)),
+        );
+        // Single programs that are off while the rest of their probe runs.
+        if let Some(kvm) = &kvm {
+            disabled.extend_from_slice(kvm.programs_off());
+        }
+        if block.is_none() && kvm.is_none() {
             return Err(EbpfError::NoProbe(disabled.join("; ")));
         }
         Ok(Probes {
             block,
+            kvm,
             disabled,
             logger,
             stats: None,
@@ -215,6 +227,9 @@ impl Probes {
         let mut names = Vec::new();
         if let Some(block) = &self.block {
             names.extend(block.attached());
+        }
+        if let Some(kvm) = &self.kvm {
+            names.extend(kvm.attached());
         }
         names
     }
@@ -260,6 +275,17 @@ impl Probes {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .flush();
+        }
+    }
+}
+
+/// The probe, or None after adding why it is off to `disabled`.
+fn keep<P>(disabled: &mut Vec<String>, name: &str, probe: Result<P, ProbeError>) -> Option<P> {
+    match probe {
+        Ok(probe) => Some(probe),
+        Err(error) => {
+            disabled.push(format!("{name} probe is off: {error}"));
+            None
         }
     }
 }
