@@ -7,6 +7,7 @@
 
 pub mod block;
 pub mod format;
+pub mod net;
 
 use std::{
     fs,
@@ -19,6 +20,7 @@ use aya_log::EbpfLogger;
 
 pub use block::{BlockProbe, BlockTotals};
 pub use format::{FormatError, TracepointField};
+pub use net::{DropCause, NetDeviceCounters, NetProbe};
 
 /// Where tracefs lives; the first one is where we mount it if neither is mounted.
 const TRACEFS_MOUNTS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
