@@ -130,6 +130,7 @@ fn attach_tracepoint(
 /// everything.
 pub struct Probes {
     pub block: Option<BlockProbe>,
+    pub net: Option<NetProbe>,
     /// One sentence per probe that is off, e.g. "block probe is off: ...".
     pub disabled: Vec<String>,
     logger: Option<Mutex<EbpfLogger<LogToTracing>>>,
@@ -154,8 +155,12 @@ impl Probes {
         // Record layouts are read from this kernel's format files and written into the
         // programs' globals before the object is loaded.
         let block_layouts = block::BlockLayouts::read(&tracefs);
+        let net_layouts = net::NetLayouts::read(&tracefs);
         let mut loader = EbpfLoader::new();
         if let Ok(layouts) = &block_layouts {
+            layouts.apply(&mut loader);
+        }
+        if let Ok(layouts) = &net_layouts {
             layouts.apply(&mut loader);
         }
         let mut ebpf = loader
@@ -172,22 +177,25 @@ impl Probes {
         };
 
         let mut disabled = Vec::new();
-        let mut keep = |name: &str, probe: Result<_, ProbeError>| match probe {
-            Ok(probe) => Some(probe),
-            Err(error) => {
-                disabled.push(format!("{name} probe is off: {error}"));
-                None
-            }
-        };
         let block = keep(
+            &mut disabled,
             "block",
             block_layouts.and_then(|layouts| BlockProbe::attach(&mut ebpf, &layouts)),
         );
-        if block.is_none() {
+        let net = keep(
+            &mut disabled,
+            "net",
+            net_layouts.and_then(|layouts| NetProbe::attach(&mut ebpf, &layouts)),
+        );
+        if let Some(net) = &net {
+            disabled.extend_from_slice(net.programs_off());
+        }
+        if block.is_none() && net.is_none() {
             return Err(EbpfError::NoProbe(disabled.join("; ")));
         }
         Ok(Probes {
             block,
+            net,
             disabled,
             logger,
             _ebpf: ebpf,
@@ -200,6 +208,9 @@ impl Probes {
         if let Some(block) = &self.block {
             names.extend(block.attached());
         }
+        if let Some(net) = &self.net {
+            names.extend(net.attached());
+        }
         names
     }
 
@@ -211,6 +222,18 @@ impl Probes {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .flush();
+        }
+    }
+}
+
+/// `probe` when it could be attached; otherwise None, and why it is off goes to `disabled`.
+/// A function rather than a closure: each probe has its own type.
+fn keep<P>(disabled: &mut Vec<String>, name: &str, probe: Result<P, ProbeError>) -> Option<P> {
+    match probe {
+        Ok(probe) => Some(probe),
+        Err(error) => {
+            disabled.push(format!("{name} probe is off: {error}"));
+            None
         }
     }
 }
