@@ -4,6 +4,7 @@
 #![no_std]
 
 pub mod kvm;
+pub mod net;
 
 /// Name of the per-CPU hash map holding the block I/O counters (`BlockKey` -> `BlockValue`).
 pub const BLOCK_IO_MAP: &str = "BLOCK_IO";

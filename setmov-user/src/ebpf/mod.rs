@@ -8,6 +8,7 @@
 pub mod block;
 pub mod format;
 pub mod kvm;
+pub mod net;
 
 use std::{
     fs,
@@ -23,6 +24,7 @@ use aya_log::EbpfLogger;
 pub use block::{BlockProbe, BlockTotals};
 pub use format::{FormatError, TracepointField};
 pub use kvm::{KvmCounters, KvmEventKind, KvmProbe};
+pub use net::{DropCause, NetDeviceCounters, NetProbe};
 
 /// Where tracefs lives; the first one is where we mount it if neither is mounted.
 const TRACEFS_MOUNTS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
@@ -135,6 +137,7 @@ fn attach_tracepoint(
 pub struct Probes {
     pub block: Option<BlockProbe>,
     pub kvm: Option<KvmProbe>,
+    pub net: Option<NetProbe>,
     /// One sentence per probe that is off, e.g. "block probe is off: ...", and per program
     /// that is off while the rest of its probe runs ("kvm program kvm_exit is off: ...").
     pub disabled: Vec<String>,
@@ -171,11 +174,15 @@ impl Probes {
         // programs' globals before the object is loaded.
         let block_layouts = block::BlockLayouts::read(&tracefs);
         let kvm_layouts = kvm::KvmLayouts::read(&tracefs);
+        let net_layouts = net::NetLayouts::read(&tracefs);
         let mut loader = EbpfLoader::new();
         if let Ok(layouts) = &block_layouts {
             layouts.apply(&mut loader);
         }
         if let Ok(layouts) = &kvm_layouts {
+            layouts.apply(&mut loader);
+        }
+        if let Ok(layouts) = &net_layouts {
             layouts.apply(&mut loader);
         }
         let mut ebpf = loader
@@ -206,15 +213,24 @@ impl Probes {
             kvm_layouts.and_then(|layouts| KvmProbe::attach(&mut ebpf, &layouts)),
         );
         // Single programs that are off while the rest of their probe runs.
+        let net = keep(
+            &mut disabled,
+            "net",
+            net_layouts.and_then(|layouts| NetProbe::attach(&mut ebpf, &layouts)),
+        );
         if let Some(kvm) = &kvm {
             disabled.extend_from_slice(kvm.programs_off());
         }
-        if block.is_none() && kvm.is_none() {
+        if let Some(net) = &net {
+            disabled.extend_from_slice(net.programs_off());
+        }
+        if block.is_none() && kvm.is_none() && net.is_none() {
             return Err(EbpfError::NoProbe(disabled.join("; ")));
         }
         Ok(Probes {
             block,
             kvm,
+            net,
             disabled,
             logger,
             stats: None,
@@ -230,6 +246,9 @@ impl Probes {
         }
         if let Some(kvm) = &self.kvm {
             names.extend(kvm.attached());
+        }
+        if let Some(net) = &self.net {
+            names.extend(net.attached());
         }
         names
     }
