@@ -3,6 +3,8 @@
 //! Everything here is `#[repr(C)]` plain data or a pure helper: no I/O, no allocation.
 #![no_std]
 
+pub mod sched;
+
 /// Name of the per-CPU hash map holding the block I/O counters (`BlockKey` -> `BlockValue`).
 pub const BLOCK_IO_MAP: &str = "BLOCK_IO";
 /// Capacity of [`BLOCK_IO_MAP`]: two directions per process, so ~8000 live submitting
