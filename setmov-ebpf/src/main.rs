@@ -10,6 +10,8 @@
 //! Built for the host too (as a normal binary) only so that `cargo check`/`clippy` cover it.
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
 
+mod sched;
+
 use aya_ebpf::{
     Global,
     bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
