@@ -29,6 +29,8 @@ pub enum FormatError {
         size: u32,
         expected: &'static str,
     },
+    #[error("print fmt: {0}")]
+    PrintFmt(&'static str),
 }
 
 /// Parses the `field:<declaration>; offset:<n>; size:<n>; signed:<0|1>;` lines of a

@@ -7,6 +7,7 @@
 
 pub mod block;
 pub mod format;
+pub mod sched;
 
 use std::{
     fs,
@@ -19,6 +20,7 @@ use aya_log::EbpfLogger;
 
 pub use block::{BlockProbe, BlockTotals};
 pub use format::{FormatError, TracepointField};
+pub use sched::{RunqWait, SchedProbe};
 
 /// Where tracefs lives; the first one is where we mount it if neither is mounted.
 const TRACEFS_MOUNTS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
@@ -128,6 +130,7 @@ fn attach_tracepoint(
 /// everything.
 pub struct Probes {
     pub block: Option<BlockProbe>,
+    pub sched: Option<SchedProbe>,
     /// One sentence per probe that is off, e.g. "block probe is off: ...".
     pub disabled: Vec<String>,
     logger: Option<Mutex<EbpfLogger<LogToTracing>>>,
@@ -152,8 +155,12 @@ impl Probes {
         // Record layouts are read from this kernel's format files and written into the
         // programs' globals before the object is loaded.
         let block_layouts = block::BlockLayouts::read(&tracefs);
+        let sched_layouts = sched::SchedLayouts::read(&tracefs);
         let mut loader = EbpfLoader::new();
         if let Ok(layouts) = &block_layouts {
+            layouts.apply(&mut loader);
+        }
+        if let Ok(layouts) = &sched_layouts {
             layouts.apply(&mut loader);
         }
         let mut ebpf = loader
@@ -170,22 +177,45 @@ impl Probes {
         };
 
         let mut disabled = Vec::new();
-        let mut keep = |name: &str, probe: Result<_, ProbeError>| match probe {
-            Ok(probe) => Some(probe),
-            Err(error) => {
-                disabled.push(format!("{name} probe is off: {error}"));
-                None
+        // A function, not a closure: a closure's parameter types are fixed at its first call,
+        // and each probe has its own type.
+        fn keep<P>(
+            disabled: &mut Vec<String>,
+            name: &str,
+            probe: Result<P, ProbeError>,
+        ) -> Option<P> {
+            match probe {
+                Ok(probe) => Some(probe),
+                Err(error) => {
+                    disabled.push(format!("{name} probe is off: {error}"));
+                    None
+                }
             }
-        };
+        }
         let block = keep(
+            &mut disabled,
             "block",
             block_layouts.and_then(|layouts| BlockProbe::attach(&mut ebpf, &layouts)),
         );
-        if block.is_none() {
+        let sched = keep(
+            &mut disabled,
+            "sched",
+            sched_layouts.and_then(|layouts| SchedProbe::attach(&mut ebpf, &layouts)),
+        );
+        if block.is_none() && sched.is_none() {
             return Err(EbpfError::NoProbe(disabled.join("; ")));
+        }
+        if let Some(sched) = &sched {
+            disabled.extend(
+                sched
+                    .disabled()
+                    .iter()
+                    .map(|off| format!("sched probe: {off}")),
+            );
         }
         Ok(Probes {
             block,
+            sched,
             disabled,
             logger,
             _ebpf: ebpf,
@@ -197,6 +227,9 @@ impl Probes {
         let mut names = Vec::new();
         if let Some(block) = &self.block {
             names.extend(block.attached());
+        }
+        if let Some(sched) = &self.sched {
+            names.extend(sched.attached());
         }
         names
     }
