@@ -217,7 +217,7 @@ fn read_text(path: &Path) -> Result<String, FormatError> {
 
 /// The `sched_switch` layout from its format file: field offsets, and the sleep-state mask
 /// from its print fmt.
-pub fn switch_layout(format: &str) -> Result<SchedSwitchLayout, FormatError> {
+fn switch_layout(format: &str) -> Result<SchedSwitchLayout, FormatError> {
     let fields = parse_format(format)?;
     let pid = |name| find_field(&fields, name, 4..=4, "4").map(|field| field.offset);
     // `long`: the program reads its low 32 bits, which hold every state bit.
@@ -231,7 +231,7 @@ pub fn switch_layout(format: &str) -> Result<SchedSwitchLayout, FormatError> {
 }
 
 /// The `sched_wakeup`/`sched_wakeup_new` layout: the woken thread's `pid`.
-pub fn wakeup_layout(fields: &[TracepointField]) -> Result<SchedWakeupLayout, FormatError> {
+fn wakeup_layout(fields: &[TracepointField]) -> Result<SchedWakeupLayout, FormatError> {
     Ok(SchedWakeupLayout {
         pid_offset: find_field(fields, "pid", 4..=4, "4")?.offset,
     })
@@ -241,7 +241,7 @@ pub fn wakeup_layout(fields: &[TracepointField]) -> Result<SchedWakeupLayout, Fo
 /// union of the state flags it prints, `__print_flags(REC->prev_state & ..., "|", { 0x01, "S" },
 /// ...)`. On 4.14+ kernels that is `TASK_REPORT_MAX - 1` (0xff up to at least 6.18; the
 /// preemption marker `TASK_REPORT_MAX` is above it); before 4.14, `TASK_STATE_MAX - 1`.
-pub fn prev_state_sleep_mask(format: &str) -> Result<u32, FormatError> {
+fn prev_state_sleep_mask(format: &str) -> Result<u32, FormatError> {
     const CALL: &str = "__print_flags(REC->prev_state";
     let no_flags = FormatError::PrintFmt("no __print_flags of prev_state");
     let print_fmt = format
