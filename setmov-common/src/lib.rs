@@ -5,6 +5,7 @@
 
 pub mod kvm;
 pub mod net;
+pub mod sched;
 
 /// Name of the per-CPU hash map holding the block I/O counters (`BlockKey` -> `BlockValue`).
 pub const BLOCK_IO_MAP: &str = "BLOCK_IO";

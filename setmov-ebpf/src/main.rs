@@ -8,6 +8,7 @@
 mod block;
 mod kvm;
 mod net;
+mod sched;
 
 /// `bpf_map_update_elem` returns `-EEXIST` when `BPF_NOEXIST` finds the key already there.
 const EEXIST: i32 = 17;

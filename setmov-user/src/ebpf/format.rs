@@ -31,6 +31,8 @@ pub enum FormatError {
     },
     #[error("print fmt, byte {at}: {problem}")]
     PrintFmt { at: usize, problem: &'static str },
+    #[error("print fmt: {0}")]
+    PrintFmtShape(&'static str),
 }
 
 /// Parses the `field:<declaration>; offset:<n>; size:<n>; signed:<0|1>;` lines of a

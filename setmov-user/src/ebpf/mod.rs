@@ -9,6 +9,7 @@ pub mod block;
 pub mod format;
 pub mod kvm;
 pub mod net;
+pub mod sched;
 
 use std::{
     fs,
@@ -25,6 +26,7 @@ pub use block::{BlockProbe, BlockTotals};
 pub use format::{FormatError, TracepointField};
 pub use kvm::{KvmCounters, KvmEventKind, KvmProbe};
 pub use net::{DropCause, NetDeviceCounters, NetProbe};
+pub use sched::{RunqWait, SchedProbe};
 
 /// Where tracefs lives; the first one is where we mount it if neither is mounted.
 const TRACEFS_MOUNTS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
@@ -138,6 +140,7 @@ pub struct Probes {
     pub block: Option<BlockProbe>,
     pub kvm: Option<KvmProbe>,
     pub net: Option<NetProbe>,
+    pub sched: Option<SchedProbe>,
     /// One sentence per probe that is off, e.g. "block probe is off: ...", and per program
     /// that is off while the rest of its probe runs ("kvm program kvm_exit is off: ...").
     pub disabled: Vec<String>,
@@ -175,6 +178,7 @@ impl Probes {
         let block_layouts = block::BlockLayouts::read(&tracefs);
         let kvm_layouts = kvm::KvmLayouts::read(&tracefs);
         let net_layouts = net::NetLayouts::read(&tracefs);
+        let sched_layouts = sched::SchedLayouts::read(&tracefs);
         let mut loader = EbpfLoader::new();
         if let Ok(layouts) = &block_layouts {
             layouts.apply(&mut loader);
@@ -183,6 +187,9 @@ impl Probes {
             layouts.apply(&mut loader);
         }
         if let Ok(layouts) = &net_layouts {
+            layouts.apply(&mut loader);
+        }
+        if let Ok(layouts) = &sched_layouts {
             layouts.apply(&mut loader);
         }
         let mut ebpf = loader
@@ -218,19 +225,33 @@ impl Probes {
             "net",
             net_layouts.and_then(|layouts| NetProbe::attach(&mut ebpf, &layouts)),
         );
+        let sched = keep(
+            &mut disabled,
+            "sched",
+            sched_layouts.and_then(|layouts| SchedProbe::attach(&mut ebpf, &layouts)),
+        );
         if let Some(kvm) = &kvm {
             disabled.extend_from_slice(kvm.programs_off());
+        }
+        if let Some(sched) = &sched {
+            disabled.extend(
+                sched
+                    .disabled()
+                    .iter()
+                    .map(|off| format!("sched probe: {off}")),
+            );
         }
         if let Some(net) = &net {
             disabled.extend_from_slice(net.programs_off());
         }
-        if block.is_none() && kvm.is_none() && net.is_none() {
+        if block.is_none() && kvm.is_none() && net.is_none() && sched.is_none() {
             return Err(EbpfError::NoProbe(disabled.join("; ")));
         }
         Ok(Probes {
             block,
             kvm,
             net,
+            sched,
             disabled,
             logger,
             stats: None,
@@ -249,6 +270,9 @@ impl Probes {
         }
         if let Some(net) = &self.net {
             names.extend(net.attached());
+        }
+        if let Some(sched) = &self.sched {
+            names.extend(sched.attached());
         }
         names
     }
