@@ -69,6 +69,7 @@ fn vm_samples(count: usize) -> Vec<VmSample> {
             state: Some(DomainState::Running),
             gone: false,
             qemu_pid: Some(4300 + i as u32),
+            vcpu_tids: vec![5300 + i as u32, 6300 + i as u32],
             missing: None,
             interval_secs: Some(1.0),
             usage: Some(usage.clone()),

@@ -17,10 +17,13 @@ const FORGET_DEAD_EVERY: Duration = Duration::from_secs(10);
 /// How often `--bpf-stats` logs the programs' costs.
 const LOG_COSTS_EVERY: Duration = Duration::from_secs(10);
 
+/// Reads the probes on every tick. `vcpu_tids` (from the VM source) are the threads whose
+/// run-queue wait the scheduler probe watches.
 pub(super) async fn ebpf_source(
     mut probes: Probes,
     mut ticks: watch::Receiver<Option<Tick>>,
     reports: mpsc::UnboundedSender<SourceMessage>,
+    mut vcpu_tids: Option<watch::Receiver<Vec<u32>>>,
 ) {
     let mut prev_at = Instant::now();
     let mut prev = read_snapshot(&probes);
@@ -36,6 +39,14 @@ pub(super) async fn ebpf_source(
         let Some(tick) = *ticks.borrow_and_update() else {
             continue;
         };
+        if let (Some(sched), Some(tids)) = (&mut probes.sched, &mut vcpu_tids)
+            && tids.has_changed().unwrap_or(false)
+        {
+            let tids = tids.borrow_and_update().clone();
+            if let Err(e) = sched.watch(&tids) {
+                tracing::warn!("eBPF: cannot watch the vCPU threads: {e}");
+            }
+        }
         let at = Instant::now();
         probes.flush_logs();
         let now = read_snapshot(&probes);
@@ -55,10 +66,8 @@ pub(super) async fn ebpf_source(
         // Right after a read, so what the exited processes did is already counted.
         if at.duration_since(last_forget) >= FORGET_DEAD_EVERY {
             last_forget = at;
-            if let Some(block) = &mut probes.block {
-                if let Err(e) = block.forget_dead_tgids(Path::new("/proc")) {
-                    tracing::warn!("eBPF: cannot drop exited processes from the maps: {e}");
-                }
+            forget_the_gone(&mut probes);
+            if let Some(block) = &probes.block {
                 match block.lost_events() {
                     Ok(lost) if lost > reported_lost => {
                         tracing::warn!("eBPF: {lost} block events not counted: the map was full");
@@ -106,6 +115,27 @@ fn log_costs(what: &str, window: Duration, prev: &[ProgramRunStats], now: &[Prog
     }
 }
 
+/// Drops the counters of exited processes and vanished devices (what they did stays in the
+/// intervals already reported).
+fn forget_the_gone(probes: &mut Probes) {
+    let proc_root = Path::new("/proc");
+    if let Some(block) = &mut probes.block
+        && let Err(e) = block.forget_dead_tgids(proc_root)
+    {
+        tracing::warn!("eBPF: cannot drop exited processes from the block maps: {e}");
+    }
+    if let Some(kvm) = &mut probes.kvm
+        && let Err(e) = kvm.forget_dead_tgids(proc_root)
+    {
+        tracing::warn!("eBPF: cannot drop exited processes from the KVM map: {e}");
+    }
+    if let Some(net) = &mut probes.net
+        && let Err(e) = net.forget_vanished_devices(Path::new("/sys/class/net"))
+    {
+        tracing::warn!("eBPF: cannot drop vanished devices from the net maps: {e}");
+    }
+}
+
 /// Every probe's maps; `None` (logged) when one could not be read, so that a half-read tick
 /// never passes for a quiet one.
 fn read_snapshot(probes: &Probes) -> Option<EbpfSnapshot> {
@@ -117,6 +147,21 @@ fn read_snapshot(probes: &Probes) -> Option<EbpfSnapshot> {
             snapshot.latency_by_device = block.latency_by_device()?;
             snapshot.latency_by_tgid = block.latency_by_tgid()?;
         }
+        if let Some(kvm) = &probes.kvm {
+            snapshot.kvm_by_tgid = kvm.per_tgid()?;
+        }
+        if let Some(net) = &probes.net {
+            snapshot.net_devices = net.devices()?;
+            snapshot.net_drops = net
+                .drops()?
+                .into_iter()
+                .map(|(cause, count)| ((interface_name(cause.ifindex), cause.reason), count))
+                .collect();
+        }
+        if let Some(sched) = &probes.sched {
+            snapshot.sched_on = true;
+            snapshot.runq_by_tid = sched.per_tid()?;
+        }
         if probes.run_stats_enabled() {
             snapshot.programs = probes.run_stats();
         }
@@ -125,6 +170,16 @@ fn read_snapshot(probes: &Probes) -> Option<EbpfSnapshot> {
     read()
         .map_err(|e| tracing::warn!("eBPF: cannot read the maps: {e}"))
         .ok()
+}
+
+/// The name of network interface `ifindex`; "" when unknown (0, or gone).
+fn interface_name(ifindex: u32) -> String {
+    if ifindex == 0 {
+        return String::new();
+    }
+    nix::net::if_::if_indextoname(ifindex)
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Block device names by kernel `dev_t`, from `/sys/dev/block/MAJOR:MINOR/uevent`, asked once

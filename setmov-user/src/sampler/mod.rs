@@ -25,7 +25,7 @@ use crate::host::identity::HostIdentity;
 use crate::host::read::HostReader;
 use crate::host::snapshot::HostSnapshot;
 use crate::store::{HostSample, Store, TickRecord};
-use crate::usage::ebpf::{host_ebpf_figures, vm_ebpf_figures};
+use crate::usage::ebpf::{VmOwnership, host_ebpf_figures, vm_ebpf_figures};
 use crate::usage::host::host_usage;
 use crate::vm::libvirt::LibvirtCollector;
 use assemble::{AssembledTick, Assembler, Report, Source};
@@ -99,6 +99,14 @@ pub async fn run<S: Store>(
         tick_rx.clone(),
         report_tx.clone(),
     ));
+    // The VM source tells the eBPF source which threads are vCPUs (for their run-queue wait).
+    let (vcpu_tids_tx, vcpu_tids_rx) = match (&libvirt, &probe) {
+        (Some(_), Some(_)) => {
+            let (tx, rx) = watch::channel(Vec::new());
+            (Some(tx), Some(rx))
+        }
+        _ => (None, None),
+    };
     if let Some(collector) = libvirt {
         sources.push(Source::Vm);
         tokio::spawn(vm_source::vm_source(
@@ -106,11 +114,17 @@ pub async fn run<S: Store>(
             config.interval,
             tick_rx.clone(),
             report_tx.clone(),
+            vcpu_tids_tx,
         ));
     }
     if let Some(probe) = probe {
         sources.push(Source::Ebpf);
-        tokio::spawn(ebpf_source::ebpf_source(probe, tick_rx, report_tx));
+        tokio::spawn(ebpf_source::ebpf_source(
+            probe,
+            tick_rx,
+            report_tx,
+            vcpu_tids_rx,
+        ));
     } else {
         drop(report_tx);
     }
@@ -136,8 +150,17 @@ pub async fn run<S: Store>(
             // The eBPF figures split by owner: each sampled VM its qemu process's, the host
             // the whole and what no VM did.
             let ebpf = tick.ebpf.map(|interval| {
-                for vm in vms.iter_mut().filter(|vm| vm.usage.is_some()) {
-                    vm.ebpf = vm.qemu_pid.map(|pid| vm_ebpf_figures(&interval, pid));
+                for vm in vms.iter_mut() {
+                    let (Some(usage), Some(qemu_pid)) = (&vm.usage, vm.qemu_pid) else {
+                        continue;
+                    };
+                    let taps: Vec<&str> = usage.nics.iter().map(|n| n.name.as_str()).collect();
+                    let owner = VmOwnership {
+                        qemu_pid,
+                        vcpu_tids: &vm.vcpu_tids,
+                        taps: &taps,
+                    };
+                    vm.ebpf = Some(vm_ebpf_figures(&interval, owner));
                 }
                 let vm_tgids = vms.iter().filter_map(|vm| vm.qemu_pid).collect();
                 host_ebpf_figures(&interval, &vm_tgids)

@@ -62,6 +62,7 @@ impl VmTracker {
                 // baseline so the next full sample spans the gap.
                 samples.push(VmSample {
                     qemu_pid: d.qemu.pid,
+                    vcpu_tids: d.qemu.vcpu_tids.clone(),
                     ..VmSample::without_figures(
                         &d.uuid,
                         &d.name,
@@ -87,6 +88,7 @@ impl VmTracker {
                 state,
                 gone: false,
                 qemu_pid: d.qemu.pid,
+                vcpu_tids: d.qemu.vcpu_tids.clone(),
                 missing: None,
                 interval_secs: dt,
                 usage: Some(usage),
@@ -143,11 +145,14 @@ impl VmTracker {
     }
 }
 
+/// Samples the VMs on every tick. When `vcpu_tids` is given, the vCPU threads of the VMs with
+/// a qemu process are published on it after every sample (the eBPF source watches them).
 pub(super) async fn vm_source(
     collector: LibvirtCollector,
     interval: Duration,
     mut ticks: watch::Receiver<Option<Tick>>,
     reports: mpsc::UnboundedSender<SourceMessage>,
+    vcpu_tids: Option<watch::Sender<Vec<u32>>>,
 ) {
     let deadline = interval.max(MIN_DEADLINE);
     let (request_tx, request_rx) = std::sync::mpsc::sync_channel::<u64>(1);
@@ -225,6 +230,21 @@ pub(super) async fn vm_source(
                 )),
             }
         };
+        if let Some(tx) = &vcpu_tids {
+            let mut tids: Vec<u32> = report
+                .samples
+                .iter()
+                .flat_map(|s| s.vcpu_tids.iter().copied())
+                .collect();
+            tids.sort_unstable();
+            tx.send_if_modified(|current| {
+                let changed = *current != tids;
+                if changed {
+                    *current = tids;
+                }
+                changed
+            });
+        }
         let message = SourceMessage::Report {
             seq: tick.seq,
             time: tick.time,

@@ -42,6 +42,8 @@ pub struct VmSample {
     /// libvirt no longer lists the domain (destroyed transient domain, undefined).
     pub gone: bool,
     pub qemu_pid: Option<u32>,
+    /// Thread ids of its vCPUs, by vCPU number; empty when unknown.
+    pub vcpu_tids: Vec<u32>,
     /// Why this tick has no figures for the VM (libvirt unreachable or too slow, the domain
     /// busy with a job); `None` when it was sampled.
     pub missing: Option<String>,
@@ -67,6 +69,7 @@ impl VmSample {
             state,
             gone: false,
             qemu_pid: None,
+            vcpu_tids: Vec::new(),
             missing: missing.map(str::to_owned),
             interval_secs: None,
             usage: None,

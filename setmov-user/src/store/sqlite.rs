@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, Transaction, params};
 
-use crate::usage::ebpf::{HostEbpfFigures, VmEbpfFigures, direction_name};
+use crate::usage::ebpf::{HostEbpfFigures, VmEbpfFigures, VmNicTraffic, direction_name};
 use crate::usage::host::NetRates;
 use crate::vm::stats::DomainState;
 use setmov_common::{DIR_READ, DIR_WRITE};
@@ -581,12 +581,20 @@ fn insert_vm_ebpf(
             .map(|l| l.summary)
     };
     let (read, write) = (latency(DIR_READ), latency(DIR_WRITE));
+    let per_sec =
+        |count: u64| crate::usage::positive_seconds(e.interval_secs).map(|dt| count as f64 / dt);
+    let sum = |f: &dyn Fn(&VmNicTraffic) -> u64| e.nics.iter().map(f).sum::<u64>();
+    // Without a tap the VM's traffic is unknown rather than zero.
+    let net =
+        |f: &dyn Fn(&VmNicTraffic) -> u64| (!e.nics.is_empty()).then(|| per_sec(sum(f))).flatten();
     tx.prepare_cached(
         "INSERT INTO vm_ebpf_usage (time, uuid, interval_s, block_read_bytes_s,
             block_write_bytes_s, block_read_iops, block_write_iops, read_latency_p50_us,
             read_latency_p95_us, read_latency_p99_us, write_latency_p50_us,
-            write_latency_p95_us, write_latency_p99_us)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            write_latency_p95_us, write_latency_p99_us, cpu_ready_pct, cpu_ready_p99_us,
+            kvm_events_s, net_rx_pps, net_tx_pps, net_rx_bytes_s, net_tx_bytes_s, net_drops_s)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+            ?18, ?19, ?20, ?21)",
     )?
     .execute(params![
         time,
@@ -602,7 +610,43 @@ fn insert_vm_ebpf(
         write.map(|s| s.p50_us),
         write.map(|s| s.p95_us),
         write.map(|s| s.p99_us),
+        e.cpu_ready.as_ref().map(|r| r.pct),
+        e.cpu_ready.as_ref().and_then(|r| r.p99_us),
+        e.kvm_events_per_sec(),
+        net(&|n| n.rx.packets),
+        net(&|n| n.tx.packets),
+        net(&|n| n.rx.bytes),
+        net(&|n| n.tx.bytes),
+        net(&|n| n.drops.iter().map(|d| d.1).sum()),
     ])?;
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO vm_kvm_events (time, uuid, event, reason, count) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for (event, reason, count) in &e.kvm_events {
+        stmt.execute(params![time, uuid, event, reason, count])?;
+    }
+    let mut sizes = tx.prepare_cached(
+        "INSERT INTO vm_nic_packet_sizes (time, uuid, iface, direction, bucket, packets)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for nic in &e.nics {
+        for (direction, value) in [("rx", &nic.rx), ("tx", &nic.tx)] {
+            for (bucket, &packets) in value.sizes.buckets.iter().enumerate() {
+                if packets > 0 {
+                    sizes.execute(params![time, uuid, nic.iface, direction, bucket, packets])?;
+                }
+            }
+        }
+    }
+    let mut drops = tx.prepare_cached(
+        "INSERT INTO vm_nic_drops (time, uuid, iface, reason, packets)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for nic in &e.nics {
+        for (reason, packets) in &nic.drops {
+            drops.execute(params![time, uuid, nic.iface, reason, packets])?;
+        }
+    }
     let mut stmt = tx.prepare_cached(
         "INSERT INTO vm_latency_hist (time, uuid, direction, bucket, requests)
          VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -761,6 +805,7 @@ mod tests {
             state,
             gone: false,
             qemu_pid: Some(4300),
+            vcpu_tids: vec![4301],
             missing: missing.then(|| "libvirt did not answer within 1s".to_owned()),
             interval_secs: Some(1.0),
             usage: (!missing).then(|| vm_usage(None, &DomainStats::default(), 1.0, 2)),
@@ -826,12 +871,21 @@ mod tests {
     #[test]
     fn ebpf_figures_land_beside_the_host_and_vm_rows() {
         use crate::ebpf::BlockTotals;
-        use crate::usage::ebpf::{EbpfInterval, ProgramCost, host_ebpf_figures, vm_ebpf_figures};
+        use crate::ebpf::{KvmCounters, KvmEventKind, NetDeviceCounters};
+        use crate::usage::ebpf::{
+            EbpfInterval, ProgramCost, VmOwnership, host_ebpf_figures, vm_ebpf_figures,
+        };
+        use setmov_common::net::NetDeviceValue;
         use setmov_common::{BlockKey, DeviceKey, Log2Hist};
         use std::collections::{HashMap, HashSet};
 
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
+        let mut kvm = KvmCounters::default();
+        kvm.by_kind
+            .entry(KvmEventKind::Mmio)
+            .or_default()
+            .insert("write".into(), 7);
         let mut latency = Log2Hist::default();
         latency.buckets[17] = 3;
         latency.buckets[18] = 1;
@@ -868,10 +922,32 @@ mod tests {
                 events_per_sec: 5.0,
                 mean_ns: Some(420.0),
             }],
+            net_devices: HashMap::from([(
+                "vnet0".to_owned(),
+                NetDeviceCounters {
+                    rx: NetDeviceValue {
+                        packets: 2,
+                        bytes: 2056,
+                        sizes: latency,
+                    },
+                    ..NetDeviceCounters::default()
+                },
+            )]),
+            net_drops: HashMap::from([(("vnet0".to_owned(), "NO_SOCKET".to_owned()), 3)]),
+            kvm_by_tgid: HashMap::from([(4300, kvm)]),
+            sched_on: true,
+            ..EbpfInterval::default()
         };
         let mut t = tick(1, 1_000);
         let mut sample = vm(Some(DomainState::Running), false);
-        sample.ebpf = Some(vm_ebpf_figures(&interval, 4300));
+        sample.ebpf = Some(vm_ebpf_figures(
+            &interval,
+            VmOwnership {
+                qemu_pid: 4300,
+                vcpu_tids: &[4301],
+                taps: &["vnet0"],
+            },
+        ));
         t.vms = vec![sample];
         t.ebpf = Some(host_ebpf_figures(&interval, &HashSet::from([4300])));
         store.write_tick_blocking(&t).expect("write");
@@ -911,6 +987,30 @@ mod tests {
             .query_row("SELECT mean_ns FROM ebpf_program_stats", [], |r| r.get(0))
             .expect("program cost");
         assert_eq!(cost, 420.0);
+        let vm: (f64, f64, f64, f64, String, u32, u32) = state
+            .conn
+            .query_row(
+                "SELECT cpu_ready_pct, kvm_events_s, net_tx_bytes_s, net_drops_s,
+                    (SELECT reason FROM vm_kvm_events),
+                    (SELECT SUM(packets) FROM vm_nic_packet_sizes WHERE direction = 'tx'),
+                    (SELECT packets FROM vm_nic_drops WHERE reason = 'NO_SOCKET')
+                 FROM vm_ebpf_usage",
+                [],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                    ))
+                },
+            )
+            .expect("vm eBPF row");
+        // The tap's receive is the guest's transmit, with the 14-byte headers added back.
+        assert_eq!(vm, (0.0, 7.0, 2084.0, 3.0, "write".into(), 4, 3));
     }
 
     #[test]

@@ -5,6 +5,9 @@
 //! each VM gets what its qemu process did ([`vm_ebpf_figures`]), and the host keeps the whole
 //! and the part that belongs to no VM ([`host_ebpf_figures`]): host processes, writeback
 //! kworkers, I/O whose submitter is unknown. Nothing is dropped.
+//!
+//! What belongs to a VM: the block I/O and KVM events of its qemu process (tgid), the
+//! run-queue wait of its vCPU threads, and the traffic and drops of its tap devices.
 
 use std::collections::{HashMap, HashSet};
 
@@ -12,7 +15,8 @@ use setmov_common::{BlockKey, DIR_READ, DIR_WRITE, DeviceKey, Log2Hist, dev_majo
 
 use super::counter_delta;
 use super::hist::{hist_count, hist_delta, hist_quantile};
-use crate::ebpf::{BlockTotals, ProgramRunStats};
+use crate::ebpf::{BlockTotals, KvmCounters, NetDeviceCounters, ProgramRunStats, RunqWait};
+use setmov_common::net::NetDeviceValue;
 
 /// Every probe's cumulative counters at one instant.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -25,6 +29,15 @@ pub struct EbpfSnapshot {
     pub latency_by_tgid: HashMap<BlockKey, Log2Hist>,
     /// Per program, when `--bpf-stats` turned the kernel's statistics on.
     pub programs: Vec<ProgramRunStats>,
+    /// Per network device, from the host's point of view (rx = received by the host).
+    pub net_devices: HashMap<String, NetDeviceCounters>,
+    /// Dropped packets by device name and reason (device "" when unknown).
+    pub net_drops: HashMap<(String, String), u64>,
+    pub kvm_by_tgid: HashMap<u32, KvmCounters>,
+    /// Run-queue wait of the watched threads (the VMs' vCPUs).
+    pub runq_by_tid: HashMap<u32, RunqWait>,
+    /// Whether the scheduler probe runs (so that no wait means 0 %, not unknown).
+    pub sched_on: bool,
 }
 
 /// What the probes saw during one interval.
@@ -39,6 +52,11 @@ pub struct EbpfInterval {
     pub device_names: HashMap<u32, String>,
     /// Each program's cost, when the kernel's statistics are on.
     pub programs: Vec<ProgramCost>,
+    pub net_devices: HashMap<String, NetDeviceCounters>,
+    pub net_drops: HashMap<(String, String), u64>,
+    pub kvm_by_tgid: HashMap<u32, KvmCounters>,
+    pub runq_by_tid: HashMap<u32, RunqWait>,
+    pub sched_on: bool,
 }
 
 /// The interval between two snapshots. `None` when the grand totals went backwards (the
@@ -57,6 +75,54 @@ pub fn ebpf_interval(
         latency_by_tgid: deltas(&prev.latency_by_tgid, &now.latency_by_tgid, hist_delta),
         device_names: HashMap::new(),
         programs: program_costs(&prev.programs, &now.programs, interval_secs),
+        net_devices: deltas(&prev.net_devices, &now.net_devices, net_delta),
+        net_drops: deltas(&prev.net_drops, &now.net_drops, |p, n| {
+            counter_delta(*p, *n)
+        }),
+        kvm_by_tgid: deltas(&prev.kvm_by_tgid, &now.kvm_by_tgid, kvm_delta),
+        runq_by_tid: deltas(&prev.runq_by_tid, &now.runq_by_tid, runq_delta),
+        sched_on: now.sched_on,
+    })
+}
+
+fn net_value_delta(prev: &NetDeviceValue, now: &NetDeviceValue) -> Option<NetDeviceValue> {
+    Some(NetDeviceValue {
+        packets: counter_delta(prev.packets, now.packets)?,
+        bytes: counter_delta(prev.bytes, now.bytes)?,
+        sizes: hist_delta(&prev.sizes, &now.sizes)?,
+    })
+}
+
+fn net_delta(prev: &NetDeviceCounters, now: &NetDeviceCounters) -> Option<NetDeviceCounters> {
+    Some(NetDeviceCounters {
+        rx: net_value_delta(&prev.rx, &now.rx)?,
+        tx: net_value_delta(&prev.tx, &now.tx)?,
+    })
+}
+
+fn kvm_delta(prev: &KvmCounters, now: &KvmCounters) -> Option<KvmCounters> {
+    let mut delta = KvmCounters::default();
+    for (kind, reasons) in &now.by_kind {
+        for (reason, &count) in reasons {
+            let before = prev.count(*kind, reason);
+            let d = counter_delta(before, count)?;
+            if d > 0 {
+                delta
+                    .by_kind
+                    .entry(*kind)
+                    .or_default()
+                    .insert(reason.clone(), d);
+            }
+        }
+    }
+    Some(delta)
+}
+
+fn runq_delta(prev: &RunqWait, now: &RunqWait) -> Option<RunqWait> {
+    Some(RunqWait {
+        wait_ns: counter_delta(prev.wait_ns, now.wait_ns)?,
+        waits: counter_delta(prev.waits, now.waits)?,
+        hist: hist_delta(&prev.hist, &now.hist)?,
     })
 }
 
@@ -109,7 +175,7 @@ fn deltas<K, V>(
     delta: impl Fn(&V, &V) -> Option<V>,
 ) -> HashMap<K, V>
 where
-    K: Copy + Eq + std::hash::Hash,
+    K: Clone + Eq + std::hash::Hash,
     V: Clone + Default + PartialEq,
 {
     now.iter()
@@ -118,7 +184,7 @@ where
                 Some(before) => delta(before, value).unwrap_or_else(|| value.clone()),
                 None => value.clone(),
             };
-            (d != V::default()).then_some((*key, d))
+            (d != V::default()).then(|| (key.clone(), d))
         })
         .collect()
 }
@@ -181,7 +247,43 @@ pub struct DirectionLatency {
     pub summary: LatencySummary,
 }
 
-/// A VM's eBPF figures for one interval: what its qemu process did.
+/// One tap's traffic over an interval, from the guest's point of view (rx = received by the
+/// guest), in the units of libvirt's interface statistics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VmNicTraffic {
+    /// The host-side tap device.
+    pub iface: String,
+    pub rx: NetDeviceValue,
+    pub tx: NetDeviceValue,
+    /// Dropped packets by the kernel's reason.
+    pub drops: Vec<(String, u64)>,
+}
+
+/// Bytes of the Ethernet header that the host's receive tracepoint has already pulled off.
+const ETHERNET_HEADER_BYTES: u64 = 14;
+
+/// What the guest behind a tap sent and received: the tap's transmit is the guest's
+/// receive, and the tap's receive (with its Ethernet header added back) the guest's transmit.
+pub fn guest_view_of_tap(host: &NetDeviceCounters) -> (NetDeviceValue, NetDeviceValue) {
+    let mut guest_tx = host.rx;
+    guest_tx.bytes = guest_tx
+        .bytes
+        .wrapping_add(guest_tx.packets.wrapping_mul(ETHERNET_HEADER_BYTES));
+    (host.tx, guest_tx)
+}
+
+/// Run-queue wait of a VM's vCPUs over an interval: the eBPF "CPU ready".
+#[derive(Debug, Clone, PartialEq)]
+pub struct CpuReady {
+    /// Σ wait ÷ (vCPUs × interval), in percent: 100 % would be every vCPU runnable and
+    /// waiting for a host CPU the whole interval.
+    pub pct: f64,
+    /// Of the single waits, in microseconds; `None` when no vCPU waited.
+    pub p99_us: Option<f64>,
+    pub waits: u64,
+}
+
+/// A VM's eBPF figures for one interval.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VmEbpfFigures {
     pub interval_secs: f64,
@@ -189,17 +291,86 @@ pub struct VmEbpfFigures {
     pub block_rates: Option<BlockRates>,
     /// Issue-to-completion latency of the requests qemu submitted, per direction with any.
     pub latency: Vec<DirectionLatency>,
+    /// Run-queue wait of its vCPU threads; `None` without the scheduler probe or vCPU ids.
+    pub cpu_ready: Option<CpuReady>,
+    /// KVM events of its qemu process: (event, reason, count), all with a count.
+    pub kvm_events: Vec<(String, String, u64)>,
+    /// Per tap device the probe saw.
+    pub nics: Vec<VmNicTraffic>,
 }
 
-/// The figures of the VM whose qemu process is `qemu_pid`.
-pub fn vm_ebpf_figures(interval: &EbpfInterval, qemu_pid: u32) -> VmEbpfFigures {
+impl VmEbpfFigures {
+    /// All KVM events per second.
+    pub fn kvm_events_per_sec(&self) -> Option<f64> {
+        let dt = super::positive_seconds(self.interval_secs)?;
+        Some(self.kvm_events.iter().map(|e| e.2 as f64).sum::<f64>() / dt)
+    }
+}
+
+/// Which of the interval's records belong to one VM.
+#[derive(Debug, Clone, Copy)]
+pub struct VmOwnership<'a> {
+    pub qemu_pid: u32,
+    pub vcpu_tids: &'a [u32],
+    /// Its host-side tap devices.
+    pub taps: &'a [&'a str],
+}
+
+/// The figures of one VM.
+pub fn vm_ebpf_figures(interval: &EbpfInterval, vm: VmOwnership<'_>) -> VmEbpfFigures {
+    let qemu_pid = vm.qemu_pid;
     let block = interval
         .block_by_tgid
         .get(&qemu_pid)
         .copied()
         .unwrap_or_default();
+    let cpu_ready = (interval.sched_on && !vm.vcpu_tids.is_empty())
+        .then(|| cpu_ready(interval, vm.vcpu_tids))
+        .flatten();
+    let kvm_events = interval
+        .kvm_by_tgid
+        .get(&qemu_pid)
+        .map(|counters| {
+            counters
+                .by_kind
+                .iter()
+                .flat_map(|(kind, reasons)| {
+                    reasons
+                        .iter()
+                        .map(move |(reason, &count)| (kind.to_string(), reason.clone(), count))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let nics = vm
+        .taps
+        .iter()
+        .map(|&tap| {
+            let (rx, tx) = interval
+                .net_devices
+                .get(tap)
+                .map(guest_view_of_tap)
+                .unwrap_or_default();
+            let mut drops: Vec<(String, u64)> = interval
+                .net_drops
+                .iter()
+                .filter(|((device, _), _)| device == tap)
+                .map(|((_, reason), &count)| (reason.clone(), count))
+                .collect();
+            drops.sort();
+            VmNicTraffic {
+                iface: tap.to_owned(),
+                rx,
+                tx,
+                drops,
+            }
+        })
+        .collect();
     VmEbpfFigures {
         interval_secs: interval.interval_secs,
+        cpu_ready,
+        kvm_events,
+        nics,
         block,
         block_rates: block_rates(&block, interval.interval_secs),
         latency: [DIR_READ, DIR_WRITE]
@@ -217,6 +388,29 @@ pub fn vm_ebpf_figures(interval: &EbpfInterval, qemu_pid: u32) -> VmEbpfFigures 
             })
             .collect(),
     }
+}
+
+/// The run-queue wait of `vcpu_tids` over the interval. A watched thread that did not wait is
+/// absent from the deltas and adds nothing.
+fn cpu_ready(interval: &EbpfInterval, vcpu_tids: &[u32]) -> Option<CpuReady> {
+    let dt = super::positive_seconds(interval.interval_secs)?;
+    let mut wait_ns = 0u64;
+    let mut waits = 0u64;
+    let mut hist = Log2Hist::default();
+    for tid in vcpu_tids {
+        if let Some(w) = interval.runq_by_tid.get(tid) {
+            wait_ns = wait_ns.wrapping_add(w.wait_ns);
+            waits = waits.wrapping_add(w.waits);
+            for (total, count) in hist.buckets.iter_mut().zip(w.hist.buckets) {
+                *total = total.wrapping_add(count);
+            }
+        }
+    }
+    Some(CpuReady {
+        pct: 100.0 * wait_ns as f64 / (dt * 1e9 * vcpu_tids.len() as f64),
+        p99_us: hist_quantile(&hist, 0.99).map(|ns| ns / 1e3),
+        waits,
+    })
 }
 
 /// One device's latency over an interval.
@@ -314,6 +508,14 @@ mod tests {
     }
 
     const QEMU: u32 = 4300;
+
+    fn qemu_only(qemu_pid: u32) -> VmOwnership<'static> {
+        VmOwnership {
+            qemu_pid,
+            vcpu_tids: &[],
+            taps: &[],
+        }
+    }
     /// The kernel's `dev_t` of 254:0 (`vda`).
     const VDA: u32 = 254 << 20;
     const KWORKER: u32 = 77;
@@ -332,7 +534,7 @@ mod tests {
             block_by_tgid: HashMap::from([(QEMU, io(0, 0, 10, 40_960))]),
             latency_by_device: HashMap::from([(vda, hist(&[(17, 10)]))]),
             latency_by_tgid: HashMap::from([(write(QEMU), hist(&[(17, 10)]))]),
-            programs: Vec::new(),
+            ..EbpfSnapshot::default()
         };
         let now = EbpfSnapshot {
             // qemu wrote 30 more requests, a kworker 5 (new this interval).
@@ -347,6 +549,7 @@ mod tests {
                 (write(KWORKER), hist(&[(20, 5)])),
             ]),
             programs: Vec::new(),
+            ..EbpfSnapshot::default()
         };
         (prev, now)
     }
@@ -356,7 +559,7 @@ mod tests {
         let (prev, now) = snapshots();
         let mut interval = ebpf_interval(&prev, &now, 2.0).expect("interval");
         interval.device_names.insert(VDA, "vda".into());
-        let vm = vm_ebpf_figures(&interval, QEMU);
+        let vm = vm_ebpf_figures(&interval, qemu_only(QEMU));
         assert_eq!(vm.block, io(0, 0, 30, 122_880));
         let rates = vm.block_rates.expect("rates");
         assert_eq!(
@@ -395,6 +598,87 @@ mod tests {
     }
 
     #[test]
+    fn taps_vcpus_and_kvm_events_are_the_vms() {
+        use crate::ebpf::KvmEventKind;
+        let value = |packets, bytes, bucket: usize| {
+            let mut sizes = Log2Hist::default();
+            sizes.buckets[bucket] = packets;
+            NetDeviceValue {
+                packets,
+                bytes,
+                sizes,
+            }
+        };
+        let wait = |wait_ns, waits, bucket: usize| {
+            let mut hist = Log2Hist::default();
+            hist.buckets[bucket] = waits;
+            RunqWait {
+                wait_ns,
+                waits,
+                hist,
+            }
+        };
+        let mut kvm = KvmCounters::default();
+        kvm.by_kind
+            .entry(KvmEventKind::Pio)
+            .or_default()
+            .insert("out".into(), 300);
+        let prev = EbpfSnapshot {
+            sched_on: true,
+            ..EbpfSnapshot::default()
+        };
+        let now = EbpfSnapshot {
+            // 10 pings of 1000 B from the guest (host rx, header pulled) and 10 replies.
+            net_devices: HashMap::from([(
+                "vnet0".to_owned(),
+                NetDeviceCounters {
+                    rx: value(10, 10 * 1028, 10),
+                    tx: value(10, 10 * 1042, 10),
+                },
+            )]),
+            net_drops: HashMap::from([(("vnet0".to_owned(), "NO_SOCKET".to_owned()), 2)]),
+            kvm_by_tgid: HashMap::from([(QEMU, kvm)]),
+            // vCPU 0 waited 50 ms in 10 waits; vCPU 1 never; thread 999 is another VM's.
+            runq_by_tid: HashMap::from([(101, wait(50_000_000, 10, 22)), (999, wait(7, 1, 2))]),
+            sched_on: true,
+            ..EbpfSnapshot::default()
+        };
+        let interval = ebpf_interval(&prev, &now, 1.0).expect("interval");
+        let vm = vm_ebpf_figures(
+            &interval,
+            VmOwnership {
+                qemu_pid: QEMU,
+                vcpu_tids: &[101, 102],
+                taps: &["vnet0"],
+            },
+        );
+        let nic = &vm.nics[0];
+        assert_eq!(
+            (nic.tx.packets, nic.tx.bytes),
+            (10, 10 * 1042),
+            "guest tx, header back"
+        );
+        assert_eq!((nic.rx.packets, nic.rx.bytes), (10, 10 * 1042));
+        assert_eq!(nic.drops, [("NO_SOCKET".to_owned(), 2)]);
+        assert_eq!(vm.kvm_events, [("kvm_pio".into(), "out".into(), 300)]);
+        assert_eq!(vm.kvm_events_per_sec(), Some(300.0));
+        let ready = vm.cpu_ready.expect("cpu ready");
+        // 50 ms of 2 vCPUs × 1 s.
+        assert!((ready.pct - 2.5).abs() < 1e-9, "{}", ready.pct);
+        assert_eq!(ready.waits, 10);
+        // A VM whose vCPUs did not wait at all reads 0 %, not unknown.
+        let idle = vm_ebpf_figures(
+            &interval,
+            VmOwnership {
+                qemu_pid: 1,
+                vcpu_tids: &[555],
+                taps: &[],
+            },
+        );
+        assert_eq!(idle.cpu_ready.map(|r| r.pct), Some(0.0));
+    }
+
+    #[test]
     fn program_costs_are_mean_ns_and_events_per_second() {
         let stats = |program: &str, count, ns| ProgramRunStats {
             program: program.into(),
@@ -424,7 +708,7 @@ mod tests {
     fn a_vm_without_io_has_zero_figures_and_no_latency() {
         let (prev, now) = snapshots();
         let interval = ebpf_interval(&prev, &now, 1.0).expect("interval");
-        let idle = vm_ebpf_figures(&interval, 9999);
+        let idle = vm_ebpf_figures(&interval, qemu_only(9999));
         assert_eq!(idle.block, BlockTotals::default());
         assert!(idle.latency.is_empty());
         let host = host_ebpf_figures(&interval, &HashSet::new());
