@@ -135,6 +135,40 @@ impl Guest {
         Ok(guest)
     }
 
+    /// Starts a transient KVM-accelerated domain `setmov-test-NAME` that runs only its firmware
+    /// (no disk, no kernel: SeaBIOS probes the hardware and retries booting). Its qemu process
+    /// makes real KVM exits even where a guest kernel could not run (nested PVM). `Err(reason)`
+    /// as for [`Guest::start`], and also without `/dev/kvm`.
+    pub fn start_kvm_firmware(name: &str) -> Result<Guest, String> {
+        Manifest::load()?;
+        if !Path::new("/dev/kvm").exists() {
+            return Err("no /dev/kvm on this machine".into());
+        }
+        let name = format!("setmov-test-{name}");
+        if virsh(&["domstate", &name]).is_ok() {
+            virsh(&["destroy", &name]).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let xml = format!(
+            "<domain type='kvm'><name>{name}</name><memory unit='MiB'>64</memory>\
+             <vcpu>1</vcpu><os><type arch='x86_64' machine='q35'>hvm</type></os><devices>\
+             <controller type='usb' model='none'/><memballoon model='none'/></devices></domain>"
+        );
+        let mut file = tempfile::NamedTempFile::new().expect("cannot create a temporary file");
+        file.write_all(xml.as_bytes())
+            .expect("cannot write the domain XML");
+        virsh(&["create", &file.path().to_string_lossy()]).unwrap_or_else(|e| panic!("{e}"));
+        let uuid = virsh(&["domuuid", &name])
+            .unwrap_or_else(|e| panic!("{e}"))
+            .trim()
+            .to_owned();
+        Ok(Guest {
+            name,
+            uuid,
+            disk: PathBuf::new(),
+            console: PathBuf::new(),
+        })
+    }
+
     /// The libvirt domain name, `setmov-test-NAME`.
     pub fn name(&self) -> &str {
         &self.name
@@ -213,7 +247,10 @@ impl Drop for Guest {
         if let Err(e) = virsh(&["destroy", &self.name]) {
             eprintln!("cannot destroy test guest: {e}");
         }
-        if let Err(e) = fs::remove_file(&self.disk) {
+        // A firmware-only guest has no disk.
+        if !self.disk.as_os_str().is_empty()
+            && let Err(e) = fs::remove_file(&self.disk)
+        {
             eprintln!("cannot remove {}: {e}", self.disk.display());
         }
     }

@@ -138,7 +138,7 @@ fn direct_writes_of_a_guest_are_its_disk_write_bytes() {
 }
 
 #[test]
-fn a_guests_block_io_seen_by_ebpf_is_what_libvirt_counts() {
+fn a_guests_block_io_and_traffic_seen_by_ebpf_are_what_libvirt_counts() {
     let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("setmov.db");
@@ -154,6 +154,8 @@ fn a_guests_block_io_seen_by_ebpf_is_what_libvirt_counts() {
             delay_secs: 4,
             write_mb: 32,
             read_mb: 32,
+            ping_count: 30,
+            ping_size: 1000,
             ..Workload::default()
         },
     ) else {
@@ -178,7 +180,7 @@ fn a_guests_block_io_seen_by_ebpf_is_what_libvirt_counts() {
         now.millisecond()
     );
     let baseline = guest.stats().expect("domstats");
-    guest.wait_for("SETMOV: read-done", BOOT).expect("read");
+    guest.wait_for("SETMOV: ping-done", BOOT).expect("pings");
     std::thread::sleep(Duration::from_millis(1_500));
     let _ = m.stop();
 
@@ -193,10 +195,12 @@ fn a_guests_block_io_seen_by_ebpf_is_what_libvirt_counts() {
     let row: Vec<Option<f64>> = conn
         .query_row(
             "SELECT SUM(interval_s * block_write_bytes_s), SUM(interval_s * block_read_bytes_s),
-                    COUNT(*), SUM(write_latency_p99_us IS NOT NULL)
+                    COUNT(*), SUM(write_latency_p99_us IS NOT NULL),
+                    SUM(interval_s * net_tx_pps), SUM(interval_s * net_tx_bytes_s),
+                    SUM(cpu_ready_pct IS NOT NULL)
              FROM vm_ebpf_usage WHERE uuid = ?1 AND time > ?2",
             [guest.uuid(), since.as_str()],
-            |r| (0..4).map(|i| r.get(i)).collect(),
+            |r| (0..7).map(|i| r.get(i)).collect(),
         )
         .expect("sums");
     let (ebpf_written, ebpf_read) = (row[0].unwrap_or(0.0), row[1].unwrap_or(0.0));
@@ -222,6 +226,76 @@ fn a_guests_block_io_seen_by_ebpf_is_what_libvirt_counts() {
         "read: eBPF {ebpf_read} B, libvirt {libvirt_read} B"
     );
     assert!(row[3].unwrap_or(0.0) >= 1.0, "no write latency recorded");
+
+    // The guest's transmit through its tap, as libvirt counts it (pings and a few ARP frames).
+    let (ebpf_packets, ebpf_bytes) = (row[4].unwrap_or(0.0), row[5].unwrap_or(0.0));
+    let (libvirt_packets, libvirt_bytes) = (counted("net.0.tx.pkts"), counted("net.0.tx.bytes"));
+    eprintln!(
+        "eBPF: the guest sent {ebpf_packets:.0} packets, {ebpf_bytes:.0} B; libvirt counts \
+         {libvirt_packets:.0} packets, {libvirt_bytes:.0} B"
+    );
+    assert!(libvirt_packets >= 30.0, "the pings did not leave the guest");
+    assert!(
+        (ebpf_packets / libvirt_packets - 1.0).abs() <= 0.05
+            && (ebpf_bytes / libvirt_bytes - 1.0).abs() <= 0.05,
+        "tap traffic: eBPF {ebpf_packets} packets {ebpf_bytes} B, libvirt {libvirt_packets} \
+         packets {libvirt_bytes} B"
+    );
+    assert!(
+        row[6].unwrap_or(0.0) >= 1.0,
+        "no CPU-ready figure from the vCPU thread"
+    );
+}
+
+#[test]
+fn kvm_events_of_a_kvm_guest_are_credited_to_it() {
+    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("setmov.db");
+    // The monitor first, so it sees the firmware's start (most of its MMIO) too.
+    let m = Monitor::start(
+        env!("CARGO_BIN_EXE_setmov-cli"),
+        &db,
+        &["--interval", "500ms"],
+    );
+    std::thread::sleep(Duration::from_millis(1_500));
+    let guest = match Guest::start_kvm_firmware("kvm") {
+        Ok(guest) => guest,
+        Err(reason) => {
+            let _ = m.stop();
+            return skip(&reason);
+        }
+    };
+    std::thread::sleep(Duration::from_millis(4_000));
+    let _ = m.stop();
+
+    let events = query::<String>(
+        &db,
+        "SELECT event, reason, CAST(SUM(count) AS TEXT) FROM vm_kvm_events WHERE uuid = ?1
+         GROUP BY event, reason ORDER BY event, reason",
+        guest.uuid(),
+    );
+    eprintln!("KVM events credited to {}: {events:?}", guest.name());
+    let total = |event: &str| -> u64 {
+        events
+            .iter()
+            .filter(|row| row[0].as_deref() == Some(event))
+            .filter_map(|row| row[2].as_deref()?.parse::<u64>().ok())
+            .sum()
+    };
+    // Under nested PVM kvm_exit never fires; the user-space exits, port and MMIO I/O do.
+    for event in ["kvm_userspace_exit", "kvm_pio", "kvm_mmio"] {
+        assert!(
+            total(event) > 0,
+            "no {event} credited to the VM: {events:?}"
+        );
+    }
+    let rates = query::<f64>(
+        &db,
+        "SELECT kvm_events_s FROM vm_ebpf_usage WHERE uuid = ?1 AND kvm_events_s > 0",
+        guest.uuid(),
+    );
+    assert!(!rates.is_empty(), "no tick with KVM events per second");
 }
 
 #[test]
