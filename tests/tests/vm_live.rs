@@ -134,7 +134,8 @@ fn direct_writes_of_a_guest_are_its_disk_write_bytes() {
         written / MIB
     );
     let iops = integral(&db, "disk_write_iops", guest.uuid());
-    assert!(iops >= 32.0, "write requests {iops}");
+    // At least one request per 1 MiB block (Σ rate × Δt carries float rounding).
+    assert!(iops.round() >= 32.0, "write requests {iops}");
 }
 
 #[test]
