@@ -10,14 +10,10 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, Transaction, params};
 
-use crate::usage::ebpf::{HostEbpfFigures, VmEbpfFigures, VmNicTraffic, direction_name};
-use crate::usage::host::NetRates;
-use crate::vm::stats::DomainState;
-use setmov_common::{DIR_READ, DIR_WRITE};
-
+use super::rows::{HostRow, Rows, Value, VmRow, tick_rows};
 use super::{
-    HostSample, HostUsageQuery, HostUsageRow, Store, StoreError, TickRecord, VmSample,
-    VmUsageQuery, VmUsageRow, format_time,
+    HostUsageQuery, HostUsageRow, Store, StoreError, TickRecord, VmUsageQuery, VmUsageRow,
+    format_time,
 };
 
 mod embedded {
@@ -31,26 +27,12 @@ pub struct SqliteStore {
     path: PathBuf,
 }
 
-/// The connection and the T1 row it last wrote.
+/// The connection and the T1 and T3 rows it last wrote.
 struct OpenDatabase {
     conn: Connection,
     written_host: Option<HostRow>,
-    /// The T3 rows written, by UUID.
-    written_vms: HashMap<String, T3Row>,
-}
-
-/// A T3 row but its last connect time: name, state, host.
-type T3Row = (String, &'static str, String);
-
-/// A T1 row.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct HostRow {
-    ip: String,
-    name: String,
-    mac: Option<String>,
-    vmc: u32,
-    cpus: Option<u32>,
-    memory_bytes: Option<u64>,
+    /// The T3 rows written (without their last connect time), by UUID.
+    written_vms: HashMap<String, VmRow>,
 }
 
 impl SqliteStore {
@@ -99,26 +81,22 @@ impl SqliteStore {
 
     /// Writes one tick in one transaction (the blocking half of [`Store::write_tick`]).
     pub fn write_tick_blocking(&self, tick: &TickRecord) -> Result<(), StoreError> {
+        let rows = tick_rows(tick, &format_time(tick.time));
         let mut guard = self.lock()?;
         let state = &mut *guard;
         // What libvirt could not tell this tick (it was unreachable) keeps its last value.
         let last = state.written_host.clone();
-        let host_row = HostRow {
-            ip: tick.host.ip.clone(),
-            name: tick.host.name.clone(),
-            mac: tick.host.mac.clone(),
-            vmc: tick.vm_count.or(last.as_ref().map(|h| h.vmc)).unwrap_or(0),
-            cpus: tick
-                .node
-                .map(|n| n.cpus)
-                .or(last.as_ref().and_then(|h| h.cpus)),
-            memory_bytes: tick
-                .node
-                .and_then(|n| n.memory_bytes)
+        let host = HostRow {
+            vmc: rows.host.vmc.or(last.as_ref().and_then(|h| h.vmc)),
+            cpus: rows.host.cpus.or(last.as_ref().and_then(|h| h.cpus)),
+            memory_bytes: rows
+                .host
+                .memory_bytes
                 .or(last.as_ref().and_then(|h| h.memory_bytes)),
+            ..rows.host.clone()
         };
         // T1 changes rarely; writing it only when it does saves a page write per tick.
-        let host_changed = last.as_ref() != Some(&host_row);
+        let host_changed = last.as_ref() != Some(&host);
         let tx = state.conn.transaction()?;
         if host_changed {
             tx.prepare_cached(
@@ -129,52 +107,58 @@ impl SqliteStore {
                      memory_bytes = excluded.memory_bytes",
             )?
             .execute(params![
-                host_row.ip,
-                host_row.name,
-                host_row.vmc,
-                host_row.mac,
-                host_row.cpus,
-                host_row.memory_bytes
+                host.host_ip,
+                host.host_name,
+                host.vmc.unwrap_or(0),
+                host.mac,
+                host.cpus,
+                host.memory_bytes
             ])?;
         }
-        let time = format_time(tick.time);
-        if let Some(sample) = &tick.host_sample {
-            insert_host_sample(&tx, &tick.host.ip, &time, sample)?;
-        }
-        if let Some(ebpf) = &tick.ebpf {
-            insert_host_ebpf(&tx, &tick.host.ip, &time, ebpf)?;
-        }
+        // T3 changes rarely too (name, state, host); the last connect time is set for all
+        // running VMs at once below.
         let mut t3_written = Vec::new();
-        for vm in &tick.vms {
-            insert_vm_sample(
-                &tx,
-                &tick.host.ip,
-                &time,
-                vm,
-                &state.written_vms,
-                &mut t3_written,
-            )?;
+        for vm in &rows.vms {
+            if state.written_vms.get(&vm.uuid) == Some(vm) {
+                continue;
+            }
+            // The state may be unknown this tick (libvirt unreachable): the stored one stays.
+            tx.prepare_cached(
+                "INSERT INTO vms (uuid, host_ip, name, state, lct) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (uuid) DO UPDATE SET host_ip = excluded.host_ip,
+                     name = excluded.name,
+                     state = CASE WHEN excluded.state = 'unknown' THEN vms.state
+                                  ELSE excluded.state END,
+                     lct = COALESCE(excluded.lct, vms.lct)",
+            )?
+            .execute(params![
+                vm.uuid,
+                vm.host_ip,
+                vm.name,
+                vm.state,
+                rows.running.contains(&vm.uuid).then_some(&rows.time)
+            ])?;
+            t3_written.push(vm.clone());
         }
-        let running: Vec<&str> = tick
-            .vms
-            .iter()
-            .filter(|v| v.state.is_some_and(DomainState::is_running))
-            .map(|v| v.uuid.as_str())
-            .collect();
-        if !running.is_empty() {
+        if !rows.running.is_empty() {
             // One statement for every running VM's last connect time.
-            let uuids =
-                serde_json::to_string(&running).map_err(|e| StoreError::Worker(e.to_string()))?;
+            let uuids = serde_json::to_string(&rows.running)
+                .map_err(|e| StoreError::Worker(e.to_string()))?;
             tx.prepare_cached(
                 "UPDATE vms SET lct = ?1 WHERE uuid IN (SELECT value FROM json_each(?2))",
             )?
-            .execute(params![time, uuids])?;
+            .execute(params![rows.time, uuids])?;
+        }
+        for table in &rows.tables {
+            insert_rows(&tx, table)?;
         }
         tx.commit()?;
-        // Only a committed tick changes what T3 holds.
-        state.written_vms.extend(t3_written);
+        // Only a committed tick changes what T1 and T3 hold.
+        for vm in t3_written {
+            state.written_vms.insert(vm.uuid.clone(), vm);
+        }
         if host_changed {
-            state.written_host = Some(host_row);
+            state.written_host = Some(host);
         }
         Ok(())
     }
@@ -261,442 +245,38 @@ impl SqliteStore {
     }
 }
 
-fn insert_host_sample(
-    tx: &Transaction,
-    host_ip: &str,
-    time: &str,
-    s: &HostSample,
-) -> Result<(), StoreError> {
-    let u = &s.usage;
-    let cpu = u.cpu.as_ref();
-    let mem = u.mem.as_ref();
-    let disk = u.disk_total.as_ref();
-    let net = u.net_total.as_ref();
-    let problems = (!s.problems.is_empty()).then(|| s.problems.join("; "));
-    // A replayed tick (same host and time) is ignored, so writes are idempotent.
-    let inserted = tx
-        .prepare_cached(
-            "INSERT INTO host_usage (host_ip, time, interval_s, late_ms, missed_ticks,
-            cpu_pct, cpu_user_pct, cpu_system_pct, cpu_iowait_pct, cpu_steal_pct, cpu_guest_pct,
-            mem_total_bytes, mem_used_pct, mem_nonfree_pct, mem_unavailable_pct,
-            disk_read_bytes_s, disk_write_bytes_s, disk_bytes_s, disk_read_iops, disk_write_iops,
-            net_rx_pps, net_tx_pps, net_rx_bytes_s, net_tx_bytes_s,
-            net_rx_avg_pkt_bits, net_tx_avg_pkt_bits, net_rx_bps, net_tx_bps, problems)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-                 ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)
-         ON CONFLICT (host_ip, time) DO NOTHING",
-        )?
-        .execute(params![
-            host_ip,
-            time,
-            s.interval_secs,
-            s.late_ms,
-            s.missed_ticks,
-            cpu.map(|c| c.busy_pct),
-            cpu.map(|c| c.user_pct),
-            cpu.map(|c| c.system_pct),
-            cpu.map(|c| c.iowait_pct),
-            cpu.map(|c| c.steal_pct),
-            cpu.map(|c| c.guest_pct),
-            mem.map(|m| m.total_bytes),
-            mem.map(|m| m.used_pct),
-            mem.map(|m| m.nonfree_pct),
-            mem.and_then(|m| m.unavailable_pct),
-            disk.map(|d| d.read_bytes_per_sec),
-            disk.map(|d| d.write_bytes_per_sec),
-            disk.map(|d| d.bytes_per_sec()),
-            disk.map(|d| d.read_iops),
-            disk.map(|d| d.write_iops),
-            net.map(|n| n.rx.pps),
-            net.map(|n| n.tx.pps),
-            net.map(|n| n.rx.bytes_per_sec),
-            net.map(|n| n.tx.bytes_per_sec),
-            net.and_then(|n| n.rx.avg_packet_bits),
-            net.and_then(|n| n.tx.avg_packet_bits),
-            net.map(|n| n.rx.bps),
-            net.map(|n| n.tx.bps),
-            problems,
-        ])?;
-    if inserted == 0 {
-        return Ok(());
-    }
-    let mut cpu_stmt = tx.prepare_cached(
-        "INSERT INTO host_cpu_usage (host_ip, time, cpu, busy_pct, user_pct, system_pct,
-            iowait_pct, steal_pct, guest_pct) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?;
-    for (index, c) in u.per_cpu.iter().enumerate() {
-        if let Some(c) = c {
-            cpu_stmt.execute(params![
-                host_ip,
-                time,
-                index,
-                c.busy_pct,
-                c.user_pct,
-                c.system_pct,
-                c.iowait_pct,
-                c.steal_pct,
-                c.guest_pct
-            ])?;
-        }
-    }
-    let mut disk_stmt = tx.prepare_cached(
-        "INSERT INTO host_disk_usage (host_ip, time, device, is_partition, read_bytes_s,
-            write_bytes_s, read_iops, write_iops, util_pct, read_await_ms, write_await_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-    )?;
-    for d in &u.disks {
-        disk_stmt.execute(params![
-            host_ip,
-            time,
-            d.name,
-            d.partition,
-            d.read_bytes_per_sec,
-            d.write_bytes_per_sec,
-            d.read_iops,
-            d.write_iops,
-            d.util_pct,
-            d.read_await_ms,
-            d.write_await_ms
-        ])?;
-    }
-    insert_net_rows(
-        tx,
-        "INSERT INTO host_net_usage (host_ip, time, iface, rx_pps, tx_pps, rx_bytes_s,
-            tx_bytes_s, rx_avg_pkt_bits, tx_avg_pkt_bits, rx_bps, tx_bps, rx_errs, rx_drop,
-            tx_errs, tx_drop)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-        host_ip,
-        time,
-        &u.nets,
-    )?;
-    Ok(())
-}
-
-fn insert_vm_sample(
-    tx: &Transaction,
-    host_ip: &str,
-    time: &str,
-    vm: &VmSample,
-    written_vms: &HashMap<String, T3Row>,
-    t3_written: &mut Vec<(String, T3Row)>,
-) -> Result<(), StoreError> {
-    let state = match vm.state {
-        Some(s) => s.name(),
-        None if vm.gone => "gone",
-        None => "unknown",
-    };
-    // T3 changes rarely (name, state, host); the last connect time is set for all running VMs
-    // at once by the caller.
-    let row = (vm.name.clone(), state, host_ip.to_owned());
-    if written_vms.get(&vm.uuid) != Some(&row) {
-        // The state may be unknown this tick (libvirt unreachable): the stored one stays then.
-        tx.prepare_cached(
-            "INSERT INTO vms (uuid, host_ip, name, state, lct) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (uuid) DO UPDATE SET host_ip = excluded.host_ip, name = excluded.name,
-                 state = CASE WHEN excluded.state = 'unknown' THEN vms.state
-                              ELSE excluded.state END,
-                 lct = COALESCE(excluded.lct, vms.lct)",
-        )?
-        .execute(params![
-            vm.uuid,
-            host_ip,
-            vm.name,
-            state,
-            vm.state
-                .is_some_and(DomainState::is_running)
-                .then_some(time)
-        ])?;
-        t3_written.push((vm.uuid.clone(), row));
-    }
-    if !vm.has_usage_row() {
-        return Ok(());
-    }
-    let u = vm.usage.as_ref();
-    let m = u.map(|u| &u.mem);
-    let disk = u.and_then(|u| u.disk_total.as_ref());
-    let net = u.and_then(|u| u.net_total.as_ref());
-    let inserted = tx
-        .prepare_cached(
-            "INSERT INTO vm_usage (uuid, time, interval_s, state, missing, qemu_pid, vcpus,
-                cpu_pct, cpu_vcpu_pct, steal_pct, mem_alloc_bytes, mem_max_bytes, mem_used_bytes,
-                mem_used_pct, mem_source, mem_unused_bytes, mem_usable_bytes, mem_available_bytes,
-                rss_bytes, swap_in_bytes_s, swap_out_bytes_s, major_faults_s, minor_faults_s,
-                disk_read_bytes_s, disk_write_bytes_s, disk_read_iops, disk_write_iops,
-                net_rx_pps, net_tx_pps, net_rx_bytes_s, net_tx_bytes_s, net_rx_avg_pkt_bits,
-                net_tx_avg_pkt_bits, net_rx_bps, net_tx_bps)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33,
-                ?34, ?35)
-             ON CONFLICT (uuid, time) DO NOTHING",
-        )?
-        .execute(params![
-            vm.uuid,
-            time,
-            vm.interval_secs,
-            state,
-            vm.missing,
-            vm.qemu_pid,
-            u.and_then(|u| u.vcpus),
-            u.and_then(|u| u.cpu_host_pct),
-            u.and_then(|u| u.cpu_vcpu_pct),
-            u.and_then(|u| u.steal_pct),
-            m.and_then(|m| m.allocated_bytes),
-            m.and_then(|m| m.max_bytes),
-            m.and_then(|m| m.used_bytes),
-            m.and_then(|m| m.used_pct),
-            m.map(|m| m.source.name()),
-            m.and_then(|m| m.unused_bytes),
-            m.and_then(|m| m.usable_bytes),
-            m.and_then(|m| m.available_bytes),
-            m.and_then(|m| m.rss_bytes),
-            m.and_then(|m| m.swap_in_bytes_per_sec),
-            m.and_then(|m| m.swap_out_bytes_per_sec),
-            m.and_then(|m| m.major_faults_per_sec),
-            m.and_then(|m| m.minor_faults_per_sec),
-            disk.map(|d| d.read_bytes_per_sec),
-            disk.map(|d| d.write_bytes_per_sec),
-            disk.map(|d| d.read_iops),
-            disk.map(|d| d.write_iops),
-            net.map(|n| n.rx.pps),
-            net.map(|n| n.tx.pps),
-            net.map(|n| n.rx.bytes_per_sec),
-            net.map(|n| n.tx.bytes_per_sec),
-            net.and_then(|n| n.rx.avg_packet_bits),
-            net.and_then(|n| n.tx.avg_packet_bits),
-            net.map(|n| n.rx.bps),
-            net.map(|n| n.tx.bps),
-        ])?;
-    let Some(u) = u.filter(|_| inserted > 0) else {
-        return Ok(());
-    };
-    if let Some(ebpf) = &vm.ebpf {
-        insert_vm_ebpf(tx, &vm.uuid, time, ebpf)?;
-    }
-    let mut disk_stmt = tx.prepare_cached(
-        "INSERT INTO vm_disk_usage (uuid, time, device, read_bytes_s, write_bytes_s, read_iops,
-            write_iops, read_latency_ms, write_latency_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?;
-    for d in &u.disks {
-        disk_stmt.execute(params![
-            vm.uuid,
-            time,
-            d.name,
-            d.read_bytes_per_sec,
-            d.write_bytes_per_sec,
-            d.read_iops,
-            d.write_iops,
-            d.read_latency_ms,
-            d.write_latency_ms
-        ])?;
-    }
-    insert_net_rows(
-        tx,
-        "INSERT INTO vm_nic_usage (uuid, time, iface, rx_pps, tx_pps, rx_bytes_s, tx_bytes_s,
-            rx_avg_pkt_bits, tx_avg_pkt_bits, rx_bps, tx_bps, rx_errs, rx_drop, tx_errs, tx_drop)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-        &vm.uuid,
-        time,
-        &u.nics,
-    )?;
-    Ok(())
-}
-
-fn insert_host_ebpf(
-    tx: &Transaction,
-    host_ip: &str,
-    time: &str,
-    e: &HostEbpfFigures,
-) -> Result<(), StoreError> {
-    let all = e.block_rates.as_ref();
-    let other = e.unattributed_rates.as_ref();
-    let inserted = tx
-        .prepare_cached(
-            "INSERT INTO host_ebpf_usage (host_ip, time, interval_s, block_read_bytes_s,
-                block_write_bytes_s, block_read_iops, block_write_iops,
-                unattributed_read_bytes_s, unattributed_write_bytes_s, unattributed_read_iops,
-                unattributed_write_iops)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-             ON CONFLICT (host_ip, time) DO NOTHING",
-        )?
-        .execute(params![
-            host_ip,
-            time,
-            e.interval_secs,
-            all.map(|r| r.read_bytes_per_sec),
-            all.map(|r| r.write_bytes_per_sec),
-            all.map(|r| r.read_iops),
-            all.map(|r| r.write_iops),
-            other.map(|r| r.read_bytes_per_sec),
-            other.map(|r| r.write_bytes_per_sec),
-            other.map(|r| r.read_iops),
-            other.map(|r| r.write_iops),
-        ])?;
-    if inserted == 0 {
-        return Ok(());
-    }
-    let mut stmt = tx.prepare_cached(
-        "INSERT INTO ebpf_program_stats (host_ip, time, program, events_s, mean_ns)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?;
-    for p in &e.programs {
-        stmt.execute(params![
-            host_ip,
-            time,
-            p.program,
-            p.events_per_sec,
-            p.mean_ns
-        ])?;
-    }
-    let mut stmt = tx.prepare_cached(
-        "INSERT INTO host_disk_latency (host_ip, time, device, direction, requests, p50_us,
-            p95_us, p99_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?;
-    for d in &e.devices {
-        stmt.execute(params![
-            host_ip,
-            time,
-            d.device,
-            direction_name(d.direction),
-            d.summary.count,
-            d.summary.p50_us,
-            d.summary.p95_us,
-            d.summary.p99_us
-        ])?;
+/// Inserts every row of `table`; a row whose key is already there (a replayed tick) is left as
+/// it is.
+fn insert_rows(tx: &Transaction, table: &Rows) -> Result<(), StoreError> {
+    let placeholders = (1..=table.columns.len())
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "INSERT INTO {} ({}) VALUES ({placeholders}) ON CONFLICT DO NOTHING",
+        table.table,
+        table.columns.join(", ")
+    );
+    let mut stmt = tx.prepare_cached(&sql)?;
+    for row in &table.rows {
+        stmt.execute(rusqlite::params_from_iter(row.iter().map(SqlValue)))?;
     }
     Ok(())
 }
 
-fn insert_vm_ebpf(
-    tx: &Transaction,
-    uuid: &str,
-    time: &str,
-    e: &VmEbpfFigures,
-) -> Result<(), StoreError> {
-    let rates = e.block_rates.as_ref();
-    let latency = |direction| {
-        e.latency
-            .iter()
-            .find(|l| l.direction == direction)
-            .map(|l| l.summary)
-    };
-    let (read, write) = (latency(DIR_READ), latency(DIR_WRITE));
-    let per_sec =
-        |count: u64| crate::usage::positive_seconds(e.interval_secs).map(|dt| count as f64 / dt);
-    let sum = |f: &dyn Fn(&VmNicTraffic) -> u64| e.nics.iter().map(f).sum::<u64>();
-    // Without a tap the VM's traffic is unknown rather than zero.
-    let net =
-        |f: &dyn Fn(&VmNicTraffic) -> u64| (!e.nics.is_empty()).then(|| per_sec(sum(f))).flatten();
-    tx.prepare_cached(
-        "INSERT INTO vm_ebpf_usage (time, uuid, interval_s, block_read_bytes_s,
-            block_write_bytes_s, block_read_iops, block_write_iops, read_latency_p50_us,
-            read_latency_p95_us, read_latency_p99_us, write_latency_p50_us,
-            write_latency_p95_us, write_latency_p99_us, cpu_ready_pct, cpu_ready_p99_us,
-            kvm_events_s, net_rx_pps, net_tx_pps, net_rx_bytes_s, net_tx_bytes_s, net_drops_s)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-            ?18, ?19, ?20, ?21)",
-    )?
-    .execute(params![
-        time,
-        uuid,
-        e.interval_secs,
-        rates.map(|r| r.read_bytes_per_sec),
-        rates.map(|r| r.write_bytes_per_sec),
-        rates.map(|r| r.read_iops),
-        rates.map(|r| r.write_iops),
-        read.map(|s| s.p50_us),
-        read.map(|s| s.p95_us),
-        read.map(|s| s.p99_us),
-        write.map(|s| s.p50_us),
-        write.map(|s| s.p95_us),
-        write.map(|s| s.p99_us),
-        e.cpu_ready.as_ref().map(|r| r.pct),
-        e.cpu_ready.as_ref().and_then(|r| r.p99_us),
-        e.kvm_events_per_sec(),
-        net(&|n| n.rx.packets),
-        net(&|n| n.tx.packets),
-        net(&|n| n.rx.bytes),
-        net(&|n| n.tx.bytes),
-        net(&|n| n.drops.iter().map(|d| d.1).sum()),
-    ])?;
-    let mut stmt = tx.prepare_cached(
-        "INSERT INTO vm_kvm_events (time, uuid, event, reason, count) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?;
-    for (event, reason, count) in &e.kvm_events {
-        stmt.execute(params![time, uuid, event, reason, count])?;
-    }
-    let mut sizes = tx.prepare_cached(
-        "INSERT INTO vm_nic_packet_sizes (time, uuid, iface, direction, bucket, packets)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?;
-    for nic in &e.nics {
-        for (direction, value) in [("rx", &nic.rx), ("tx", &nic.tx)] {
-            for (bucket, &packets) in value.sizes.buckets.iter().enumerate() {
-                if packets > 0 {
-                    sizes.execute(params![time, uuid, nic.iface, direction, bucket, packets])?;
-                }
-            }
-        }
-    }
-    let mut drops = tx.prepare_cached(
-        "INSERT INTO vm_nic_drops (time, uuid, iface, reason, packets)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?;
-    for nic in &e.nics {
-        for (reason, packets) in &nic.drops {
-            drops.execute(params![time, uuid, nic.iface, reason, packets])?;
-        }
-    }
-    let mut stmt = tx.prepare_cached(
-        "INSERT INTO vm_latency_hist (time, uuid, direction, bucket, requests)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?;
-    for l in &e.latency {
-        for (bucket, &requests) in l.hist.buckets.iter().enumerate() {
-            if requests > 0 {
-                stmt.execute(params![
-                    time,
-                    uuid,
-                    direction_name(l.direction),
-                    bucket,
-                    requests
-                ])?;
-            }
-        }
-    }
-    Ok(())
-}
+/// A [`Value`] as SQLite takes it.
+struct SqlValue<'a>(&'a Value);
 
-/// One row per interface into `insert` (host_net_usage or vm_nic_usage, whose columns after
-/// the owner's key are the same), for `owner` at `time`.
-fn insert_net_rows(
-    tx: &Transaction,
-    insert: &str,
-    owner: &str,
-    time: &str,
-    nets: &[NetRates],
-) -> Result<(), StoreError> {
-    let mut stmt = tx.prepare_cached(insert)?;
-    for n in nets {
-        stmt.execute(params![
-            owner,
-            time,
-            n.name,
-            n.rx.pps,
-            n.tx.pps,
-            n.rx.bytes_per_sec,
-            n.tx.bytes_per_sec,
-            n.rx.avg_packet_bits,
-            n.tx.avg_packet_bits,
-            n.rx.bps,
-            n.tx.bps,
-            n.rx_errs,
-            n.rx_drop,
-            n.tx_errs,
-            n.tx_drop
-        ])?;
+impl rusqlite::ToSql for SqlValue<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(ToSqlOutput::Borrowed(match self.0 {
+            Value::Null => ValueRef::Null,
+            Value::Int(v) => ValueRef::Integer(*v),
+            Value::Real(v) => ValueRef::Real(*v),
+            Value::Text(v) => ValueRef::Text(v.as_bytes()),
+        }))
     }
-    Ok(())
 }
 
 impl Store for SqliteStore {
@@ -735,10 +315,12 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
     use crate::host::identity::HostIdentity;
+    use crate::store::{HostSample, VmSample};
     use crate::usage::host::{CpuUsage, HostUsage};
     use crate::usage::vm::vm_usage;
     use crate::vm::libvirt::NodeFacts;
     use crate::vm::stats::{DomainState, DomainStats};
+    use setmov_common::DIR_WRITE;
 
     /// Number of T2 rows of a host.
     fn host_usage_count(store: &SqliteStore, host_ip: &str) -> u64 {
