@@ -15,6 +15,8 @@ use crate::host::identity::{self, HostIdentity};
 use crate::host::read::HostReader;
 use crate::sampler::{self, SamplerConfig, Sources};
 use crate::show::{self, Format};
+use crate::store::AnyStore;
+use crate::store::mysql::{MysqlConfig, MysqlStore};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{HostUsageQuery, Store, VmUsageQuery};
 use crate::vm::libvirt::LibvirtCollector;
@@ -52,13 +54,121 @@ pub enum Command {
     Run(RunArgs),
     /// Print the most recent stored usage rows of the host, or of its VMs.
     Show(ShowArgs),
+    /// Create or update the schema of a MySQL/MariaDB database (the embedded database is
+    /// migrated whenever it is opened).
+    Migrate(DatabaseArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct DatabaseArgs {
-    /// The embedded SQLite database file (created with its schema when missing).
+    /// Where ticks are stored: a SQLite file (the default, created with its schema when
+    /// missing), or a MySQL/MariaDB server as `mysql://user@host[:port]/database`.
     #[arg(long, env = "SETMOV_DATABASE", default_value = DEFAULT_DATABASE)]
-    pub database: PathBuf,
+    pub database: String,
+
+    /// File holding the MySQL password (one line). Keeps it out of the process list.
+    #[arg(long, value_name = "FILE")]
+    pub database_password_file: Option<PathBuf>,
+
+    /// The MySQL password, from the environment only (never a command-line option).
+    #[arg(
+        long = "database-password-from-env",
+        env = "SETMOV_DATABASE_PASSWORD",
+        hide = true,
+        hide_env_values = true
+    )]
+    pub database_password: Option<String>,
+
+    /// Require TLS to the MySQL server, its certificate verified against the system's roots
+    /// or --database-ca.
+    #[arg(long)]
+    pub database_tls: bool,
+
+    /// CA certificate (PEM) the MySQL server's certificate must chain to; implies TLS.
+    #[arg(long, value_name = "FILE")]
+    pub database_ca: Option<PathBuf>,
+
+    /// Where ticks wait while the MySQL server cannot be reached; replayed in order when it
+    /// answers again, also after a restart of the monitor.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_SPOOL_DIR)]
+    pub spool_dir: PathBuf,
+
+    /// Most disk the spool may use, e.g. `512MiB`, `2GiB`; past it the oldest ticks are
+    /// dropped, each drop logged.
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
+    pub spool_max: u64,
+}
+
+/// Where MySQL ticks wait during an outage unless `--spool-dir` says otherwise.
+pub const DEFAULT_SPOOL_DIR: &str = "/var/lib/setmov/spool";
+
+impl DatabaseArgs {
+    fn is_mysql(&self) -> bool {
+        self.database.starts_with("mysql://")
+    }
+
+    fn mysql_config(&self) -> anyhow::Result<MysqlConfig> {
+        let password = match (&self.database_password_file, &self.database_password) {
+            (Some(file), _) => Some(
+                std::fs::read_to_string(file)
+                    .with_context(|| {
+                        format!("cannot read the database password file {}", file.display())
+                    })?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_owned(),
+            ),
+            (None, Some(password)) => Some(password.clone()),
+            (None, None) => None,
+        };
+        Ok(MysqlConfig {
+            url: self.database.clone(),
+            password,
+            tls: self.database_tls || self.database_ca.is_some(),
+            ca_file: self.database_ca.clone(),
+            spool_dir: self.spool_dir.clone(),
+            spool_max_bytes: self.spool_max,
+        })
+    }
+
+    /// Opens the store: SQLite, or MySQL (see [`MysqlStore::open`]).
+    async fn open(&self) -> anyhow::Result<AnyStore> {
+        if self.is_mysql() {
+            Ok(AnyStore::Mysql(Box::new(
+                MysqlStore::open(self.mysql_config()?).await?,
+            )))
+        } else {
+            Ok(AnyStore::Sqlite(SqliteStore::open(std::path::Path::new(
+                &self.database,
+            ))?))
+        }
+    }
+}
+
+/// `512MiB`, `2GiB`, `1000000` (bytes).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size such as 512MiB or 2GiB"))?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" => 1 << 10,
+        "MiB" | "M" => 1 << 20,
+        "GiB" | "G" => 1 << 30,
+        "TiB" | "T" => 1 << 40,
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}` (use B, KiB, MiB, GiB or TiB)"
+            ));
+        }
+    };
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("`{text}` is too large"))
 }
 
 #[derive(Debug, Args)]
@@ -196,6 +306,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run(args) => run(args).await,
         Command::Show(args) => show(args).await,
+        Command::Migrate(args) => migrate(args).await,
     }
 }
 
@@ -206,7 +317,7 @@ fn non_empty(prefixes: Vec<String>) -> Vec<String> {
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let reader = HostReader::new(&args.proc_root, non_empty(args.skip_disks))?;
     let identity = host_identity(&args.proc_root, args.host_ip, args.host_name)?;
-    let store = SqliteStore::open(&args.database.database)?;
+    let store = args.database.open().await?;
     let probe = if args.no_ebpf {
         tracing::info!("eBPF is off: --no-ebpf given; sampling procfs alone");
         None
@@ -250,7 +361,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         identity.ip,
         identity.name,
         humantime::format_duration(args.interval),
-        store.path().display()
+        store.describe()
     );
     let config = SamplerConfig {
         interval: args.interval,
@@ -305,15 +416,30 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static
     })
 }
 
+async fn migrate(args: DatabaseArgs) -> anyhow::Result<()> {
+    if !args.is_mysql() {
+        let store = SqliteStore::open(std::path::Path::new(&args.database))?;
+        tracing::info!("{} is up to date", store.path().display());
+        return Ok(());
+    }
+    let config = args.mysql_config()?;
+    let applied = MysqlStore::migrate(&config).await?;
+    tracing::info!(
+        "{}: {applied} migrations applied, the schema is up to date",
+        crate::store::mysql::redact(&config.url)
+    );
+    Ok(())
+}
+
 async fn show(args: ShowArgs) -> anyhow::Result<()> {
-    let path = &args.database.database;
-    if !path.exists() {
+    let database = &args.database;
+    if !database.is_mysql() && !std::path::Path::new(&database.database).exists() {
         bail!(
             "no database at {} (run `setmov run` first, or give --database)",
-            path.display()
+            database.database
         );
     }
-    let mut store = SqliteStore::open(path)?;
+    let mut store = database.open().await?;
     let text = if args.vms {
         let query = VmUsageQuery {
             host_ip: args.host,
@@ -342,6 +468,16 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("2 parsecs").is_err());
+        assert!(parse_size("GiB").is_err());
+        assert!(parse_size("99999999999TiB").is_err());
     }
 
     #[test]

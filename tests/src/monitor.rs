@@ -21,6 +21,16 @@ impl Monitor {
         Monitor { child: Some(child) }
     }
 
+    /// Waits until it stops by itself (`--count`); panics unless it exits 0. Returns what it
+    /// logged.
+    pub fn wait(mut self) -> String {
+        let child = self.child.take().expect("running");
+        let out = child.wait_with_output().expect("wait for setmov");
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "setmov failed: {log}");
+        log
+    }
+
     /// SIGINT, then waits; panics unless it exits 0. Returns what it logged.
     pub fn stop(mut self) -> String {
         let child = self.child.take().expect("running");

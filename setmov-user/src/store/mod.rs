@@ -3,7 +3,9 @@
 //! [`Store`] is what the sampler writes to and `setmov show` reads from. The embedded SQLite
 //! store is the default; other back ends implement the same trait.
 
+pub mod mysql;
 pub mod rows;
+pub mod spool;
 pub mod sqlite;
 
 use std::future::Future;
@@ -167,6 +169,25 @@ pub enum StoreError {
     Sql(#[from] rusqlite::Error),
     #[error("database worker stopped: {0}")]
     Worker(String),
+    #[error("{0}")]
+    Config(String),
+    #[error("database {target}: {message}")]
+    Mysql { target: String, message: String },
+    #[error(
+        "database {target} has no SETMOV schema: create it with `setmov migrate --database {target}`"
+    )]
+    NoSchema { target: String },
+    #[error(
+        "database {target} has schema version {found}, newer than this setmov knows ({known}): \
+         upgrade setmov rather than write into it"
+    )]
+    NewerSchema {
+        target: String,
+        found: u32,
+        known: u32,
+    },
+    #[error(transparent)]
+    Spool(#[from] spool::SpoolError),
 }
 
 /// Which T4 rows to read back.
@@ -198,6 +219,51 @@ pub trait Store: Send + 'static {
         &mut self,
         query: &VmUsageQuery,
     ) -> impl Future<Output = Result<Vec<VmUsageRow>, StoreError>> + Send;
+}
+
+/// The store chosen at run time.
+pub enum AnyStore {
+    Sqlite(sqlite::SqliteStore),
+    Mysql(Box<mysql::MysqlStore>),
+}
+
+impl AnyStore {
+    /// The file, or the server URL without its password.
+    pub fn describe(&self) -> String {
+        match self {
+            AnyStore::Sqlite(s) => s.path().display().to_string(),
+            AnyStore::Mysql(s) => s.target().to_owned(),
+        }
+    }
+}
+
+impl Store for AnyStore {
+    async fn write_tick(&mut self, tick: &TickRecord) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.write_tick(tick).await,
+            AnyStore::Mysql(s) => s.write_tick(tick).await,
+        }
+    }
+
+    async fn recent_host_usage(
+        &mut self,
+        query: &HostUsageQuery,
+    ) -> Result<Vec<HostUsageRow>, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.recent_host_usage(query).await,
+            AnyStore::Mysql(s) => s.recent_host_usage(query).await,
+        }
+    }
+
+    async fn recent_vm_usage(
+        &mut self,
+        query: &VmUsageQuery,
+    ) -> Result<Vec<VmUsageRow>, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.recent_vm_usage(query).await,
+            AnyStore::Mysql(s) => s.recent_vm_usage(query).await,
+        }
+    }
 }
 
 /// UTC with milliseconds, fixed width, so text order is time order.
