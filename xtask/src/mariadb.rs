@@ -385,7 +385,7 @@ fn start(layout: &Layout, manifest: &Manifest) -> anyhow::Result<()> {
     // Left by a server that was killed.
     remove_file_if_present(&layout.pid_file())?;
     remove_file_if_present(&layout.socket())?;
-    if answers(&address()) {
+    if TcpStream::connect_timeout(&address(), Duration::from_secs(1)).is_ok() {
         bail!(
             "something else already listens on {HOST}:{PORT} (not a mariadbd of ours): \
              stop it first"
