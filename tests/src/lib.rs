@@ -1,6 +1,7 @@
 //! Helpers shared by SETMOV's integration tests.
 
 pub mod guests;
+pub mod mariadb;
 pub mod monitor;
 
 use std::path::PathBuf;

@@ -734,18 +734,18 @@ fn virsh(args: &[&str]) -> anyhow::Result<String> {
 }
 
 /// The non-empty trimmed lines of a command's output.
-fn lines(text: &str) -> impl Iterator<Item = &str> {
+pub(crate) fn lines(text: &str) -> impl Iterator<Item = &str> {
     text.lines().map(str::trim).filter(|l| !l.is_empty())
 }
 
-fn one_line(bytes: &[u8]) -> String {
+pub(crate) fn one_line(bytes: &[u8]) -> String {
     lines(&String::from_utf8_lossy(bytes))
         .collect::<Vec<_>>()
         .join("; ")
 }
 
 /// Calls `done` every 100 ms until it returns true (then true) or `timeout` passes (false).
-fn poll(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+pub(crate) fn poll(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     loop {
         if done() {
@@ -764,7 +764,7 @@ fn temp_file_with(text: &str) -> anyhow::Result<tempfile::NamedTempFile> {
     Ok(file)
 }
 
-fn remove_file_if_present(path: &Path) -> anyhow::Result<()> {
+pub(crate) fn remove_file_if_present(path: &Path) -> anyhow::Result<()> {
     match fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             Err(e).with_context(|| format!("cannot remove {}", path.display()))

@@ -4,6 +4,7 @@
 //! The eBPF object itself is built by `setmov-user/build.rs`.
 
 mod guests;
+mod mariadb;
 mod packages;
 mod toolchain;
 
@@ -32,13 +33,19 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up, check formatting and lints, prepare the test guests, run every test, and take
-    /// the guests down again.
+    /// Set up, check formatting and lints, prepare the test guests, start the test MariaDB,
+    /// run every test, and take the guests and MariaDB down again.
     Test,
     /// Real test guests (tiny VMs under libvirt on an isolated bridge); needs root.
     Guests {
         #[command(subcommand)]
         action: GuestsAction,
+    },
+    /// A MariaDB server for the MySQL store's tests, on 127.0.0.1:3307 (not systemd's, not the
+    /// system's); needs root.
+    Mariadb {
+        #[command(subcommand)]
+        action: MariadbAction,
     },
     /// Measure the cost of a host tick (criterion), the monitor's own CPU use over 60 s, and
     /// the CPU time per VM per tick with the demo guests running.
@@ -58,6 +65,16 @@ enum GuestsAction {
     /// what `cargo xtask test` does before the tests.
     Prepare,
     /// Destroy every setmov-* guest and the network, stop the daemons `up` started.
+    Down,
+}
+
+#[derive(Subcommand)]
+enum MariadbAction {
+    /// Install MariaDB if missing, initialise /var/lib/setmov-mariadb/data once, start mariadbd
+    /// and create the `setmov` user and `setmov_test` database; the manifest is
+    /// /var/lib/setmov-mariadb/mariadb.json.
+    Up,
+    /// Stop the mariadbd that `up` started (by PID) and remove the manifest; the data stays.
     Down,
 }
 
@@ -90,9 +107,13 @@ fn main() -> anyhow::Result<()> {
             if std::env::var_os("CI").is_some() {
                 test.env("SETMOV_REQUIRE_ALL", "1");
             }
-            let tested = guests::prepare().and_then(|()| run(&mut test));
+            let tested = guests::prepare()
+                .and_then(|()| mariadb::prepare())
+                .and_then(|()| run(&mut test));
             guests::QUIET_DOWN.store(true, std::sync::atomic::Ordering::Relaxed);
-            let cleaned = guests::down();
+            mariadb::QUIET_DOWN.store(true, std::sync::atomic::Ordering::Relaxed);
+            let database_down = mariadb::down();
+            let cleaned = guests::down().and(database_down);
             if let (Err(_), Err(e)) = (&tested, &cleaned) {
                 eprintln!("xtask: {e:#}");
             }
@@ -102,6 +123,10 @@ fn main() -> anyhow::Result<()> {
             GuestsAction::Up => guests::up(),
             GuestsAction::Prepare => guests::prepare(),
             GuestsAction::Down => guests::down(),
+        },
+        Task::Mariadb { action } => match action {
+            MariadbAction::Up => mariadb::up(),
+            MariadbAction::Down => mariadb::down(),
         },
         Task::Bench { seconds } => bench(&root, seconds),
     }

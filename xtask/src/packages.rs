@@ -1,5 +1,5 @@
-//! Debian packages that building (libvirt-dev for the `virt` crate) and the test guests
-//! (libvirt, qemu, busybox) need. Only the missing ones are installed, in one apt-get call.
+//! Debian packages that building (libvirt-dev for the `virt` crate), the test guests
+//! (libvirt, qemu, busybox) and the test MariaDB server (xtask/src/mariadb.rs) need. Only the missing ones are installed, in one apt-get call.
 
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +19,10 @@ pub const PACKAGES: &[&str] = &[
     "iptables",
     // Decompresses kernel modules shipped as .ko.xz (xtask/src/guests.rs).
     "xz-utils",
+    // The MySQL store's tests run against a real server that xtask starts (mariadbd,
+    // mariadb-install-db) and configures with the `mariadb` client.
+    "mariadb-server",
+    "mariadb-client",
 ];
 
 /// Installs whichever of `PACKAGES` is missing; a no-op when all are there.
