@@ -1,0 +1,422 @@
+//! The MySQL store against a real MariaDB server, started by `cargo xtask mariadb up` (or
+//! `cargo xtask test`): the schema, exact row counts, outages with the server stopped by its
+//! PID (with and without a monitor restart), two hosts in one database, and bad input.
+//! Without the server these tests skip loudly (and fail under SETMOV_REQUIRE_ALL=1).
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use setmov_tests::guests::{Guest, Workload};
+use setmov_tests::mariadb::MariaDb;
+use setmov_tests::monitor::Monitor;
+use setmov_tests::{fixture, skip};
+
+/// The tests stop and start the one server: one at a time.
+static SERVER: Mutex<()> = Mutex::new(());
+
+const SETMOV: &str = env!("CARGO_BIN_EXE_setmov-cli");
+
+fn server() -> Option<MariaDb> {
+    match MariaDb::from_manifest() {
+        Ok(db) => Some(db),
+        Err(reason) => {
+            skip(&reason);
+            None
+        }
+    }
+}
+
+/// `--database-password-file F --spool-dir D` and `more`.
+fn db_args(db: &MariaDb, spool: &Path, more: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "--database-password-file".to_owned(),
+        db.password_file().display().to_string(),
+        "--spool-dir".to_owned(),
+        spool.display().to_string(),
+    ];
+    args.extend(more.iter().map(|s| (*s).to_owned()));
+    args
+}
+
+fn setmov(args: &[&str]) -> (bool, String) {
+    let out = Command::new(SETMOV)
+        .args(args)
+        .output()
+        .expect("setmov runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn migrate(db: &MariaDb, url: &str) {
+    let password = db.password_file().display().to_string();
+    let (ok, log) = setmov(&[
+        "migrate",
+        "--database",
+        url,
+        "--database-password-file",
+        &password,
+    ]);
+    assert!(ok, "setmov migrate failed: {log}");
+}
+
+fn count(db: &MariaDb, database: &str, sql: &str) -> u64 {
+    let rows = db.query(database, sql);
+    rows.first()
+        .and_then(|r| r.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{sql} gave {rows:?}"))
+}
+
+fn start_monitor(url: &str, args: &[String]) -> Monitor {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Monitor::start(SETMOV, Path::new(url), &args)
+}
+
+#[test]
+fn the_schema_has_the_papers_four_tables_and_their_relations() {
+    let _server = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(db) = server() else { return };
+    let name = db.fresh_database("schema");
+    migrate(&db, &db.url(&name));
+    // Applying it again changes nothing.
+    migrate(&db, &db.url(&name));
+
+    let tables = db.query(
+        &name,
+        "SELECT table_name, engine, table_collation FROM information_schema.tables
+         WHERE table_schema = DATABASE() ORDER BY table_name",
+    );
+    for table in [
+        "hosts",
+        "host_usage",
+        "vms",
+        "vm_usage",
+        "vm_disk_usage",
+        "vm_ebpf_usage",
+    ] {
+        let row = tables
+            .iter()
+            .find(|r| r.split('\t').next() == Some(table))
+            .unwrap_or_else(|| panic!("no table {table}: {tables:?}"));
+        assert!(row.contains("InnoDB") && row.contains("utf8mb4"), "{row}");
+    }
+    let relations = db.query(
+        &name,
+        "SELECT table_name, referenced_table_name FROM information_schema.referential_constraints
+         WHERE constraint_schema = DATABASE() ORDER BY table_name, referenced_table_name",
+    );
+    for relation in ["host_usage\thosts", "vms\thosts", "vm_usage\tvms"] {
+        assert!(
+            relations.iter().any(|r| r == relation),
+            "no foreign key {relation}: {relations:?}"
+        );
+    }
+    let mut keys = db.query(
+        &name,
+        "SELECT table_name, GROUP_CONCAT(column_name ORDER BY ordinal_position)
+         FROM information_schema.key_column_usage
+         WHERE table_schema = DATABASE() AND constraint_name = 'PRIMARY'
+           AND table_name IN ('hosts', 'host_usage', 'vms', 'vm_usage')
+         GROUP BY table_name",
+    );
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "host_usage\thost_ip,time",
+            "hosts\thost_ip",
+            "vm_usage\tuuid,time",
+            "vms\tuuid"
+        ]
+    );
+}
+
+#[test]
+fn a_30_tick_run_writes_30_host_rows_and_30_per_vm() {
+    let _server = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(db) = server() else { return };
+    let Some(guest) = Guest::start("mysql", &Workload::default())
+        .map_err(|reason| skip(&reason))
+        .ok()
+    else {
+        return;
+    };
+    guest
+        .wait_for("SETMOV: ready", Duration::from_secs(90))
+        .expect("guest boots");
+    let name = db.fresh_database("thirty");
+    let url = db.url(&name);
+    migrate(&db, &url);
+    let spool = tempfile::tempdir().expect("tempdir");
+    let args = db_args(&db, spool.path(), &["--interval", "200ms", "--count", "30"]);
+    start_monitor(&url, &args).wait();
+
+    assert_eq!(count(&db, &name, "SELECT COUNT(*) FROM host_usage"), 30);
+    let per_vm = db.query(
+        &name,
+        "SELECT v.name, COUNT(u.time) FROM vms v LEFT JOIN vm_usage u USING (uuid)
+         WHERE v.state = 'running' GROUP BY v.uuid, v.name",
+    );
+    assert!(
+        per_vm.iter().any(|r| r.starts_with(guest.name())),
+        "{per_vm:?}"
+    );
+    for row in &per_vm {
+        assert!(
+            row.ends_with("\t30"),
+            "a running VM without 30 rows: {per_vm:?}"
+        );
+    }
+    assert_eq!(
+        count(
+            &db,
+            &name,
+            "SELECT COUNT(*) FROM vm_usage u JOIN vms v USING (uuid) JOIN hosts h USING (host_ip)"
+        ),
+        30 * per_vm.len() as u64,
+        "every VM row is attached to its host"
+    );
+}
+
+/// T2 rows: their count, duplicates (impossible with the key, checked anyway) and the largest
+/// gap between two consecutive ticks in ms.
+fn host_rows(db: &MariaDb, name: &str, host_ip: &str) -> (u64, u64, f64) {
+    let rows = count(
+        db,
+        name,
+        &format!("SELECT COUNT(*) FROM host_usage WHERE host_ip = '{host_ip}'"),
+    );
+    let distinct = count(
+        db,
+        name,
+        &format!("SELECT COUNT(DISTINCT time) FROM host_usage WHERE host_ip = '{host_ip}'"),
+    );
+    let gap = db.query(
+        name,
+        &format!(
+            "SELECT COALESCE(MAX(g), 0) FROM (SELECT TIMESTAMPDIFF(MICROSECOND,
+                LAG(time) OVER (ORDER BY time), time) / 1000 AS g
+             FROM host_usage WHERE host_ip = '{host_ip}') t"
+        ),
+    );
+    let gap = gap
+        .first()
+        .and_then(|g| g.trim().parse().ok())
+        .unwrap_or(f64::MAX);
+    (rows, rows - distinct, gap)
+}
+
+fn real_host_ip(db: &MariaDb, name: &str) -> String {
+    db.query(name, "SELECT host_ip FROM hosts LIMIT 1")
+        .first()
+        .cloned()
+        .expect("a host row")
+}
+
+#[test]
+fn a_20_second_outage_loses_and_duplicates_nothing() {
+    let _server = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(db) = server() else { return };
+    let name = db.fresh_database("outage");
+    let url = db.url(&name);
+    migrate(&db, &url);
+    let spool = tempfile::tempdir().expect("tempdir");
+    const TICKS: u64 = 70;
+    let args = db_args(
+        &db,
+        spool.path(),
+        &["--interval", "500ms", "--count", "70", "--no-libvirt"],
+    );
+    let m = start_monitor(&url, &args);
+    std::thread::sleep(Duration::from_secs(4));
+    let stopped = Instant::now();
+    db.stop();
+    std::thread::sleep(Duration::from_secs(20));
+    db.start();
+    eprintln!(
+        "MariaDB was down for {:.1} s",
+        stopped.elapsed().as_secs_f64()
+    );
+    let log = m.wait();
+    assert!(log.contains("ticks go to the spool"), "{log}");
+    assert!(log.contains("replayed"), "{log}");
+
+    let (rows, duplicates, gap_ms) = host_rows(&db, &name, &real_host_ip(&db, &name));
+    eprintln!("{rows} ticks stored, {duplicates} duplicates, largest gap {gap_ms} ms");
+    assert_eq!((rows, duplicates), (TICKS, 0));
+    assert!(gap_ms <= 1_000.0, "a tick is missing: gap of {gap_ms} ms");
+    assert!(
+        std::fs::read_dir(spool.path()).expect("spool").count() == 0,
+        "the spool was not emptied"
+    );
+}
+
+#[test]
+fn a_monitor_restarted_during_an_outage_replays_its_spool() {
+    let _server = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(db) = server() else { return };
+    let name = db.fresh_database("restart");
+    let url = db.url(&name);
+    migrate(&db, &url);
+    let spool = tempfile::tempdir().expect("tempdir");
+    let args = db_args(
+        &db,
+        spool.path(),
+        &["--interval", "500ms", "--count", "20", "--no-libvirt"],
+    );
+    // The first monitor ends while the server is down: its last ticks stay in the spool.
+    let first = start_monitor(&url, &args);
+    std::thread::sleep(Duration::from_secs(3));
+    db.stop();
+    first.wait();
+    let waiting = std::fs::read_dir(spool.path()).expect("spool").count();
+    assert!(waiting > 0, "nothing was spooled");
+    // A second one starts during the outage, then the server comes back.
+    let second = start_monitor(&url, &args);
+    std::thread::sleep(Duration::from_secs(4));
+    db.start();
+    let log = second.wait();
+    assert!(log.contains("wait in the spool"), "{log}");
+
+    let (rows, duplicates, _) = host_rows(&db, &name, &real_host_ip(&db, &name));
+    eprintln!(
+        "{waiting} ticks were spooled at the restart; {rows} stored, {duplicates} duplicates"
+    );
+    assert_eq!((rows, duplicates), (40, 0));
+    assert_eq!(std::fs::read_dir(spool.path()).expect("spool").count(), 0);
+}
+
+#[test]
+fn two_hosts_write_into_one_database_at_once() {
+    let _server = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(db) = server() else { return };
+    let name = db.fresh_database("fleet");
+    let url = db.url(&name);
+    migrate(&db, &url);
+    let (spool_a, spool_b) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let live = db_args(
+        &db,
+        spool_a.path(),
+        &["--interval", "200ms", "--count", "25"],
+    );
+    let replayed = fixture("golden/t0");
+    let replayed = replayed.display().to_string();
+    let captured = db_args(
+        &db,
+        spool_b.path(),
+        &[
+            "--interval",
+            "200ms",
+            "--count",
+            "25",
+            "--no-libvirt",
+            "--no-ebpf",
+            "--proc-root",
+            &replayed,
+            "--host-ip",
+            "198.51.100.7",
+            "--host-name",
+            "captured",
+        ],
+    );
+    let a = start_monitor(&url, &live);
+    let b = start_monitor(&url, &captured);
+    a.wait();
+    b.wait();
+
+    let hosts = db.query(
+        &name,
+        "SELECT host_ip, host_name FROM hosts ORDER BY host_ip",
+    );
+    assert_eq!(hosts.len(), 2, "{hosts:?}");
+    assert!(hosts.iter().any(|h| h == "198.51.100.7\tcaptured"));
+    for host in &hosts {
+        let ip = host.split('\t').next().expect("ip");
+        let (rows, duplicates, _) = host_rows(&db, &name, ip);
+        assert_eq!((rows, duplicates), (25, 0), "host {ip}");
+    }
+    // The captured host has no VMs; every VM row belongs to the live host.
+    assert_eq!(
+        count(
+            &db,
+            &name,
+            "SELECT COUNT(*) FROM vms WHERE host_ip = '198.51.100.7'"
+        ),
+        0
+    );
+}
+
+#[test]
+fn bad_settings_give_clear_errors_and_a_newer_schema_is_refused() {
+    let _server = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(db) = server() else { return };
+    let name = db.fresh_database("bad");
+    let url = db.url(&name);
+    let spool = tempfile::tempdir().expect("tempdir");
+    let spool = spool.path().display().to_string();
+    let password = db.password_file().display().to_string();
+    let run = |url: &str, password_file: &str| {
+        setmov(&[
+            "run",
+            "--count",
+            "1",
+            "--no-libvirt",
+            "--no-ebpf",
+            "--quiet",
+            "--database",
+            url,
+            "--database-password-file",
+            password_file,
+            "--spool-dir",
+            &spool,
+        ])
+    };
+
+    // No schema yet.
+    let (ok, log) = run(&url, &password);
+    assert!(
+        !ok && log.contains("has no SETMOV schema") && log.contains("setmov migrate"),
+        "{log}"
+    );
+
+    let wrong = tempfile::NamedTempFile::new().expect("tempfile");
+    std::fs::write(wrong.path(), "not-the-password\n").expect("write");
+    let (ok, log) = run(&url, &wrong.path().display().to_string());
+    assert!(!ok && log.contains("Access denied"), "{log}");
+    assert!(
+        !log.contains("not-the-password"),
+        "the password was shown: {log}"
+    );
+
+    let (ok, log) = run(&url.replace("127.0.0.1", "no-such-host.invalid"), &password);
+    assert!(!ok && log.contains("no-such-host.invalid"), "{log}");
+
+    // A password in the URL is used but never shown.
+    let secret = db.password();
+    let inline = url.replace("setmov@", &format!("setmov:{secret}@"));
+    let (ok, log) = setmov(&["migrate", "--database", &inline]);
+    assert!(ok, "{log}");
+    assert!(!log.contains(&secret), "the password was shown: {log}");
+
+    db.query(
+        &name,
+        "INSERT INTO refinery_schema_history (version, name, applied_on, checksum)
+         VALUES (999, 'from_the_future', '2030-01-01T00:00:00Z', '0')",
+    );
+    let (ok, log) = run(&url, &password);
+    assert!(!ok && log.contains("newer than this setmov knows"), "{log}");
+    let (ok, log) = setmov(&[
+        "migrate",
+        "--database",
+        &url,
+        "--database-password-file",
+        &password,
+    ]);
+    assert!(!ok && log.contains("newer than this setmov knows"), "{log}");
+}
