@@ -17,6 +17,7 @@ use crate::sampler::{self, SamplerConfig, Sources};
 use crate::show::{self, Format};
 use crate::store::AnyStore;
 use crate::store::mysql::{MysqlConfig, MysqlStore};
+use crate::store::rollup::{self, Level, Retention, RollupQuery};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{HostUsageQuery, Store, VmUsageQuery};
 use crate::vm::libvirt::LibvirtCollector;
@@ -144,6 +145,20 @@ impl DatabaseArgs {
     }
 }
 
+/// How long rows are kept: a duration, or for ever (`None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Age(pub Option<Duration>);
+
+/// `14d`, `12h`, or `forever`.
+fn parse_age(text: &str) -> Result<Age, String> {
+    if text == "forever" {
+        return Ok(Age(None));
+    }
+    humantime::parse_duration(text)
+        .map(|d| Age(Some(d)))
+        .map_err(|e| format!("`{text}` is not an age such as 14d, 12h or forever: {e}"))
+}
+
 /// `512MiB`, `2GiB`, `1000000` (bytes).
 fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
@@ -214,6 +229,19 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_ebpf: bool,
 
+    /// How long raw ticks are kept (`forever` keeps them); per-minute and per-hour rollups
+    /// summarise them for longer analysis.
+    #[arg(long, value_name = "AGE", default_value = "14d", value_parser = parse_age)]
+    pub retain_raw: Age,
+
+    /// How long per-minute rollups are kept.
+    #[arg(long, value_name = "AGE", default_value = "90d", value_parser = parse_age)]
+    pub retain_minutes: Age,
+
+    /// How long per-hour rollups are kept.
+    #[arg(long, value_name = "AGE", default_value = "forever", value_parser = parse_age)]
+    pub retain_hours: Age,
+
     /// Turn on the kernel's BPF statistics and report each eBPF program's mean cost per event
     /// and events per second: logged every 10 s and for the whole run at exit, and stored
     /// with every tick. Costs two clock reads per event while on.
@@ -254,9 +282,27 @@ pub struct ShowArgs {
     #[arg(long, requires = "vms")]
     pub vm: Option<String>,
 
+    /// Only rows from this long ago on, e.g. `2h`, `3d`, `30d`. Without --level the window
+    /// picks the rows: raw ticks up to 6 hours, per-minute rollups up to a week, per-hour
+    /// beyond.
+    #[arg(long, value_name = "AGE", value_parser = humantime::parse_duration)]
+    pub since: Option<Duration>,
+
+    /// Which rows: raw ticks, or per-minute or per-hour rollups (mean, 95th percentile and
+    /// maximum of each figure).
+    #[arg(long, value_enum)]
+    pub level: Option<ShowLevel>,
+
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ShowLevel {
+    Raw,
+    Minute,
+    Hour,
 }
 
 fn parse_interval(s: &str) -> Result<Duration, String> {
@@ -368,6 +414,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         count: args.count,
         print_summary: !args.quiet,
         net_total_excluded: non_empty(args.net_total_exclude),
+        retention: Retention {
+            raw: args.retain_raw.0,
+            minute: args.retain_minutes.0,
+            hour: args.retain_hours.0,
+        },
     };
     let sources = Sources {
         host: reader,
@@ -440,19 +491,46 @@ async fn show(args: ShowArgs) -> anyhow::Result<()> {
         );
     }
     let mut store = database.open().await?;
-    let text = if args.vms {
-        let query = VmUsageQuery {
-            host_ip: args.host,
-            vm: args.vm,
-            limit: args.limit,
-        };
-        show::render_vms(&store.recent_vm_usage(&query).await?, args.format)?
-    } else {
-        let query = HostUsageQuery {
-            host_ip: args.host,
-            limit: args.limit,
-        };
-        show::render_hosts(&store.recent_host_usage(&query).await?, args.format)?
+    let now = time::OffsetDateTime::now_utc();
+    let since = args
+        .since
+        .and_then(|age| time::Duration::try_from(age).ok())
+        .map(|age| now - age);
+    let level = match (args.level, since) {
+        (Some(ShowLevel::Raw), _) | (None, None) => None,
+        (Some(ShowLevel::Minute), _) => Some(Level::Minute),
+        (Some(ShowLevel::Hour), _) => Some(Level::Hour),
+        (None, Some(since)) => rollup::level_for(now, since),
+    };
+    let text = match level {
+        Some(level) => {
+            let query = RollupQuery {
+                level,
+                vms: args.vms,
+                host_ip: args.host,
+                vm: args.vm,
+                since,
+                limit: args.limit,
+            };
+            show::render_rollups(&store.rollups(&query).await?, args.vms, args.format)?
+        }
+        None if args.vms => {
+            let query = VmUsageQuery {
+                host_ip: args.host,
+                vm: args.vm,
+                since,
+                limit: args.limit,
+            };
+            show::render_vms(&store.recent_vm_usage(&query).await?, args.format)?
+        }
+        None => {
+            let query = HostUsageQuery {
+                host_ip: args.host,
+                since,
+                limit: args.limit,
+            };
+            show::render_hosts(&store.recent_host_usage(&query).await?, args.format)?
+        }
     };
     match std::io::stdout().lock().write_all(text.as_bytes()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),

@@ -5,6 +5,7 @@ use std::fmt::Write;
 use crate::sampler::summary::{human_bits, human_bytes};
 use serde::Serialize;
 
+use crate::store::rollup::RollupRow;
 use crate::store::{HostUsageRow, VmUsageRow};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -89,6 +90,53 @@ pub fn render_vms(rows: &[VmUsageRow], format: Format) -> Result<String, serde_j
         "missing",
     ];
     render(rows, format, &header, 3, cells)
+}
+
+/// Rollup rows (per minute or hour) in `format`: the table shows the main figures' mean, 95th
+/// percentile and maximum; JSON and CSV carry every figure.
+pub fn render_rollups(
+    rows: &[RollupRow],
+    vms: bool,
+    format: Format,
+) -> Result<String, serde_json::Error> {
+    let three = |r: &RollupRow, figure: &str, f: &dyn Fn(f64) -> String| {
+        let get = |stat: &str| opt(r.get(&format!("{figure}_{stat}")), f);
+        format!("{} {} {}", get("avg"), get("p95"), get("max"))
+    };
+    let cells = || {
+        rows.iter()
+            .map(|r| {
+                let cpu = if vms { "cpu_vcpu_pct" } else { "cpu_pct" };
+                vec![
+                    r.time.clone(),
+                    r.owner.clone(),
+                    r.samples.to_string(),
+                    three(r, cpu, &pct),
+                    three(r, "mem_used_pct", &pct),
+                    three(r, "disk_read_bytes_s", &per_sec),
+                    three(r, "disk_write_bytes_s", &per_sec),
+                    three(r, "net_rx_bps", &human_bits),
+                    three(r, "net_tx_bps", &human_bits),
+                ]
+            })
+            .collect()
+    };
+    let header = [
+        "bucket",
+        if vms { "vm" } else { "host" },
+        "ticks",
+        if vms {
+            "cpu/vcpu avg p95 max"
+        } else {
+            "cpu avg p95 max"
+        },
+        "mem avg p95 max",
+        "disk read avg p95 max",
+        "disk write avg p95 max",
+        "net rx avg p95 max",
+        "net tx avg p95 max",
+    ];
+    render(rows, format, &header, 2, cells)
 }
 
 fn render<T: Serialize>(
@@ -206,6 +254,32 @@ mod tests {
             net_rx_bps: None,
             net_tx_bps: Some(1000.0),
         }
+    }
+
+    #[test]
+    fn rollups_show_mean_p95_and_max_and_csv_carries_every_figure() {
+        let values: Vec<Option<f64>> = (0..30).map(|i| Some(f64::from(i))).collect();
+        let row = RollupRow::new(
+            false,
+            "192.0.2.2".into(),
+            None,
+            "2026-11-30T06:00:00.000Z".into(),
+            60,
+            values,
+        );
+        let table =
+            render_rollups(std::slice::from_ref(&row), false, Format::Table).expect("table");
+        let lines: Vec<_> = table.lines().collect();
+        assert!(lines[0].starts_with("bucket"), "{table}");
+        // cpu_pct avg 0, p95 2, max 1 (the order of the stored columns is avg, max, p95).
+        assert!(lines[1].contains("0.0% 2.0% 1.0%"), "{table}");
+        let csv = render_rollups(&[row], false, Format::Csv).expect("csv");
+        let header = csv.lines().next().expect("header");
+        assert!(
+            header.starts_with("owner,time,samples,cpu_pct_avg,cpu_pct_max,cpu_pct_p95"),
+            "{header}"
+        );
+        assert_eq!(header.split(',').count(), 3 + 8 * 3);
     }
 
     #[test]

@@ -8,10 +8,16 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use setmov::host::identity::HostIdentity;
+use setmov::store::mysql::{MysqlConfig, MysqlStore};
+use setmov::store::rollup::Retention;
+use setmov::store::{HostSample, Store, TickRecord};
+use setmov::usage::host::{CpuUsage, HostUsage};
 use setmov_tests::guests::{Guest, Workload};
 use setmov_tests::mariadb::MariaDb;
 use setmov_tests::monitor::Monitor;
 use setmov_tests::{fixture, skip};
+use time::OffsetDateTime;
 
 /// The tests stop and start the one server: one at a time.
 static SERVER: Mutex<()> = Mutex::new(());
@@ -419,4 +425,113 @@ fn bad_settings_give_clear_errors_and_a_newer_schema_is_refused() {
         &password,
     ]);
     assert!(!ok && log.contains("newer than this setmov knows"), "{log}");
+}
+
+/// A tick of host 192.0.2.9 at `secs` after the epoch with `cpu` % busy.
+fn synthetic_tick(seq: u64, secs: i64, cpu: f64) -> TickRecord {
+    let usage = CpuUsage {
+        busy_pct: cpu,
+        user_pct: cpu,
+        nice_pct: 0.0,
+        system_pct: 0.0,
+        idle_pct: 100.0 - cpu,
+        iowait_pct: 0.0,
+        irq_pct: 0.0,
+        softirq_pct: 0.0,
+        steal_pct: 0.0,
+        guest_pct: 0.0,
+    };
+    TickRecord {
+        seq,
+        time: OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(secs),
+        host: HostIdentity {
+            name: "synthetic".into(),
+            ip: "192.0.2.9".into(),
+            mac: None,
+            interface: None,
+        },
+        vm_count: Some(0),
+        node: None,
+        host_sample: Some(HostSample {
+            interval_secs: 20.0,
+            late_ms: 0.0,
+            missed_ticks: 0,
+            usage: HostUsage {
+                cpu: Some(usage),
+                ..HostUsage::default()
+            },
+            problems: Vec::new(),
+        }),
+        vms: Vec::new(),
+        ebpf: None,
+    }
+}
+
+#[test]
+fn complete_minutes_are_rolled_up_and_old_ticks_purged_on_the_server() {
+    let _server = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(db) = server() else { return };
+    let name = db.fresh_database("rollup");
+    let url = db.url(&name);
+    migrate(&db, &url);
+    let spool = tempfile::tempdir().expect("tempdir");
+    let config = MysqlConfig {
+        url,
+        password: Some(db.password()),
+        tls: false,
+        ca_file: None,
+        spool_dir: spool.path().to_owned(),
+        spool_max_bytes: 1 << 20,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let mut store = MysqlStore::open(config).await.expect("open");
+        // Every 20 s from 00:00:00 to 00:02:40: minutes 0 and 1 are complete.
+        for n in 0..9u64 {
+            let tick = synthetic_tick(n + 1, 20 * n as i64, (n * 10) as f64);
+            store.write_tick(&tick).await.expect("write");
+        }
+        let keep = Retention {
+            raw: None,
+            minute: None,
+            hour: None,
+        };
+        let now = OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(160);
+        store
+            .maintain("192.0.2.9", now, &keep)
+            .await
+            .expect("roll up");
+        let purge = Retention {
+            raw: Some(Duration::from_secs(3600)),
+            ..keep
+        };
+        let later = now + time::Duration::days(1);
+        store
+            .maintain("192.0.2.9", later, &purge)
+            .await
+            .expect("purge");
+        store.close().await;
+    });
+    let minutes = db.query(
+        &name,
+        "SELECT DATE_FORMAT(time, '%H:%i'), samples, cpu_pct_avg, cpu_pct_max, cpu_pct_p95
+         FROM host_usage_1m ORDER BY time",
+    );
+    assert_eq!(
+        minutes,
+        [
+            "00:00\t3\t10\t20\t20",
+            "00:01\t3\t40\t50\t50",
+            "00:02\t3\t70\t80\t80"
+        ]
+    );
+    assert_eq!(
+        count(&db, &name, "SELECT COUNT(*) FROM host_usage"),
+        0,
+        "raw rows purged"
+    );
+    assert_eq!(count(&db, &name, "SELECT COUNT(*) FROM host_usage_1h"), 1);
 }

@@ -24,6 +24,7 @@ use crate::ebpf::Probes;
 use crate::host::identity::HostIdentity;
 use crate::host::read::HostReader;
 use crate::host::snapshot::HostSnapshot;
+use crate::store::rollup::Retention;
 use crate::store::{HostSample, Store, TickRecord};
 use crate::usage::ebpf::{VmOwnership, host_ebpf_figures, vm_ebpf_figures};
 use crate::usage::host::host_usage;
@@ -44,6 +45,8 @@ pub struct SamplerConfig {
     pub print_summary: bool,
     /// Interface name prefixes left out of the host network total.
     pub net_total_excluded: Vec<String>,
+    /// How long raw rows and rollups are kept.
+    pub retention: Retention,
 }
 
 /// One scheduled sampling instant.
@@ -128,7 +131,7 @@ pub async fn run<S: Store>(
     } else {
         drop(report_tx);
     }
-    let writer = tokio::spawn(write_records(store, record_rx));
+    let writer = tokio::spawn(write_records(store, record_rx, config.retention));
     tokio::spawn(ticker(config.interval, config.count, tick_tx, shutdown));
 
     let mut assembler = Assembler::new(&sources);
@@ -288,18 +291,36 @@ async fn host_source(
 async fn write_records<S: Store>(
     mut store: S,
     mut records: mpsc::UnboundedReceiver<TickRecord>,
+    retention: Retention,
 ) -> (u64, u64) {
     let mut backlog: VecDeque<TickRecord> = VecDeque::new();
     let (mut written, mut lost) = (0u64, 0u64);
     let mut failing = false;
+    let mut upkeep_failing = false;
     while let Some(record) = records.recv().await {
         if backlog.len() == MAX_BACKLOG {
             backlog.pop_front();
             lost += 1;
             tracing::error!("database backlog full: dropped the oldest tick ({lost} so far)");
         }
+        let (host_ip, time) = (record.host.ip.clone(), record.time);
         backlog.push_back(record);
         written += flush(&mut store, &mut backlog, &mut failing).await;
+        // Rollups and purges once everything up to this tick is stored.
+        if backlog.is_empty() {
+            match store.maintain(&host_ip, time, &retention).await {
+                Ok(()) if upkeep_failing => {
+                    tracing::info!("rollups and purges work again");
+                    upkeep_failing = false;
+                }
+                Ok(()) => {}
+                Err(e) if !upkeep_failing => {
+                    tracing::warn!("cannot roll up or purge old rows: {e}; retrying next tick");
+                    upkeep_failing = true;
+                }
+                Err(_) => {}
+            }
+        }
     }
     // At shutdown give a failing store a few more chances before giving up.
     for _ in 0..3 {
@@ -401,6 +422,22 @@ pub(crate) mod tests {
         ) -> Result<Vec<crate::store::VmUsageRow>, crate::store::StoreError> {
             Ok(Vec::new())
         }
+
+        async fn rollups(
+            &mut self,
+            _query: &crate::store::rollup::RollupQuery,
+        ) -> Result<Vec<crate::store::rollup::RollupRow>, crate::store::StoreError> {
+            Ok(Vec::new())
+        }
+
+        async fn maintain(
+            &mut self,
+            _host_ip: &str,
+            _now: OffsetDateTime,
+            _retention: &Retention,
+        ) -> Result<(), crate::store::StoreError> {
+            Ok(())
+        }
     }
 
     #[tokio::test]
@@ -411,7 +448,7 @@ pub(crate) mod tests {
             written: std::sync::Arc::clone(&written),
         };
         let (tx, rx) = mpsc::unbounded_channel();
-        let writer = tokio::spawn(write_records(store, rx));
+        let writer = tokio::spawn(write_records(store, rx, Retention::default()));
         for seq in 1..=5 {
             let record = TickRecord {
                 seq,

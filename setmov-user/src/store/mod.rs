@@ -4,6 +4,7 @@
 //! store is the default; other back ends implement the same trait.
 
 pub mod mysql;
+pub mod rollup;
 pub mod rows;
 pub mod spool;
 pub mod sqlite;
@@ -147,6 +148,8 @@ pub struct VmUsageRow {
 #[derive(Debug, Clone, Default)]
 pub struct HostUsageQuery {
     pub host_ip: Option<String>,
+    /// Rows at or after this instant.
+    pub since: Option<OffsetDateTime>,
     /// The newest `limit` rows, returned oldest first.
     pub limit: u32,
 }
@@ -196,6 +199,8 @@ pub struct VmUsageQuery {
     pub host_ip: Option<String>,
     /// A VM's name or UUID.
     pub vm: Option<String>,
+    /// Rows at or after this instant.
+    pub since: Option<OffsetDateTime>,
     /// The newest `limit` rows, returned oldest first.
     pub limit: u32,
 }
@@ -219,6 +224,89 @@ pub trait Store: Send + 'static {
         &mut self,
         query: &VmUsageQuery,
     ) -> impl Future<Output = Result<Vec<VmUsageRow>, StoreError>> + Send;
+
+    /// The newest rollup rows matching `query`, oldest first.
+    fn rollups(
+        &mut self,
+        query: &rollup::RollupQuery,
+    ) -> impl Future<Output = Result<Vec<rollup::RollupRow>, StoreError>> + Send;
+
+    /// Rolls up the complete minutes and hours of host `host_ip` (its T2 rows and its VMs'
+    /// T4 rows) up to `now`, and deletes rows older than `retention` allows. Cheap when
+    /// nothing is due; called by the writer after each tick.
+    fn maintain(
+        &mut self,
+        host_ip: &str,
+        now: OffsetDateTime,
+        retention: &rollup::Retention,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// What a store remembers between two [`Store::maintain`] calls for one host.
+#[derive(Debug, Default)]
+pub struct Upkeep {
+    /// Per level (minute, hour), the start of the next bucket to roll up; `None` until read
+    /// from the database.
+    next_bucket: [Option<OffsetDateTime>; 2],
+    /// When old rows were last deleted.
+    last_purge: Option<OffsetDateTime>,
+}
+
+/// How many buckets one `maintain` call rolls up at most per level: catching up after a long
+/// outage is spread over ticks rather than stalling the writer.
+const BUCKETS_PER_CALL: usize = 30;
+/// Old rows are deleted at most this often.
+const PURGE_EVERY: time::Duration = time::Duration::minutes(10);
+
+impl Upkeep {
+    /// Buckets of `level` complete at `now`, from the next one due; `first` gives the start of
+    /// the first bucket (from the database) when it is not known yet.
+    fn due_buckets(
+        &mut self,
+        level: rollup::Level,
+        now: OffsetDateTime,
+        first: impl FnOnce() -> Option<OffsetDateTime>,
+    ) -> Vec<OffsetDateTime> {
+        let slot = level as usize;
+        if self.next_bucket[slot].is_none() {
+            self.next_bucket[slot] = first().map(|t| level.bucket_start(t));
+        }
+        let Some(mut next) = self.next_bucket[slot] else {
+            return Vec::new();
+        };
+        let span = time::Duration::try_from(level.span()).unwrap_or(time::Duration::MINUTE);
+        let current = level.bucket_start(now);
+        let mut due = Vec::new();
+        while next < current && due.len() < BUCKETS_PER_CALL {
+            due.push(next);
+            next += span;
+        }
+        due
+    }
+
+    /// Whether [`Upkeep::due_buckets`] will ask for the first bucket of `level`.
+    fn needs_first(&self, level: rollup::Level) -> bool {
+        self.next_bucket[level as usize].is_none()
+    }
+
+    fn rolled_up(&mut self, level: rollup::Level, bucket: OffsetDateTime) {
+        let span = time::Duration::try_from(level.span()).unwrap_or(time::Duration::MINUTE);
+        self.next_bucket[level as usize] = Some(bucket + span);
+    }
+
+    fn purge_due(&mut self, now: OffsetDateTime) -> bool {
+        let due = self.last_purge.is_none_or(|at| now - at >= PURGE_EVERY);
+        if due {
+            self.last_purge = Some(now);
+        }
+        due
+    }
+}
+
+/// The oldest time kept under `keep`, if rows expire at all.
+fn cutoff(now: OffsetDateTime, keep: Option<std::time::Duration>) -> Option<OffsetDateTime> {
+    keep.and_then(|k| time::Duration::try_from(k).ok())
+        .map(|k| now - k)
 }
 
 /// The store chosen at run time.
@@ -264,6 +352,69 @@ impl Store for AnyStore {
             AnyStore::Mysql(s) => s.recent_vm_usage(query).await,
         }
     }
+
+    async fn rollups(
+        &mut self,
+        query: &rollup::RollupQuery,
+    ) -> Result<Vec<rollup::RollupRow>, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.rollups(query).await,
+            AnyStore::Mysql(s) => s.rollups(query).await,
+        }
+    }
+
+    async fn maintain(
+        &mut self,
+        host_ip: &str,
+        now: OffsetDateTime,
+        retention: &rollup::Retention,
+    ) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.maintain(host_ip, now, retention).await,
+            AnyStore::Mysql(s) => s.maintain(host_ip, now, retention).await,
+        }
+    }
+}
+
+/// The DELETE statements of a purge, each with its cutoff; `?1` is the host, `?2` the cutoff.
+fn purge_statements(
+    now: OffsetDateTime,
+    retention: &rollup::Retention,
+) -> Vec<(&'static str, OffsetDateTime)> {
+    let mut statements = Vec::new();
+    if let Some(at) = cutoff(now, retention.raw) {
+        statements.extend([
+            ("DELETE FROM host_usage WHERE host_ip = ? AND time < ?", at),
+            ("DELETE FROM host_ebpf_usage WHERE host_ip = ? AND time < ?", at),
+            (
+                "DELETE FROM vm_usage WHERE uuid IN (SELECT uuid FROM vms WHERE host_ip = ?) AND time < ?",
+                at,
+            ),
+            (
+                "DELETE FROM vm_ebpf_usage WHERE uuid IN (SELECT uuid FROM vms WHERE host_ip = ?) AND time < ?",
+                at,
+            ),
+        ]);
+    }
+    if let Some(at) = cutoff(now, retention.minute) {
+        statements.extend([
+            ("DELETE FROM host_usage_1m WHERE host_ip = ? AND time < ?", at),
+            (
+                "DELETE FROM vm_usage_1m WHERE uuid IN (SELECT uuid FROM vms WHERE host_ip = ?) AND time < ?",
+                at,
+            ),
+        ]);
+    }
+    if let Some(at) = cutoff(now, retention.hour) {
+        statements.extend([
+            ("DELETE FROM host_usage_1h WHERE host_ip = ? AND time < ?", at),
+            (
+                "DELETE FROM vm_usage_1h WHERE uuid IN (SELECT uuid FROM vms WHERE host_ip = ?) AND time < ?",
+                at,
+            ),
+        ]);
+    }
+    statements
 }
 
 /// UTC with milliseconds, fixed width, so text order is time order.

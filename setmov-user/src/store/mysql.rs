@@ -20,10 +20,15 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Opts, OptsBuilder, Pool, SslOpts, TxOpts};
 use time::OffsetDateTime;
 
+use super::rollup::{
+    HOST_FIGURES, Level, Retention, RollupQuery, RollupRow, VM_FIGURES, raw_host_sql, raw_vm_sql,
+    rollup_query_sql, rollup_rows,
+};
 use super::rows::{HostRow, Rows, TickRows, Value, VmRow, tick_rows};
 use super::spool::Spool;
 use super::{
-    HostUsageQuery, HostUsageRow, Store, StoreError, TickRecord, VmUsageQuery, VmUsageRow,
+    HostUsageQuery, HostUsageRow, Store, StoreError, TickRecord, Upkeep, VmUsageQuery, VmUsageRow,
+    purge_statements,
 };
 
 mod embedded {
@@ -100,7 +105,10 @@ impl MysqlConfig {
                 "{target} names no database (mysql://user@host[:port]/database)"
             )));
         }
-        let mut builder = OptsBuilder::from_opts(parsed).prefer_socket(false);
+        // DATETIME columns hold UTC; UNIX_TIMESTAMP() must read them as UTC too.
+        let mut builder = OptsBuilder::from_opts(parsed)
+            .prefer_socket(false)
+            .init(vec!["SET time_zone = '+00:00'"]);
         if let Some(password) = &self.password {
             builder = builder.pass(Some(password.clone()));
         }
@@ -128,6 +136,8 @@ pub struct MysqlStore {
     retry_after: Duration,
     /// The failure last logged, so an outage is logged once.
     failing: Option<String>,
+    /// Rollup and purge bookkeeping, by host.
+    upkeep: HashMap<String, Upkeep>,
 }
 
 /// How a connection attempt ended.
@@ -157,6 +167,7 @@ impl MysqlStore {
             retry_at: None,
             retry_after: FIRST_RETRY,
             failing: None,
+            upkeep: HashMap::new(),
         };
         match store.reach().await? {
             Reach::Ready => {}
@@ -346,7 +357,7 @@ impl MysqlStore {
             tx.exec_drop(sql, params).await?;
         }
         for table in &rows.tables {
-            insert_rows(&mut tx, table).await?;
+            write_rows(&mut tx, table, Conflict::Keep).await?;
         }
         tx.commit().await?;
         if host_changed {
@@ -401,21 +412,36 @@ fn placeholders(columns: usize, rows: usize) -> String {
     vec![row; rows].join(", ")
 }
 
-async fn insert_rows(
+/// What happens to a row whose key is already there.
+#[derive(Clone, Copy)]
+enum Conflict {
+    /// It is left as it is (a replayed tick).
+    Keep,
+    /// It is replaced (a rollup computed again).
+    Replace,
+}
+
+async fn write_rows(
     tx: &mut mysql_async::Transaction<'_>,
     table: &Rows,
+    conflict: Conflict,
 ) -> Result<(), mysql_async::Error> {
     let Some(first) = table.columns.first() else {
         return Ok(());
     };
     for chunk in table.rows.chunks(ROWS_PER_STATEMENT) {
-        // The no-op update makes a row already there (a replayed tick) not an error.
-        let sql = format!(
-            "INSERT INTO {} ({}) VALUES {} ON DUPLICATE KEY UPDATE {first} = {first}",
-            table.table,
-            table.columns.join(", "),
-            placeholders(table.columns.len(), chunk.len())
-        );
+        let columns = table.columns.join(", ");
+        let values = placeholders(table.columns.len(), chunk.len());
+        let sql = match conflict {
+            // The no-op update makes a row already there (a replayed tick) not an error.
+            Conflict::Keep => format!(
+                "INSERT INTO {} ({columns}) VALUES {values} ON DUPLICATE KEY UPDATE {first} = {first}",
+                table.table
+            ),
+            Conflict::Replace => {
+                format!("REPLACE INTO {} ({columns}) VALUES {values}", table.table)
+            }
+        };
         let params: Vec<mysql_async::Value> = chunk.iter().flatten().map(to_mysql).collect();
         tx.exec_drop(sql, params).await?;
     }
@@ -494,6 +520,69 @@ fn mysql_error(target: &str, e: &mysql_async::Error) -> StoreError {
     }
 }
 
+/// The bucket after the newest rollup of `host_ip` at `level`, or the one holding its oldest
+/// raw row; `None` when it has no rows at all.
+async fn first_bucket(
+    conn: &mut mysql_async::Conn,
+    host_ip: &str,
+    level: Level,
+) -> Result<Option<OffsetDateTime>, mysql_async::Error> {
+    let rolled: Option<Option<i64>> = conn
+        .exec_first(
+            format!(
+                "SELECT CAST(UNIX_TIMESTAMP(MAX(time)) AS SIGNED) FROM host_usage{}
+                 WHERE host_ip = ?",
+                level.suffix()
+            ),
+            (host_ip,),
+        )
+        .await?;
+    if let Some(last) = rolled.flatten() {
+        let span = i64::try_from(level.span().as_secs()).unwrap_or(60);
+        return Ok(OffsetDateTime::from_unix_timestamp(last + span).ok());
+    }
+    let first: Option<Option<i64>> = conn
+        .exec_first(
+            "SELECT CAST(UNIX_TIMESTAMP(MIN(time)) AS SIGNED) FROM host_usage WHERE host_ip = ?",
+            (host_ip,),
+        )
+        .await?;
+    Ok(first
+        .flatten()
+        .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok()))
+}
+
+/// Rolls up one bucket of a host and its VMs from their raw rows.
+async fn roll_up_bucket(
+    tx: &mut mysql_async::Transaction<'_>,
+    host_ip: &str,
+    level: Level,
+    bucket: OffsetDateTime,
+) -> Result<(), mysql_async::Error> {
+    let span = time::Duration::try_from(level.span()).unwrap_or(time::Duration::MINUTE);
+    let (from, to) = (mysql_time(bucket), mysql_time(bucket + span));
+    for (sql, table, owner, figures) in [
+        (raw_host_sql(), "host_usage", "host_ip", HOST_FIGURES),
+        (raw_vm_sql(), "vm_usage", "uuid", VM_FIGURES),
+    ] {
+        let rows: Vec<mysql_async::Row> = tx.exec(sql, (host_ip, &from, &to)).await?;
+        let raw = rows
+            .into_iter()
+            .map(|mut r| {
+                let owner: String = r.take(0).unwrap_or_default();
+                let values = (1..=figures.len())
+                    .map(|i| r.take::<Option<f64>, _>(i).flatten())
+                    .collect();
+                (owner, values)
+            })
+            .collect();
+        let table = format!("{table}{}", level.suffix());
+        let rows = rollup_rows(&table, owner, figures, &from, raw);
+        write_rows(tx, &rows, Conflict::Replace).await?;
+    }
+    Ok(())
+}
+
 /// A tick's time as MySQL's DATETIME(3) takes it (UTC).
 pub fn mysql_time(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
@@ -550,12 +639,16 @@ impl Store for MysqlStore {
         let sql = format!(
             "SELECT host_ip, {}, interval_s, late_ms, cpu_pct, mem_used_pct,
                     disk_read_bytes_s, disk_write_bytes_s, net_rx_bps, net_tx_bps
-             FROM host_usage WHERE (? IS NULL OR host_ip = ?)
+             FROM host_usage WHERE (? IS NULL OR host_ip = ?) AND (? IS NULL OR time >= ?)
              ORDER BY time DESC LIMIT ?",
             iso("time")
         );
+        let since = query.since.map(mysql_time);
         let rows: Vec<mysql_async::Row> = conn
-            .exec(sql, (&query.host_ip, &query.host_ip, query.limit))
+            .exec(
+                sql,
+                (&query.host_ip, &query.host_ip, &since, &since, query.limit),
+            )
             .await
             .map_err(|e| mysql_error(&target, &e))?;
         let mut out = rows
@@ -594,9 +687,11 @@ impl Store for MysqlStore {
                     u.net_rx_bps, u.net_tx_bps
              FROM vm_usage u JOIN vms v ON v.uuid = u.uuid
              WHERE (? IS NULL OR v.host_ip = ?) AND (? IS NULL OR v.name = ? OR v.uuid = ?)
+               AND (? IS NULL OR u.time >= ?)
              ORDER BY u.time DESC, v.name DESC LIMIT ?",
             iso("u.time")
         );
+        let since = query.since.map(mysql_time);
         let rows: Vec<mysql_async::Row> = conn
             .exec(
                 sql,
@@ -606,6 +701,8 @@ impl Store for MysqlStore {
                     &query.vm,
                     &query.vm,
                     &query.vm,
+                    &since,
+                    &since,
                     query.limit,
                 ),
             )
@@ -636,6 +733,106 @@ impl Store for MysqlStore {
             .collect::<Vec<_>>();
         out.reverse();
         Ok(out)
+    }
+
+    async fn rollups(&mut self, q: &RollupQuery) -> Result<Vec<RollupRow>, StoreError> {
+        let target = self.target.clone();
+        let error = |e: mysql_async::Error| mysql_error(&target, &e);
+        let mut conn = self.pool.get_conn().await.map_err(error)?;
+        let sql = rollup_query_sql(q.vms, q.level, iso);
+        let since = q.since.map(mysql_time);
+        let params: Vec<mysql_async::Value> = if q.vms {
+            vec![
+                q.host_ip.clone().into(),
+                q.host_ip.clone().into(),
+                q.vm.clone().into(),
+                q.vm.clone().into(),
+                q.vm.clone().into(),
+                since.clone().into(),
+                since.into(),
+                q.limit.into(),
+            ]
+        } else {
+            vec![
+                q.host_ip.clone().into(),
+                q.host_ip.clone().into(),
+                since.clone().into(),
+                since.into(),
+                q.limit.into(),
+            ]
+        };
+        let rows: Vec<mysql_async::Row> = conn.exec(sql, params).await.map_err(error)?;
+        let figures = 3 * if q.vms {
+            VM_FIGURES.len()
+        } else {
+            HOST_FIGURES.len()
+        };
+        let mut out: Vec<RollupRow> = rows
+            .into_iter()
+            .map(|mut r| {
+                let values = (4..4 + figures)
+                    .map(|i| r.take::<Option<f64>, _>(i).flatten())
+                    .collect();
+                RollupRow::new(
+                    q.vms,
+                    r.take(0).unwrap_or_default(),
+                    r.take::<Option<String>, _>(1).flatten(),
+                    r.take(2).unwrap_or_default(),
+                    r.take(3).unwrap_or_default(),
+                    values,
+                )
+            })
+            .collect();
+        out.reverse();
+        Ok(out)
+    }
+
+    async fn maintain(
+        &mut self,
+        host_ip: &str,
+        now: OffsetDateTime,
+        retention: &Retention,
+    ) -> Result<(), StoreError> {
+        // Ticks still in the spool would leave a bucket's rollup short: wait for the replay.
+        if !self.spool.is_empty() || self.failing.is_some() {
+            return Ok(());
+        }
+        let target = self.target.clone();
+        let error = |e: mysql_async::Error| mysql_error(&target, &e);
+        let mut conn = self.pool.get_conn().await.map_err(error)?;
+        let upkeep = self.upkeep.entry(host_ip.to_owned()).or_default();
+        for level in Level::ALL {
+            let first = if upkeep.needs_first(level) {
+                first_bucket(&mut conn, host_ip, level)
+                    .await
+                    .map_err(error)?
+            } else {
+                None
+            };
+            let due = upkeep.due_buckets(level, now, || first);
+            let Some(&last) = due.last() else {
+                continue;
+            };
+            let mut tx = conn
+                .start_transaction(TxOpts::default())
+                .await
+                .map_err(error)?;
+            for bucket in due {
+                roll_up_bucket(&mut tx, host_ip, level, bucket)
+                    .await
+                    .map_err(error)?;
+            }
+            tx.commit().await.map_err(error)?;
+            upkeep.rolled_up(level, last);
+        }
+        if upkeep.purge_due(now) {
+            for (sql, at) in purge_statements(now, retention) {
+                conn.exec_drop(sql, (host_ip, mysql_time(at)))
+                    .await
+                    .map_err(error)?;
+            }
+        }
+        Ok(())
     }
 }
 

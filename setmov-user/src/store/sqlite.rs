@@ -10,10 +10,16 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, Transaction, params};
 
+use time::OffsetDateTime;
+
+use super::rollup::{
+    HOST_FIGURES, Level, Retention, RollupQuery, RollupRow, VM_FIGURES, raw_host_sql, raw_vm_sql,
+    rollup_query_sql, rollup_rows,
+};
 use super::rows::{HostRow, Rows, Value, VmRow, tick_rows};
 use super::{
-    HostUsageQuery, HostUsageRow, Store, StoreError, TickRecord, VmUsageQuery, VmUsageRow,
-    format_time,
+    HostUsageQuery, HostUsageRow, Store, StoreError, TickRecord, Upkeep, VmUsageQuery, VmUsageRow,
+    format_time, purge_statements,
 };
 
 mod embedded {
@@ -33,6 +39,8 @@ struct OpenDatabase {
     written_host: Option<HostRow>,
     /// The T3 rows written (without their last connect time), by UUID.
     written_vms: HashMap<String, VmRow>,
+    /// Rollup and purge bookkeeping, by host.
+    upkeep: HashMap<String, Upkeep>,
 }
 
 impl SqliteStore {
@@ -70,6 +78,7 @@ impl SqliteStore {
                 conn,
                 written_host: None,
                 written_vms: HashMap::new(),
+                upkeep: HashMap::new(),
             })),
             path: path.to_owned(),
         })
@@ -150,7 +159,7 @@ impl SqliteStore {
             .execute(params![rows.time, uuids])?;
         }
         for table in &rows.tables {
-            insert_rows(&tx, table)?;
+            write_rows(&tx, table, Conflict::Keep)?;
         }
         tx.commit()?;
         // Only a committed tick changes what T1 and T3 hold.
@@ -172,11 +181,12 @@ impl SqliteStore {
         let mut stmt = state.conn.prepare(
             "SELECT host_ip, time, interval_s, late_ms, cpu_pct, mem_used_pct,
                     disk_read_bytes_s, disk_write_bytes_s, net_rx_bps, net_tx_bps
-             FROM host_usage WHERE (?1 IS NULL OR host_ip = ?1)
+             FROM host_usage WHERE (?1 IS NULL OR host_ip = ?1) AND (?3 IS NULL OR time >= ?3)
              ORDER BY time DESC LIMIT ?2",
         )?;
+        let since = query.since.map(format_time);
         let mut rows = stmt
-            .query_map(params![query.host_ip, query.limit], |r| {
+            .query_map(params![query.host_ip, query.limit, since], |r| {
                 Ok(HostUsageRow {
                     host_ip: r.get(0)?,
                     time: r.get(1)?,
@@ -208,10 +218,12 @@ impl SqliteStore {
                     u.net_tx_bps
              FROM vm_usage u JOIN vms v ON v.uuid = u.uuid
              WHERE (?1 IS NULL OR v.host_ip = ?1) AND (?2 IS NULL OR v.name = ?2 OR v.uuid = ?2)
+               AND (?4 IS NULL OR u.time >= ?4)
              ORDER BY u.time DESC, v.name DESC LIMIT ?3",
         )?;
+        let since = query.since.map(format_time);
         let mut rows = stmt
-            .query_map(params![query.host_ip, query.vm, query.limit], |r| {
+            .query_map(params![query.host_ip, query.vm, query.limit, since], |r| {
                 Ok(VmUsageRow {
                     uuid: r.get(0)?,
                     name: r.get(1)?,
@@ -238,6 +250,78 @@ impl SqliteStore {
         Ok(rows)
     }
 
+    /// The blocking half of [`Store::rollups`].
+    pub fn rollups_blocking(&self, q: &RollupQuery) -> Result<Vec<RollupRow>, StoreError> {
+        let state = self.lock()?;
+        let mut stmt = state
+            .conn
+            .prepare(&rollup_query_sql(q.vms, q.level, str::to_owned))?;
+        let figures = 3 * if q.vms {
+            VM_FIGURES.len()
+        } else {
+            HOST_FIGURES.len()
+        };
+        let row = |r: &rusqlite::Row<'_>| {
+            let values = (4..4 + figures)
+                .map(|i| r.get::<_, Option<f64>>(i))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(RollupRow::new(
+                q.vms,
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                values,
+            ))
+        };
+        let since = q.since.map(format_time);
+        let rows = if q.vms {
+            stmt.query_map(
+                params![
+                    q.host_ip, q.host_ip, q.vm, q.vm, q.vm, since, since, q.limit
+                ],
+                row,
+            )?
+            .collect::<Result<Vec<_>, _>>()?
+        } else {
+            stmt.query_map(params![q.host_ip, q.host_ip, since, since, q.limit], row)?
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        Ok(rows.into_iter().rev().collect())
+    }
+
+    /// The blocking half of [`Store::maintain`].
+    pub fn maintain_blocking(
+        &self,
+        host_ip: &str,
+        now: OffsetDateTime,
+        retention: &Retention,
+    ) -> Result<(), StoreError> {
+        let mut guard = self.lock()?;
+        let OpenDatabase { conn, upkeep, .. } = &mut *guard;
+        let upkeep = upkeep.entry(host_ip.to_owned()).or_default();
+        for level in Level::ALL {
+            let due = upkeep.due_buckets(level, now, || first_bucket(conn, host_ip, level));
+            let Some(&last) = due.last() else {
+                continue;
+            };
+            let tx = conn.transaction()?;
+            for bucket in due {
+                roll_up_bucket(&tx, host_ip, level, bucket)?;
+            }
+            tx.commit()?;
+            upkeep.rolled_up(level, last);
+        }
+        if upkeep.purge_due(now) {
+            let tx = conn.transaction()?;
+            for (sql, at) in purge_statements(now, retention) {
+                tx.execute(sql, params![host_ip, format_time(at)])?;
+            }
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, OpenDatabase>, StoreError> {
         self.state
             .lock()
@@ -245,15 +329,76 @@ impl SqliteStore {
     }
 }
 
-/// Inserts every row of `table`; a row whose key is already there (a replayed tick) is left as
-/// it is.
-fn insert_rows(tx: &Transaction, table: &Rows) -> Result<(), StoreError> {
+/// The bucket after the newest rollup of `host_ip` at `level`, or the one holding its oldest
+/// raw row; `None` when it has no rows at all.
+fn first_bucket(conn: &Connection, host_ip: &str, level: Level) -> Option<OffsetDateTime> {
+    let seconds = |sql: &str| -> Option<i64> {
+        conn.query_row(sql, [host_ip], |r| r.get::<_, Option<i64>>(0))
+            .ok()
+            .flatten()
+    };
+    let rolled = format!(
+        "SELECT CAST(strftime('%s', MAX(time)) AS INTEGER) FROM host_usage{} WHERE host_ip = ?1",
+        level.suffix()
+    );
+    if let Some(last) = seconds(&rolled) {
+        let span = i64::try_from(level.span().as_secs()).unwrap_or(60);
+        return OffsetDateTime::from_unix_timestamp(last + span).ok();
+    }
+    seconds("SELECT CAST(strftime('%s', MIN(time)) AS INTEGER) FROM host_usage WHERE host_ip = ?1")
+        .and_then(|first| OffsetDateTime::from_unix_timestamp(first).ok())
+}
+
+/// Rolls up one bucket of a host and its VMs from their raw rows.
+fn roll_up_bucket(
+    tx: &Transaction,
+    host_ip: &str,
+    level: Level,
+    bucket: OffsetDateTime,
+) -> Result<(), StoreError> {
+    let span = time::Duration::try_from(level.span()).unwrap_or(time::Duration::MINUTE);
+    let (from, to) = (format_time(bucket), format_time(bucket + span));
+    for (sql, table, owner, figures) in [
+        (raw_host_sql(), "host_usage", "host_ip", HOST_FIGURES),
+        (raw_vm_sql(), "vm_usage", "uuid", VM_FIGURES),
+    ] {
+        let mut stmt = tx.prepare_cached(&sql)?;
+        let raw = stmt
+            .query_map(params![host_ip, from, to], |r| {
+                let values = (1..=figures.len())
+                    .map(|i| r.get::<_, Option<f64>>(i))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((r.get::<_, String>(0)?, values))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let table = format!("{table}{}", level.suffix());
+        let rows = rollup_rows(&table, owner, figures, &from, raw);
+        write_rows(tx, &rows, Conflict::Replace)?;
+    }
+    Ok(())
+}
+
+/// What happens to a row whose key is already there.
+#[derive(Clone, Copy)]
+enum Conflict {
+    /// It is left as it is (a replayed tick).
+    Keep,
+    /// It is replaced (a rollup computed again).
+    Replace,
+}
+
+/// Writes every row of `table`.
+fn write_rows(tx: &Transaction, table: &Rows, conflict: Conflict) -> Result<(), StoreError> {
     let placeholders = (1..=table.columns.len())
         .map(|i| format!("?{i}"))
         .collect::<Vec<_>>()
         .join(", ");
+    let (verb, tail) = match conflict {
+        Conflict::Keep => ("INSERT", " ON CONFLICT DO NOTHING"),
+        Conflict::Replace => ("REPLACE", ""),
+    };
     let sql = format!(
-        "INSERT INTO {} ({}) VALUES ({placeholders}) ON CONFLICT DO NOTHING",
+        "{verb} INTO {} ({}) VALUES ({placeholders}){tail}",
         table.table,
         table.columns.join(", ")
     );
@@ -309,6 +454,27 @@ impl Store for SqliteStore {
             .await
             .map_err(|e| StoreError::Worker(e.to_string()))?
     }
+
+    async fn rollups(&mut self, query: &RollupQuery) -> Result<Vec<RollupRow>, StoreError> {
+        let store = self.clone();
+        let query = query.clone();
+        tokio::task::spawn_blocking(move || store.rollups_blocking(&query))
+            .await
+            .map_err(|e| StoreError::Worker(e.to_string()))?
+    }
+
+    async fn maintain(
+        &mut self,
+        host_ip: &str,
+        now: OffsetDateTime,
+        retention: &Retention,
+    ) -> Result<(), StoreError> {
+        let store = self.clone();
+        let (host_ip, retention) = (host_ip.to_owned(), *retention);
+        tokio::task::spawn_blocking(move || store.maintain_blocking(&host_ip, now, &retention))
+            .await
+            .map_err(|e| StoreError::Worker(e.to_string()))?
+    }
 }
 
 #[cfg(test)]
@@ -350,7 +516,7 @@ mod tests {
         };
         TickRecord {
             seq,
-            time: time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+            time: OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
                 .expect("time"),
             host: HostIdentity {
                 name: "hv1".into(),
@@ -596,6 +762,83 @@ mod tests {
     }
 
     #[test]
+    fn complete_minutes_are_rolled_up_and_old_rows_purged() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("s.db")).expect("open");
+        // Ticks every 20 s from 00:00:00 to 00:02:40: minutes 0 and 1 are complete at 00:02:40.
+        for n in 0..9u64 {
+            let mut t = tick(n + 1, i64::try_from(n).expect("small") * 20_000);
+            let mut sample = vm(Some(DomainState::Running), false);
+            sample.usage = Some(vm_usage(None, &DomainStats::default(), 1.0, 2));
+            t.vms = vec![sample];
+            if let Some(host) = &mut t.host_sample
+                && let Some(cpu) = &mut host.usage.cpu
+            {
+                cpu.busy_pct = (n * 10) as f64;
+            }
+            store.write_tick_blocking(&t).expect("write");
+        }
+        let now = OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(160);
+        let keep_all = Retention {
+            raw: None,
+            minute: None,
+            hour: None,
+        };
+        store
+            .maintain_blocking("192.0.2.2", now, &keep_all)
+            .expect("maintain");
+        // Again: nothing new is due, nothing changes.
+        store
+            .maintain_blocking("192.0.2.2", now, &keep_all)
+            .expect("maintain again");
+        let state = store.lock().expect("lock");
+        let minutes: Vec<(String, u32, f64, f64, f64)> = state
+            .conn
+            .prepare("SELECT time, samples, cpu_pct_avg, cpu_pct_max, cpu_pct_p95 FROM host_usage_1m ORDER BY time")
+            .expect("sql")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(
+            minutes,
+            [
+                ("1970-01-01T00:00:00.000Z".to_owned(), 3, 10.0, 20.0, 20.0),
+                ("1970-01-01T00:01:00.000Z".to_owned(), 3, 40.0, 50.0, 50.0),
+            ]
+        );
+        let vm_minutes: u32 = state
+            .conn
+            .query_row("SELECT SUM(samples) FROM vm_usage_1m", [], |r| r.get(0))
+            .expect("vm rollups");
+        assert_eq!(vm_minutes, 6);
+        drop(state);
+
+        // A day later with one hour of raw rows kept: the raw rows go, the rollups stay.
+        let later = now + time::Duration::days(1);
+        let short = Retention {
+            raw: Some(std::time::Duration::from_secs(3600)),
+            minute: None,
+            hour: None,
+        };
+        store
+            .maintain_blocking("192.0.2.2", later, &short)
+            .expect("purge");
+        let state = store.lock().expect("lock");
+        let counts: (u32, u32, u32, u32) = state
+            .conn
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM host_usage), (SELECT COUNT(*) FROM host_cpu_usage),
+                        (SELECT COUNT(*) FROM vm_usage), (SELECT COUNT(*) FROM host_usage_1m)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .expect("counts");
+        // The minute holding the last ticks was rolled up before they went.
+        assert_eq!(counts, (0, 0, 0, 3));
+    }
+
+    #[test]
     fn ticks_are_written_once_and_read_back_in_order() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SqliteStore::open(&dir.path().join("sub/s.db")).expect("open");
@@ -608,6 +851,7 @@ mod tests {
         let rows = store
             .recent_host_usage_blocking(&HostUsageQuery {
                 host_ip: None,
+                since: None,
                 limit: 2,
             })
             .expect("rows");

@@ -218,7 +218,7 @@ pub struct NetTotals {
 
 /// Everything computed for the host over one interval. A figure that cannot be computed
 /// (reset, Δt = 0, unreadable file) is absent, never made up.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct HostUsage {
     pub cpu: Option<CpuUsage>,
     /// Per CPU line, in `/proc/stat` order; empty when the CPU count changed.
