@@ -34,6 +34,8 @@ pub struct MariaDb {
     port: u16,
     user: String,
     password_file: PathBuf,
+    tls_user: String,
+    ca_file: PathBuf,
     database: String,
     socket: PathBuf,
     pid_file: PathBuf,
@@ -88,6 +90,8 @@ impl MariaDb {
                 .ok_or("no port number \"port\"")?,
             user: field(&json, "user")?,
             password_file: field(&json, "password_file")?.into(),
+            tls_user: field(&json, "tls_user")?,
+            ca_file: field(&json, "ca_file")?.into(),
             database: field(&json, "database")?,
             socket: field(&json, "socket")?.into(),
             pid_file: field(&json, "pid_file")?.into(),
@@ -134,6 +138,20 @@ impl MariaDb {
     }
 
     /// The file holding the `setmov` user's password (and a newline), readable by root only.
+    /// Like [`MariaDb::url`] for the account the server accepts only over TLS (same
+    /// password).
+    pub fn tls_url(&self, database: &str) -> String {
+        format!(
+            "mysql://{}@{}:{}/{database}",
+            self.tls_user, self.host, self.port
+        )
+    }
+
+    /// The test CA the server's certificate chains to.
+    pub fn ca_file(&self) -> &Path {
+        &self.ca_file
+    }
+
     pub fn password_file(&self) -> &Path {
         &self.password_file
     }

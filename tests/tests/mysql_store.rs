@@ -535,3 +535,47 @@ fn complete_minutes_are_rolled_up_and_old_ticks_purged_on_the_server() {
     );
     assert_eq!(count(&db, &name, "SELECT COUNT(*) FROM host_usage_1h"), 1);
 }
+
+#[test]
+fn tls_is_used_when_asked_and_the_server_is_verified() {
+    let _server = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(db) = server() else { return };
+    let name = db.fresh_database("tls");
+    // The TLS account: the server refuses it over a plain connection.
+    let url = db.tls_url(&name);
+    let password = db.password_file().display().to_string();
+    let ca = db.ca_file().display().to_string();
+    let (ok, log) = setmov(&[
+        "migrate",
+        "--database",
+        &url,
+        "--database-password-file",
+        &password,
+    ]);
+    assert!(
+        !ok && log.contains("Access denied"),
+        "plain connection: {log}"
+    );
+    // TLS verified against the system's roots: the test CA is not among them.
+    let (ok, log) = setmov(&[
+        "migrate",
+        "--database",
+        &url,
+        "--database-password-file",
+        &password,
+        "--database-tls",
+    ]);
+    assert!(!ok, "a certificate of an unknown CA was accepted: {log}");
+    // Against the test CA: accepted, and the schema is there.
+    let (ok, log) = setmov(&[
+        "migrate",
+        "--database",
+        &url,
+        "--database-password-file",
+        &password,
+        "--database-ca",
+        &ca,
+    ]);
+    assert!(ok, "TLS with the test CA: {log}");
+    assert!(count(&db, &name, "SELECT COUNT(*) FROM refinery_schema_history") >= 1);
+}

@@ -48,6 +48,8 @@ const HOST: &str = "127.0.0.1";
 /// Not 3306, so that it never clashes with a MariaDB or MySQL of the system.
 const PORT: u16 = 3307;
 const USER: &str = "setmov";
+/// The same password as `USER`, but the server accepts it only over TLS (`REQUIRE SSL`).
+const TLS_USER: &str = "setmov_tls";
 const DATABASE: &str = "setmov_test";
 const PROGRAM: &str = "/usr/sbin/mariadbd";
 /// The system user the server runs as (created by the mariadb-server package).
@@ -103,6 +105,19 @@ impl Layout {
     fn pid_file(&self) -> PathBuf {
         self.run.join("mariadbd.pid")
     }
+    /// A test CA and the server's certificate (for 127.0.0.1) signed by it.
+    fn tls_dir(&self) -> PathBuf {
+        self.base.join("tls")
+    }
+    fn ca_file(&self) -> PathBuf {
+        self.tls_dir().join("ca.pem")
+    }
+    fn server_cert(&self) -> PathBuf {
+        self.tls_dir().join("server.pem")
+    }
+    fn server_key(&self) -> PathBuf {
+        self.tls_dir().join("server-key.pem")
+    }
 }
 
 /// mariadbd's arguments: no option file of the system is read (`--no-defaults` must come
@@ -123,7 +138,108 @@ fn server_args(layout: &Layout) -> Vec<String> {
         // What Debian's own configuration sets (compiled-in default: latin1).
         "--character-set-server=utf8mb4".into(),
         "--collation-server=utf8mb4_general_ci".into(),
+        // TLS with the test CA's certificate, for the store's TLS test.
+        format!("--ssl-ca={}", path(layout.ca_file())),
+        format!("--ssl-cert={}", path(layout.server_cert())),
+        format!("--ssl-key={}", path(layout.server_key())),
     ]
+}
+
+/// Makes the test CA and the server's certificate once (openssl): the CA with
+/// `basicConstraints CA:TRUE`, the server's with subjectAltName IP 127.0.0.1, as a client that
+/// verifies (rustls) requires.
+fn ensure_certificates(layout: &Layout) -> anyhow::Result<()> {
+    if layout.ca_file().exists() && layout.server_cert().exists() && layout.server_key().exists() {
+        return Ok(());
+    }
+    let dir = layout.tls_dir();
+    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let openssl = |args: &[&str]| -> anyhow::Result<()> {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .output()
+            .context("cannot run openssl (package openssl)")?;
+        if !out.status.success() {
+            bail!(
+                "openssl {} failed: {}",
+                args.first().copied().unwrap_or_default(),
+                tail(&String::from_utf8_lossy(&out.stderr), 5)
+            );
+        }
+        Ok(())
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "3650",
+        "-subj",
+        "/CN=SETMOV test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-keyout",
+        "ca-key.pem",
+        "-out",
+        "ca.pem",
+    ])?;
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server-key.pem",
+        "-out",
+        "server.csr",
+    ])?;
+    fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )?;
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca-key.pem",
+        "-CAcreateserial",
+        "-days",
+        "3650",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.pem",
+    ])?;
+    // The server runs as `mysql` and must read its key.
+    let status = Command::new("chown")
+        .arg(format!("{SERVER_USER}:{SERVER_USER}"))
+        .arg(layout.server_key())
+        .status()
+        .context("cannot run chown")?;
+    if !status.success() {
+        bail!(
+            "cannot give {} to {SERVER_USER}",
+            layout.server_key().display()
+        );
+    }
+    eprintln!(
+        "xtask: made a test CA and a server certificate in {}",
+        dir.display()
+    );
+    Ok(())
 }
 
 /// What the tests read (see the module's documentation).
@@ -133,6 +249,8 @@ struct Manifest {
     port: u16,
     user: String,
     password_file: PathBuf,
+    tls_user: String,
+    ca_file: PathBuf,
     database: String,
     socket: PathBuf,
     pid_file: PathBuf,
@@ -149,6 +267,8 @@ impl Manifest {
             port: PORT,
             user: USER.into(),
             password_file: layout.password_file(),
+            tls_user: TLS_USER.into(),
+            ca_file: layout.ca_file(),
             database: DATABASE.into(),
             socket: layout.socket(),
             pid_file: layout.pid_file(),
@@ -165,6 +285,8 @@ impl Manifest {
             "port": self.port,
             "user": self.user,
             "password_file": self.password_file,
+            "tls_user": self.tls_user,
+            "ca_file": self.ca_file,
             "database": self.database,
             "socket": self.socket,
             "pid_file": self.pid_file,
@@ -194,6 +316,8 @@ impl Manifest {
                 .context("no port number \"port\"")?,
             user: text(&json, "user")?,
             password_file: text(&json, "password_file")?.into(),
+            tls_user: text(&json, "tls_user")?,
+            ca_file: text(&json, "ca_file")?.into(),
             database: text(&json, "database")?,
             socket: text(&json, "socket")?.into(),
             pid_file: text(&json, "pid_file")?.into(),
@@ -234,6 +358,7 @@ pub fn up() -> anyhow::Result<()> {
     packages::ensure()?;
     let layout = Layout::standard();
     initialise(&layout)?;
+    ensure_certificates(&layout)?;
     let manifest = Manifest::new(&layout);
     let expected: Vec<String> = std::iter::once(PROGRAM.to_owned())
         .chain(manifest.args.iter().cloned())
@@ -484,6 +609,12 @@ fn setup_sql(password: &str) -> String {
              GRANT ALL PRIVILEGES ON `setmov\\_%`.* TO {account};\n"
         ));
     }
+    let account = format!("'{TLS_USER}'@'{HOST}'");
+    sql.push_str(&format!(
+        "CREATE USER IF NOT EXISTS {account} IDENTIFIED BY '{password}' REQUIRE SSL;\n\
+         ALTER USER {account} IDENTIFIED BY '{password}' REQUIRE SSL;\n\
+         GRANT ALL PRIVILEGES ON `setmov\\_%`.* TO {account};\n"
+    ));
     sql.push_str(&format!("CREATE DATABASE IF NOT EXISTS `{DATABASE}`;\n"));
     sql
 }

@@ -19,6 +19,8 @@ pub const PACKAGES: &[&str] = &[
     "iptables",
     // Decompresses kernel modules shipped as .ko.xz (xtask/src/guests.rs).
     "xz-utils",
+    // Makes the test MariaDB's CA and server certificate (xtask/src/mariadb.rs).
+    "openssl",
     // The MySQL store's tests run against a real server that xtask starts (mariadbd,
     // mariadb-install-db) and configures with the `mariadb` client.
     "mariadb-server",
