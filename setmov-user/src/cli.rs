@@ -126,7 +126,7 @@ impl DatabaseArgs {
             password,
             tls: self.database_tls || self.database_ca.is_some(),
             ca_file: self.database_ca.clone(),
-            spool_dir: self.spool_dir.clone(),
+            spool_dir: spool_dir(&self.spool_dir, &self.database),
             spool_max_bytes: self.spool_max,
         })
     }
@@ -157,6 +157,28 @@ fn parse_age(text: &str) -> Result<Age, String> {
     humantime::parse_duration(text)
         .map(|d| Age(Some(d)))
         .map_err(|e| format!("`{text}` is not an age such as 14d, 12h or forever: {e}"))
+}
+
+/// The spool of one database: under the default folder, a subfolder per server and database,
+/// so that ticks spooled for one are never replayed into another. A folder given with
+/// `--spool-dir` is used as it is.
+fn spool_dir(dir: &std::path::Path, url: &str) -> PathBuf {
+    if dir != std::path::Path::new(DEFAULT_SPOOL_DIR) {
+        return dir.to_owned();
+    }
+    let target = crate::store::mysql::redact(url);
+    let name: String = target
+        .trim_start_matches("mysql://")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    dir.join(name)
 }
 
 /// `512MiB`, `2GiB`, `1000000` (bytes).
@@ -546,6 +568,17 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn each_database_gets_its_own_default_spool() {
+        let default = std::path::Path::new(DEFAULT_SPOOL_DIR);
+        assert_eq!(
+            spool_dir(default, "mysql://setmov:pw@db.example:3306/fleet"),
+            default.join("setmov_db.example_3306_fleet")
+        );
+        let given = std::path::Path::new("/srv/spool");
+        assert_eq!(spool_dir(given, "mysql://u@h/d"), given);
     }
 
     #[test]

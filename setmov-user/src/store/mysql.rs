@@ -41,6 +41,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const LAST_RETRY: Duration = Duration::from_secs(10);
+/// Longest the rollups and purges after a tick may take.
+const MAINTAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Rows per INSERT statement.
 const ROWS_PER_STATEMENT: usize = 500;
 /// MariaDB/MySQL server error codes that no retry can fix.
@@ -797,6 +799,27 @@ impl Store for MysqlStore {
         if !self.spool.is_empty() || self.failing.is_some() {
             return Ok(());
         }
+        // A server that stopped answering must not hold the writer: try again next tick.
+        let target = self.target.clone();
+        tokio::time::timeout(MAINTAIN_TIMEOUT, self.maintain_now(host_ip, now, retention))
+            .await
+            .map_err(|_| StoreError::Mysql {
+                target,
+                message: format!(
+                    "rollups and purges took longer than {}",
+                    humantime::format_duration(MAINTAIN_TIMEOUT)
+                ),
+            })?
+    }
+}
+
+impl MysqlStore {
+    async fn maintain_now(
+        &mut self,
+        host_ip: &str,
+        now: OffsetDateTime,
+        retention: &Retention,
+    ) -> Result<(), StoreError> {
         let target = self.target.clone();
         let error = |e: mysql_async::Error| mysql_error(&target, &e);
         let mut conn = self.pool.get_conn().await.map_err(error)?;
