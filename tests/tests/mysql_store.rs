@@ -46,6 +46,32 @@ fn db_args(db: &MariaDb, spool: &Path, more: &[&str]) -> Vec<String> {
     args
 }
 
+/// What most tests start from: the server locked for the test, a fresh database `name` with
+/// the schema, its URL, and a spool folder.
+struct Prepared {
+    _server: std::sync::MutexGuard<'static, ()>,
+    db: MariaDb,
+    name: String,
+    url: String,
+    spool: tempfile::TempDir,
+}
+
+/// `None` when the server is not there (the test then skips).
+fn prepared(name: &str) -> Option<Prepared> {
+    let server_lock = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    let db = server()?;
+    let name = db.fresh_database(name);
+    let url = db.url(&name);
+    migrate(&db, &url);
+    Some(Prepared {
+        _server: server_lock,
+        db,
+        name,
+        url,
+        spool: tempfile::tempdir().expect("tempdir"),
+    })
+}
+
 fn setmov(args: &[&str]) -> (bool, String) {
     let out = Command::new(SETMOV)
         .args(args)
@@ -224,12 +250,16 @@ fn real_host_ip(db: &MariaDb, name: &str) -> String {
 
 #[test]
 fn a_20_second_outage_loses_and_duplicates_nothing() {
-    let _server = SERVER.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(db) = server() else { return };
-    let name = db.fresh_database("outage");
-    let url = db.url(&name);
-    migrate(&db, &url);
-    let spool = tempfile::tempdir().expect("tempdir");
+    let Some(Prepared {
+        _server,
+        db,
+        name,
+        url,
+        spool,
+    }) = prepared("outage")
+    else {
+        return;
+    };
     const TICKS: u64 = 70;
     let args = db_args(
         &db,
@@ -262,12 +292,16 @@ fn a_20_second_outage_loses_and_duplicates_nothing() {
 
 #[test]
 fn a_monitor_restarted_during_an_outage_replays_its_spool() {
-    let _server = SERVER.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(db) = server() else { return };
-    let name = db.fresh_database("restart");
-    let url = db.url(&name);
-    migrate(&db, &url);
-    let spool = tempfile::tempdir().expect("tempdir");
+    let Some(Prepared {
+        _server,
+        db,
+        name,
+        url,
+        spool,
+    }) = prepared("restart")
+    else {
+        return;
+    };
     let args = db_args(
         &db,
         spool.path(),
@@ -469,12 +503,16 @@ fn synthetic_tick(seq: u64, secs: i64, cpu: f64) -> TickRecord {
 
 #[test]
 fn complete_minutes_are_rolled_up_and_old_ticks_purged_on_the_server() {
-    let _server = SERVER.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(db) = server() else { return };
-    let name = db.fresh_database("rollup");
-    let url = db.url(&name);
-    migrate(&db, &url);
-    let spool = tempfile::tempdir().expect("tempdir");
+    let Some(Prepared {
+        _server,
+        db,
+        name,
+        url,
+        spool,
+    }) = prepared("rollup")
+    else {
+        return;
+    };
     let config = MysqlConfig {
         url,
         password: Some(db.password()),

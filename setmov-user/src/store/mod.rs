@@ -419,9 +419,14 @@ fn purge_statements(
 
 /// UTC with milliseconds, fixed width, so text order is time order.
 pub fn format_time(t: OffsetDateTime) -> String {
+    utc_millis(t, 'T', "Z")
+}
+
+/// `t` in UTC as `YYYY-MM-DD<separator>HH:MM:SS.mmm<zone>`.
+fn utc_millis(t: OffsetDateTime, separator: char, zone: &str) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
     format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        "{:04}-{:02}-{:02}{separator}{:02}:{:02}:{:02}.{:03}{zone}",
         t.year(),
         u8::from(t.month()),
         t.day(),

@@ -587,17 +587,7 @@ async fn roll_up_bucket(
 
 /// A tick's time as MySQL's DATETIME(3) takes it (UTC).
 pub fn mysql_time(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03}",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
+    super::utc_millis(t, ' ', "")
 }
 
 /// `column` as `setmov show` prints times (as the embedded store keeps them).
