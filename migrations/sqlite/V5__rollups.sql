@@ -1,8 +1,9 @@
 -- SETMOV embedded store, schema 5: per-minute and per-hour rollups of T2 and T4, so that
 -- month-long analysis reads ~1/60 or ~1/3600 of the rows. Each row summarises the raw ticks of
 -- one bucket (time = the bucket's start): how many there were, and per figure its mean, maximum
--- and 95th percentile over the ticks that had it (NULL when none had it). Rollups are written
--- when a bucket is complete; raw rows are deleted after their retention time.
+-- and 95th percentile over the ticks that had it (NULL when none had it). VM rollups include the
+-- eBPF figures of vm_ebpf_usage (CPU ready, request latency p99, KVM events). Rollups are
+-- written when a bucket is complete; raw rows are deleted after their retention time.
 
 CREATE TABLE host_usage_1m (
     host_ip TEXT NOT NULL REFERENCES hosts (host_ip),
@@ -69,6 +70,18 @@ CREATE TABLE vm_usage_1m (
     net_tx_bps_avg REAL,
     net_tx_bps_max REAL,
     net_tx_bps_p95 REAL,
+    cpu_ready_pct_avg REAL,
+    cpu_ready_pct_max REAL,
+    cpu_ready_pct_p95 REAL,
+    read_latency_p99_us_avg REAL,
+    read_latency_p99_us_max REAL,
+    read_latency_p99_us_p95 REAL,
+    write_latency_p99_us_avg REAL,
+    write_latency_p99_us_max REAL,
+    write_latency_p99_us_p95 REAL,
+    kvm_events_s_avg REAL,
+    kvm_events_s_max REAL,
+    kvm_events_s_p95 REAL,
     PRIMARY KEY (time, uuid)
 ) WITHOUT ROWID;
 
@@ -137,5 +150,17 @@ CREATE TABLE vm_usage_1h (
     net_tx_bps_avg REAL,
     net_tx_bps_max REAL,
     net_tx_bps_p95 REAL,
+    cpu_ready_pct_avg REAL,
+    cpu_ready_pct_max REAL,
+    cpu_ready_pct_p95 REAL,
+    read_latency_p99_us_avg REAL,
+    read_latency_p99_us_max REAL,
+    read_latency_p99_us_p95 REAL,
+    write_latency_p99_us_avg REAL,
+    write_latency_p99_us_max REAL,
+    write_latency_p99_us_p95 REAL,
+    kvm_events_s_avg REAL,
+    kvm_events_s_max REAL,
+    kvm_events_s_p95 REAL,
     PRIMARY KEY (time, uuid)
 ) WITHOUT ROWID;

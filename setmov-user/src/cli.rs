@@ -109,6 +109,12 @@ impl DatabaseArgs {
     }
 
     fn mysql_config(&self) -> anyhow::Result<MysqlConfig> {
+        if crate::store::mysql::redact(&self.database) != self.database {
+            tracing::warn!(
+                "the --database URL holds a password, which the process list shows to every \
+                 user: prefer --database-password-file or SETMOV_DATABASE_PASSWORD"
+            );
+        }
         let password = match (&self.database_password_file, &self.database_password) {
             (Some(file), _) => Some(
                 std::fs::read_to_string(file)

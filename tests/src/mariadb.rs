@@ -411,6 +411,7 @@ mod tests {
     const MANIFEST_TEXT: &str = r#"{
       "host": "127.0.0.1", "port": 3307, "user": "setmov",
       "password_file": "/var/lib/setmov-mariadb/test-password", "database": "setmov_test",
+      "tls_user": "setmov_tls", "ca_file": "/var/lib/setmov-mariadb/tls/ca.pem",
       "socket": "/run/setmov-mariadb/mariadbd.sock", "pid_file": "/run/setmov-mariadb/mariadbd.pid",
       "datadir": "/var/lib/setmov-mariadb/data", "log": "/var/lib/setmov-mariadb/mariadbd.err",
       "command": {"program": "/usr/sbin/mariadbd",
@@ -423,6 +424,10 @@ mod tests {
         assert_eq!(
             server.url("setmov_t_x"),
             "mysql://setmov@127.0.0.1:3307/setmov_t_x"
+        );
+        assert_eq!(
+            server.tls_url("setmov_t_x"),
+            "mysql://setmov_tls@127.0.0.1:3307/setmov_t_x"
         );
         assert_eq!(server.port(), 3307);
         assert_eq!(server.database(), "setmov_test");

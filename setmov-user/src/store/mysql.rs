@@ -404,7 +404,23 @@ impl MysqlStore {
 
     /// Closes the pool's connections.
     pub async fn close(self) {
-        let _ = self.pool.disconnect().await;
+        let _ = self.pool.clone().disconnect().await;
+    }
+}
+
+impl Drop for MysqlStore {
+    /// Says what is left for the next run, so that an operator stopping the monitor during an
+    /// outage knows nothing is lost.
+    fn drop(&mut self) {
+        if !self.spool.is_empty() {
+            tracing::warn!(
+                "{} ticks wait in the spool {} for {}; the next `setmov run` with this database \
+                 replays them",
+                self.spool.len(),
+                self.spool.dir().display(),
+                self.target
+            );
+        }
     }
 }
 

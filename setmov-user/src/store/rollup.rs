@@ -36,6 +36,19 @@ pub const VM_FIGURES: &[&str] = &[
     "disk_write_iops",
     "net_rx_bps",
     "net_tx_bps",
+    // From vm_ebpf_usage (NULL without eBPF).
+    "cpu_ready_pct",
+    "read_latency_p99_us",
+    "write_latency_p99_us",
+    "kvm_events_s",
+];
+
+/// The VM figures that come from `vm_ebpf_usage` rather than `vm_usage`.
+const EBPF_VM_FIGURES: &[&str] = &[
+    "cpu_ready_pct",
+    "read_latency_p99_us",
+    "write_latency_p99_us",
+    "kvm_events_s",
 ];
 
 /// A rollup level.
@@ -175,13 +188,24 @@ pub fn raw_host_sql() -> String {
     )
 }
 
-/// The query for one bucket's raw T4 rows of a host's VMs: `uuid`, then the figures. Rows
-/// marked missing (libvirt did not answer) have no figures and are left out.
-/// Parameters: host, bucket start, bucket end.
+/// The query for one bucket's raw T4 rows of a host's VMs, with their eBPF figures: `uuid`,
+/// then the figures. Rows marked missing (libvirt did not answer) have no figures and are left
+/// out. Parameters: host, bucket start, bucket end.
 pub fn raw_vm_sql() -> String {
-    let figures: Vec<String> = VM_FIGURES.iter().map(|f| format!("u.{f}")).collect();
+    let figures: Vec<String> = VM_FIGURES
+        .iter()
+        .map(|f| {
+            let table = if EBPF_VM_FIGURES.contains(f) {
+                "e"
+            } else {
+                "u"
+            };
+            format!("{table}.{f}")
+        })
+        .collect();
     format!(
         "SELECT u.uuid, {} FROM vm_usage u JOIN vms v ON v.uuid = u.uuid
+         LEFT JOIN vm_ebpf_usage e ON e.time = u.time AND e.uuid = u.uuid
          WHERE v.host_ip = ? AND u.time >= ? AND u.time < ? AND u.missing IS NULL",
         figures.join(", ")
     )

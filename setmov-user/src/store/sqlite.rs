@@ -770,6 +770,22 @@ mod tests {
             let mut t = tick(n + 1, i64::try_from(n).expect("small") * 20_000);
             let mut sample = vm(Some(DomainState::Running), false);
             sample.usage = Some(vm_usage(None, &DomainStats::default(), 1.0, 2));
+            // One tick with an eBPF figure: the rollup's CPU ready is that tick's alone.
+            if n == 1 {
+                sample.ebpf = Some(crate::usage::ebpf::VmEbpfFigures {
+                    interval_secs: 20.0,
+                    block: crate::ebpf::BlockTotals::default(),
+                    block_rates: None,
+                    latency: Vec::new(),
+                    cpu_ready: Some(crate::usage::ebpf::CpuReady {
+                        pct: 12.5,
+                        p99_us: None,
+                        waits: 3,
+                    }),
+                    kvm_events: Vec::new(),
+                    nics: Vec::new(),
+                });
+            }
             t.vms = vec![sample];
             if let Some(host) = &mut t.host_sample
                 && let Some(cpu) = &mut host.usage.cpu
@@ -812,6 +828,19 @@ mod tests {
             .query_row("SELECT SUM(samples) FROM vm_usage_1m", [], |r| r.get(0))
             .expect("vm rollups");
         assert_eq!(vm_minutes, 6);
+        let ready: Vec<Option<f64>> = state
+            .conn
+            .prepare("SELECT cpu_ready_pct_avg FROM vm_usage_1m ORDER BY time")
+            .expect("sql")
+            .query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(
+            ready,
+            [Some(12.5), None],
+            "eBPF figures where ticks had them"
+        );
         drop(state);
 
         // A day later with one hour of raw rows kept: the raw rows go, the rollups stay.
