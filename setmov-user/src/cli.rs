@@ -9,6 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
+use crate::analysis::recommend::{Capacity, virsh_script};
+use crate::analysis::{self, ReportQuery};
 use crate::ebpf::Probes;
 use crate::host::devices::{DEFAULT_NET_TOTAL_EXCLUDED_PREFIXES, DEFAULT_SKIPPED_DISK_PREFIXES};
 use crate::host::identity::{self, HostIdentity};
@@ -55,6 +57,13 @@ pub enum Command {
     Run(RunArgs),
     /// Print the most recent stored usage rows of the host, or of its VMs.
     Show(ShowArgs),
+    /// Per host and per VM over a window: mean, median, 95th percentile and maximum of CPU,
+    /// memory, disk, network, steal and CPU ready, and request latency p99.
+    Report(ReportArgs),
+    /// A vCPU count and a memory size per VM from what it used, idle and starved VMs, and a
+    /// plan per host within its capacity; prints a table or JSON and can write a `virsh`
+    /// script to review. Nothing is applied.
+    Recommend(RecommendArgs),
     /// Create or update the schema of a MySQL/MariaDB database (the embedded database is
     /// migrated whenever it is opened).
     Migrate(DatabaseArgs),
@@ -326,6 +335,67 @@ pub struct ShowArgs {
     pub format: Format,
 }
 
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// Only this host IP (and its VMs).
+    #[arg(long)]
+    pub host: Option<String>,
+
+    /// Only this VM (name or UUID); no host lines.
+    #[arg(long)]
+    pub vm: Option<String>,
+
+    /// Start of the window, as an age: `24h`, `7d`, `30d`.
+    #[arg(long, value_name = "AGE", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub since: Duration,
+
+    /// End of the window, as an age (`0s` is now).
+    #[arg(long, value_name = "AGE", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub until: Duration,
+
+    /// Which rows to read; by default the window picks them (raw up to 6 hours, per-minute
+    /// rollups up to a week, per-hour beyond).
+    #[arg(long, value_enum)]
+    pub level: Option<ShowLevel>,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct RecommendArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// Only this host IP.
+    #[arg(long)]
+    pub host: Option<String>,
+
+    /// The window of observed use, as an age: `7d`, `30d`.
+    #[arg(long, value_name = "AGE", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub since: Duration,
+
+    /// vCPUs the plan may give per logical CPU of a host.
+    #[arg(long, value_name = "RATIO", default_value_t = 4.0)]
+    pub vcpus_per_cpu: f64,
+
+    /// Memory each host keeps for itself, e.g. `1GiB`.
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
+    pub host_reserve: u64,
+
+    /// Also write the plan as a `virsh` script to this file (to review, then run by hand).
+    #[arg(long, value_name = "FILE")]
+    pub script: Option<PathBuf>,
+
+    /// Output format (table or json).
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ShowLevel {
     Raw,
@@ -381,6 +451,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Run(args) => run(args).await,
         Command::Show(args) => show(args).await,
         Command::Migrate(args) => migrate(args).await,
+        Command::Report(args) => report(args).await,
+        Command::Recommend(args) => recommend(args).await,
     }
 }
 
@@ -493,6 +565,99 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static
             _ = terminate.recv() => tracing::info!("SIGTERM: finishing the current tick"),
         }
     })
+}
+
+async fn report(args: ReportArgs) -> anyhow::Result<()> {
+    let database = &args.database;
+    if !database.is_mysql() && !std::path::Path::new(&database.database).exists() {
+        bail!(
+            "no database at {} (run `setmov run` first, or give --database)",
+            database.database
+        );
+    }
+    let now = time::OffsetDateTime::now_utc();
+    let ago = |age: Duration| time::Duration::try_from(age).map(|age| now - age);
+    let (since, until) = (ago(args.since)?, ago(args.until)?);
+    if since >= until {
+        bail!("the window is empty: --since must reach further back than --until");
+    }
+    let level = match args.level {
+        Some(ShowLevel::Raw) => None,
+        Some(ShowLevel::Minute) => Some(Level::Minute),
+        Some(ShowLevel::Hour) => Some(Level::Hour),
+        None => rollup::level_for(until, since),
+    };
+    let mut store = database.open().await?;
+    let mut query = ReportQuery {
+        level,
+        vms: false,
+        host_ip: args.host,
+        vm: args.vm,
+        since,
+        until,
+    };
+    let hosts = if query.vm.is_some() {
+        Vec::new()
+    } else {
+        analysis::report::report(false, store.report_samples(&query).await?)
+    };
+    query.vms = true;
+    let vms = analysis::report::report(true, store.report_samples(&query).await?);
+    let text = show::render_report(&hosts, &vms, args.format)?;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+async fn recommend(args: RecommendArgs) -> anyhow::Result<()> {
+    let database = &args.database;
+    if !database.is_mysql() && !std::path::Path::new(&database.database).exists() {
+        bail!(
+            "no database at {} (run `setmov run` first, or give --database)",
+            database.database
+        );
+    }
+    if !(args.vcpus_per_cpu.is_finite() && args.vcpus_per_cpu > 0.0) {
+        bail!("--vcpus-per-cpu must be a positive number");
+    }
+    let until = time::OffsetDateTime::now_utc();
+    let since = until - time::Duration::try_from(args.since)?;
+    let mut store = database.open().await?;
+    let mut plans = Vec::new();
+    for host in store.hosts().await? {
+        if args.host.as_ref().is_some_and(|h| *h != host.host_ip) {
+            continue;
+        }
+        let query = ReportQuery {
+            level: rollup::level_for(until, since),
+            vms: true,
+            host_ip: Some(host.host_ip.clone()),
+            vm: None,
+            since,
+            until,
+        };
+        let vms = analysis::report::report(true, store.report_samples(&query).await?);
+        let capacity = host
+            .cpus
+            .zip(host.memory_bytes)
+            .map(|(cpus, memory)| Capacity {
+                vcpus: (f64::from(cpus) * args.vcpus_per_cpu).floor() as u32,
+                memory_bytes: memory.saturating_sub(args.host_reserve),
+            });
+        plans.push((host.host_ip, analysis::recommend::plan(&vms, capacity)));
+    }
+    if let Some(path) = &args.script {
+        let script: String = plans.iter().map(|(_, p)| virsh_script(p)).collect();
+        std::fs::write(path, script)
+            .with_context(|| format!("cannot write the script {}", path.display()))?;
+        tracing::info!("wrote the plan as virsh commands to {}", path.display());
+    }
+    let text = show::render_plans(&plans, args.format)?;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 async fn migrate(args: DatabaseArgs) -> anyhow::Result<()> {

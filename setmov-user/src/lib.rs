@@ -8,6 +8,7 @@
 //!
 //! [`sampler`] ties them together on a tokio runtime and [`cli`] is the `setmov` command.
 
+pub mod analysis;
 pub mod cli;
 pub mod ebpf;
 pub mod host;

@@ -5,6 +5,8 @@ use std::fmt::Write;
 use crate::sampler::summary::{human_bits, human_bytes};
 use serde::Serialize;
 
+use crate::analysis::recommend::Plan;
+use crate::analysis::report::OwnerReport;
 use crate::store::rollup::RollupRow;
 use crate::store::{HostUsageRow, VmUsageRow};
 
@@ -90,6 +92,164 @@ pub fn render_vms(rows: &[VmUsageRow], format: Format) -> Result<String, serde_j
         "missing",
     ];
     render(rows, format, &header, 3, cells)
+}
+
+/// One figure of one host or VM in a report, as printed.
+#[derive(Debug, Serialize)]
+struct ReportLine<'a> {
+    kind: &'static str,
+    owner: &'a str,
+    uuid: Option<&'a str>,
+    ticks: u64,
+    figure: &'a str,
+    mean: f64,
+    p50: f64,
+    p95: f64,
+    max: f64,
+}
+
+/// A report in `format`: one line per host or VM and figure (mean, median, 95th percentile,
+/// maximum), hosts first.
+pub fn render_report(
+    hosts: &[OwnerReport],
+    vms: &[OwnerReport],
+    format: Format,
+) -> Result<String, serde_json::Error> {
+    let lines: Vec<ReportLine<'_>> = [("host", hosts), ("vm", vms)]
+        .into_iter()
+        .flat_map(|(kind, owners)| {
+            owners.iter().flat_map(move |o| {
+                o.figures.iter().map(move |(figure, f)| ReportLine {
+                    kind,
+                    owner: &o.owner,
+                    uuid: o.uuid.as_deref(),
+                    ticks: o.ticks,
+                    figure,
+                    mean: f.mean,
+                    p50: f.p50,
+                    p95: f.p95,
+                    max: f.max,
+                })
+            })
+        })
+        .collect();
+    let cells = || {
+        lines
+            .iter()
+            .map(|l| {
+                let unit = figure_unit(l.figure);
+                vec![
+                    l.kind.to_owned(),
+                    l.owner.to_owned(),
+                    l.figure.to_owned(),
+                    l.ticks.to_string(),
+                    unit(l.mean),
+                    unit(l.p50),
+                    unit(l.p95),
+                    unit(l.max),
+                ]
+            })
+            .collect()
+    };
+    let header = [
+        "kind", "owner", "figure", "ticks", "mean", "p50", "p95", "max",
+    ];
+    render(&lines, format, &header, 3, cells)
+}
+
+/// Recommendation plans, one per host: a line per VM (sizes now → recommended, flags, the
+/// reasoning) and the host's totals against its capacity. JSON carries everything.
+pub fn render_plans(plans: &[(String, Plan)], format: Format) -> Result<String, serde_json::Error> {
+    if format != Format::Table {
+        #[derive(Serialize)]
+        struct HostPlan<'a> {
+            host: &'a str,
+            #[serde(flatten)]
+            plan: &'a Plan,
+        }
+        let plans: Vec<_> = plans
+            .iter()
+            .map(|(host, plan)| HostPlan { host, plan })
+            .collect();
+        let mut s = serde_json::to_string_pretty(&plans)?;
+        s.push('\n');
+        return Ok(s);
+    }
+    let mut out = String::new();
+    for (host, plan) in plans {
+        let size = |bytes: Option<u64>| bytes.map_or_else(|| "-".into(), |b| human_bytes(b as f64));
+        let count = |n: Option<u32>| n.map_or_else(|| "-".into(), |n| n.to_string());
+        let rows: Vec<Vec<String>> = plan
+            .vms
+            .iter()
+            .map(|r| {
+                let flags = [(r.idle, "idle"), (r.starved, "starved")]
+                    .iter()
+                    .filter(|(on, _)| *on)
+                    .map(|(_, f)| *f)
+                    .collect::<Vec<_>>()
+                    .join(",");
+                vec![
+                    r.name.clone(),
+                    format!("{} → {}", count(r.vcpus), count(r.recommended_vcpus)),
+                    format!(
+                        "{} → {}",
+                        size(r.memory_bytes),
+                        size(r.recommended_memory_bytes)
+                    ),
+                    flags,
+                ]
+            })
+            .collect();
+        let _ = writeln!(out, "host {host}");
+        out.push_str(&table(&["vm", "vcpus", "memory", "flags"], &rows, 4));
+        for r in &plan.vms {
+            for reason in &r.reasons {
+                let _ = writeln!(out, "  {}: {reason}", r.name);
+            }
+        }
+        let capacity = plan.capacity.map_or_else(
+            || "capacity unknown (libvirt gave none)".to_owned(),
+            |c| {
+                format!(
+                    "capacity {} vCPUs, {}",
+                    c.vcpus,
+                    human_bytes(c.memory_bytes as f64)
+                )
+            },
+        );
+        let _ = writeln!(
+            out,
+            "  total: {} → {} vCPUs, {} → {}; {capacity}",
+            plan.vcpus_now,
+            plan.vcpus_planned,
+            human_bytes(plan.memory_now as f64),
+            human_bytes(plan.memory_planned as f64)
+        );
+        for unmet in &plan.unmet {
+            let _ = writeln!(out, "  unmet: {unmet}");
+        }
+    }
+    Ok(out)
+}
+
+/// How a figure's values read, from its name's unit suffix.
+fn figure_unit(figure: &str) -> fn(f64) -> String {
+    if figure == "vcpus" {
+        |v| format!("{v:.0}")
+    } else if figure.ends_with("_bytes") {
+        |v| human_bytes(v)
+    } else if figure.ends_with("_pct") {
+        pct
+    } else if figure.ends_with("_bytes_s") {
+        per_sec
+    } else if figure.ends_with("_bps") {
+        human_bits
+    } else if figure.ends_with("_us") {
+        |v| format!("{v:.0}µs")
+    } else {
+        |v| format!("{v:.1}/s")
+    }
 }
 
 /// Rollup rows (per minute or hour) in `format`: the table shows the main figures' mean, 95th

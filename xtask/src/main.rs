@@ -194,6 +194,10 @@ fn bench(root: &Path, seconds: u64) -> anyhow::Result<()> {
         root,
         &["bench", "-p", "setmov-user", "--bench", "store_tick"],
     )?;
+    cargo(
+        root,
+        &["bench", "-p", "setmov-user", "--bench", "report_month"],
+    )?;
     let vm = guests::up().and_then(|()| vm_tick(root)).and_then(|few| {
         guests::up_idle(BENCH_IDLE_GUESTS)?;
         Ok((few, vm_tick(root)?))

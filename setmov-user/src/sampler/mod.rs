@@ -430,6 +430,19 @@ pub(crate) mod tests {
             Ok(Vec::new())
         }
 
+        async fn hosts(
+            &mut self,
+        ) -> Result<Vec<crate::store::rows::HostRow>, crate::store::StoreError> {
+            Ok(Vec::new())
+        }
+
+        async fn report_samples(
+            &mut self,
+            _query: &crate::analysis::ReportQuery,
+        ) -> Result<Vec<crate::analysis::report::ReportSample>, crate::store::StoreError> {
+            Ok(Vec::new())
+        }
+
         async fn maintain(
             &mut self,
             _host_ip: &str,

@@ -231,6 +231,15 @@ pub trait Store: Send + 'static {
         query: &rollup::RollupQuery,
     ) -> impl Future<Output = Result<Vec<rollup::RollupRow>, StoreError>> + Send;
 
+    /// Every host (T1), as last written.
+    fn hosts(&mut self) -> impl Future<Output = Result<Vec<rows::HostRow>, StoreError>> + Send;
+
+    /// The rows of a report's window (see [`crate::analysis::report`]).
+    fn report_samples(
+        &mut self,
+        query: &crate::analysis::ReportQuery,
+    ) -> impl Future<Output = Result<Vec<crate::analysis::report::ReportSample>, StoreError>> + Send;
+
     /// Rolls up the complete minutes and hours of host `host_ip` (its T2 rows and its VMs'
     /// T4 rows) up to `now`, and deletes rows older than `retention` allows. Cheap when
     /// nothing is due; called by the writer after each tick.
@@ -360,6 +369,23 @@ impl Store for AnyStore {
         match self {
             AnyStore::Sqlite(s) => s.rollups(query).await,
             AnyStore::Mysql(s) => s.rollups(query).await,
+        }
+    }
+
+    async fn hosts(&mut self) -> Result<Vec<rows::HostRow>, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.hosts().await,
+            AnyStore::Mysql(s) => s.hosts().await,
+        }
+    }
+
+    async fn report_samples(
+        &mut self,
+        query: &crate::analysis::ReportQuery,
+    ) -> Result<Vec<crate::analysis::report::ReportSample>, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.report_samples(query).await,
+            AnyStore::Mysql(s) => s.report_samples(query).await,
         }
     }
 

@@ -20,6 +20,9 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Opts, OptsBuilder, Pool, SslOpts, TxOpts};
 use time::OffsetDateTime;
 
+use crate::analysis::report::{self, ReportSample};
+use crate::analysis::{ReportQuery, report_sql};
+
 use super::rollup::{
     HOST_FIGURES, Level, Retention, RollupQuery, RollupRow, VM_FIGURES, raw_host_sql, raw_vm_sql,
     rollup_query_sql, rollup_rows,
@@ -793,6 +796,68 @@ impl Store for MysqlStore {
             .collect();
         out.reverse();
         Ok(out)
+    }
+
+    async fn hosts(&mut self) -> Result<Vec<HostRow>, StoreError> {
+        let target = self.target.clone();
+        let error = |e: mysql_async::Error| mysql_error(&target, &e);
+        let mut conn = self.pool.get_conn().await.map_err(error)?;
+        let rows: Vec<mysql_async::Row> = conn
+            .query(
+                "SELECT host_ip, host_name, mac, vmc, cpus, memory_bytes FROM hosts
+                 ORDER BY host_ip",
+            )
+            .await
+            .map_err(error)?;
+        Ok(rows
+            .into_iter()
+            .map(|mut r| HostRow {
+                host_ip: r.take(0).unwrap_or_default(),
+                host_name: r.take(1).unwrap_or_default(),
+                mac: r.take::<Option<String>, _>(2).flatten(),
+                vmc: r.take::<Option<u32>, _>(3).flatten(),
+                cpus: r.take::<Option<u32>, _>(4).flatten(),
+                memory_bytes: r.take::<Option<u64>, _>(5).flatten(),
+            })
+            .collect())
+    }
+
+    async fn report_samples(&mut self, q: &ReportQuery) -> Result<Vec<ReportSample>, StoreError> {
+        let target = self.target.clone();
+        let error = |e: mysql_async::Error| mysql_error(&target, &e);
+        let mut conn = self.pool.get_conn().await.map_err(error)?;
+        let (since, until) = (mysql_time(q.since), mysql_time(q.until));
+        let mut params: Vec<mysql_async::Value> =
+            vec![q.host_ip.clone().into(), q.host_ip.clone().into()];
+        if q.vms {
+            params.extend([
+                q.vm.clone().into(),
+                q.vm.clone().into(),
+                q.vm.clone().into(),
+            ]);
+        }
+        params.extend([since.into(), until.into()]);
+        let rows: Vec<mysql_async::Row> = conn.exec(report_sql(q), params).await.map_err(error)?;
+        let figures = report::figures(q.vms).len();
+        Ok(rows
+            .into_iter()
+            .map(|mut r| {
+                let values = (0..figures)
+                    .map(|f| {
+                        let at = 3 + 3 * f;
+                        let mut take = |i: usize| r.take::<Option<f64>, _>(i).flatten();
+                        let (mean, max, p95) = (take(at), take(at + 1), take(at + 2));
+                        mean.zip(max).zip(p95).map(|((a, b), c)| (a, b, c))
+                    })
+                    .collect();
+                ReportSample {
+                    owner: r.take(0).unwrap_or_default(),
+                    uuid: r.take::<Option<String>, _>(1).flatten(),
+                    ticks: r.take(2).unwrap_or_default(),
+                    values,
+                }
+            })
+            .collect())
     }
 
     async fn maintain(

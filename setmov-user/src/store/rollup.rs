@@ -36,6 +36,13 @@ pub const VM_FIGURES: &[&str] = &[
     "disk_write_iops",
     "net_rx_bps",
     "net_tx_bps",
+    // What sizing needs: the allocation and the guest's own view of its memory.
+    "vcpus",
+    "mem_alloc_bytes",
+    "mem_used_bytes",
+    "mem_usable_bytes",
+    "swap_in_bytes_s",
+    "major_faults_s",
     // From vm_ebpf_usage (NULL without eBPF).
     "cpu_ready_pct",
     "read_latency_p99_us",
@@ -186,6 +193,16 @@ pub fn raw_host_sql() -> String {
         "SELECT host_ip, {} FROM host_usage WHERE host_ip = ? AND time >= ? AND time < ?",
         HOST_FIGURES.join(", ")
     )
+}
+
+/// Where a raw VM figure is read, in a query joining `vm_usage u` and `vm_ebpf_usage e`.
+pub fn vm_figure_source(figure: &str) -> String {
+    let table = if EBPF_VM_FIGURES.contains(&figure) {
+        "e"
+    } else {
+        "u"
+    };
+    format!("{table}.{figure}")
 }
 
 /// The query for one bucket's raw T4 rows of a host's VMs, with their eBPF figures: `uuid`,

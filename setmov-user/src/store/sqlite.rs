@@ -12,6 +12,9 @@ use rusqlite::{Connection, Transaction, params};
 
 use time::OffsetDateTime;
 
+use crate::analysis::report::{self, ReportSample};
+use crate::analysis::{ReportQuery, report_sql};
+
 use super::rollup::{
     HOST_FIGURES, Level, Retention, RollupQuery, RollupRow, VM_FIGURES, raw_host_sql, raw_vm_sql,
     rollup_query_sql, rollup_rows,
@@ -290,6 +293,65 @@ impl SqliteStore {
         Ok(rows.into_iter().rev().collect())
     }
 
+    /// The blocking half of [`Store::hosts`].
+    pub fn hosts_blocking(&self) -> Result<Vec<HostRow>, StoreError> {
+        let state = self.lock()?;
+        let mut stmt = state.conn.prepare(
+            "SELECT host_ip, host_name, mac, vmc, cpus, memory_bytes FROM hosts ORDER BY host_ip",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(HostRow {
+                    host_ip: r.get(0)?,
+                    host_name: r.get(1)?,
+                    mac: r.get(2)?,
+                    vmc: r.get(3)?,
+                    cpus: r.get(4)?,
+                    memory_bytes: r.get(5)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// The blocking half of [`Store::report_samples`].
+    pub fn report_samples_blocking(
+        &self,
+        q: &ReportQuery,
+    ) -> Result<Vec<ReportSample>, StoreError> {
+        let state = self.lock()?;
+        let mut stmt = state.conn.prepare(&report_sql(q))?;
+        let figures = report::figures(q.vms).len();
+        let row = |r: &rusqlite::Row<'_>| {
+            let mut values = Vec::with_capacity(figures);
+            for f in 0..figures {
+                let at = 3 + 3 * f;
+                let mean: Option<f64> = r.get(at)?;
+                let max: Option<f64> = r.get(at + 1)?;
+                let p95: Option<f64> = r.get(at + 2)?;
+                values.push(mean.zip(max).zip(p95).map(|((a, b), c)| (a, b, c)));
+            }
+            Ok(ReportSample {
+                owner: r.get(0)?,
+                uuid: r.get(1)?,
+                ticks: r.get(2)?,
+                values,
+            })
+        };
+        let (since, until) = (format_time(q.since), format_time(q.until));
+        let rows = if q.vms {
+            stmt.query_map(
+                params![q.host_ip, q.host_ip, q.vm, q.vm, q.vm, since, until],
+                row,
+            )?
+            .collect::<Result<Vec<_>, _>>()?
+        } else {
+            stmt.query_map(params![q.host_ip, q.host_ip, since, until], row)?
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        Ok(rows)
+    }
+
     /// The blocking half of [`Store::maintain`].
     pub fn maintain_blocking(
         &self,
@@ -459,6 +521,24 @@ impl Store for SqliteStore {
         let store = self.clone();
         let query = query.clone();
         tokio::task::spawn_blocking(move || store.rollups_blocking(&query))
+            .await
+            .map_err(|e| StoreError::Worker(e.to_string()))?
+    }
+
+    async fn hosts(&mut self) -> Result<Vec<HostRow>, StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.hosts_blocking())
+            .await
+            .map_err(|e| StoreError::Worker(e.to_string()))?
+    }
+
+    async fn report_samples(
+        &mut self,
+        query: &ReportQuery,
+    ) -> Result<Vec<ReportSample>, StoreError> {
+        let store = self.clone();
+        let query = query.clone();
+        tokio::task::spawn_blocking(move || store.report_samples_blocking(&query))
             .await
             .map_err(|e| StoreError::Worker(e.to_string()))?
     }
@@ -842,6 +922,38 @@ mod tests {
             "eBPF figures where ticks had them"
         );
         drop(state);
+
+        // A report over the same window, from the raw ticks and from the minute rollups.
+        let query = |level| ReportQuery {
+            level,
+            vms: false,
+            host_ip: None,
+            vm: None,
+            since: OffsetDateTime::UNIX_EPOCH,
+            until: OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(120),
+        };
+        let cpu = |level| {
+            let samples = store
+                .report_samples_blocking(&query(level))
+                .expect("report rows");
+            let report = report::report(false, samples);
+            (report[0].ticks, report[0].figures["cpu_pct"])
+        };
+        let (ticks, raw) = cpu(None);
+        assert_eq!((ticks, raw.mean, raw.max), (6, 25.0, 50.0));
+        let (ticks, minutes) = cpu(Some(Level::Minute));
+        assert_eq!(
+            (ticks, minutes.mean, minutes.max, minutes.p95),
+            (6, 25.0, 50.0, 50.0)
+        );
+        let mut vm_query = query(Some(Level::Minute));
+        vm_query.vms = true;
+        let vms = report::report(
+            true,
+            store.report_samples_blocking(&vm_query).expect("vm rows"),
+        );
+        assert_eq!(vms[0].owner, "desk-1");
+        assert_eq!(vms[0].figures["cpu_ready_pct"].max, 12.5);
 
         // A day later with one hour of raw rows kept: the raw rows go, the rollups stay.
         let later = now + time::Duration::days(1);

@@ -1,0 +1,466 @@
+//! `setmov recommend`: a vCPU count and a memory size per VM from what it used over a window,
+//! idle and starved VMs, and a host-level plan that stays within the host's capacity.
+//!
+//! The rule, per VM (all figures over the window, from [`super::report`]):
+//! - **CPU demand** in vCPUs is the 95th percentile of per-vCPU CPU × vCPUs. The recommendation
+//!   is that demand plus [`CPU_HEADROOM`], rounded up, at least 1, and never below the mean
+//!   demand rounded up (what the guest actively used). A VM at 100 % of one of its 4 vCPUs has a
+//!   demand of 1 vCPU and gets 2.
+//! - **Memory demand** is the 95th percentile of the memory the guest reports as used (balloon
+//!   statistics). The recommendation is that demand plus [`MEMORY_HEADROOM`] (at least
+//!   [`MEMORY_HEADROOM_MIN`]), rounded up to [`MEMORY_STEP`], and never below the most the
+//!   guest used. A guest that reports nothing keeps its allocation.
+//! - **Idle**: per-vCPU CPU p95 under 5 %, disk under 64 KiB/s and network under 64 kbit/s (p95).
+//! - **Starved**: steal or CPU ready p95 over 10 % (its vCPUs wait for host CPUs), per-vCPU CPU
+//!   p95 of 90 % or more (saturated), balloon usable memory under 5 % of the allocation on
+//!   average, swap-in, or major faults p95 over 10/s. A CPU-saturated VM gets at least one vCPU
+//!   more, a memory-starved one at least [`MEMORY_STARVED_GROWTH`] more memory.
+//!
+//! The plan sums the recommendations of a host's VMs against its capacity (logical CPUs × the
+//! vCPU overcommit allowed, memory less a reserve for the host). Shrinking over-provisioned VMs
+//! frees capacity; growth that would still exceed it is cut, largest first, and reported as
+//! unmet. Nothing is applied: the output is a table, JSON, and a `virsh` script to review.
+
+use serde::Serialize;
+
+use super::report::{FigureReport, OwnerReport};
+
+/// Added to the CPU demand's 95th percentile.
+pub const CPU_HEADROOM: f64 = 0.25;
+/// Added to the memory demand's 95th percentile.
+pub const MEMORY_HEADROOM: f64 = 0.20;
+/// The least memory headroom, in bytes.
+pub const MEMORY_HEADROOM_MIN: u64 = 256 << 20;
+/// Memory sizes are multiples of this.
+pub const MEMORY_STEP: u64 = 128 << 20;
+/// A memory-starved VM grows by at least this fraction.
+pub const MEMORY_STARVED_GROWTH: f64 = 0.25;
+
+/// What a host can give its VMs.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Capacity {
+    pub vcpus: u32,
+    pub memory_bytes: u64,
+}
+
+/// What the VM has and what it should have.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VmRecommendation {
+    pub name: String,
+    pub uuid: Option<String>,
+    pub vcpus: Option<u32>,
+    pub recommended_vcpus: Option<u32>,
+    pub memory_bytes: Option<u64>,
+    pub recommended_memory_bytes: Option<u64>,
+    pub idle: bool,
+    pub starved: bool,
+    /// Why, one sentence each.
+    pub reasons: Vec<String>,
+}
+
+/// The host-level plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    pub capacity: Option<Capacity>,
+    pub vcpus_now: u32,
+    pub vcpus_planned: u32,
+    pub memory_now: u64,
+    pub memory_planned: u64,
+    /// What the host could not give, one sentence per VM.
+    pub unmet: Vec<String>,
+    pub vms: Vec<VmRecommendation>,
+}
+
+fn figure(vm: &OwnerReport, name: &str) -> Option<FigureReport> {
+    vm.figures.get(name).copied()
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{} MiB", bytes >> 20)
+}
+
+/// The recommendation for one VM (see the module's rule).
+pub fn recommend_vm(vm: &OwnerReport) -> VmRecommendation {
+    let mut reasons = Vec::new();
+    let vcpus = figure(vm, "vcpus").map(|f| f.max.round() as u32);
+    let per_vcpu = figure(vm, "cpu_vcpu_pct");
+    let pct = |name: &str| figure(vm, name).map(|f| f.p95);
+    let disk = pct("disk_read_bytes_s").unwrap_or(0.0) + pct("disk_write_bytes_s").unwrap_or(0.0);
+    let net = pct("net_rx_bps").unwrap_or(0.0) + pct("net_tx_bps").unwrap_or(0.0);
+    let idle = per_vcpu.is_some_and(|c| c.p95 < 5.0) && disk < 65_536.0 && net < 65_536.0;
+    if idle {
+        reasons.push(format!(
+            "idle: CPU p95 {:.1} % per vCPU, disk {:.0} KiB/s, network {:.0} kbit/s",
+            per_vcpu.map_or(0.0, |c| c.p95),
+            disk / 1024.0,
+            net / 1000.0
+        ));
+    }
+
+    let mut starved = false;
+    let mut cpu_saturated = false;
+    for (name, what) in [("steal_pct", "steal"), ("cpu_ready_pct", "CPU ready")] {
+        if let Some(p95) = pct(name).filter(|p| *p > 10.0) {
+            starved = true;
+            reasons.push(format!(
+                "starved of CPU: {what} p95 {p95:.1} % (its vCPUs wait for host CPUs)"
+            ));
+        }
+    }
+    if let Some(c) = per_vcpu.filter(|c| c.p95 >= 90.0) {
+        starved = true;
+        cpu_saturated = true;
+        reasons.push(format!("CPU saturated: p95 {:.1} % per vCPU", c.p95));
+    }
+    let alloc = figure(vm, "mem_alloc_bytes").map(|f| f.max as u64);
+    let mut memory_starved = false;
+    if let (Some(usable), Some(alloc)) = (figure(vm, "mem_usable_bytes"), alloc)
+        && alloc > 0
+        && usable.mean < 0.05 * alloc as f64
+    {
+        memory_starved = true;
+        reasons.push(format!(
+            "short of memory: usable {} of {} on average",
+            mib(usable.mean as u64),
+            mib(alloc)
+        ));
+    }
+    if let Some(swap) = figure(vm, "swap_in_bytes_s").filter(|f| f.max > 0.0) {
+        memory_starved = true;
+        reasons.push(format!("swapping in: up to {:.0} KiB/s", swap.max / 1024.0));
+    }
+    if let Some(faults) = pct("major_faults_s").filter(|p| *p > 10.0) {
+        memory_starved = true;
+        reasons.push(format!("major faults p95 {faults:.0}/s"));
+    }
+    starved |= memory_starved;
+
+    let recommended_vcpus = vcpus.zip(per_vcpu).map(|(n, c)| {
+        let demand_p95 = c.p95 / 100.0 * f64::from(n);
+        let demand_mean = c.mean / 100.0 * f64::from(n);
+        let mut r = ((demand_p95 * (1.0 + CPU_HEADROOM)).ceil() as u32)
+            .max(demand_mean.ceil() as u32)
+            .max(1);
+        if cpu_saturated {
+            r = r.max(n + 1);
+        }
+        reasons.push(format!(
+            "CPU: {demand_p95:.2} vCPUs at p95 (mean {demand_mean:.2}) + {:.0} % headroom → {r} \
+             (has {n})",
+            CPU_HEADROOM * 100.0
+        ));
+        r
+    });
+    if vcpus.is_some() && per_vcpu.is_none() {
+        reasons.push("CPU: no usage in the window; vCPUs kept".into());
+    }
+
+    let recommended_memory_bytes = alloc.map(|alloc| {
+        let Some(used) = figure(vm, "mem_used_bytes") else {
+            reasons.push(format!(
+                "memory: the guest reports no use (balloon statistics off); {} kept",
+                mib(alloc)
+            ));
+            return alloc;
+        };
+        let demand = used.p95;
+        let headroom = (demand * MEMORY_HEADROOM).max(MEMORY_HEADROOM_MIN as f64);
+        let mut r = round_up((demand + headroom) as u64, MEMORY_STEP)
+            .max(round_up(used.max as u64, MEMORY_STEP));
+        if memory_starved {
+            r = r.max(round_up(
+                (alloc as f64 * (1.0 + MEMORY_STARVED_GROWTH)) as u64,
+                MEMORY_STEP,
+            ));
+        }
+        reasons.push(format!(
+            "memory: {} used at p95 (most {}) + headroom → {} (has {})",
+            mib(demand as u64),
+            mib(used.max as u64),
+            mib(r),
+            mib(alloc)
+        ));
+        r
+    });
+    VmRecommendation {
+        name: vm.owner.clone(),
+        uuid: vm.uuid.clone(),
+        vcpus,
+        recommended_vcpus,
+        memory_bytes: alloc,
+        recommended_memory_bytes,
+        idle,
+        starved,
+        reasons,
+    }
+}
+
+fn round_up(bytes: u64, step: u64) -> u64 {
+    bytes.div_ceil(step).saturating_mul(step)
+}
+
+/// The plan for one host's VMs within `capacity` (unknown capacity: recommendations as they
+/// are).
+pub fn plan(vms: &[OwnerReport], capacity: Option<Capacity>) -> Plan {
+    let mut recs: Vec<VmRecommendation> = vms.iter().map(recommend_vm).collect();
+    let now_vcpus: u32 = recs.iter().filter_map(|r| r.vcpus).sum();
+    let now_memory: u64 = recs.iter().filter_map(|r| r.memory_bytes).sum();
+    let mut unmet = Vec::new();
+    if let Some(cap) = capacity {
+        fit(
+            &mut recs,
+            u64::from(cap.vcpus),
+            |r| r.vcpus.map(u64::from),
+            |r| r.recommended_vcpus.map(u64::from),
+            |r, v| r.recommended_vcpus = Some(v as u32),
+            |r, short| format!("{}: {short} vCPU(s) short (the host is full)", r.name),
+            &mut unmet,
+        );
+        fit(
+            &mut recs,
+            cap.memory_bytes,
+            |r| r.memory_bytes,
+            |r| r.recommended_memory_bytes,
+            |r, v| r.recommended_memory_bytes = Some(v),
+            |r, short| format!("{}: {} short (the host is full)", r.name, mib(short)),
+            &mut unmet,
+        );
+    }
+    Plan {
+        capacity,
+        vcpus_now: now_vcpus,
+        vcpus_planned: recs.iter().filter_map(|r| r.recommended_vcpus).sum(),
+        memory_now: now_memory,
+        memory_planned: recs.iter().filter_map(|r| r.recommended_memory_bytes).sum(),
+        unmet,
+        vms: recs,
+    }
+}
+
+/// Cuts growth (largest first, never below the current size) until the planned total fits
+/// `capacity`. When the VMs do not fit even with no growth at all, none is planned and the
+/// excess is reported: shrinking a VM below its own need is not a plan.
+fn fit(
+    recs: &mut [VmRecommendation],
+    capacity: u64,
+    current: impl Fn(&VmRecommendation) -> Option<u64>,
+    planned: impl Fn(&VmRecommendation) -> Option<u64>,
+    set: impl Fn(&mut VmRecommendation, u64),
+    say: impl Fn(&VmRecommendation, u64) -> String,
+    unmet: &mut Vec<String>,
+) {
+    let total = |recs: &[VmRecommendation]| -> u64 {
+        recs.iter()
+            .map(|r| planned(r).or(current(r)).unwrap_or(0))
+            .sum()
+    };
+    let mut excess = total(recs).saturating_sub(capacity);
+    if excess == 0 {
+        return;
+    }
+    let mut growers: Vec<usize> = (0..recs.len())
+        .filter(|&i| planned(&recs[i]) > current(&recs[i]))
+        .collect();
+    growers.sort_by_key(|&i| {
+        std::cmp::Reverse(planned(&recs[i]).unwrap_or(0) - current(&recs[i]).unwrap_or(0))
+    });
+    for i in growers {
+        if excess == 0 {
+            break;
+        }
+        let (now, want) = (
+            current(&recs[i]).unwrap_or(0),
+            planned(&recs[i]).unwrap_or(0),
+        );
+        let cut = (want - now).min(excess);
+        set(&mut recs[i], want - cut);
+        excess -= cut;
+        unmet.push(say(&recs[i], cut));
+    }
+    if excess > 0 {
+        // Even without growth the VMs want more than the host has: only moving VMs helps.
+        unmet.push(format!(
+            "the host is {excess} over its capacity with no VM grown: move VMs to another host"
+        ));
+    }
+}
+
+/// The plan as a shell script of `virsh` commands to review and run by hand: the new sizes
+/// go into each domain's persistent definition and take effect at its next boot.
+pub fn virsh_script(plan: &Plan) -> String {
+    let mut script = String::from(
+        "#!/bin/sh\n# setmov recommend: review before running. Sizes take effect at the next boot\n\
+         # of each VM (--config); nothing here touches a running guest.\nset -e\n",
+    );
+    for r in &plan.vms {
+        let vcpus = r.recommended_vcpus.filter(|v| Some(*v) != r.vcpus);
+        let memory = r
+            .recommended_memory_bytes
+            .filter(|m| Some(*m) != r.memory_bytes);
+        if vcpus.is_none() && memory.is_none() {
+            continue;
+        }
+        script.push('\n');
+        for reason in &r.reasons {
+            script.push_str(&format!("# {}: {reason}\n", r.name));
+        }
+        let name = shell_quote(&r.name);
+        // The current size may never exceed the maximum: growing raises the maximum first,
+        // shrinking lowers the current size first.
+        if let Some(v) = vcpus {
+            let maximum = format!("virsh setvcpus {name} {v} --config --maximum\n");
+            let current = format!("virsh setvcpus {name} {v} --config\n");
+            let growing = r.vcpus.is_none_or(|now| v > now);
+            script.push_str(&if growing {
+                maximum + &current
+            } else {
+                current + &maximum
+            });
+        }
+        if let Some(m) = memory {
+            let kib = m >> 10;
+            let maximum = format!("virsh setmaxmem {name} {kib}KiB --config\n");
+            let current = format!("virsh setmem {name} {kib}KiB --config\n");
+            let growing = r.memory_bytes.is_none_or(|now| m > now);
+            script.push_str(&if growing {
+                maximum + &current
+            } else {
+                current + &maximum
+            });
+        }
+    }
+    script
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    const GIB: f64 = 1073741824.0;
+
+    fn flat(v: f64) -> FigureReport {
+        FigureReport {
+            mean: v,
+            p50: v,
+            p95: v,
+            max: v,
+        }
+    }
+
+    /// A VM with `vcpus`, `mem_gib`, using `per_vcpu` % CPU and `used_gib` of memory.
+    fn vm(name: &str, vcpus: f64, per_vcpu: f64, mem_gib: f64, used_gib: f64) -> OwnerReport {
+        let mut figures = BTreeMap::new();
+        figures.insert("vcpus".into(), flat(vcpus));
+        figures.insert("cpu_vcpu_pct".into(), flat(per_vcpu));
+        figures.insert("mem_alloc_bytes".into(), flat(mem_gib * GIB));
+        figures.insert("mem_used_bytes".into(), flat(used_gib * GIB));
+        figures.insert("mem_usable_bytes".into(), flat((mem_gib - used_gib) * GIB));
+        figures.insert("disk_write_bytes_s".into(), flat(1e6));
+        figures.insert("net_rx_bps".into(), flat(1e6));
+        OwnerReport {
+            owner: name.into(),
+            uuid: None,
+            ticks: 60,
+            figures,
+        }
+    }
+
+    #[test]
+    fn one_busy_vcpu_of_four_gets_two() {
+        let r = recommend_vm(&vm("desk", 4.0, 25.0, 4.0, 1.0));
+        assert_eq!((r.vcpus, r.recommended_vcpus), (Some(4), Some(2)));
+        // 1 GiB used + 256 MiB headroom (20 % would be less), in 128 MiB steps.
+        assert_eq!(r.recommended_memory_bytes, Some(1280 << 20));
+        assert!(!r.idle && !r.starved, "{:?}", r.reasons);
+    }
+
+    #[test]
+    fn an_idle_vm_is_flagged_and_kept_at_its_floor() {
+        let mut idle = vm("quiet", 2.0, 1.0, 2.0, 0.5);
+        idle.figures.remove("disk_write_bytes_s");
+        idle.figures.remove("net_rx_bps");
+        let r = recommend_vm(&idle);
+        assert!(r.idle, "{:?}", r.reasons);
+        assert_eq!(r.recommended_vcpus, Some(1));
+    }
+
+    #[test]
+    fn a_starved_vm_is_given_resources() {
+        // Saturated CPU, swapping, usable memory near zero.
+        let mut hungry = vm("hungry", 2.0, 97.0, 2.0, 1.98);
+        hungry
+            .figures
+            .insert("swap_in_bytes_s".into(), flat(4096.0));
+        let r = recommend_vm(&hungry);
+        assert!(r.starved, "{:?}", r.reasons);
+        assert!(r.recommended_vcpus.is_some_and(|v| v >= 3), "{r:?}");
+        assert!(
+            r.recommended_memory_bytes.is_some_and(|m| m >= (5 << 29)),
+            "at least 2.5 GiB: {r:?}"
+        );
+    }
+
+    #[test]
+    fn the_plan_never_exceeds_the_host() {
+        let vms = [
+            vm("big", 8.0, 10.0, 8.0, 2.0),
+            vm("hungry-1", 2.0, 99.0, 2.0, 1.99),
+            vm("hungry-2", 2.0, 99.0, 2.0, 1.99),
+        ];
+        let capacity = Capacity {
+            vcpus: 8,
+            memory_bytes: 8 << 30,
+        };
+        let plan = plan(&vms, Some(capacity));
+        assert!(plan.vcpus_planned <= capacity.vcpus, "{plan:?}");
+        assert!(plan.memory_planned <= capacity.memory_bytes, "{plan:?}");
+        // The over-provisioned VM gave, the starved ones got.
+        let get = |name: &str| plan.vms.iter().find(|r| r.name == name).expect("vm");
+        assert!(get("big").recommended_vcpus < get("big").vcpus);
+        assert!(get("hungry-1").recommended_vcpus > get("hungry-1").vcpus);
+        // A host too small for all the growth says what it could not give.
+        let tight = super::plan(
+            &vms,
+            Some(Capacity {
+                vcpus: 5,
+                memory_bytes: 7 << 30,
+            }),
+        );
+        assert!(tight.vcpus_planned <= 5 && tight.memory_planned <= 7 << 30);
+        assert!(!tight.unmet.is_empty(), "{tight:?}");
+        // Full even before any growth: no growth at all, and it says so.
+        let full = super::plan(
+            &vms,
+            Some(Capacity {
+                vcpus: 4,
+                memory_bytes: 4 << 30,
+            }),
+        );
+        assert!(full.vms.iter().all(|r| r.recommended_vcpus <= r.vcpus));
+        assert!(
+            full.unmet.iter().any(|u| u.contains("move VMs")),
+            "{full:?}"
+        );
+    }
+
+    #[test]
+    fn the_script_changes_only_what_differs_and_quotes_names() {
+        let plan = plan(&[vm("it's", 4.0, 25.0, 4.0, 1.0)], None);
+        let script = virsh_script(&plan);
+        assert!(
+            script.contains("virsh setvcpus 'it'\\''s' 2 --config --maximum"),
+            "{script}"
+        );
+        assert!(
+            script.contains("virsh setmem 'it'\\''s' 1310720KiB --config"),
+            "{script}"
+        );
+        let same = super::plan(&[vm("steady", 1.0, 50.0, 1.25, 1.0)], None);
+        assert!(!virsh_script(&same).contains("virsh"), "nothing to change");
+    }
+}

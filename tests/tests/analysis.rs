@@ -1,0 +1,185 @@
+//! `setmov report` and `setmov recommend` on synthetic stored series with known answers: a
+//! day of per-minute rollups for four VMs of one host, written as the monitor writes them.
+
+use std::path::Path;
+use std::process::Command;
+
+use rusqlite::{Connection, params};
+use setmov::store::format_time;
+use setmov::store::sqlite::SqliteStore;
+use time::OffsetDateTime;
+
+const SETMOV: &str = env!("CARGO_BIN_EXE_setmov-cli");
+const HOST: &str = "192.0.2.5";
+const GIB: f64 = 1_073_741_824.0;
+
+/// name, vCPUs, per-vCPU CPU %, memory GiB, used GiB, usable GiB, swap-in B/s, disk B/s.
+type Vm = (&'static str, f64, f64, f64, f64, f64, f64, f64);
+
+const VMS: [Vm; 4] = [
+    // Asleep: no CPU, no disk, no network.
+    ("idle-desk", 2.0, 0.5, 2.0, 0.4, 1.5, 0.0, 0.0),
+    // One of its four vCPUs busy all day.
+    ("one-of-four", 4.0, 25.0, 4.0, 1.0, 2.8, 0.0, 2e6),
+    // Saturated CPU, memory exhausted and swapping.
+    ("starved", 2.0, 98.0, 2.0, 1.98, 0.02, 65536.0, 4e6),
+    // Steady at half of its single vCPU.
+    ("steady", 1.0, 50.0, 1.25, 1.0, 0.2, 0.0, 1e6),
+];
+
+/// A database holding a day of per-minute rollups, ending now.
+fn database(dir: &Path) -> String {
+    let path = dir.join("analysis.db");
+    drop(SqliteStore::open(&path).expect("store"));
+    let mut conn = Connection::open(&path).expect("connection");
+    conn.execute(
+        "INSERT INTO hosts (host_ip, host_name, vmc, cpus, memory_bytes)
+         VALUES (?1, 'hv', 4, 2, ?2)",
+        params![HOST, 16u64 << 30],
+    )
+    .expect("host");
+    let tx = conn.transaction().expect("transaction");
+    let now = OffsetDateTime::now_utc();
+    for (i, (name, vcpus, cpu, mem, used, usable, swap, disk)) in VMS.iter().enumerate() {
+        let uuid = format!("5e7a0000-0000-4000-8000-{i:012}");
+        tx.execute(
+            "INSERT INTO vms (uuid, host_ip, name, state) VALUES (?1, ?2, ?3, 'running')",
+            params![uuid, HOST, name],
+        )
+        .expect("vm");
+        let net = if *disk > 0.0 { 1e6 } else { 0.0 };
+        for minute in 1..=1440 {
+            let time = format_time(now - time::Duration::minutes(minute));
+            tx.execute(
+                "INSERT INTO vm_usage_1m (time, uuid, samples,
+                    vcpus_avg, vcpus_max, vcpus_p95,
+                    cpu_vcpu_pct_avg, cpu_vcpu_pct_max, cpu_vcpu_pct_p95,
+                    mem_alloc_bytes_avg, mem_alloc_bytes_max, mem_alloc_bytes_p95,
+                    mem_used_bytes_avg, mem_used_bytes_max, mem_used_bytes_p95,
+                    mem_usable_bytes_avg, mem_usable_bytes_max, mem_usable_bytes_p95,
+                    swap_in_bytes_s_avg, swap_in_bytes_s_max, swap_in_bytes_s_p95,
+                    disk_write_bytes_s_avg, disk_write_bytes_s_max, disk_write_bytes_s_p95,
+                    net_rx_bps_avg, net_rx_bps_max, net_rx_bps_p95)
+                 VALUES (?1, ?2, 60, ?3, ?3, ?3, ?4, ?4, ?4, ?5, ?5, ?5, ?6, ?6, ?6, ?7, ?7, ?7,
+                    ?8, ?8, ?8, ?9, ?9, ?9, ?10, ?10, ?10)",
+                params![
+                    time,
+                    uuid,
+                    vcpus,
+                    cpu,
+                    mem * GIB,
+                    used * GIB,
+                    usable * GIB,
+                    swap,
+                    disk,
+                    net
+                ],
+            )
+            .expect("rollup row");
+        }
+    }
+    tx.commit().expect("commit");
+    path.display().to_string()
+}
+
+fn setmov(args: &[&str]) -> String {
+    let out = Command::new(SETMOV)
+        .args(args)
+        .output()
+        .expect("setmov runs");
+    assert!(
+        out.status.success(),
+        "setmov {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_report_gives_each_vm_its_figures() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = database(dir.path());
+    let json = setmov(&[
+        "report",
+        "--database",
+        &db,
+        "--since",
+        "2d",
+        "--format",
+        "json",
+    ]);
+    let lines: Vec<serde_json::Value> = serde_json::from_str(&json).expect("JSON");
+    let cpu = |vm: &str| {
+        lines
+            .iter()
+            .find(|l| l["owner"] == vm && l["figure"] == "cpu_vcpu_pct")
+            .unwrap_or_else(|| panic!("no CPU line for {vm}: {json}"))
+            .clone()
+    };
+    let one = cpu("one-of-four");
+    assert_eq!(
+        (one["mean"].as_f64(), one["p95"].as_f64()),
+        (Some(25.0), Some(25.0))
+    );
+    assert_eq!(one["ticks"].as_u64(), Some(1440 * 60));
+    assert_eq!(cpu("starved")["max"].as_f64(), Some(98.0));
+    let table = setmov(&["report", "--database", &db, "--since", "2d"]);
+    assert!(
+        table.contains("one-of-four") && table.contains("25.0%"),
+        "{table}"
+    );
+}
+
+#[test]
+fn recommendations_follow_the_rule_and_the_plan_fits_the_host() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = database(dir.path());
+    let script = dir.path().join("plan.sh");
+    let json = setmov(&[
+        "recommend",
+        "--database",
+        &db,
+        "--since",
+        "2d",
+        "--format",
+        "json",
+        "--script",
+        &script.display().to_string(),
+    ]);
+    let plans: Vec<serde_json::Value> = serde_json::from_str(&json).expect("JSON");
+    assert_eq!(plans.len(), 1, "{json}");
+    let plan = &plans[0];
+    let vm = |name: &str| {
+        plan["vms"]
+            .as_array()
+            .and_then(|vms| vms.iter().find(|v| v["name"] == name))
+            .unwrap_or_else(|| panic!("no {name}: {json}"))
+            .clone()
+    };
+    assert_eq!(vm("idle-desk")["idle"], true);
+    assert_eq!(vm("one-of-four")["recommended_vcpus"], 2);
+    let starved = vm("starved");
+    assert_eq!(starved["starved"], true);
+    assert!(starved["recommended_vcpus"].as_u64() > starved["vcpus"].as_u64());
+    assert!(starved["recommended_memory_bytes"].as_u64() > starved["memory_bytes"].as_u64());
+    assert_eq!(vm("steady")["recommended_vcpus"], 1);
+    // Two CPUs × 4 vCPUs each, 16 GiB less 1 GiB for the host.
+    assert_eq!(plan["capacity"]["vcpus"], 8);
+    assert!(plan["vcpus_planned"].as_u64() <= Some(8));
+    assert!(plan["memory_planned"].as_u64() <= Some(15 << 30));
+
+    let script = std::fs::read_to_string(&script).expect("script");
+    assert!(
+        script.contains("virsh setvcpus 'one-of-four' 2 --config"),
+        "{script}"
+    );
+    assert!(
+        !script.contains("'steady'"),
+        "nothing to change for steady: {script}"
+    );
+    let table = setmov(&["recommend", "--database", &db, "--since", "2d"]);
+    assert!(
+        table.contains("one-of-four") && table.contains("4 → 2"),
+        "{table}"
+    );
+}
