@@ -60,6 +60,9 @@ pub enum Command {
     /// Per host and per VM over a window: mean, median, 95th percentile and maximum of CPU,
     /// memory, disk, network, steal and CPU ready, and request latency p99.
     Report(ReportArgs),
+    /// Time-series charts of a host or a VM over a window (CPU, network, disk, I/O latency) as
+    /// SVG files and one HTML page that gathers them.
+    Plot(PlotArgs),
     /// A vCPU count and a memory size per VM from what it used, idle and starved VMs, and a
     /// plan per host within its capacity; prints a table or JSON and can write a `virsh`
     /// script to review. Nothing is applied.
@@ -367,6 +370,36 @@ pub struct ReportArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct PlotArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// The host to plot (its IP).
+    #[arg(long, conflicts_with = "vm", required_unless_present = "vm")]
+    pub host: Option<String>,
+
+    /// The VM to plot (name or UUID).
+    #[arg(long)]
+    pub vm: Option<String>,
+
+    /// Start of the window, as an age: `1h`, `7d`.
+    #[arg(long, value_name = "AGE", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub since: Duration,
+
+    /// End of the window, as an age (`0s` is now).
+    #[arg(long, value_name = "AGE", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub until: Duration,
+
+    /// Which rows to plot; by default the window picks them.
+    #[arg(long, value_enum)]
+    pub level: Option<ShowLevel>,
+
+    /// Folder for the charts (`<name>-<chart>.svg`) and `index.html`; made if missing.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
 pub struct RecommendArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
@@ -453,6 +486,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Migrate(args) => migrate(args).await,
         Command::Report(args) => report(args).await,
         Command::Recommend(args) => recommend(args).await,
+        Command::Plot(args) => plot(args).await,
     }
 }
 
@@ -608,6 +642,91 @@ async fn report(args: ReportArgs) -> anyhow::Result<()> {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
         _ => Ok(()),
     }
+}
+
+async fn plot(args: PlotArgs) -> anyhow::Result<()> {
+    let database = &args.database;
+    if !database.is_mysql() && !std::path::Path::new(&database.database).exists() {
+        bail!(
+            "no database at {} (run `setmov run` first, or give --database)",
+            database.database
+        );
+    }
+    let now = time::OffsetDateTime::now_utc();
+    let ago = |age: Duration| time::Duration::try_from(age).map(|age| now - age);
+    let (since, until) = (ago(args.since)?, ago(args.until)?);
+    if since >= until {
+        bail!("the window is empty: --since must reach further back than --until");
+    }
+    let level = match args.level {
+        Some(ShowLevel::Raw) => None,
+        Some(ShowLevel::Minute) => Some(Level::Minute),
+        Some(ShowLevel::Hour) => Some(Level::Hour),
+        None => rollup::level_for(until, since),
+    };
+    let query = ReportQuery {
+        level,
+        vms: args.vm.is_some(),
+        host_ip: args.host.clone(),
+        vm: args.vm.clone(),
+        since,
+        until,
+    };
+    let mut store = database.open().await?;
+    let samples = store.report_samples(&query).await?;
+    let Some(owner) = samples.first().map(|s| s.owner.clone()) else {
+        bail!(
+            "no rows for {} in the window",
+            args.vm.or(args.host).unwrap_or_default()
+        );
+    };
+    let charts = analysis::charts(query.vms, &owner, &samples);
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let slug: String = owner
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    for chart in &charts {
+        let name: String = chart
+            .title
+            .rsplit(": ")
+            .next()
+            .unwrap_or_default()
+            .to_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let path = args.out.join(format!("{slug}-{name}.svg"));
+        std::fs::write(&path, analysis::chart::svg(chart))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let page = args.out.join("index.html");
+    let level_name = match level {
+        None => "ticks",
+        Some(Level::Minute) => "per-minute means",
+        Some(Level::Hour) => "per-hour means",
+    };
+    let title = format!(
+        "{owner}, {} to {} UTC ({level_name})",
+        crate::store::format_time(since),
+        crate::store::format_time(until)
+    );
+    std::fs::write(&page, analysis::chart::html(&title, &charts))
+        .with_context(|| format!("cannot write {}", page.display()))?;
+    tracing::info!(
+        "{} charts of {owner} in {} (open {})",
+        charts.len(),
+        args.out.display(),
+        page.display()
+    );
+    Ok(())
 }
 
 async fn recommend(args: RecommendArgs) -> anyhow::Result<()> {

@@ -183,3 +183,44 @@ fn recommendations_follow_the_rule_and_the_plan_fits_the_host() {
         "{table}"
     );
 }
+
+#[test]
+fn plot_writes_a_chart_per_figure_group_and_a_page() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = database(dir.path());
+    let out = dir.path().join("charts");
+    let out_arg = out.display().to_string();
+    setmov(&[
+        "plot",
+        "--database",
+        &db,
+        "--vm",
+        "starved",
+        "--since",
+        "2d",
+        "--out",
+        &out_arg,
+    ]);
+    let cpu = std::fs::read_to_string(out.join("starved-cpu.svg")).expect("CPU chart");
+    assert!(
+        cpu.starts_with("<svg") && cpu.contains("CPU per vCPU"),
+        "{cpu}"
+    );
+    // A day of minutes: one line of 1440 points.
+    let points = cpu
+        .split("points=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .map_or(0, |points| points.split(' ').count());
+    assert_eq!(points, 1440);
+    let page = std::fs::read_to_string(out.join("index.html")).expect("page");
+    let charts = std::fs::read_dir(&out)
+        .expect("out")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "svg"))
+        })
+        .count();
+    assert_eq!(page.matches("<svg ").count(), charts);
+    assert!(charts >= 3, "CPU, network and disk at least");
+}

@@ -1,5 +1,6 @@
 //! Analysis of stored usage (the paper's §3.5–3.6): what each host and VM really used.
 
+pub mod chart;
 pub mod recommend;
 pub mod report;
 
@@ -7,6 +8,96 @@ use time::OffsetDateTime;
 
 use crate::store::rollup::{Level, vm_figure_source};
 use report::figures;
+
+/// A chart's title, unit and lines (legend label, figure).
+type ChartDefinition = (&'static str, chart::Unit, &'static [(&'static str, &'static str)]);
+
+/// The charts of a host or a VM from a window's rows (bucket means, or ticks): for a VM its
+/// CPU (per vCPU, share of the host, steal, CPU ready), network, disk and I/O latency; for a
+/// host its CPU and memory, network and disk. Lines without a single value are left out, and
+/// so are charts left without lines.
+pub fn charts(vms: bool, owner: &str, samples: &[report::ReportSample]) -> Vec<chart::Chart> {
+    use chart::Unit;
+    let vm_charts: &[ChartDefinition] = &[
+        (
+            "CPU",
+            Unit::Percent,
+            &[
+                ("CPU per vCPU", "cpu_vcpu_pct"),
+                ("CPU, share of the host", "cpu_pct"),
+                ("steal", "steal_pct"),
+                ("CPU ready", "cpu_ready_pct"),
+            ],
+        ),
+        (
+            "Network",
+            Unit::BitsPerSecond,
+            &[("received", "net_rx_bps"), ("sent", "net_tx_bps")],
+        ),
+        (
+            "Disk",
+            Unit::BytesPerSecond,
+            &[
+                ("read", "disk_read_bytes_s"),
+                ("written", "disk_write_bytes_s"),
+            ],
+        ),
+        (
+            "I/O latency p99",
+            Unit::Microseconds,
+            &[
+                ("read", "read_latency_p99_us"),
+                ("write", "write_latency_p99_us"),
+            ],
+        ),
+    ];
+    let host_charts: &[ChartDefinition] = &[
+        (
+            "CPU and memory",
+            Unit::Percent,
+            &[("CPU", "cpu_pct"), ("memory used", "mem_used_pct")],
+        ),
+        (
+            "Network",
+            Unit::BitsPerSecond,
+            &[("received", "net_rx_bps"), ("sent", "net_tx_bps")],
+        ),
+        (
+            "Disk",
+            Unit::BytesPerSecond,
+            &[
+                ("read", "disk_read_bytes_s"),
+                ("written", "disk_write_bytes_s"),
+            ],
+        ),
+    ];
+    let names = figures(vms);
+    let definitions = if vms { vm_charts } else { host_charts };
+    definitions
+        .iter()
+        .filter_map(|(title, unit, lines)| {
+            let series: Vec<chart::Series> = lines
+                .iter()
+                .filter_map(|(label, figure)| {
+                    let index = names.iter().position(|n| n == figure)?;
+                    let points: Vec<(i64, Option<f64>)> = samples
+                        .iter()
+                        .map(|s| (s.time, s.values.get(index).copied().flatten().map(|v| v.0)))
+                        .collect();
+                    points.iter().any(|p| p.1.is_some()).then(|| chart::Series {
+                        label: (*label).to_owned(),
+                        points,
+                    })
+                })
+                .collect();
+            (!series.is_empty()).then(|| chart::Chart {
+                title: format!("{owner}: {title}"),
+                unit: *unit,
+                series,
+            })
+        })
+        .collect()
+}
 
 /// Which rows a report reads.
 #[derive(Debug, Clone)]
@@ -22,11 +113,11 @@ pub struct ReportQuery {
     pub until: OffsetDateTime,
 }
 
-/// The query behind [`ReportQuery`]: owner (host IP or VM name), UUID (VMs), ticks, then per
-/// figure its mean, max and p95 (a raw tick gives its value three times). `time_expr` is not
-/// needed: times are compared as the store writes them. Parameters: host twice, [VM three
-/// times,] since, until.
-pub fn report_sql(query: &ReportQuery) -> String {
+/// The query behind [`ReportQuery`]: the row's time in seconds since the epoch (`unix_time`
+/// renders that from a time column in the store's dialect), owner (host IP or VM name), UUID
+/// (VMs), ticks, then per figure its mean, max and p95 (a raw tick gives its value three
+/// times); in time order. Parameters: host twice, [VM three times,] since, until.
+pub fn report_sql(query: &ReportQuery, unix_time: impl Fn(&str) -> String) -> String {
     let names = figures(query.vms);
     let stats: Vec<String> = match query.level {
         None => names
@@ -47,26 +138,32 @@ pub fn report_sql(query: &ReportQuery) -> String {
     };
     let stats = stats.join(", ");
     let suffix = query.level.map_or("", Level::suffix);
+    let (r, u) = (unix_time("r.time"), unix_time("u.time"));
     match (query.vms, query.level) {
         (false, None) => format!(
-            "SELECT r.host_ip, NULL, 1, {stats} FROM host_usage r
-             WHERE (? IS NULL OR r.host_ip = ?) AND r.time >= ? AND r.time < ?"
+            "SELECT {r}, r.host_ip, NULL, 1, {stats} FROM host_usage r
+             WHERE (? IS NULL OR r.host_ip = ?) AND r.time >= ? AND r.time < ?
+             ORDER BY r.time"
         ),
         (false, Some(_)) => format!(
-            "SELECT r.host_ip, NULL, r.samples, {stats} FROM host_usage{suffix} r
-             WHERE (? IS NULL OR r.host_ip = ?) AND r.time >= ? AND r.time < ?"
+            "SELECT {r}, r.host_ip, NULL, r.samples, {stats} FROM host_usage{suffix} r
+             WHERE (? IS NULL OR r.host_ip = ?) AND r.time >= ? AND r.time < ?
+             ORDER BY r.time"
         ),
         (true, None) => format!(
-            "SELECT v.name, u.uuid, 1, {stats} FROM vm_usage u JOIN vms v ON v.uuid = u.uuid
+            "SELECT {u}, v.name, u.uuid, 1, {stats} FROM vm_usage u
+             JOIN vms v ON v.uuid = u.uuid
              LEFT JOIN vm_ebpf_usage e ON e.time = u.time AND e.uuid = u.uuid
              WHERE (? IS NULL OR v.host_ip = ?) AND (? IS NULL OR v.name = ? OR v.uuid = ?)
-               AND u.time >= ? AND u.time < ? AND u.missing IS NULL"
+               AND u.time >= ? AND u.time < ? AND u.missing IS NULL
+             ORDER BY u.time"
         ),
         (true, Some(_)) => format!(
-            "SELECT v.name, r.uuid, r.samples, {stats} FROM vm_usage{suffix} r
+            "SELECT {r}, v.name, r.uuid, r.samples, {stats} FROM vm_usage{suffix} r
              JOIN vms v ON v.uuid = r.uuid
              WHERE (? IS NULL OR v.host_ip = ?) AND (? IS NULL OR v.name = ? OR v.uuid = ?)
-               AND r.time >= ? AND r.time < ?"
+               AND r.time >= ? AND r.time < ?
+             ORDER BY r.time"
         ),
     }
 }

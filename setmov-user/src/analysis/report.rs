@@ -17,6 +17,8 @@ use crate::store::rollup::{HOST_FIGURES, VM_FIGURES};
 /// a rollup bucket.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReportSample {
+    /// Seconds since the epoch: the tick's time, or the bucket's start.
+    pub time: i64,
     /// The host's IP, or the VM's name.
     pub owner: String,
     pub uuid: Option<String>,
@@ -132,6 +134,7 @@ mod tests {
         let mut values = vec![None; figures(false).len()];
         values[0] = Some((cpu, cpu, cpu));
         ReportSample {
+            time: 0,
             owner: owner.into(),
             uuid: None,
             ticks: 1,
@@ -164,6 +167,7 @@ mod tests {
             let mut values = vec![None; figures(false).len()];
             values[0] = Some((mean, max, p95));
             ReportSample {
+                time: 0,
                 owner: "h".into(),
                 uuid: None,
                 ticks,

@@ -837,23 +837,27 @@ impl Store for MysqlStore {
             ]);
         }
         params.extend([since.into(), until.into()]);
-        let rows: Vec<mysql_async::Row> = conn.exec(report_sql(q), params).await.map_err(error)?;
+        let sql = report_sql(q, |column| {
+            format!("CAST(UNIX_TIMESTAMP({column}) AS SIGNED)")
+        });
+        let rows: Vec<mysql_async::Row> = conn.exec(sql, params).await.map_err(error)?;
         let figures = report::figures(q.vms).len();
         Ok(rows
             .into_iter()
             .map(|mut r| {
                 let values = (0..figures)
                     .map(|f| {
-                        let at = 3 + 3 * f;
+                        let at = 4 + 3 * f;
                         let mut take = |i: usize| r.take::<Option<f64>, _>(i).flatten();
                         let (mean, max, p95) = (take(at), take(at + 1), take(at + 2));
                         mean.zip(max).zip(p95).map(|((a, b), c)| (a, b, c))
                     })
                     .collect();
                 ReportSample {
-                    owner: r.take(0).unwrap_or_default(),
-                    uuid: r.take::<Option<String>, _>(1).flatten(),
-                    ticks: r.take(2).unwrap_or_default(),
+                    time: r.take(0).unwrap_or_default(),
+                    owner: r.take(1).unwrap_or_default(),
+                    uuid: r.take::<Option<String>, _>(2).flatten(),
+                    ticks: r.take(3).unwrap_or_default(),
                     values,
                 }
             })

@@ -320,21 +320,24 @@ impl SqliteStore {
         q: &ReportQuery,
     ) -> Result<Vec<ReportSample>, StoreError> {
         let state = self.lock()?;
-        let mut stmt = state.conn.prepare(&report_sql(q))?;
+        let mut stmt = state.conn.prepare(&report_sql(q, |column| {
+            format!("CAST(strftime('%s', {column}) AS INTEGER)")
+        }))?;
         let figures = report::figures(q.vms).len();
         let row = |r: &rusqlite::Row<'_>| {
             let mut values = Vec::with_capacity(figures);
             for f in 0..figures {
-                let at = 3 + 3 * f;
+                let at = 4 + 3 * f;
                 let mean: Option<f64> = r.get(at)?;
                 let max: Option<f64> = r.get(at + 1)?;
                 let p95: Option<f64> = r.get(at + 2)?;
                 values.push(mean.zip(max).zip(p95).map(|((a, b), c)| (a, b, c)));
             }
             Ok(ReportSample {
-                owner: r.get(0)?,
-                uuid: r.get(1)?,
-                ticks: r.get(2)?,
+                time: r.get(0)?,
+                owner: r.get(1)?,
+                uuid: r.get(2)?,
+                ticks: r.get(3)?,
                 values,
             })
         };

@@ -1,0 +1,374 @@
+//! Time-series line charts as standalone SVG, and an HTML page that gathers them
+//! (`setmov plot`). No plotting library: the charts are plain polylines with a time axis, a
+//! value axis in the figure's unit, a grid and a legend.
+
+use std::fmt::Write;
+
+use time::OffsetDateTime;
+
+/// One line of a chart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub label: String,
+    /// (seconds since the epoch, value), in time order; gaps (no value) break the line.
+    pub points: Vec<(i64, Option<f64>)>,
+}
+
+/// How the value axis reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Percent,
+    BytesPerSecond,
+    BitsPerSecond,
+    Microseconds,
+    PerSecond,
+}
+
+impl Unit {
+    fn format(self, v: f64) -> String {
+        match self {
+            Unit::Percent => format!("{v:.0} %"),
+            Unit::BytesPerSecond => format!("{}/s", scaled(v, 1024.0, &["B", "KiB", "MiB", "GiB"])),
+            Unit::BitsPerSecond => {
+                format!("{}/s", scaled(v, 1000.0, &["bit", "kbit", "Mbit", "Gbit"]))
+            }
+            Unit::Microseconds => {
+                if v >= 1000.0 {
+                    format!("{:.1} ms", v / 1000.0)
+                } else {
+                    format!("{v:.0} µs")
+                }
+            }
+            Unit::PerSecond => format!("{v:.0}/s"),
+        }
+    }
+}
+
+fn scaled(mut v: f64, step: f64, units: &[&str]) -> String {
+    let mut unit = 0;
+    while v.abs() >= step && unit + 1 < units.len() {
+        v /= step;
+        unit += 1;
+    }
+    if v.fract().abs() < 1e-9 || v.abs() >= 100.0 {
+        format!("{v:.0} {}", units[unit])
+    } else {
+        format!("{v:.1} {}", units[unit])
+    }
+}
+
+/// One chart: a title, a unit and its lines.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chart {
+    pub title: String,
+    pub unit: Unit,
+    pub series: Vec<Series>,
+}
+
+const WIDTH: f64 = 880.0;
+const HEIGHT: f64 = 320.0;
+const LEFT: f64 = 90.0;
+const RIGHT: f64 = 20.0;
+const TOP: f64 = 40.0;
+const BOTTOM: f64 = 70.0;
+/// Colour-blind-safe line colours (Okabe–Ito).
+const COLOURS: [&str; 6] = [
+    "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9",
+];
+
+/// "Nice" axis steps: 1, 2 or 5 × 10^n (or the binary-looking 1, 2, 4, 8 steps would read
+/// worse for bytes: decimal steps are kept, the labels scale).
+fn nice_step(span: f64, ticks: f64) -> f64 {
+    let raw = (span / ticks).max(f64::MIN_POSITIVE);
+    let magnitude = 10f64.powf(raw.log10().floor());
+    let fraction = raw / magnitude;
+    let nice = if fraction <= 1.0 {
+        1.0
+    } else if fraction <= 2.0 {
+        2.0
+    } else if fraction <= 5.0 {
+        5.0
+    } else {
+        10.0
+    };
+    nice * magnitude
+}
+
+/// Time steps that read as clock times: from 10 s to 1 week.
+fn time_step(span: i64) -> i64 {
+    const STEPS: [i64; 14] = [
+        10,
+        30,
+        60,
+        300,
+        600,
+        1800,
+        3600,
+        3 * 3600,
+        6 * 3600,
+        12 * 3600,
+        86_400,
+        2 * 86_400,
+        7 * 86_400,
+        14 * 86_400,
+    ];
+    STEPS
+        .iter()
+        .copied()
+        .find(|step| span / step <= 8)
+        .unwrap_or(30 * 86_400)
+}
+
+fn time_label(t: i64, step: i64) -> String {
+    let Ok(t) = OffsetDateTime::from_unix_timestamp(t) else {
+        return t.to_string();
+    };
+    if step >= 86_400 {
+        format!("{:02}-{:02}", u8::from(t.month()), t.day())
+    } else if step >= 3600 {
+        format!(
+            "{:02}-{:02} {:02}:00",
+            u8::from(t.month()),
+            t.day(),
+            t.hour()
+        )
+    } else {
+        format!("{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second())
+    }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The chart as a standalone SVG document.
+pub fn svg(chart: &Chart) -> String {
+    let values = chart
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter().filter_map(|p| p.1))
+        .filter(|v| v.is_finite());
+    let max = values.fold(0.0f64, f64::max);
+    let times = chart
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0));
+    let (t0, t1) = times.fold((i64::MAX, i64::MIN), |(lo, hi), t| (lo.min(t), hi.max(t)));
+    let (t0, t1) = if t0 > t1 {
+        (0, 1)
+    } else {
+        (t0, t1.max(t0 + 1))
+    };
+    let y_step = nice_step(if max > 0.0 { max } else { 1.0 }, 5.0);
+    let y_max = (max / y_step).ceil().max(1.0) * y_step;
+    let plot_w = WIDTH - LEFT - RIGHT;
+    let plot_h = HEIGHT - TOP - BOTTOM;
+    let x = |t: i64| LEFT + (t - t0) as f64 / (t1 - t0) as f64 * plot_w;
+    let y = |v: f64| TOP + plot_h - v / y_max * plot_h;
+
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{HEIGHT}\" \
+         viewBox=\"0 0 {WIDTH} {HEIGHT}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text class=\"title\" x=\"{LEFT}\" y=\"24\" font-size=\"15\" font-weight=\"bold\">{}</text>\n",
+        escape(&chart.title)
+    );
+    // Value axis: grid lines and labels.
+    let _ = writeln!(out, "<g class=\"y-axis\">");
+    let mut v = 0.0;
+    while v <= y_max + y_step / 2.0 {
+        let _ = writeln!(
+            out,
+            "<line x1=\"{LEFT}\" x2=\"{right:.1}\" y1=\"{at:.1}\" y2=\"{at:.1}\" stroke=\"#ddd\"/>\
+             <text x=\"{label_x:.1}\" y=\"{label_y:.1}\" text-anchor=\"end\">{label}</text>",
+            right = WIDTH - RIGHT,
+            at = y(v),
+            label_x = LEFT - 8.0,
+            label_y = y(v) + 4.0,
+            label = escape(&chart.unit.format(v))
+        );
+        v += y_step;
+    }
+    let _ = writeln!(out, "</g>");
+    // Time axis.
+    let step = time_step(t1 - t0);
+    let _ = writeln!(out, "<g class=\"x-axis\">");
+    let _ = writeln!(
+        out,
+        "<line x1=\"{LEFT}\" x2=\"{right:.1}\" y1=\"{base:.1}\" y2=\"{base:.1}\" stroke=\"#333\"/>",
+        right = WIDTH - RIGHT,
+        base = TOP + plot_h
+    );
+    let mut t = (t0 + step - 1).div_euclid(step) * step;
+    while t <= t1 {
+        let _ = writeln!(
+            out,
+            "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{1:.1}\" y2=\"{2:.1}\" stroke=\"#333\"/>\
+             <text x=\"{0:.1}\" y=\"{3:.1}\" text-anchor=\"middle\">{4}</text>",
+            x(t),
+            TOP + plot_h,
+            TOP + plot_h + 5.0,
+            TOP + plot_h + 20.0,
+            time_label(t, step)
+        );
+        t += step;
+    }
+    let _ = writeln!(
+        out,
+        "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#555\">time (UTC)</text>",
+        LEFT + plot_w / 2.0,
+        TOP + plot_h + 38.0
+    );
+    let _ = writeln!(out, "</g>");
+    // Lines: one polyline per unbroken run of points.
+    for (i, series) in chart.series.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        let _ = writeln!(
+            out,
+            "<g class=\"series\" data-label=\"{}\" stroke=\"{colour}\" fill=\"none\" stroke-width=\"1.6\">",
+            escape(&series.label)
+        );
+        let mut run: Vec<String> = Vec::new();
+        let flush = |run: &mut Vec<String>, out: &mut String| {
+            if !run.is_empty() {
+                let _ = writeln!(out, "<polyline points=\"{}\"/>", run.join(" "));
+                run.clear();
+            }
+        };
+        for &(t, value) in &series.points {
+            match value.filter(|v| v.is_finite()) {
+                Some(v) => run.push(format!("{:.1},{:.1}", x(t), y(v))),
+                None => flush(&mut run, &mut out),
+            }
+        }
+        flush(&mut run, &mut out);
+        let _ = writeln!(out, "</g>");
+    }
+    // Legend, under the time axis.
+    let _ = writeln!(out, "<g class=\"legend\">");
+    let mut lx = LEFT;
+    for (i, series) in chart.series.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        let ly = HEIGHT - 12.0;
+        let _ = writeln!(
+            out,
+            "<line x1=\"{lx:.1}\" x2=\"{:.1}\" y1=\"{ly:.1}\" y2=\"{ly:.1}\" stroke=\"{colour}\" \
+             stroke-width=\"3\"/><text x=\"{:.1}\" y=\"{:.1}\">{}</text>",
+            lx + 18.0,
+            lx + 24.0,
+            ly + 4.0,
+            escape(&series.label)
+        );
+        lx += 40.0 + 7.0 * series.label.chars().count() as f64;
+    }
+    let _ = writeln!(out, "</g>\n</svg>");
+    out
+}
+
+/// One HTML page with every chart inline, under `title`.
+pub fn html(title: &str, charts: &[Chart]) -> String {
+    let mut out = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\"><title>{0}</title>\
+         <style>body{{font-family:sans-serif;margin:2em;color:#222}}\
+         figure{{margin:0 0 2em 0}}</style></head>\n<body>\n<h1>{0}</h1>\n",
+        escape(title)
+    );
+    for chart in charts {
+        let _ = writeln!(out, "<figure>\n{}</figure>", svg(chart));
+    }
+    out.push_str("</body>\n</html>\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chart() -> Chart {
+        Chart {
+            title: "desk-1 <CPU>".into(),
+            unit: Unit::Percent,
+            series: vec![
+                Series {
+                    label: "CPU per vCPU".into(),
+                    points: (0..10).map(|i| (i * 60, Some(10.0 * i as f64))).collect(),
+                },
+                Series {
+                    label: "steal".into(),
+                    points: vec![
+                        (0, Some(1.0)),
+                        (60, None),
+                        (120, Some(2.0)),
+                        (180, Some(3.0)),
+                    ],
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn the_svg_has_axes_a_legend_and_every_point() {
+        let text = svg(&chart());
+        let doc = roxmltree::Document::parse(&text).expect("well-formed SVG");
+        let class = |name: &str| {
+            doc.descendants()
+                .find(|n| n.attribute("class") == Some(name))
+                .unwrap_or_else(|| panic!("no {name}"))
+        };
+        let texts = |node: roxmltree::Node<'_, '_>| -> Vec<String> {
+            node.descendants()
+                .filter(|n| n.has_tag_name("text"))
+                .filter_map(|n| n.text().map(str::to_owned))
+                .collect()
+        };
+        assert_eq!(class("title").text(), Some("desk-1 <CPU>"));
+        let y = texts(class("y-axis"));
+        assert!(
+            y.first().is_some_and(|l| l == "0 %") && y.contains(&"100 %".to_owned()),
+            "{y:?}"
+        );
+        let x = texts(class("x-axis"));
+        assert!(
+            x.contains(&"00:00:00".to_owned()) && x.contains(&"time (UTC)".to_owned()),
+            "{x:?}"
+        );
+        assert_eq!(texts(class("legend")), ["CPU per vCPU", "steal"]);
+        let series: Vec<_> = doc
+            .descendants()
+            .filter(|n| n.attribute("class") == Some("series"))
+            .collect();
+        assert_eq!(series.len(), 2);
+        let points = |g: &roxmltree::Node<'_, '_>| -> Vec<usize> {
+            g.children()
+                .filter(|n| n.has_tag_name("polyline"))
+                .map(|p| p.attribute("points").unwrap_or("").split(' ').count())
+                .collect()
+        };
+        assert_eq!(points(&series[0]), [10]);
+        // A gap breaks the line: one lone point, then two.
+        assert_eq!(points(&series[1]), [1, 2]);
+    }
+
+    #[test]
+    fn axes_use_round_steps_and_readable_units() {
+        assert_eq!(nice_step(87.0, 5.0), 20.0);
+        assert_eq!(nice_step(3.2e6, 5.0), 1e6);
+        assert_eq!(time_step(3600), 600);
+        assert_eq!(time_step(7 * 86_400), 86_400);
+        assert_eq!(Unit::BytesPerSecond.format(1_572_864.0), "1.5 MiB/s");
+        assert_eq!(Unit::BitsPerSecond.format(12_000_000.0), "12 Mbit/s");
+        assert_eq!(Unit::Microseconds.format(2500.0), "2.5 ms");
+    }
+
+    #[test]
+    fn the_page_gathers_the_charts() {
+        let page = html("desk-1", &[chart(), chart()]);
+        assert_eq!(page.matches("<svg ").count(), 2);
+        assert!(page.starts_with("<!DOCTYPE html>"));
+    }
+}
