@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
+use crate::analysis::migrate::HostLoad;
 use crate::analysis::recommend::{Capacity, virsh_script};
 use crate::analysis::{self, ReportQuery};
 use crate::ebpf::Probes;
@@ -63,6 +64,9 @@ pub enum Command {
     /// Time-series charts of a host or a VM over a window (CPU, network, disk, I/O latency) as
     /// SVG files and one HTML page that gathers them.
     Plot(PlotArgs),
+    /// With several hosts in the database: moves from overloaded hosts to hosts with room,
+    /// preferring VMs whose load peaks when the target's does not. Nothing is applied.
+    MigratePlan(MigratePlanArgs),
     /// A vCPU count and a memory size per VM from what it used, idle and starved VMs, and a
     /// plan per host within its capacity; prints a table or JSON and can write a `virsh`
     /// script to review. Nothing is applied.
@@ -400,6 +404,24 @@ pub struct PlotArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct MigratePlanArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// The window of observed load, as an age: `7d`, `30d`.
+    #[arg(long, value_name = "AGE", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub since: Duration,
+
+    /// A host is overloaded when its 95th percentile CPU load is above this share of its CPUs.
+    #[arg(long, value_name = "PERCENT", default_value_t = 80.0)]
+    pub threshold: f64,
+
+    /// Output format (table or json).
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
 pub struct RecommendArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
@@ -487,6 +509,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Report(args) => report(args).await,
         Command::Recommend(args) => recommend(args).await,
         Command::Plot(args) => plot(args).await,
+        Command::MigratePlan(args) => migrate_plan(args).await,
     }
 }
 
@@ -638,6 +661,56 @@ async fn report(args: ReportArgs) -> anyhow::Result<()> {
     query.vms = true;
     let vms = analysis::report::report(true, store.report_samples(&query).await?);
     let text = show::render_report(&hosts, &vms, args.format)?;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+async fn migrate_plan(args: MigratePlanArgs) -> anyhow::Result<()> {
+    let database = &args.database;
+    if !database.is_mysql() && !std::path::Path::new(&database.database).exists() {
+        bail!(
+            "no database at {} (run `setmov run` first, or give --database)",
+            database.database
+        );
+    }
+    if !(args.threshold > 0.0 && args.threshold <= 100.0) {
+        bail!("--threshold is a percentage between 0 and 100");
+    }
+    let until = time::OffsetDateTime::now_utc();
+    let since = until - time::Duration::try_from(args.since)?;
+    let mut store = database.open().await?;
+    let mut hosts = Vec::new();
+    let mut samples = Vec::new();
+    for host in store.hosts().await? {
+        let (Some(cpus), Some(memory)) = (host.cpus, host.memory_bytes) else {
+            tracing::warn!(
+                "{}: its capacity is unknown (libvirt never answered): left out of the plan",
+                host.host_ip
+            );
+            continue;
+        };
+        let query = ReportQuery {
+            level: rollup::level_for(until, since),
+            vms: true,
+            host_ip: Some(host.host_ip.clone()),
+            vm: None,
+            since,
+            until,
+        };
+        for sample in store.report_samples(&query).await? {
+            samples.push((host.host_ip.clone(), cpus, sample));
+        }
+        hosts.push(HostLoad {
+            name: host.host_ip,
+            cpus,
+            memory_bytes: memory,
+        });
+    }
+    let vms = analysis::vm_loads(&samples);
+    let plan = analysis::migrate::plan(&hosts, &vms, args.threshold / 100.0);
+    let text = show::render_migration(&plan, args.format)?;
     match std::io::stdout().lock().write_all(text.as_bytes()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
         _ => Ok(()),

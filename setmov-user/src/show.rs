@@ -5,6 +5,7 @@ use std::fmt::Write;
 use crate::sampler::summary::{human_bits, human_bytes};
 use serde::Serialize;
 
+use crate::analysis::migrate::MigrationPlan;
 use crate::analysis::recommend::Plan;
 use crate::analysis::report::OwnerReport;
 use crate::store::rollup::RollupRow;
@@ -229,6 +230,41 @@ pub fn render_plans(plans: &[(String, Plan)], format: Format) -> Result<String, 
         for unmet in &plan.unmet {
             let _ = writeln!(out, "  unmet: {unmet}");
         }
+    }
+    Ok(out)
+}
+
+/// A migration plan: the moves with their reasons, then each host's p95 CPU load before and
+/// after. JSON carries everything.
+pub fn render_migration(plan: &MigrationPlan, format: Format) -> Result<String, serde_json::Error> {
+    if format != Format::Table {
+        let mut s = serde_json::to_string_pretty(plan)?;
+        s.push('\n');
+        return Ok(s);
+    }
+    let mut out = String::new();
+    if plan.moves.is_empty() {
+        let _ = writeln!(
+            out,
+            "no move: no host above {:.0} % p95 CPU load that a move could help",
+            plan.threshold * 100.0
+        );
+    }
+    for (i, m) in plan.moves.iter().enumerate() {
+        let _ = writeln!(out, "{}. move {} from {} to {}", i + 1, m.vm, m.from, m.to);
+        let _ = writeln!(out, "   {}", m.reason);
+    }
+    let rows: Vec<Vec<String>> = plan
+        .before
+        .iter()
+        .map(|(host, before)| {
+            let after = plan.after.get(host).copied().unwrap_or(*before);
+            vec![host.clone(), pct(before * 100.0), pct(after * 100.0)]
+        })
+        .collect();
+    out.push_str(&table(&["host", "p95 load before", "after"], &rows, 1));
+    for u in &plan.unresolved {
+        let _ = writeln!(out, "unresolved: {u}");
     }
     Ok(out)
 }

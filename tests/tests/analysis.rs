@@ -224,3 +224,90 @@ fn plot_writes_a_chart_per_figure_group_and_a_page() {
     assert_eq!(page.matches("<svg ").count(), charts);
     assert!(charts >= 3, "CPU, network and disk at least");
 }
+
+/// Three hosts of 8 CPUs with a day of per-hour rollups: `a` holds two VMs busy in office
+/// hours (8 CPUs at their peak), `b` a night batch VM, `c` another office VM.
+fn fleet(dir: &Path) -> String {
+    let path = dir.join("fleet.db");
+    drop(SqliteStore::open(&path).expect("store"));
+    let mut conn = Connection::open(&path).expect("connection");
+    let tx = conn.transaction().expect("transaction");
+    for host in ["10.0.0.1", "10.0.0.2", "10.0.0.3"] {
+        tx.execute(
+            "INSERT INTO hosts (host_ip, host_name, vmc, cpus, memory_bytes)
+             VALUES (?1, ?1, 1, 8, ?2)",
+            params![host, 32u64 << 30],
+        )
+        .expect("host");
+    }
+    // name, host, base CPUs, extra CPUs at the peak, peak hours.
+    let vms = [
+        ("office-1", "10.0.0.1", 0.5, 3.5, 8..18),
+        ("office-2", "10.0.0.1", 0.5, 3.5, 8..18),
+        ("batch", "10.0.0.2", 0.5, 4.0, 0..6),
+        ("office-3", "10.0.0.3", 0.5, 3.0, 8..18),
+    ];
+    let now = OffsetDateTime::now_utc();
+    for (i, (name, host, base, peak, hours)) in vms.iter().enumerate() {
+        let uuid = format!("f1ee0000-0000-4000-8000-{i:012}");
+        tx.execute(
+            "INSERT INTO vms (uuid, host_ip, name, state) VALUES (?1, ?2, ?3, 'running')",
+            params![uuid, host, name],
+        )
+        .expect("vm");
+        for ago in 1..=24i64 {
+            let start = now - time::Duration::hours(ago);
+            let cpus = if hours.contains(&start.hour()) {
+                base + peak
+            } else {
+                *base
+            };
+            // Share of the host's 8 CPUs, in percent.
+            let share = cpus / 8.0 * 100.0;
+            tx.execute(
+                "INSERT INTO vm_usage_1h (time, uuid, samples, cpu_pct_avg, cpu_pct_max,
+                    cpu_pct_p95, mem_alloc_bytes_avg, mem_alloc_bytes_max, mem_alloc_bytes_p95)
+                 VALUES (?1, ?2, 3600, ?3, ?3, ?3, ?4, ?4, ?4)",
+                params![format_time(start), uuid, share, 2.0 * GIB],
+            )
+            .expect("rollup row");
+        }
+    }
+    tx.commit().expect("commit");
+    path.display().to_string()
+}
+
+#[test]
+fn the_migration_plan_moves_an_office_vm_to_the_night_host() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = fleet(dir.path());
+    let json = setmov(&[
+        "migrate-plan",
+        "--database",
+        &db,
+        "--since",
+        "8d",
+        "--format",
+        "json",
+    ]);
+    let plan: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    let moves = plan["moves"].as_array().expect("moves");
+    assert_eq!(moves.len(), 1, "one move is enough: {json}");
+    let m = &moves[0];
+    assert!(
+        m["vm"].as_str().is_some_and(|v| v.starts_with("office-")) && m["from"] == "10.0.0.1",
+        "{json}"
+    );
+    assert_eq!(m["to"], "10.0.0.2", "the host that peaks at night: {json}");
+    for (host, level) in plan["after"].as_object().expect("after") {
+        assert!(
+            level.as_f64() <= Some(0.8),
+            "{host} still overloaded: {json}"
+        );
+    }
+    let table = setmov(&["migrate-plan", "--database", &db, "--since", "8d"]);
+    assert!(
+        table.contains("1. move office-") && table.contains("different times"),
+        "{table}"
+    );
+}

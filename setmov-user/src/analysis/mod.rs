@@ -1,6 +1,7 @@
 //! Analysis of stored usage (the paper's §3.5–3.6): what each host and VM really used.
 
 pub mod chart;
+pub mod migrate;
 pub mod recommend;
 pub mod report;
 
@@ -9,8 +10,48 @@ use time::OffsetDateTime;
 use crate::store::rollup::{Level, vm_figure_source};
 use report::figures;
 
+/// Each VM's CPU load in host CPUs per time bucket, from its rows of the window: (host, its
+/// CPU count, row). All VMs share one timeline (every bucket any row has); a bucket without
+/// a row of the VM counts 0. Memory is the largest allocation seen.
+pub fn vm_loads(samples: &[(String, u32, report::ReportSample)]) -> Vec<migrate::VmLoad> {
+    let names = figures(true);
+    let cpu = names.iter().position(|n| *n == "cpu_pct");
+    let memory = names.iter().position(|n| *n == "mem_alloc_bytes");
+    let mut times: Vec<i64> = samples.iter().map(|(_, _, s)| s.time).collect();
+    times.sort_unstable();
+    times.dedup();
+    let mut vms: std::collections::BTreeMap<(String, String), migrate::VmLoad> =
+        std::collections::BTreeMap::new();
+    for (host, cpus, sample) in samples {
+        let vm = vms
+            .entry((
+                host.clone(),
+                sample.uuid.clone().unwrap_or_else(|| sample.owner.clone()),
+            ))
+            .or_insert_with(|| migrate::VmLoad {
+                name: sample.owner.clone(),
+                host: host.clone(),
+                memory_bytes: 0,
+                load: vec![0.0; times.len()],
+            });
+        let value =
+            |index: Option<usize>| index.and_then(|i| sample.values.get(i).copied().flatten());
+        if let (Some((share, _, _)), Ok(slot)) = (value(cpu), times.binary_search(&sample.time)) {
+            vm.load[slot] = share / 100.0 * f64::from(*cpus);
+        }
+        if let Some((_, most, _)) = value(memory) {
+            vm.memory_bytes = vm.memory_bytes.max(most as u64);
+        }
+    }
+    vms.into_values().collect()
+}
+
 /// A chart's title, unit and lines (legend label, figure).
-type ChartDefinition = (&'static str, chart::Unit, &'static [(&'static str, &'static str)]);
+type ChartDefinition = (
+    &'static str,
+    chart::Unit,
+    &'static [(&'static str, &'static str)],
+);
 
 /// The charts of a host or a VM from a window's rows (bucket means, or ticks): for a VM its
 /// CPU (per vCPU, share of the host, steal, CPU ready), network, disk and I/O latency; for a
