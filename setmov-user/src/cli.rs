@@ -120,6 +120,17 @@ pub struct DatabaseArgs {
 pub const DEFAULT_SPOOL_DIR: &str = "/var/lib/setmov/spool";
 
 impl DatabaseArgs {
+    /// A SQLite file must already be there to be read (it would be created empty otherwise).
+    fn must_exist(&self) -> anyhow::Result<()> {
+        if !self.is_mysql() && !std::path::Path::new(&self.database).exists() {
+            bail!(
+                "no database at {} (run `setmov run` first, or give --database)",
+                self.database
+            );
+        }
+        Ok(())
+    }
+
     fn is_mysql(&self) -> bool {
         self.database.starts_with("mysql://")
     }
@@ -164,6 +175,42 @@ impl DatabaseArgs {
                 &self.database,
             ))?))
         }
+    }
+}
+
+/// Writes a command's output; a closed stdout (piped to `head`) is not an error.
+fn print(text: &str) -> anyhow::Result<()> {
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// The window from `since` ago to `until` ago.
+fn window(
+    since: Duration,
+    until: Duration,
+) -> anyhow::Result<(time::OffsetDateTime, time::OffsetDateTime)> {
+    let now = time::OffsetDateTime::now_utc();
+    let ago = |age: Duration| time::Duration::try_from(age).map(|age| now - age);
+    let (since, until) = (ago(since)?, ago(until)?);
+    if since >= until {
+        bail!("the window is empty: --since must reach further back than --until");
+    }
+    Ok((since, until))
+}
+
+/// The rows `--level` asks for, or those the window suits.
+fn chosen_level(
+    level: Option<ShowLevel>,
+    since: time::OffsetDateTime,
+    until: time::OffsetDateTime,
+) -> Option<Level> {
+    match level {
+        Some(ShowLevel::Raw) => None,
+        Some(ShowLevel::Minute) => Some(Level::Minute),
+        Some(ShowLevel::Hour) => Some(Level::Hour),
+        None => rollup::level_for(until, since),
     }
 }
 
@@ -626,24 +673,9 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static
 
 async fn report(args: ReportArgs) -> anyhow::Result<()> {
     let database = &args.database;
-    if !database.is_mysql() && !std::path::Path::new(&database.database).exists() {
-        bail!(
-            "no database at {} (run `setmov run` first, or give --database)",
-            database.database
-        );
-    }
-    let now = time::OffsetDateTime::now_utc();
-    let ago = |age: Duration| time::Duration::try_from(age).map(|age| now - age);
-    let (since, until) = (ago(args.since)?, ago(args.until)?);
-    if since >= until {
-        bail!("the window is empty: --since must reach further back than --until");
-    }
-    let level = match args.level {
-        Some(ShowLevel::Raw) => None,
-        Some(ShowLevel::Minute) => Some(Level::Minute),
-        Some(ShowLevel::Hour) => Some(Level::Hour),
-        None => rollup::level_for(until, since),
-    };
+    database.must_exist()?;
+    let (since, until) = window(args.since, args.until)?;
+    let level = chosen_level(args.level, since, until);
     let mut store = database.open().await?;
     let mut query = ReportQuery {
         level,
@@ -661,20 +693,12 @@ async fn report(args: ReportArgs) -> anyhow::Result<()> {
     query.vms = true;
     let vms = analysis::report::report(true, store.report_samples(&query).await?);
     let text = show::render_report(&hosts, &vms, args.format)?;
-    match std::io::stdout().lock().write_all(text.as_bytes()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-        _ => Ok(()),
-    }
+    print(&text)
 }
 
 async fn migrate_plan(args: MigratePlanArgs) -> anyhow::Result<()> {
     let database = &args.database;
-    if !database.is_mysql() && !std::path::Path::new(&database.database).exists() {
-        bail!(
-            "no database at {} (run `setmov run` first, or give --database)",
-            database.database
-        );
-    }
+    database.must_exist()?;
     if !(args.threshold > 0.0 && args.threshold <= 100.0) {
         bail!("--threshold is a percentage between 0 and 100");
     }
@@ -711,32 +735,14 @@ async fn migrate_plan(args: MigratePlanArgs) -> anyhow::Result<()> {
     let vms = analysis::vm_loads(&samples);
     let plan = analysis::migrate::plan(&hosts, &vms, args.threshold / 100.0);
     let text = show::render_migration(&plan, args.format)?;
-    match std::io::stdout().lock().write_all(text.as_bytes()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-        _ => Ok(()),
-    }
+    print(&text)
 }
 
 async fn plot(args: PlotArgs) -> anyhow::Result<()> {
     let database = &args.database;
-    if !database.is_mysql() && !std::path::Path::new(&database.database).exists() {
-        bail!(
-            "no database at {} (run `setmov run` first, or give --database)",
-            database.database
-        );
-    }
-    let now = time::OffsetDateTime::now_utc();
-    let ago = |age: Duration| time::Duration::try_from(age).map(|age| now - age);
-    let (since, until) = (ago(args.since)?, ago(args.until)?);
-    if since >= until {
-        bail!("the window is empty: --since must reach further back than --until");
-    }
-    let level = match args.level {
-        Some(ShowLevel::Raw) => None,
-        Some(ShowLevel::Minute) => Some(Level::Minute),
-        Some(ShowLevel::Hour) => Some(Level::Hour),
-        None => rollup::level_for(until, since),
-    };
+    database.must_exist()?;
+    let (since, until) = window(args.since, args.until)?;
+    let level = chosen_level(args.level, since, until);
     let query = ReportQuery {
         level,
         vms: args.vm.is_some(),
@@ -804,12 +810,7 @@ async fn plot(args: PlotArgs) -> anyhow::Result<()> {
 
 async fn recommend(args: RecommendArgs) -> anyhow::Result<()> {
     let database = &args.database;
-    if !database.is_mysql() && !std::path::Path::new(&database.database).exists() {
-        bail!(
-            "no database at {} (run `setmov run` first, or give --database)",
-            database.database
-        );
-    }
+    database.must_exist()?;
     if !(args.vcpus_per_cpu.is_finite() && args.vcpus_per_cpu > 0.0) {
         bail!("--vcpus-per-cpu must be a positive number");
     }
@@ -846,10 +847,7 @@ async fn recommend(args: RecommendArgs) -> anyhow::Result<()> {
         tracing::info!("wrote the plan as virsh commands to {}", path.display());
     }
     let text = show::render_plans(&plans, args.format)?;
-    match std::io::stdout().lock().write_all(text.as_bytes()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-        _ => Ok(()),
-    }
+    print(&text)
 }
 
 async fn migrate(args: DatabaseArgs) -> anyhow::Result<()> {
@@ -869,12 +867,7 @@ async fn migrate(args: DatabaseArgs) -> anyhow::Result<()> {
 
 async fn show(args: ShowArgs) -> anyhow::Result<()> {
     let database = &args.database;
-    if !database.is_mysql() && !std::path::Path::new(&database.database).exists() {
-        bail!(
-            "no database at {} (run `setmov run` first, or give --database)",
-            database.database
-        );
-    }
+    database.must_exist()?;
     let mut store = database.open().await?;
     let now = time::OffsetDateTime::now_utc();
     let since = args
@@ -917,10 +910,7 @@ async fn show(args: ShowArgs) -> anyhow::Result<()> {
             show::render_hosts(&store.recent_host_usage(&query).await?, args.format)?
         }
     };
-    match std::io::stdout().lock().write_all(text.as_bytes()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-        _ => Ok(()),
-    }
+    print(&text)
 }
 
 #[cfg(test)]

@@ -53,6 +53,21 @@ type ChartDefinition = (
     &'static [(&'static str, &'static str)],
 );
 
+const NETWORK: ChartDefinition = (
+    "Network",
+    chart::Unit::BitsPerSecond,
+    &[("received", "net_rx_bps"), ("sent", "net_tx_bps")],
+);
+
+const DISK: ChartDefinition = (
+    "Disk",
+    chart::Unit::BytesPerSecond,
+    &[
+        ("read", "disk_read_bytes_s"),
+        ("written", "disk_write_bytes_s"),
+    ],
+);
+
 /// The charts of a host or a VM from a window's rows (bucket means, or ticks): for a VM its
 /// CPU (per vCPU, share of the host, steal, CPU ready), network, disk and I/O latency; for a
 /// host its CPU and memory, network and disk. Lines without a single value are left out, and
@@ -70,19 +85,8 @@ pub fn charts(vms: bool, owner: &str, samples: &[report::ReportSample]) -> Vec<c
                 ("CPU ready", "cpu_ready_pct"),
             ],
         ),
-        (
-            "Network",
-            Unit::BitsPerSecond,
-            &[("received", "net_rx_bps"), ("sent", "net_tx_bps")],
-        ),
-        (
-            "Disk",
-            Unit::BytesPerSecond,
-            &[
-                ("read", "disk_read_bytes_s"),
-                ("written", "disk_write_bytes_s"),
-            ],
-        ),
+        NETWORK,
+        DISK,
         (
             "I/O latency p99",
             Unit::Microseconds,
@@ -98,19 +102,8 @@ pub fn charts(vms: bool, owner: &str, samples: &[report::ReportSample]) -> Vec<c
             Unit::Percent,
             &[("CPU", "cpu_pct"), ("memory used", "mem_used_pct")],
         ),
-        (
-            "Network",
-            Unit::BitsPerSecond,
-            &[("received", "net_rx_bps"), ("sent", "net_tx_bps")],
-        ),
-        (
-            "Disk",
-            Unit::BytesPerSecond,
-            &[
-                ("read", "disk_read_bytes_s"),
-                ("written", "disk_write_bytes_s"),
-            ],
-        ),
+        NETWORK,
+        DISK,
     ];
     let names = figures(vms);
     let definitions = if vms { vm_charts } else { host_charts };
