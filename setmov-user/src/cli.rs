@@ -71,6 +71,9 @@ pub enum Command {
     /// plan per host within its capacity; prints a table or JSON and can write a `virsh`
     /// script to review. Nothing is applied.
     Recommend(RecommendArgs),
+    /// Experiments with test guests (see `cargo xtask guests prepare`).
+    #[command(subcommand)]
+    Experiment(ExperimentCommand),
     /// Create or update the schema of a MySQL/MariaDB database (the embedded database is
     /// migrated whenever it is opened).
     Migrate(DatabaseArgs),
@@ -450,6 +453,37 @@ pub struct PlotArgs {
     pub out: PathBuf,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum ExperimentCommand {
+    /// The same read workload in guests of several memory sizes, recorded by SETMOV: the
+    /// size past which more memory no longer raises read throughput (the paper's Figure 13).
+    MemKnee(MemKneeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MemKneeArgs {
+    /// Guest memory sizes in MiB, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [96, 128, 192, 256])]
+    pub sizes: Vec<u32>,
+
+    /// MiB of its disk each guest reads again and again.
+    #[arg(long, value_name = "MIB", default_value_t = 112)]
+    pub working_set: u32,
+
+    /// Read rounds per guest; the first fills the cache.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+
+    /// The guests' disk bandwidth (libvirt iotune), so that a cache miss costs what it costs
+    /// on shared storage.
+    #[arg(long, value_name = "SIZE", default_value = "32MiB", value_parser = parse_size)]
+    pub disk_limit: u64,
+
+    /// Folder for the results: the recording, mem-knee.json and mem-knee.svg.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
 #[derive(Debug, Args)]
 pub struct MigratePlanArgs {
     #[command(flatten)]
@@ -557,6 +591,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Recommend(args) => recommend(args).await,
         Command::Plot(args) => plot(args).await,
         Command::MigratePlan(args) => migrate_plan(args).await,
+        Command::Experiment(ExperimentCommand::MemKnee(args)) => mem_knee(args).await,
     }
 }
 
@@ -693,6 +728,79 @@ async fn report(args: ReportArgs) -> anyhow::Result<()> {
     query.vms = true;
     let vms = analysis::report::report(true, store.report_samples(&query).await?);
     let text = show::render_report(&hosts, &vms, args.format)?;
+    print(&text)
+}
+
+async fn mem_knee(args: MemKneeArgs) -> anyhow::Result<()> {
+    let config = crate::experiment::MemKnee {
+        sizes_mib: args.sizes,
+        working_set_mib: args.working_set,
+        rounds: args.rounds,
+        disk_limit_bytes_s: args.disk_limit,
+        out: args.out,
+    };
+    let setmov = std::env::current_exe().context("cannot find this program")?;
+    let experiment = config.clone();
+    let results =
+        tokio::task::spawn_blocking(move || crate::experiment::mem_knee(&experiment, &setmov))
+            .await
+            .context("the experiment stopped")??;
+    let points: Vec<(u32, f64)> = results
+        .iter()
+        .filter_map(|r| Some((r.memory_mib, r.throughput_mib_s?)))
+        .collect();
+    let knee = analysis::knee::knee(&points);
+    let json = serde_json::json!({
+        "working_set_mib": config.working_set_mib,
+        "disk_limit_bytes_s": config.disk_limit_bytes_s,
+        "sizes": results,
+        "knee_mib": knee,
+    });
+    std::fs::write(
+        config.out.join("mem-knee.json"),
+        serde_json::to_string_pretty(&json)? + "\n",
+    )?;
+    let chart = analysis::chart::Chart {
+        title: format!(
+            "Read throughput of a {} MiB working set by guest memory{}",
+            config.working_set_mib,
+            knee.map_or_else(String::new, |mib| format!(" (knee: {mib} MiB)"))
+        ),
+        unit: analysis::chart::Unit::MibPerSecond,
+        x_axis: analysis::chart::XAxis::MemoryMib,
+        series: vec![analysis::chart::Series {
+            label: "warm rounds".into(),
+            points: points
+                .iter()
+                .map(|(mib, t)| (i64::from(*mib), Some(*t)))
+                .collect(),
+        }],
+    };
+    std::fs::write(
+        config.out.join("mem-knee.svg"),
+        analysis::chart::svg(&chart),
+    )?;
+    let mut text = String::from("memory  warm MiB/s  first round  read from disk (SETMOV)\n");
+    for r in &results {
+        text.push_str(&format!(
+            "{:>4} MiB  {:>10}  {:>10}  {:>12}\n",
+            r.memory_mib,
+            r.throughput_mib_s
+                .map_or_else(|| "-".into(), |t| format!("{t:.1}")),
+            r.round_seconds
+                .first()
+                .map_or_else(|| "-".into(), |s| format!("{s:.2} s")),
+            r.disk_read_mib
+                .map_or_else(|| "-".into(), |m| format!("{m:.0} MiB"))
+        ));
+    }
+    text.push_str(&match knee {
+        Some(mib) => format!(
+            "knee: {mib} MiB (the smallest size within {:.0} % of the best throughput)\n",
+            analysis::knee::KNEE_SHARE * 100.0
+        ),
+        None => "knee: none found (no size completed its rounds)\n".into(),
+    });
     print(&text)
 }
 

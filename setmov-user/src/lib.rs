@@ -11,6 +11,7 @@
 pub mod analysis;
 pub mod cli;
 pub mod ebpf;
+pub mod experiment;
 pub mod host;
 pub mod sampler;
 pub mod show;

@@ -22,6 +22,7 @@ pub enum Unit {
     BitsPerSecond,
     Microseconds,
     PerSecond,
+    MibPerSecond,
 }
 
 impl Unit {
@@ -40,6 +41,7 @@ impl Unit {
                 }
             }
             Unit::PerSecond => format!("{v:.0}/s"),
+            Unit::MibPerSecond => format!("{v:.0} MiB/s"),
         }
     }
 }
@@ -57,11 +59,21 @@ fn scaled(mut v: f64, step: f64, units: &[&str]) -> String {
     }
 }
 
+/// What the horizontal axis holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XAxis {
+    /// Seconds since the epoch, labelled as UTC clock times or dates.
+    Time,
+    /// A guest's memory size in MiB.
+    MemoryMib,
+}
+
 /// One chart: a title, a unit and its lines.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Chart {
     pub title: String,
     pub unit: Unit,
+    pub x_axis: XAxis,
     pub series: Vec<Series>,
 }
 
@@ -195,8 +207,15 @@ pub fn svg(chart: &Chart) -> String {
         v += y_step;
     }
     let _ = writeln!(out, "</g>");
-    // Time axis.
-    let step = time_step(t1 - t0);
+    // Horizontal axis.
+    let step = match chart.x_axis {
+        XAxis::Time => time_step(t1 - t0),
+        XAxis::MemoryMib => (nice_step((t1 - t0) as f64, 6.0) as i64).max(1),
+    };
+    let label = |t: i64| match chart.x_axis {
+        XAxis::Time => time_label(t, step),
+        XAxis::MemoryMib => format!("{t} MiB"),
+    };
     let _ = writeln!(out, "<g class=\"x-axis\">");
     let _ = writeln!(
         out,
@@ -214,15 +233,19 @@ pub fn svg(chart: &Chart) -> String {
             TOP + plot_h,
             TOP + plot_h + 5.0,
             TOP + plot_h + 20.0,
-            time_label(t, step)
+            label(t)
         );
         t += step;
     }
     let _ = writeln!(
         out,
-        "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#555\">time (UTC)</text>",
+        "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#555\">{}</text>",
         LEFT + plot_w / 2.0,
-        TOP + plot_h + 38.0
+        TOP + plot_h + 38.0,
+        match chart.x_axis {
+            XAxis::Time => "time (UTC)",
+            XAxis::MemoryMib => "guest memory",
+        }
     );
     let _ = writeln!(out, "</g>");
     // Lines: one polyline per unbroken run of points.
@@ -247,6 +270,19 @@ pub fn svg(chart: &Chart) -> String {
             }
         }
         flush(&mut run, &mut out);
+        // Few points: each one marked, so that a reader sees where the measurements are.
+        if series.points.len() <= 50 {
+            for &(t, value) in &series.points {
+                if let Some(v) = value.filter(|v| v.is_finite()) {
+                    let _ = writeln!(
+                        out,
+                        "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3.5\" fill=\"{colour}\"/>",
+                        x(t),
+                        y(v)
+                    );
+                }
+            }
+        }
         let _ = writeln!(out, "</g>");
     }
     // Legend, under the time axis.
@@ -293,6 +329,7 @@ mod tests {
         Chart {
             title: "desk-1 <CPU>".into(),
             unit: Unit::Percent,
+            x_axis: XAxis::Time,
             series: vec![
                 Series {
                     label: "CPU per vCPU".into(),

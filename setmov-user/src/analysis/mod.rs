@@ -1,6 +1,7 @@
 //! Analysis of stored usage (the paper's §3.5–3.6): what each host and VM really used.
 
 pub mod chart;
+pub mod knee;
 pub mod migrate;
 pub mod recommend;
 pub mod report;
@@ -127,6 +128,7 @@ pub fn charts(vms: bool, owner: &str, samples: &[report::ReportSample]) -> Vec<c
             (!series.is_empty()).then(|| chart::Chart {
                 title: format!("{owner}: {title}"),
                 unit: *unit,
+                x_axis: chart::XAxis::Time,
                 series,
             })
         })
