@@ -168,18 +168,7 @@ fn a_guests_block_io_and_traffic_seen_by_ebpf_are_what_libvirt_counts() {
     guest
         .wait_for("SETMOV: delay-start", BOOT)
         .expect("guest waits");
-    // As the store writes times: UTC, milliseconds.
-    let now = time::OffsetDateTime::now_utc();
-    let since = format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        now.year(),
-        u8::from(now.month()),
-        now.day(),
-        now.hour(),
-        now.minute(),
-        now.second(),
-        now.millisecond()
-    );
+    let since = setmov::store::format_time(time::OffsetDateTime::now_utc());
     let baseline = guest.stats().expect("domstats");
     guest.wait_for("SETMOV: ping-done", BOOT).expect("pings");
     std::thread::sleep(Duration::from_millis(1_500));

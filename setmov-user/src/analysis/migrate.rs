@@ -18,6 +18,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::store::rollup::nearest_rank;
+
 /// Above this coefficient of variation a VM's CPU is volatile and the VM stays put.
 pub const VOLATILE: f64 = 1.0;
 
@@ -61,13 +63,7 @@ pub struct MigrationPlan {
 }
 
 fn p95(values: &[f64]) -> f64 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let rank = (0.95 * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
+    nearest_rank(&mut values.to_vec(), 0.95).unwrap_or(0.0)
 }
 
 fn volatility(load: &[f64]) -> f64 {

@@ -9,6 +9,7 @@ pub mod report;
 use time::OffsetDateTime;
 
 use crate::store::rollup::{Level, vm_figure_source};
+use crate::store::rows::Value;
 use report::figures;
 
 /// Each VM's CPU load in host CPUs per time bucket, from its rows of the window: (host, its
@@ -147,6 +148,20 @@ pub struct ReportQuery {
     pub vm: Option<String>,
     pub since: OffsetDateTime,
     pub until: OffsetDateTime,
+}
+
+/// The parameters of [`report_sql`], with the window written in the store's time syntax.
+pub fn report_params(query: &ReportQuery, since: String, until: String) -> Vec<Value> {
+    let mut params: Vec<Value> = vec![query.host_ip.clone().into(), query.host_ip.clone().into()];
+    if query.vms {
+        params.extend([
+            query.vm.clone().into(),
+            query.vm.clone().into(),
+            query.vm.clone().into(),
+        ]);
+    }
+    params.extend([since.into(), until.into()]);
+    params
 }
 
 /// The query behind [`ReportQuery`]: the row's time in seconds since the epoch (`unix_time`

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::store::rollup::{HOST_FIGURES, VM_FIGURES};
+use crate::store::rollup::{HOST_FIGURES, VM_FIGURES, nearest_rank};
 
 /// One stored row as the report reads it: a tick (count 1, its value as mean, max and p95) or
 /// a rollup bucket.
@@ -114,16 +114,6 @@ pub fn report(vms: bool, samples: Vec<ReportSample>) -> Vec<OwnerReport> {
                 .collect(),
         })
         .collect()
-}
-
-/// The `q` quantile by nearest rank; `None` for no values.
-fn nearest_rank(values: &mut [f64], q: f64) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    values.sort_by(f64::total_cmp);
-    let rank = (q * values.len() as f64).ceil() as usize;
-    Some(values[rank.clamp(1, values.len()) - 1])
 }
 
 #[cfg(test)]

@@ -283,7 +283,7 @@ impl Upkeep {
         let Some(mut next) = self.next_bucket[slot] else {
             return Vec::new();
         };
-        let span = time::Duration::try_from(level.span()).unwrap_or(time::Duration::MINUTE);
+        let span = level.time_span();
         let current = level.bucket_start(now);
         let mut due = Vec::new();
         while next < current && due.len() < BUCKETS_PER_CALL {
@@ -299,7 +299,7 @@ impl Upkeep {
     }
 
     fn rolled_up(&mut self, level: rollup::Level, bucket: OffsetDateTime) {
-        let span = time::Duration::try_from(level.span()).unwrap_or(time::Duration::MINUTE);
+        let span = level.time_span();
         self.next_bucket[level as usize] = Some(bucket + span);
     }
 

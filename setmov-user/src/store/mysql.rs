@@ -21,11 +21,11 @@ use mysql_async::{Opts, OptsBuilder, Pool, SslOpts, TxOpts};
 use time::OffsetDateTime;
 
 use crate::analysis::report::{self, ReportSample};
-use crate::analysis::{ReportQuery, report_sql};
+use crate::analysis::{ReportQuery, report_params, report_sql};
 
 use super::rollup::{
     HOST_FIGURES, Level, Retention, RollupQuery, RollupRow, VM_FIGURES, raw_host_sql, raw_vm_sql,
-    rollup_query_sql, rollup_rows,
+    rollup_query_params, rollup_query_sql, rollup_rows,
 };
 use super::rows::{HostRow, Rows, TickRows, Value, VmRow, tick_rows};
 use super::spool::Spool;
@@ -580,7 +580,7 @@ async fn roll_up_bucket(
     level: Level,
     bucket: OffsetDateTime,
 ) -> Result<(), mysql_async::Error> {
-    let span = time::Duration::try_from(level.span()).unwrap_or(time::Duration::MINUTE);
+    let span = level.time_span();
     let (from, to) = (mysql_time(bucket), mysql_time(bucket + span));
     for (sql, table, owner, figures) in [
         (raw_host_sql(), "host_usage", "host_ip", HOST_FIGURES),
@@ -752,26 +752,8 @@ impl Store for MysqlStore {
         let mut conn = self.pool.get_conn().await.map_err(error)?;
         let sql = rollup_query_sql(q.vms, q.level, iso);
         let since = q.since.map(mysql_time);
-        let params: Vec<mysql_async::Value> = if q.vms {
-            vec![
-                q.host_ip.clone().into(),
-                q.host_ip.clone().into(),
-                q.vm.clone().into(),
-                q.vm.clone().into(),
-                q.vm.clone().into(),
-                since.clone().into(),
-                since.into(),
-                q.limit.into(),
-            ]
-        } else {
-            vec![
-                q.host_ip.clone().into(),
-                q.host_ip.clone().into(),
-                since.clone().into(),
-                since.into(),
-                q.limit.into(),
-            ]
-        };
+        let params: Vec<mysql_async::Value> =
+            rollup_query_params(q, since).iter().map(to_mysql).collect();
         let rows: Vec<mysql_async::Row> = conn.exec(sql, params).await.map_err(error)?;
         let figures = 3 * if q.vms {
             VM_FIGURES.len()
@@ -827,16 +809,10 @@ impl Store for MysqlStore {
         let error = |e: mysql_async::Error| mysql_error(&target, &e);
         let mut conn = self.pool.get_conn().await.map_err(error)?;
         let (since, until) = (mysql_time(q.since), mysql_time(q.until));
-        let mut params: Vec<mysql_async::Value> =
-            vec![q.host_ip.clone().into(), q.host_ip.clone().into()];
-        if q.vms {
-            params.extend([
-                q.vm.clone().into(),
-                q.vm.clone().into(),
-                q.vm.clone().into(),
-            ]);
-        }
-        params.extend([since.into(), until.into()]);
+        let params: Vec<mysql_async::Value> = report_params(q, since, until)
+            .iter()
+            .map(to_mysql)
+            .collect();
         let sql = report_sql(q, |column| {
             format!("CAST(UNIX_TIMESTAMP({column}) AS SIGNED)")
         });

@@ -83,6 +83,14 @@ impl Level {
         }
     }
 
+    /// [`Level::span`] for arithmetic on times.
+    pub fn time_span(self) -> time::Duration {
+        match self {
+            Level::Minute => time::Duration::MINUTE,
+            Level::Hour => time::Duration::HOUR,
+        }
+    }
+
     /// The start of the bucket holding `t`.
     pub fn bucket_start(self, t: OffsetDateTime) -> OffsetDateTime {
         let span = self.span().as_secs() as i64;
@@ -117,19 +125,24 @@ pub struct Summary {
     pub p95: f64,
 }
 
-/// `None` when no tick had the figure. The percentile is the nearest rank: the smallest value
-/// with at least 95 % of the values at or below it.
-pub fn summarize(values: &mut [f64]) -> Option<Summary> {
+/// The `q` quantile (0 < q ≤ 1) by nearest rank: the smallest value with at least `q` of the
+/// values at or below it. Sorts `values`; `None` when there are none.
+pub fn nearest_rank(values: &mut [f64], q: f64) -> Option<f64> {
     if values.is_empty() {
         return None;
     }
     values.sort_by(f64::total_cmp);
-    let n = values.len();
-    let rank = (0.95 * n as f64).ceil() as usize;
+    let rank = (q * values.len() as f64).ceil() as usize;
+    Some(values[rank.clamp(1, values.len()) - 1])
+}
+
+/// `None` when no tick had the figure; the percentile is the nearest rank.
+pub fn summarize(values: &mut [f64]) -> Option<Summary> {
+    let p95 = nearest_rank(values, 0.95)?;
     Some(Summary {
-        avg: values.iter().sum::<f64>() / n as f64,
-        max: values[n - 1],
-        p95: values[rank.clamp(1, n) - 1],
+        avg: values.iter().sum::<f64>() / values.len() as f64,
+        max: values[values.len() - 1],
+        p95,
     })
 }
 
@@ -259,6 +272,20 @@ pub fn rollup_query_sql(vms: bool, level: Level, time_expr: impl Fn(&str) -> Str
             level.suffix()
         )
     }
+}
+
+/// The parameters of [`rollup_query_sql`], with `since` written in the store's time syntax.
+pub fn rollup_query_params(query: &RollupQuery, since: Option<String>) -> Vec<Value> {
+    let mut params: Vec<Value> = vec![query.host_ip.clone().into(), query.host_ip.clone().into()];
+    if query.vms {
+        params.extend([
+            query.vm.clone().into(),
+            query.vm.clone().into(),
+            query.vm.clone().into(),
+        ]);
+    }
+    params.extend([since.clone().into(), since.into(), query.limit.into()]);
+    params
 }
 
 /// Which rollup rows `setmov show` reads.

@@ -13,11 +13,11 @@ use rusqlite::{Connection, Transaction, params};
 use time::OffsetDateTime;
 
 use crate::analysis::report::{self, ReportSample};
-use crate::analysis::{ReportQuery, report_sql};
+use crate::analysis::{ReportQuery, report_params, report_sql};
 
 use super::rollup::{
     HOST_FIGURES, Level, Retention, RollupQuery, RollupRow, VM_FIGURES, raw_host_sql, raw_vm_sql,
-    rollup_query_sql, rollup_rows,
+    rollup_query_params, rollup_query_sql, rollup_rows,
 };
 use super::rows::{HostRow, Rows, Value, VmRow, tick_rows};
 use super::{
@@ -277,19 +277,10 @@ impl SqliteStore {
                 values,
             ))
         };
-        let since = q.since.map(format_time);
-        let rows = if q.vms {
-            stmt.query_map(
-                params![
-                    q.host_ip, q.host_ip, q.vm, q.vm, q.vm, since, since, q.limit
-                ],
-                row,
-            )?
-            .collect::<Result<Vec<_>, _>>()?
-        } else {
-            stmt.query_map(params![q.host_ip, q.host_ip, since, since, q.limit], row)?
-                .collect::<Result<Vec<_>, _>>()?
-        };
+        let params = rollup_query_params(q, q.since.map(format_time));
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(params.iter().map(SqlValue)), row)?
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(rows.into_iter().rev().collect())
     }
 
@@ -341,17 +332,10 @@ impl SqliteStore {
                 values,
             })
         };
-        let (since, until) = (format_time(q.since), format_time(q.until));
-        let rows = if q.vms {
-            stmt.query_map(
-                params![q.host_ip, q.host_ip, q.vm, q.vm, q.vm, since, until],
-                row,
-            )?
-            .collect::<Result<Vec<_>, _>>()?
-        } else {
-            stmt.query_map(params![q.host_ip, q.host_ip, since, until], row)?
-                .collect::<Result<Vec<_>, _>>()?
-        };
+        let params = report_params(q, format_time(q.since), format_time(q.until));
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(params.iter().map(SqlValue)), row)?
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
 
@@ -421,7 +405,7 @@ fn roll_up_bucket(
     level: Level,
     bucket: OffsetDateTime,
 ) -> Result<(), StoreError> {
-    let span = time::Duration::try_from(level.span()).unwrap_or(time::Duration::MINUTE);
+    let span = level.time_span();
     let (from, to) = (format_time(bucket), format_time(bucket + span));
     for (sql, table, owner, figures) in [
         (raw_host_sql(), "host_usage", "host_ip", HOST_FIGURES),
