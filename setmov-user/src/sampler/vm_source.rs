@@ -38,6 +38,8 @@ pub struct VmTracker {
     last_seen: Vec<(String, String)>,
     /// Every domain libvirt listed at the last good sample.
     listed: Vec<(String, String)>,
+    /// Domains found gone by a sample whose report was never sent (it came too late).
+    unreported_gone: Vec<(String, String)>,
 }
 
 impl VmTracker {
@@ -105,13 +107,19 @@ impl VmTracker {
         }
         // Domains listed last time and not now are gone (a transient domain destroyed, one
         // undefined): said once, so T3 stops showing them as running.
+        let listed_now = |uuid: &String| snapshot.domains.iter().any(|d| &d.uuid == uuid);
+        let mut gone = std::mem::take(&mut self.unreported_gone);
+        gone.retain(|(uuid, _)| !listed_now(uuid));
         for (uuid, name) in &self.listed {
-            if !snapshot.domains.iter().any(|d| &d.uuid == uuid) {
-                samples.push(VmSample {
-                    gone: true,
-                    ..VmSample::without_figures(uuid, name, None, None)
-                });
+            if !listed_now(uuid) && !gone.iter().any(|(u, _)| u == uuid) {
+                gone.push((uuid.clone(), name.clone()));
             }
+        }
+        for (uuid, name) in &gone {
+            samples.push(VmSample {
+                gone: true,
+                ..VmSample::without_figures(uuid, name, None, None)
+            });
         }
         self.listed = snapshot
             .domains
@@ -129,6 +137,18 @@ impl VmTracker {
             node: Some(snapshot.node),
             samples,
         }
+    }
+
+    /// Takes `snapshot` as the new baseline without reporting its figures (their tick already
+    /// went out as missing); the domains it found gone are reported by the next sample.
+    pub fn baseline(&mut self, at: Instant, snapshot: &VmSnapshot) {
+        self.unreported_gone = self
+            .sample(at, snapshot)
+            .samples
+            .into_iter()
+            .filter(|s| s.gone)
+            .map(|s| (s.uuid, s.name))
+            .collect();
     }
 
     /// No answer from libvirt this tick: the VMs seen last are marked missing.
@@ -183,7 +203,7 @@ pub(super) async fn vm_source(
         && let Ok(Some((_, at, Ok(snapshot)))) =
             tokio::time::timeout(deadline, answers.recv()).await
     {
-        tracker.sample(at, &snapshot);
+        tracker.baseline(at, &snapshot);
         busy = false;
     }
     while ticks.changed().await.is_ok() {
@@ -195,7 +215,7 @@ pub(super) async fn vm_source(
         while let Ok((_, at, result)) = answers.try_recv() {
             busy = false;
             if let Ok(snapshot) = result {
-                tracker.sample(at, &snapshot);
+                tracker.baseline(at, &snapshot);
             }
         }
         let report = if busy {
@@ -337,5 +357,27 @@ mod tests {
         assert_eq!(report.samples.len(), 1);
         assert_eq!(report.samples[0].uuid, "a");
         assert!(report.samples[0].has_usage_row() && report.samples[0].usage.is_none());
+    }
+
+    #[test]
+    fn a_domain_gone_in_a_late_answer_is_reported_by_the_next_sample() {
+        let mut t = VmTracker::default();
+        let t0 = Instant::now();
+        let a = || domain("a", 1, DomainState::Running, Some(1.0));
+        let b = || domain("b", 2, DomainState::Running, Some(1.0));
+        t.sample(t0, &snapshot(vec![a(), b()]));
+        // b was destroyed; the answer that shows it came after its tick's deadline.
+        t.baseline(t0 + Duration::from_secs(1), &snapshot(vec![a()]));
+        let next = t.sample(t0 + Duration::from_secs(2), &snapshot(vec![a()]));
+        let gone: Vec<&str> = next
+            .samples
+            .iter()
+            .filter(|s| s.gone)
+            .map(|s| s.uuid.as_str())
+            .collect();
+        assert_eq!(gone, ["b"]);
+        // Said once only.
+        let after = t.sample(t0 + Duration::from_secs(3), &snapshot(vec![a()]));
+        assert!(after.samples.iter().all(|s| !s.gone));
     }
 }
