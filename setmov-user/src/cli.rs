@@ -664,7 +664,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         libvirt,
         ebpf: probe,
     };
-    let report = sampler::run(config, identity, sources, store, shutdown_signal()?).await;
+    let report = sampler::run(
+        config,
+        identity,
+        sources,
+        Some(store),
+        sampler::Outputs::default(),
+        shutdown_signal()?,
+    )
+    .await;
     tracing::info!(
         "stopped after {} ticks: {} written, {} lost",
         report.ticks,

@@ -14,6 +14,7 @@ pub mod vm_source;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io::Write;
+use std::sync::Arc;
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -56,6 +57,18 @@ struct Tick {
     seq: u64,
     scheduled: Instant,
     time: OffsetDateTime,
+    /// The sampling interval this tick was scheduled with (it can change while running).
+    period: Duration,
+}
+
+/// Where ticks go besides the store, and what may change while sampling.
+#[derive(Default)]
+pub struct Outputs {
+    /// Each receives every assembled tick, in order (stream output, exporter, live view). A
+    /// closed receiver is dropped from the list; sampling goes on.
+    pub subscribers: Vec<mpsc::UnboundedSender<Arc<TickRecord>>>,
+    /// New sampling intervals; the next tick follows the new one.
+    pub interval: Option<watch::Receiver<Duration>>,
 }
 
 /// What a run did, for the caller's last message.
@@ -75,14 +88,19 @@ pub struct Sources {
 }
 
 /// Samples until `shutdown` resolves or `config.count` ticks were taken, writing every tick to
-/// `store`.
+/// `store` (when there is one) and handing it to `outputs`.
 pub async fn run<S: Store>(
     config: SamplerConfig,
     identity: HostIdentity,
     collectors: Sources,
-    store: S,
+    store: Option<S>,
+    outputs: Outputs,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> RunReport {
+    let Outputs {
+        mut subscribers,
+        interval: interval_changes,
+    } = outputs;
     let Sources {
         host: reader,
         libvirt,
@@ -90,7 +108,7 @@ pub async fn run<S: Store>(
     } = collectors;
     let (tick_tx, tick_rx) = watch::channel(None::<Tick>);
     let (report_tx, mut report_rx) = mpsc::unbounded_channel::<SourceMessage>();
-    let (record_tx, record_rx) = mpsc::unbounded_channel::<TickRecord>();
+    let (record_tx, record_rx) = mpsc::unbounded_channel::<Arc<TickRecord>>();
 
     let mut sources = vec![Source::Host];
     // Baselines are read before the first tick so tick 1 already has rates.
@@ -131,8 +149,14 @@ pub async fn run<S: Store>(
     } else {
         drop(report_tx);
     }
-    let writer = tokio::spawn(write_records(store, record_rx, config.retention));
-    tokio::spawn(ticker(config.interval, config.count, tick_tx, shutdown));
+    let writer = store.map(|store| tokio::spawn(write_records(store, record_rx, config.retention)));
+    tokio::spawn(ticker(
+        config.interval,
+        interval_changes,
+        config.count,
+        tick_tx,
+        shutdown,
+    ));
 
     let mut assembler = Assembler::new(&sources);
     let mut ticks = 0;
@@ -168,7 +192,7 @@ pub async fn run<S: Store>(
                 let vm_tgids = vms.iter().filter_map(|vm| vm.qemu_pid).collect();
                 host_ebpf_figures(&interval, &vm_tgids)
             });
-            let record = TickRecord {
+            let record = Arc::new(TickRecord {
                 seq: tick.seq,
                 time: tick.time,
                 host: identity.clone(),
@@ -177,8 +201,9 @@ pub async fn run<S: Store>(
                 host_sample: tick.host,
                 vms,
                 ebpf,
-            };
-            // The writer outlives this loop, so the channel is open.
+            });
+            subscribers.retain(|s| s.send(Arc::clone(&record)).is_ok());
+            // Without a store nobody receives; with one, the writer outlives this loop.
             let _ = record_tx.send(record);
         }
     };
@@ -190,10 +215,13 @@ pub async fn run<S: Store>(
     }
     emit(assembler.drain());
     drop(record_tx);
-    let (written, lost) = writer.await.unwrap_or_else(|e| {
-        tracing::error!("the database writer failed: {e}");
-        (0, ticks)
-    });
+    let (written, lost) = match writer {
+        Some(writer) => writer.await.unwrap_or_else(|e| {
+            tracing::error!("the database writer failed: {e}");
+            (0, ticks)
+        }),
+        None => (0, 0),
+    };
     RunReport {
         ticks,
         written,
@@ -211,31 +239,60 @@ enum SourceMessage {
 }
 
 async fn ticker(
-    period: Duration,
+    mut period: Duration,
+    mut changes: Option<watch::Receiver<Duration>>,
     count: Option<u64>,
     tx: watch::Sender<Option<Tick>>,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
-    let start = Instant::now();
-    let mut interval = tokio::time::interval_at(start + period, period);
-    // After a stall, resume on the schedule rather than firing the missed ticks in a burst;
-    // the gap shows up as missed ticks and a longer Δt.
-    interval.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    // Slots count from `start` in steps of `period`, after the `base` slots of earlier periods.
+    let (mut start, mut base) = (Instant::now(), 0u64);
+    let mut interval = schedule(start, period);
     let mut emitted = 0u64;
+    let mut last_seq = 0u64;
     while count.is_none_or(|c| emitted < c) {
         let scheduled = tokio::select! {
             at = interval.tick() => at,
             () = &mut shutdown => break,
+            new = next_interval(&mut changes) => {
+                if new != period {
+                    (start, base, period) = (Instant::now(), last_seq, new);
+                    interval = schedule(start, period);
+                }
+                continue;
+            }
         };
         let slot = scheduled.duration_since(start).as_nanos() / period.as_nanos().max(1);
+        last_seq = base.saturating_add(u64::try_from(slot).unwrap_or(u64::MAX));
         tx.send_replace(Some(Tick {
-            seq: u64::try_from(slot).unwrap_or(u64::MAX),
+            seq: last_seq,
             scheduled,
             time: OffsetDateTime::now_utc(),
+            period,
         }));
         emitted += 1;
     }
+}
+
+fn schedule(start: Instant, period: Duration) -> tokio::time::Interval {
+    let mut interval = tokio::time::interval_at(start + period, period);
+    // After a stall, resume on the schedule rather than firing the missed ticks in a burst;
+    // the gap shows up as missed ticks and a longer Δt.
+    interval.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    interval
+}
+
+/// The next requested interval; pending forever when nobody can change it.
+async fn next_interval(changes: &mut Option<watch::Receiver<Duration>>) -> Duration {
+    if let Some(rx) = changes {
+        if rx.changed().await.is_ok() {
+            return *rx.borrow_and_update();
+        }
+        // Nobody can change it any more.
+        *changes = None;
+    }
+    std::future::pending().await
 }
 
 /// Reads the host files in place: they are made from in-memory kernel counters and never wait
@@ -290,10 +347,10 @@ async fn host_source(
 /// Returns (written, lost).
 async fn write_records<S: Store>(
     mut store: S,
-    mut records: mpsc::UnboundedReceiver<TickRecord>,
+    mut records: mpsc::UnboundedReceiver<Arc<TickRecord>>,
     retention: Retention,
 ) -> (u64, u64) {
-    let mut backlog: VecDeque<TickRecord> = VecDeque::new();
+    let mut backlog: VecDeque<Arc<TickRecord>> = VecDeque::new();
     let (mut written, mut lost) = (0u64, 0u64);
     let mut failing = false;
     let mut upkeep_failing = false;
@@ -341,7 +398,7 @@ async fn write_records<S: Store>(
 
 async fn flush<S: Store>(
     store: &mut S,
-    backlog: &mut VecDeque<TickRecord>,
+    backlog: &mut VecDeque<Arc<TickRecord>>,
     failing: &mut bool,
 ) -> u64 {
     let mut written = 0;
@@ -393,7 +450,7 @@ pub(crate) mod tests {
     /// Fails its first `failures` writes, then keeps what it is given.
     struct FlakyStore {
         failures: u32,
-        written: std::sync::Arc<std::sync::Mutex<Vec<u64>>>,
+        written: Arc<std::sync::Mutex<Vec<u64>>>,
     }
 
     impl Store for FlakyStore {
@@ -455,10 +512,10 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn a_failing_store_loses_nothing_and_keeps_order() {
-        let written = std::sync::Arc::default();
+        let written = Arc::default();
         let store = FlakyStore {
             failures: 3,
-            written: std::sync::Arc::clone(&written),
+            written: Arc::clone(&written),
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let writer = tokio::spawn(write_records(store, rx, Retention::default()));
@@ -478,7 +535,7 @@ pub(crate) mod tests {
                 vms: Vec::new(),
                 ebpf: None,
             };
-            tx.send(record).expect("send");
+            tx.send(Arc::new(record)).expect("send");
         }
         drop(tx);
         assert_eq!(writer.await.expect("writer"), (5, 0));
@@ -491,7 +548,7 @@ pub(crate) mod tests {
         let period = Duration::from_millis(100);
         let (tx, mut rx) = watch::channel(None);
         let start = Instant::now();
-        tokio::spawn(ticker(period, Some(3), tx, std::future::pending()));
+        tokio::spawn(ticker(period, None, Some(3), tx, std::future::pending()));
         rx.changed().await.expect("tick 1");
         let first = rx.borrow_and_update().expect("tick");
         assert_eq!((first.seq, first.scheduled - start), (1, period));
@@ -507,5 +564,30 @@ pub(crate) mod tests {
         let resumed = rx.borrow_and_update().expect("tick");
         assert_eq!((resumed.seq, resumed.scheduled - start), (4, period * 4));
         assert!(summary::is_late(0.0, resumed.seq - late.seq - 1, period));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_interval_takes_effect_at_once_and_slots_keep_counting() {
+        let (tx, mut rx) = watch::channel(None);
+        let (interval_tx, interval_rx) = watch::channel(Duration::from_secs(1));
+        tokio::spawn(ticker(
+            Duration::from_secs(1),
+            Some(interval_rx),
+            Some(4),
+            tx,
+            std::future::pending(),
+        ));
+        let mut next = async || {
+            rx.changed().await.expect("tick");
+            rx.borrow_and_update().expect("tick")
+        };
+        let (one, two) = (next().await, next().await);
+        assert_eq!((one.seq, two.seq), (1, 2));
+        let changed_at = Instant::now();
+        interval_tx.send(Duration::from_millis(100)).expect("send");
+        let (three, four) = (next().await, next().await);
+        assert_eq!((three.seq, four.seq), (3, 4));
+        assert_eq!(three.period, Duration::from_millis(100));
+        assert_eq!(four.scheduled - changed_at, Duration::from_millis(200));
     }
 }

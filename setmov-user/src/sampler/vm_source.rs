@@ -174,7 +174,8 @@ pub(super) async fn vm_source(
     reports: mpsc::UnboundedSender<SourceMessage>,
     vcpu_tids: Option<watch::Sender<Vec<u32>>>,
 ) {
-    let deadline = interval.max(MIN_DEADLINE);
+    // The baseline's deadline; each tick's follows its own interval.
+    let mut deadline = interval.max(MIN_DEADLINE);
     let (request_tx, request_rx) = std::sync::mpsc::sync_channel::<u64>(1);
     let (answer_tx, mut answers) = mpsc::unbounded_channel::<Answer>();
     let spawned = std::thread::Builder::new()
@@ -210,6 +211,7 @@ pub(super) async fn vm_source(
         let Some(tick) = *ticks.borrow_and_update() else {
             continue;
         };
+        deadline = tick.period.max(MIN_DEADLINE);
         // An answer that came after its tick's deadline is still a true sample: use it as the
         // baseline (its figures were already reported missing).
         while let Ok((_, at, result)) = answers.try_recv() {
