@@ -6,7 +6,8 @@
 //! - usage computation: [`usage`], pure equations over two samples;
 //! - database: [`store`].
 //!
-//! [`sampler`] ties them together on a tokio runtime and [`cli`] is the `setmov` command.
+//! [`sampler`] ties them together on a tokio runtime, [`top`] shows it live in a terminal and
+//! [`cli`] is the `setmov` command.
 
 pub mod analysis;
 pub mod cli;
@@ -16,5 +17,6 @@ pub mod host;
 pub mod sampler;
 pub mod show;
 pub mod store;
+pub mod top;
 pub mod usage;
 pub mod vm;
