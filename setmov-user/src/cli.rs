@@ -77,6 +77,9 @@ pub enum Command {
     /// Create or update the schema of a MySQL/MariaDB database (the embedded database is
     /// migrated whenever it is opened).
     Migrate(DatabaseArgs),
+    /// A live view of the host and its VMs in the terminal, as virt-top's: nothing is stored.
+    /// Press `?` in it for the keys.
+    Top(TopArgs),
 }
 
 #[derive(Debug, Args)]
@@ -453,6 +456,34 @@ pub struct PlotArgs {
     pub out: PathBuf,
 }
 
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// Time between samples, e.g. `1s`, `500ms`; `+` and `-` change it while running.
+    #[arg(long, default_value = "1s", value_parser = parse_interval)]
+    pub interval: Duration,
+
+    /// The libvirt connection to sample VMs through (read-only).
+    #[arg(long, env = "SETMOV_LIBVIRT_URI", default_value = DEFAULT_LIBVIRT_URI)]
+    pub libvirt_uri: String,
+
+    /// Do not load the eBPF programs (no I/O latency, no KVM events).
+    #[arg(long)]
+    pub no_ebpf: bool,
+
+    /// Do not sample VMs through libvirt (the host alone).
+    #[arg(long)]
+    pub no_libvirt: bool,
+
+    /// The procfs tree to read.
+    #[arg(long, default_value = "/proc")]
+    pub proc_root: PathBuf,
+
+    /// Append log messages (filtered by --log) to this file. Without it, warnings and errors
+    /// show on the view's bottom line and are printed when it ends; nothing else is logged.
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ExperimentCommand {
     /// The same read workload in guests of several memory sizes, recorded by SETMOV: the
@@ -555,11 +586,44 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    let subscriber = tracing_subscriber::fmt().with_target(false);
+    // `setmov top` owns the terminal: its messages go to --log-file, or its warnings to the
+    // view; nothing may write over the screen.
+    let mut top_log = None;
+    match &cli.command {
+        Command::Top(TopArgs {
+            log_file: Some(path),
+            ..
+        }) => match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            Ok(file) => subscriber
+                .with_env_filter(filter)
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .init(),
+            Err(e) => {
+                eprintln!("setmov: cannot open the log file {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        },
+        Command::Top(_) => {
+            let recent = crate::top::RecentLog::default();
+            subscriber
+                .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+                .with_ansi(false)
+                .without_time()
+                .with_writer(recent.clone())
+                .init();
+            top_log = Some(recent);
+        }
+        _ => subscriber
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init(),
+    }
     // One thread runs every task: each source does its blocking reads off it, so a slow source
     // still cannot hold the others up, and a tick costs a few thread switches instead of a
     // dozen (switches dominate the monitor's own CPU use on a hypervisor).
@@ -573,7 +637,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(dispatch(cli.command)) {
+    match runtime.block_on(dispatch(cli.command, top_log)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("setmov: {e:#}");
@@ -582,7 +646,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn dispatch(command: Command) -> anyhow::Result<()> {
+async fn dispatch(command: Command, top_log: Option<crate::top::RecentLog>) -> anyhow::Result<()> {
     match command {
         Command::Run(args) => run(args).await,
         Command::Show(args) => show(args).await,
@@ -592,6 +656,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Plot(args) => plot(args).await,
         Command::MigratePlan(args) => migrate_plan(args).await,
         Command::Experiment(ExperimentCommand::MemKnee(args)) => mem_knee(args).await,
+        Command::Top(args) => top(args, top_log).await,
     }
 }
 
@@ -683,6 +748,47 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         bail!("{} ticks could not be stored", report.lost);
     }
     Ok(())
+}
+
+async fn top(args: TopArgs, log: Option<crate::top::RecentLog>) -> anyhow::Result<()> {
+    use crate::top::Availability;
+    let skipped_disks = DEFAULT_SKIPPED_DISK_PREFIXES.iter().map(|s| s.to_string());
+    let reader = HostReader::new(&args.proc_root, skipped_disks.collect())?;
+    let identity = host_identity(&args.proc_root, None, None)?;
+    // Why a source is off is shown in the view rather than logged.
+    let probes = if args.no_ebpf {
+        Err("--no-ebpf given".to_owned())
+    } else {
+        Probes::load().map_err(|e| e.to_string())
+    };
+    let (libvirt, vms) = if args.no_libvirt {
+        (None, Availability::Off("--no-libvirt given".into()))
+    } else {
+        let collector = LibvirtCollector::new(&args.libvirt_uri, DEFAULT_LIBVIRT_RUN_DIR);
+        (Some(collector), Availability::On)
+    };
+    let coverage = crate::top::Coverage::new(vms, probes.as_ref().map_err(String::as_str));
+    let config = SamplerConfig {
+        interval: args.interval,
+        count: None,
+        print_summary: false,
+        net_total_excluded: DEFAULT_NET_TOTAL_EXCLUDED_PREFIXES
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        retention: Retention::default(),
+    };
+    let sources = Sources {
+        host: reader,
+        libvirt,
+        ebpf: probes.ok(),
+    };
+    let result = crate::top::run(config, identity, sources, coverage, log.clone()).await;
+    // What was logged while the view had the terminal.
+    for message in log.map(|l| l.all()).unwrap_or_default() {
+        eprintln!("setmov top: {message}");
+    }
+    Ok(result?)
 }
 
 fn host_identity(

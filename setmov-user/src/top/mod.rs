@@ -1,13 +1,17 @@
 //! `setmov top`: a live terminal view of the host and its VMs, in the spirit of virt-top and
-//! bottom.
+//! bottom. It runs the sampler without a store and shows every tick as it comes.
 //!
 //! The state and its keys ([`app`]) and the drawing ([`view`]) are pure and tested on
-//! ratatui's `TestBackend`.
+//! ratatui's `TestBackend`; [`run`] is the edge: terminal, keyboard, signals and sampler.
 
 pub mod app;
 #[cfg(test)]
 mod fixtures;
 mod format;
+pub mod log;
+mod terminal;
 pub mod view;
 
 pub use app::{Action, App, Availability, Coverage, handle_key};
+pub use log::RecentLog;
+pub use terminal::{TopError, run};
