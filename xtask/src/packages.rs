@@ -1,5 +1,6 @@
 //! Debian packages that building (libvirt-dev for the `virt` crate), the test guests
-//! (libvirt, qemu, busybox) and the test MariaDB server (xtask/src/mariadb.rs) need. Only the missing ones are installed, in one apt-get call.
+//! (libvirt, qemu, busybox), the test MariaDB server (xtask/src/mariadb.rs) and the live
+//! terminal test (tmux) need. Only the missing ones are installed, in one apt-get call.
 
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +26,8 @@ pub const PACKAGES: &[&str] = &[
     // mariadb-install-db) and configures with the `mariadb` client.
     "mariadb-server",
     "mariadb-client",
+    // A real terminal for `setmov top`'s live test (tests/tests/top_live.rs), driven by keys.
+    "tmux",
 ];
 
 /// Installs whichever of `PACKAGES` is missing; a no-op when all are there.
