@@ -7,11 +7,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::analysis::migrate::HostLoad;
 use crate::analysis::recommend::{Capacity, virsh_script};
 use crate::analysis::{self, ReportQuery};
+use crate::config::{ConfigFile, DEFAULT_CONFIG};
 use crate::ebpf::Probes;
 use crate::host::devices::{DEFAULT_NET_TOTAL_EXCLUDED_PREFIXES, DEFAULT_SKIPPED_DISK_PREFIXES};
 use crate::host::identity::{self, HostIdentity};
@@ -48,6 +49,17 @@ pub struct Cli {
     )]
     pub log: String,
 
+    /// Configuration file: every option of every command can be set there (see `setmov
+    /// config default`). A missing file at the default path is no error.
+    #[arg(
+        long,
+        global = true,
+        env = "SETMOV_CONFIG",
+        value_name = "FILE",
+        default_value = DEFAULT_CONFIG
+    )]
+    pub config: PathBuf,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -77,6 +89,21 @@ pub enum Command {
     /// Create or update the schema of a MySQL/MariaDB database (the embedded database is
     /// migrated whenever it is opened).
     Migrate(DatabaseArgs),
+    /// Check a configuration file, or print the default one.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check a configuration file: every key an option of a setmov command, every value one
+    /// that option accepts. Prints each problem with its line and column.
+    Check {
+        /// The file to check [default: the --config file]
+        file: Option<PathBuf>,
+    },
+    /// Print the default configuration, every option commented out with its help and default.
+    Default,
 }
 
 #[derive(Debug, Args)]
@@ -552,7 +579,13 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
 
 /// Runs the command line; every error ends as one line on stderr and exit code 2.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let (cli, config) = match parse_with_config(std::env::args_os().collect()) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            eprintln!("setmov: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -560,6 +593,9 @@ pub fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
+    if let Some((path, settings)) = config {
+        tracing::debug!("{settings} options from {}", path.display());
+    }
     // One thread runs every task: each source does its blocking reads off it, so a slow source
     // still cannot hold the others up, and a tick costs a few thread switches instead of a
     // dozen (switches dominate the monitor's own CPU use on a hypervisor).
@@ -573,7 +609,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(dispatch(cli.command)) {
+    match runtime.block_on(dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("setmov: {e:#}");
@@ -582,8 +618,48 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn dispatch(command: Command) -> anyhow::Result<()> {
-    match command {
+/// The command line, completed by the configuration file (when there is one: its path and how
+/// many options it sets). Help, version and command-line errors exit here, as clap does.
+fn parse_with_config(
+    args: Vec<std::ffi::OsString>,
+) -> Result<(Cli, Option<(PathBuf, usize)>), crate::config::ConfigError> {
+    let root = Cli::command();
+    // A lenient first pass finds the command and the file; the real parse comes after.
+    let Ok(first) = root.clone().ignore_errors(true).try_get_matches_from(&args) else {
+        return Ok((Cli::parse_from(args), None));
+    };
+    let mut command = Vec::new();
+    let mut matches = &first;
+    while let Some((name, sub)) = matches.subcommand() {
+        command.push(name);
+        matches = sub;
+    }
+    let path = matches
+        .get_one::<PathBuf>("config")
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    let chosen = matches!(
+        matches.value_source("config"),
+        Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
+    );
+    // `config check` reads its file itself; a default file that is not there is no error.
+    if command.first() == Some(&"config") || (!chosen && !path.exists()) {
+        return Ok((Cli::parse_from(args), None));
+    }
+    let file = ConfigFile::load(&root, &path)?;
+    let mut completed = args;
+    completed.extend(file.arguments(&root, &command, matches));
+    let mut matches = root.get_matches_from(completed);
+    let cli = Cli::from_arg_matches_mut(&mut matches).unwrap_or_else(|e| e.exit());
+    Ok((cli, Some((path, file.len()))))
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Config(ConfigCommand::Default) => {
+            print(&crate::config::default_file(&Cli::command()))
+        }
+        Command::Config(ConfigCommand::Check { file }) => config_check(&file.unwrap_or(cli.config)),
         Command::Run(args) => run(args).await,
         Command::Show(args) => show(args).await,
         Command::Migrate(args) => migrate(args).await,
@@ -593,6 +669,16 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::MigratePlan(args) => migrate_plan(args).await,
         Command::Experiment(ExperimentCommand::MemKnee(args)) => mem_knee(args).await,
     }
+}
+
+fn config_check(path: &std::path::Path) -> anyhow::Result<()> {
+    let file = ConfigFile::load(&Cli::command(), path)?;
+    print(&format!(
+        "{}: valid, {} option{} set\n",
+        path.display(),
+        file.len(),
+        if file.len() == 1 { "" } else { "s" }
+    ))
 }
 
 fn non_empty(prefixes: Vec<String>) -> Vec<String> {

@@ -10,6 +10,7 @@
 
 pub mod analysis;
 pub mod cli;
+pub mod config;
 pub mod ebpf;
 pub mod experiment;
 pub mod host;
