@@ -24,6 +24,7 @@ use crate::store::mysql::{MysqlConfig, MysqlStore};
 use crate::store::rollup::{self, Level, Retention, RollupQuery};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{HostUsageQuery, Store, VmUsageQuery};
+use crate::stream::{StreamFormat, write_stream};
 use crate::vm::libvirt::LibvirtCollector;
 
 /// Where the embedded database lives unless `--database` says otherwise.
@@ -380,6 +381,19 @@ pub struct RunArgs {
     /// Do not sample VMs through libvirt.
     #[arg(long)]
     pub no_libvirt: bool,
+
+    /// Write one record per VM per tick to stdout, for piping (like virt-top's --stream),
+    /// instead of the summary line. Ends the run when the reader goes away.
+    #[arg(long)]
+    pub stream: bool,
+
+    /// Record format of --stream: `csv` (a header line first) or `json` (one object per line).
+    #[arg(long, value_enum, default_value_t = StreamFormat::Csv, requires = "stream")]
+    pub format: StreamFormat,
+
+    /// Do not store the ticks (to only --stream them, for example).
+    #[arg(long)]
+    pub no_store: bool,
 }
 
 #[derive(Debug, Args)]
@@ -688,7 +702,11 @@ fn non_empty(prefixes: Vec<String>) -> Vec<String> {
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let reader = HostReader::new(&args.proc_root, non_empty(args.skip_disks))?;
     let identity = host_identity(&args.proc_root, args.host_ip, args.host_name)?;
-    let store = args.database.open().await?;
+    let store = if args.no_store {
+        None
+    } else {
+        Some(args.database.open().await?)
+    };
     let probe = if args.no_ebpf {
         tracing::info!("eBPF is off: --no-ebpf given; sampling procfs alone");
         None
@@ -732,12 +750,39 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         identity.ip,
         identity.name,
         humantime::format_duration(args.interval),
-        store.describe()
+        store
+            .as_ref()
+            .map_or_else(|| "no database (--no-store)".to_owned(), AnyStore::describe)
     );
+    let mut outputs = sampler::Outputs::default();
+    // Resolves when the stream's reader has gone away: the run ends as a filter's would.
+    let (stream_closed_tx, stream_closed) = tokio::sync::oneshot::channel::<()>();
+    if args.stream {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        outputs.subscribers.push(tx);
+        let format = args.format;
+        // Its own thread: a slow reader blocks the writes, never the sampling.
+        std::thread::Builder::new()
+            .name("setmov-stream".into())
+            .spawn(move || {
+                if let Err(e) = write_stream(rx, format, &mut std::io::stdout().lock()) {
+                    tracing::info!("stdout closed ({e}): stopping");
+                    let _ = stream_closed_tx.send(());
+                }
+            })
+            .context("cannot start the stream writer")?;
+    }
+    let signal = shutdown_signal()?;
+    let shutdown = async move {
+        tokio::select! {
+            () = signal => {}
+            Ok(()) = stream_closed => {}
+        }
+    };
     let config = SamplerConfig {
         interval: args.interval,
         count: args.count,
-        print_summary: !args.quiet,
+        print_summary: !args.quiet && !args.stream,
         net_total_excluded: non_empty(args.net_total_exclude),
         retention: Retention {
             raw: args.retain_raw.0,
@@ -750,15 +795,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         libvirt,
         ebpf: probe,
     };
-    let report = sampler::run(
-        config,
-        identity,
-        sources,
-        Some(store),
-        sampler::Outputs::default(),
-        shutdown_signal()?,
-    )
-    .await;
+    let report = sampler::run(config, identity, sources, store, outputs, shutdown).await;
     tracing::info!(
         "stopped after {} ticks: {} written, {} lost",
         report.ticks,

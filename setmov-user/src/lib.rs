@@ -17,5 +17,6 @@ pub mod host;
 pub mod sampler;
 pub mod show;
 pub mod store;
+pub mod stream;
 pub mod usage;
 pub mod vm;
