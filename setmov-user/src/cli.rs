@@ -17,6 +17,7 @@ use crate::ebpf::Probes;
 use crate::host::devices::{DEFAULT_NET_TOTAL_EXCLUDED_PREFIXES, DEFAULT_SKIPPED_DISK_PREFIXES};
 use crate::host::identity::{self, HostIdentity};
 use crate::host::read::HostReader;
+use crate::logging::LogTarget;
 use crate::sampler::{self, SamplerConfig, Sources};
 use crate::show::{self, Format};
 use crate::store::AnyStore;
@@ -93,6 +94,16 @@ pub enum Command {
     /// Check a configuration file, or print the default one.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Print a shell completion script for setmov to stdout.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages of setmov and of each of its commands (setmov-run.1, ...) into DIR.
+    Manpages {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -600,13 +611,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    let log_target = crate::logging::init(&cli.log);
     if let Some((path, settings)) = config {
         tracing::debug!("{settings} options from {}", path.display());
     }
@@ -625,6 +630,10 @@ pub fn main() -> ExitCode {
     };
     match runtime.block_on(dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if log_target == LogTarget::Journal => {
+            tracing::error!("{e:#}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("setmov: {e:#}");
             ExitCode::from(2)
@@ -672,6 +681,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Config(ConfigCommand::Default) => {
             print(&crate::config::default_file(&Cli::command()))
+        }
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "setmov", &mut out);
+            print(&String::from_utf8_lossy(&out))
+        }
+        Command::Manpages { dir } => {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            clap_mangen::generate_to(Cli::command(), &dir)
+                .with_context(|| format!("cannot write the man pages into {}", dir.display()))
         }
         Command::Config(ConfigCommand::Check { file }) => config_check(&file.unwrap_or(cli.config)),
         Command::Run(args) => run(args).await,

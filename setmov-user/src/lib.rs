@@ -14,6 +14,7 @@ pub mod config;
 pub mod ebpf;
 pub mod experiment;
 pub mod host;
+pub mod logging;
 pub mod sampler;
 pub mod show;
 pub mod store;

@@ -25,6 +25,11 @@ pub const PACKAGES: &[&str] = &[
     // mariadb-install-db) and configures with the `mariadb` client.
     "mariadb-server",
     "mariadb-client",
+    // The service tests check the installed unit with systemd-analyze, apply its capability
+    // set with setpriv (util-linux) and render the generated man pages with man.
+    "systemd",
+    "util-linux",
+    "man-db",
 ];
 
 /// Installs whichever of `PACKAGES` is missing; a no-op when all are there.
