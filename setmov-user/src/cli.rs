@@ -18,6 +18,7 @@ use crate::host::devices::{DEFAULT_NET_TOTAL_EXCLUDED_PREFIXES, DEFAULT_SKIPPED_
 use crate::host::identity::{self, HostIdentity};
 use crate::host::read::HostReader;
 use crate::logging::LogTarget;
+use crate::progress::Progress;
 use crate::sampler::{self, SamplerConfig, Sources};
 use crate::show::{self, Format};
 use crate::store::AnyStore;
@@ -871,13 +872,38 @@ async fn report(args: ReportArgs) -> anyhow::Result<()> {
         since,
         until,
     };
+    // Progress for the long windows only: a day of raw or minute rows is quick.
+    let mut progress = (until - since > time::Duration::days(1)).then(|| {
+        Progress::steps(
+            &format!(
+                "report over {} of {} rows",
+                humantime::format_duration(args.since.saturating_sub(args.until)),
+                match level {
+                    None => "raw",
+                    Some(Level::Minute) => "per-minute",
+                    Some(Level::Hour) => "per-hour",
+                }
+            ),
+            2,
+        )
+    });
     let hosts = if query.vm.is_some() {
         Vec::new()
     } else {
         analysis::report::report(false, store.report_samples(&query).await?)
     };
+    if let Some(p) = progress.as_mut() {
+        p.advance(1);
+    }
     query.vms = true;
     let vms = analysis::report::report(true, store.report_samples(&query).await?);
+    if let Some(p) = progress {
+        p.finish(&format!(
+            "report: {} hosts and {} VMs",
+            hosts.len(),
+            vms.len()
+        ));
+    }
     let text = show::render_report(&hosts, &vms, args.format)?;
     print(&text)
 }

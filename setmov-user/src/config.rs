@@ -237,9 +237,15 @@ impl Checker<'_> {
             .collect();
         options.sort_unstable();
         options.dedup();
+        // Commands with something to set (not `help`, `completions`, ...).
         let tables: Vec<String> = command
             .get_subcommands()
-            .filter(|s| s.get_name() != "help" && s.get_name() != "config")
+            .filter(|s| s.get_name() != "config")
+            .filter(|s| {
+                all_commands(s)
+                    .iter()
+                    .any(|c| settable(c).any(|a| !a.is_global_set()))
+            })
             .map(|s| s.get_name().to_owned())
             .collect();
         let mut message = if at_top {
@@ -731,7 +737,8 @@ mod tests {
         assert_eq!(
             lines[2],
             "setmov.toml:3:12: [run] interval = \"fast\": invalid value 'fast' for \
-             '--interval <INTERVAL>': expected number at 0 (try e.g. 1s or 100ms)"
+             '--interval <INTERVAL>': expected number at 0 (try e.g. 1s or 100ms) (interval: \
+             Time between samples, e.g. `1s`, `100ms`, `5m`. At least 10ms)"
         );
         assert_eq!(
             lines[3],
@@ -740,13 +747,13 @@ mod tests {
         assert_eq!(
             lines[4],
             "setmov.toml:7:10: [show] format = \"xml\": invalid value 'xml' for \
-             '--format <FORMAT>' [possible values: table, json, csv]"
+             '--format <FORMAT>' [possible values: table, json, csv] (format: Output format)"
         );
         assert_eq!(
             lines[5],
             "setmov.toml:8:9: [show] limit = [1]: expected one value, not a list"
         );
-        assert!(lines[6].starts_with("setmov.toml:9:2: unknown key `nope` in the top of the file"));
+        assert!(lines[6].starts_with("setmov.toml:9:2: unknown key `nope` at the top of the file"));
         assert_eq!(lines.len(), 7, "{problems}");
     }
 

@@ -15,6 +15,7 @@ pub mod ebpf;
 pub mod experiment;
 pub mod host;
 pub mod logging;
+pub mod progress;
 pub mod sampler;
 pub mod show;
 pub mod store;

@@ -32,7 +32,7 @@ pub fn init(filter: &str) -> LogTarget {
     }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| crate::progress::Stderr)
         .with_target(false)
         .init();
     LogTarget::Stderr
