@@ -353,6 +353,13 @@ pub struct RunArgs {
     /// Do not sample VMs through libvirt.
     #[arg(long)]
     pub no_libvirt: bool,
+
+    /// Serve the figures to Prometheus on http://ADDR/metrics (text format 0.0.4); without
+    /// ADDR on 127.0.0.1:9739. The metrics are unauthenticated: an address other than
+    /// loopback is served with a warning.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1,
+          default_missing_value = crate::export::DEFAULT_ADDRESS)]
+    pub prometheus: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -603,6 +610,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let reader = HostReader::new(&args.proc_root, non_empty(args.skip_disks))?;
     let identity = host_identity(&args.proc_root, args.host_ip, args.host_name)?;
     let store = args.database.open().await?;
+    let mut outputs = sampler::Outputs::default();
+    if let Some(addr) = args.prometheus {
+        let server = crate::export::MetricsServer::bind(addr).await?;
+        let (ticks_tx, ticks_rx) = tokio::sync::mpsc::unbounded_channel();
+        outputs.subscribers.push(ticks_tx);
+        tokio::spawn(server.serve(ticks_rx));
+    }
     let probe = if args.no_ebpf {
         tracing::info!("eBPF is off: --no-ebpf given; sampling procfs alone");
         None
@@ -669,7 +683,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         identity,
         sources,
         Some(store),
-        sampler::Outputs::default(),
+        outputs,
         shutdown_signal()?,
     )
     .await;
@@ -1058,6 +1072,27 @@ mod tests {
         assert!(parse_size("2 parsecs").is_err());
         assert!(parse_size("GiB").is_err());
         assert!(parse_size("99999999999TiB").is_err());
+    }
+
+    #[test]
+    fn prometheus_serves_on_loopback_unless_given_an_address() {
+        let prometheus = |args: &[&str]| match Cli::try_parse_from(args).map(|c| c.command) {
+            Ok(Command::Run(run)) => Ok(run.prometheus.map(|a| a.to_string())),
+            Ok(_) => panic!("not run"),
+            Err(e) => Err(e.kind()),
+        };
+        assert_eq!(prometheus(&["setmov", "run"]), Ok(None));
+        let default = Ok(Some("127.0.0.1:9739".to_owned()));
+        assert_eq!(prometheus(&["setmov", "run", "--prometheus"]), default);
+        assert_eq!(
+            prometheus(&["setmov", "run", "--prometheus", "--no-ebpf"]),
+            default
+        );
+        assert_eq!(
+            prometheus(&["setmov", "run", "--prometheus", "[::1]:9100"]),
+            Ok(Some("[::1]:9100".to_owned()))
+        );
+        assert!(prometheus(&["setmov", "run", "--prometheus", "localhost"]).is_err());
     }
 
     #[test]
