@@ -1767,6 +1767,81 @@ setmov_vm_cpu_host_ratio{{host="hv-1",vm="desk-1",uuid="0b9e-1"}} 0.25
         assert!(out.status.success() && said.trim().is_empty(), "{said}");
     }
 
+    /// Every `setmov_*` name in `expr`.
+    fn metric_names(expr: &str) -> Vec<&str> {
+        let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+        let mut names = Vec::new();
+        let mut rest = expr;
+        while let Some(at) = rest.find("setmov_") {
+            // Only at the start of an identifier.
+            let before = rest[..at].chars().next_back();
+            let tail = &rest[at..];
+            let end = tail.find(|c: char| !is_name(c)).unwrap_or(tail.len());
+            if !before.is_some_and(is_name) {
+                names.push(&tail[..end]);
+            }
+            rest = &tail[end..];
+        }
+        names
+    }
+
+    #[test]
+    fn the_grafana_dashboard_uses_only_exported_metrics() {
+        let dashboard: serde_json::Value = serde_json::from_str(include_str!(
+            "../../../contrib/grafana/setmov-dashboard.json"
+        ))
+        .expect("the dashboard is JSON");
+        let mut e = PrometheusExporter::new();
+        e.observe(&full_tick(1));
+        e.observe(&full_tick(2));
+        let text = e.render();
+        let emitted = |name: &str| text.contains(&format!("# TYPE {name} "));
+
+        let mut exprs: Vec<String> = Vec::new();
+        let panels = dashboard["panels"].as_array().expect("panels");
+        for panel in panels.iter().filter(|p| p["type"] != "row") {
+            let targets = panel["targets"].as_array().expect("targets");
+            assert!(!targets.is_empty(), "panel {} has no query", panel["title"]);
+            assert_eq!(panel["datasource"]["uid"], "${DS_PROMETHEUS}");
+            for target in targets {
+                assert_eq!(target["datasource"]["uid"], "${DS_PROMETHEUS}");
+                exprs.push(target["expr"].as_str().expect("expr").to_owned());
+            }
+        }
+        let variables = dashboard["templating"]["list"]
+            .as_array()
+            .expect("variables");
+        let names: Vec<&str> = variables
+            .iter()
+            .filter_map(|v| v["name"].as_str())
+            .collect();
+        for wanted in ["DS_PROMETHEUS", "host", "vm"] {
+            assert!(names.contains(&wanted), "no variable {wanted}");
+        }
+        for variable in variables.iter().filter(|v| v["type"] == "query") {
+            exprs.push(
+                variable["query"]["query"]
+                    .as_str()
+                    .expect("query")
+                    .to_owned(),
+            );
+        }
+        let mut used = 0;
+        for expr in &exprs {
+            let names = metric_names(expr);
+            assert!(!names.is_empty(), "{expr} uses no SETMOV metric");
+            for name in names {
+                assert!(emitted(name), "{name} in {expr} is not exported");
+                used += 1;
+            }
+        }
+        assert!(used > 30, "{used}");
+        assert_eq!(
+            metric_names("rate(setmov_a_total[1m]) / xsetmov_b + setmov_c{x=\"1\"}"),
+            ["setmov_a_total", "setmov_c"]
+        );
+    }
+
     #[tokio::test]
     async fn the_server_serves_the_exposition_and_a_busy_port_is_an_error() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
