@@ -1046,7 +1046,8 @@ fn escape_help(help: &str) -> String {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    #[error("cannot serve Prometheus metrics on {addr}: {source}")]
+    /// The cause is the error's source (shown after it by `{:#}`).
+    #[error("cannot serve Prometheus metrics on {addr}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
