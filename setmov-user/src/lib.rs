@@ -11,6 +11,7 @@
 
 pub mod analysis;
 pub mod cli;
+pub mod config;
 pub mod ebpf;
 pub mod experiment;
 pub mod export;
@@ -18,5 +19,6 @@ pub mod host;
 pub mod sampler;
 pub mod show;
 pub mod store;
+pub mod stream;
 pub mod usage;
 pub mod vm;

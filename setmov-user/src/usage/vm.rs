@@ -5,13 +5,14 @@ use crate::usage::host::{DiskTotals, NetRates, NetTotals, matched_nets, net_rate
 use crate::vm::stats::{BalloonCounters, DomainStats, VmDiskCounters};
 
 /// Where a VM's memory-used figure comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MemSource {
     /// The guest reports MemAvailable through its balloon driver: used = actual − usable.
     BalloonUsable,
     /// The guest reports only MemFree: used = actual − unused.
     BalloonUnused,
     /// The guest reports nothing: only the allocation is known, usage is not.
+    #[default]
     AllocationOnly,
 }
 
@@ -26,7 +27,7 @@ impl MemSource {
 }
 
 /// A VM's memory at the end of the interval (levels, not rates) plus its paging rates.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct VmMemUsage {
     /// What the guest has now (balloon "actual").
     pub allocated_bytes: Option<u64>,
@@ -60,7 +61,7 @@ pub struct VmDiskRates {
     pub write_latency_ms: Option<f64>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct VmUsage {
     /// (2) virt-top's way: 100 × ΔcpuTime / (Δt × host cores × 10⁹).
     pub cpu_host_pct: Option<f64>,
