@@ -406,6 +406,13 @@ pub struct RunArgs {
     /// Do not store the ticks (to only --stream them, for example).
     #[arg(long)]
     pub no_store: bool,
+
+    /// Serve the figures to Prometheus on http://ADDR/metrics (text format 0.0.4); without
+    /// ADDR on 127.0.0.1:9739. The metrics are unauthenticated: an address other than
+    /// loopback is served with a warning.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1,
+          default_missing_value = crate::export::DEFAULT_ADDRESS)]
+    pub prometheus: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -728,6 +735,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         Some(args.database.open().await?)
     };
+    // Bound before sampling: a port in use is an error at start.
+    let prometheus = match args.prometheus {
+        Some(addr) => Some(crate::export::MetricsServer::bind(addr).await?),
+        None => None,
+    };
     let probe = if args.no_ebpf {
         tracing::info!("eBPF is off: --no-ebpf given; sampling procfs alone");
         None
@@ -776,6 +788,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .map_or_else(|| "no database (--no-store)".to_owned(), AnyStore::describe)
     );
     let mut outputs = sampler::Outputs::default();
+    if let Some(server) = prometheus {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        outputs.subscribers.push(tx);
+        tokio::spawn(server.serve(rx));
+    }
     // Resolves when the stream's reader has gone away: the run ends as a filter's would.
     let (stream_closed_tx, stream_closed) = tokio::sync::oneshot::channel::<()>();
     if args.stream {
@@ -1227,6 +1244,27 @@ mod tests {
         assert!(parse_size("2 parsecs").is_err());
         assert!(parse_size("GiB").is_err());
         assert!(parse_size("99999999999TiB").is_err());
+    }
+
+    #[test]
+    fn prometheus_serves_on_loopback_unless_given_an_address() {
+        let prometheus = |args: &[&str]| match Cli::try_parse_from(args).map(|c| c.command) {
+            Ok(Command::Run(run)) => Ok(run.prometheus.map(|a| a.to_string())),
+            Ok(_) => panic!("not run"),
+            Err(e) => Err(e.kind()),
+        };
+        assert_eq!(prometheus(&["setmov", "run"]), Ok(None));
+        let default = Ok(Some("127.0.0.1:9739".to_owned()));
+        assert_eq!(prometheus(&["setmov", "run", "--prometheus"]), default);
+        assert_eq!(
+            prometheus(&["setmov", "run", "--prometheus", "--no-ebpf"]),
+            default
+        );
+        assert_eq!(
+            prometheus(&["setmov", "run", "--prometheus", "[::1]:9100"]),
+            Ok(Some("[::1]:9100".to_owned()))
+        );
+        assert!(prometheus(&["setmov", "run", "--prometheus", "localhost"]).is_err());
     }
 
     #[test]

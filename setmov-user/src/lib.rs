@@ -6,13 +6,15 @@
 //! - usage computation: [`usage`], pure equations over two samples;
 //! - database: [`store`].
 //!
-//! [`sampler`] ties them together on a tokio runtime and [`cli`] is the `setmov` command.
+//! [`sampler`] ties them together on a tokio runtime and [`cli`] is the `setmov` command;
+//! [`export`] hands the ticks to other systems (Prometheus).
 
 pub mod analysis;
 pub mod cli;
 pub mod config;
 pub mod ebpf;
 pub mod experiment;
+pub mod export;
 pub mod host;
 pub mod logging;
 pub mod progress;
