@@ -7,15 +7,18 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::analysis::migrate::HostLoad;
 use crate::analysis::recommend::{Capacity, virsh_script};
 use crate::analysis::{self, ReportQuery};
+use crate::config::{ConfigFile, DEFAULT_CONFIG};
 use crate::ebpf::Probes;
 use crate::host::devices::{DEFAULT_NET_TOTAL_EXCLUDED_PREFIXES, DEFAULT_SKIPPED_DISK_PREFIXES};
 use crate::host::identity::{self, HostIdentity};
 use crate::host::read::HostReader;
+use crate::logging::LogTarget;
+use crate::progress::Progress;
 use crate::sampler::{self, SamplerConfig, Sources};
 use crate::show::{self, Format};
 use crate::store::AnyStore;
@@ -23,6 +26,7 @@ use crate::store::mysql::{MysqlConfig, MysqlStore};
 use crate::store::rollup::{self, Level, Retention, RollupQuery};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{HostUsageQuery, Store, VmUsageQuery};
+use crate::stream::{StreamFormat, write_stream};
 use crate::vm::libvirt::LibvirtCollector;
 
 /// Where the embedded database lives unless `--database` says otherwise.
@@ -47,6 +51,17 @@ pub struct Cli {
         default_value = "info,refinery_core=warn"
     )]
     pub log: String,
+
+    /// Configuration file: every option of every command can be set there (see `setmov
+    /// config default`). A missing file at the default path is no error.
+    #[arg(
+        long,
+        global = true,
+        env = "SETMOV_CONFIG",
+        value_name = "FILE",
+        default_value = DEFAULT_CONFIG
+    )]
+    pub config: PathBuf,
 
     #[command(subcommand)]
     pub command: Command,
@@ -80,6 +95,31 @@ pub enum Command {
     /// A live view of the host and its VMs in the terminal, as virt-top's: nothing is stored.
     /// Press `?` in it for the keys.
     Top(TopArgs),
+    /// Check a configuration file, or print the default one.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print a shell completion script for setmov to stdout.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages of setmov and of each of its commands (setmov-run.1, ...) into DIR.
+    Manpages {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check a configuration file: every key an option of a setmov command, every value one
+    /// that option accepts. Prints each problem with its line and column.
+    Check {
+        /// The file to check [default: the --config file]
+        file: Option<PathBuf>,
+    },
+    /// Print the default configuration, every option commented out with its help and default.
+    Default,
 }
 
 #[derive(Debug, Args)]
@@ -356,6 +396,26 @@ pub struct RunArgs {
     /// Do not sample VMs through libvirt.
     #[arg(long)]
     pub no_libvirt: bool,
+
+    /// Write one record per VM per tick to stdout, for piping (like virt-top's --stream),
+    /// instead of the summary line. Ends the run when the reader goes away.
+    #[arg(long)]
+    pub stream: bool,
+
+    /// Record format of --stream: `csv` (a header line first) or `json` (one object per line).
+    #[arg(long, value_enum, default_value_t = StreamFormat::Csv, requires = "stream")]
+    pub format: StreamFormat,
+
+    /// Do not store the ticks (to only --stream them, for example).
+    #[arg(long)]
+    pub no_store: bool,
+
+    /// Serve the figures to Prometheus on http://ADDR/metrics (text format 0.0.4); without
+    /// ADDR on 127.0.0.1:9739. The metrics are unauthenticated: an address other than
+    /// loopback is served with a warning.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1,
+          default_missing_value = crate::export::DEFAULT_ADDRESS)]
+    pub prometheus: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -583,46 +643,26 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
 
 /// Runs the command line; every error ends as one line on stderr and exit code 2.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let subscriber = tracing_subscriber::fmt().with_target(false);
-    // `setmov top` owns the terminal: its messages go to --log-file, or its warnings to the
-    // view; nothing may write over the screen.
-    let mut top_log = None;
-    match &cli.command {
-        Command::Top(TopArgs {
-            log_file: Some(path),
-            ..
-        }) => match std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-        {
-            Ok(file) => subscriber
-                .with_env_filter(filter)
-                .with_ansi(false)
-                .with_writer(std::sync::Mutex::new(file))
-                .init(),
+    let (cli, config) = match parse_with_config(std::env::args_os().collect()) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            eprintln!("setmov: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // `setmov top` owns the terminal: no log line may write over it.
+    let (log_target, top_log) = match &cli.command {
+        Command::Top(args) => match crate::top::log::init(&cli.log, args.log_file.as_deref()) {
+            Ok(recent) => (LogTarget::Stderr, recent),
             Err(e) => {
-                eprintln!("setmov: cannot open the log file {}: {e}", path.display());
+                eprintln!("setmov: {e}");
                 return ExitCode::from(2);
             }
         },
-        Command::Top(_) => {
-            let recent = crate::top::RecentLog::default();
-            subscriber
-                .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
-                .with_ansi(false)
-                .without_time()
-                .with_writer(recent.clone())
-                .init();
-            top_log = Some(recent);
-        }
-        _ => subscriber
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init(),
+        _ => (crate::logging::init(&cli.log), None),
+    };
+    if let Some((path, settings)) = config {
+        tracing::debug!("{settings} options from {}", path.display());
     }
     // One thread runs every task: each source does its blocking reads off it, so a slow source
     // still cannot hold the others up, and a tick costs a few thread switches instead of a
@@ -637,8 +677,12 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(dispatch(cli.command, top_log)) {
+    match runtime.block_on(dispatch(cli, top_log)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if log_target == LogTarget::Journal => {
+            tracing::error!("{e:#}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("setmov: {e:#}");
             ExitCode::from(2)
@@ -646,8 +690,59 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn dispatch(command: Command, top_log: Option<crate::top::RecentLog>) -> anyhow::Result<()> {
-    match command {
+/// The command line, completed by the configuration file (when there is one: its path and how
+/// many options it sets). Help, version and command-line errors exit here, as clap does.
+fn parse_with_config(
+    args: Vec<std::ffi::OsString>,
+) -> Result<(Cli, Option<(PathBuf, usize)>), crate::config::ConfigError> {
+    let root = Cli::command();
+    // A lenient first pass finds the command and the file; the real parse comes after.
+    let Ok(first) = root.clone().ignore_errors(true).try_get_matches_from(&args) else {
+        return Ok((Cli::parse_from(args), None));
+    };
+    let mut command = Vec::new();
+    let mut matches = &first;
+    while let Some((name, sub)) = matches.subcommand() {
+        command.push(name);
+        matches = sub;
+    }
+    let path = matches
+        .get_one::<PathBuf>("config")
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    let chosen = matches!(
+        matches.value_source("config"),
+        Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
+    );
+    // `config check` reads its file itself; a default file that is not there is no error.
+    if command.first() == Some(&"config") || (!chosen && !path.exists()) {
+        return Ok((Cli::parse_from(args), None));
+    }
+    let file = ConfigFile::load(&root, &path)?;
+    let mut completed = args;
+    completed.extend(file.arguments(&root, &command, matches));
+    let mut matches = root.get_matches_from(completed);
+    let cli = Cli::from_arg_matches_mut(&mut matches).unwrap_or_else(|e| e.exit());
+    Ok((cli, Some((path, file.len()))))
+}
+
+async fn dispatch(cli: Cli, top_log: Option<crate::top::RecentLog>) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Config(ConfigCommand::Default) => {
+            print(&crate::config::default_file(&Cli::command()))
+        }
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "setmov", &mut out);
+            print(&String::from_utf8_lossy(&out))
+        }
+        Command::Manpages { dir } => {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            clap_mangen::generate_to(Cli::command(), &dir)
+                .with_context(|| format!("cannot write the man pages into {}", dir.display()))
+        }
+        Command::Config(ConfigCommand::Check { file }) => config_check(&file.unwrap_or(cli.config)),
         Command::Run(args) => run(args).await,
         Command::Show(args) => show(args).await,
         Command::Migrate(args) => migrate(args).await,
@@ -660,6 +755,16 @@ async fn dispatch(command: Command, top_log: Option<crate::top::RecentLog>) -> a
     }
 }
 
+fn config_check(path: &std::path::Path) -> anyhow::Result<()> {
+    let file = ConfigFile::load(&Cli::command(), path)?;
+    print(&format!(
+        "{}: valid, {} option{} set\n",
+        path.display(),
+        file.len(),
+        if file.len() == 1 { "" } else { "s" }
+    ))
+}
+
 fn non_empty(prefixes: Vec<String>) -> Vec<String> {
     prefixes.into_iter().filter(|p| !p.is_empty()).collect()
 }
@@ -667,7 +772,16 @@ fn non_empty(prefixes: Vec<String>) -> Vec<String> {
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let reader = HostReader::new(&args.proc_root, non_empty(args.skip_disks))?;
     let identity = host_identity(&args.proc_root, args.host_ip, args.host_name)?;
-    let store = args.database.open().await?;
+    let store = if args.no_store {
+        None
+    } else {
+        Some(args.database.open().await?)
+    };
+    // Bound before sampling: a port in use is an error at start.
+    let prometheus = match args.prometheus {
+        Some(addr) => Some(crate::export::MetricsServer::bind(addr).await?),
+        None => None,
+    };
     let probe = if args.no_ebpf {
         tracing::info!("eBPF is off: --no-ebpf given; sampling procfs alone");
         None
@@ -711,12 +825,44 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         identity.ip,
         identity.name,
         humantime::format_duration(args.interval),
-        store.describe()
+        store
+            .as_ref()
+            .map_or_else(|| "no database (--no-store)".to_owned(), AnyStore::describe)
     );
+    let mut outputs = sampler::Outputs::default();
+    if let Some(server) = prometheus {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        outputs.subscribers.push(tx);
+        tokio::spawn(server.serve(rx));
+    }
+    // Resolves when the stream's reader has gone away: the run ends as a filter's would.
+    let (stream_closed_tx, stream_closed) = tokio::sync::oneshot::channel::<()>();
+    if args.stream {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        outputs.subscribers.push(tx);
+        let format = args.format;
+        // Its own thread: a slow reader blocks the writes, never the sampling.
+        std::thread::Builder::new()
+            .name("setmov-stream".into())
+            .spawn(move || {
+                if let Err(e) = write_stream(rx, format, &mut std::io::stdout().lock()) {
+                    tracing::info!("stdout closed ({e}): stopping");
+                    let _ = stream_closed_tx.send(());
+                }
+            })
+            .context("cannot start the stream writer")?;
+    }
+    let signal = shutdown_signal()?;
+    let shutdown = async move {
+        tokio::select! {
+            () = signal => {}
+            Ok(()) = stream_closed => {}
+        }
+    };
     let config = SamplerConfig {
         interval: args.interval,
         count: args.count,
-        print_summary: !args.quiet,
+        print_summary: !args.quiet && !args.stream,
         net_total_excluded: non_empty(args.net_total_exclude),
         retention: Retention {
             raw: args.retain_raw.0,
@@ -729,15 +875,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         libvirt,
         ebpf: probe,
     };
-    let report = sampler::run(
-        config,
-        identity,
-        sources,
-        Some(store),
-        sampler::Outputs::default(),
-        shutdown_signal()?,
-    )
-    .await;
+    let report = sampler::run(config, identity, sources, store, outputs, shutdown).await;
     tracing::info!(
         "stopped after {} ticks: {} written, {} lost",
         report.ticks,
@@ -834,13 +972,38 @@ async fn report(args: ReportArgs) -> anyhow::Result<()> {
         since,
         until,
     };
+    // Progress for the long windows only: a day of raw or minute rows is quick.
+    let mut progress = (until - since > time::Duration::days(1)).then(|| {
+        Progress::steps(
+            &format!(
+                "report over {} of {} rows",
+                humantime::format_duration(args.since.saturating_sub(args.until)),
+                match level {
+                    None => "raw",
+                    Some(Level::Minute) => "per-minute",
+                    Some(Level::Hour) => "per-hour",
+                }
+            ),
+            2,
+        )
+    });
     let hosts = if query.vm.is_some() {
         Vec::new()
     } else {
         analysis::report::report(false, store.report_samples(&query).await?)
     };
+    if let Some(p) = progress.as_mut() {
+        p.advance(1);
+    }
     query.vms = true;
     let vms = analysis::report::report(true, store.report_samples(&query).await?);
+    if let Some(p) = progress {
+        p.finish(&format!(
+            "report: {} hosts and {} VMs",
+            hosts.len(),
+            vms.len()
+        ));
+    }
     let text = show::render_report(&hosts, &vms, args.format)?;
     print(&text)
 }
@@ -1164,6 +1327,27 @@ mod tests {
         assert!(parse_size("2 parsecs").is_err());
         assert!(parse_size("GiB").is_err());
         assert!(parse_size("99999999999TiB").is_err());
+    }
+
+    #[test]
+    fn prometheus_serves_on_loopback_unless_given_an_address() {
+        let prometheus = |args: &[&str]| match Cli::try_parse_from(args).map(|c| c.command) {
+            Ok(Command::Run(run)) => Ok(run.prometheus.map(|a| a.to_string())),
+            Ok(_) => panic!("not run"),
+            Err(e) => Err(e.kind()),
+        };
+        assert_eq!(prometheus(&["setmov", "run"]), Ok(None));
+        let default = Ok(Some("127.0.0.1:9739".to_owned()));
+        assert_eq!(prometheus(&["setmov", "run", "--prometheus"]), default);
+        assert_eq!(
+            prometheus(&["setmov", "run", "--prometheus", "--no-ebpf"]),
+            default
+        );
+        assert_eq!(
+            prometheus(&["setmov", "run", "--prometheus", "[::1]:9100"]),
+            Ok(Some("[::1]:9100".to_owned()))
+        );
+        assert!(prometheus(&["setmov", "run", "--prometheus", "localhost"]).is_err());
     }
 
     #[test]

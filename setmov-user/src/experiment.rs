@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use crate::analysis::knee::{round_seconds, warm_throughput};
+use crate::progress::Progress;
 
 /// Where `cargo xtask guests prepare` describes the guest assets.
 pub const GUEST_MANIFEST: &str = "/var/lib/setmov-guests/guests.json";
@@ -150,14 +151,15 @@ pub fn mem_knee(config: &MemKnee, setmov: &Path) -> anyhow::Result<Vec<SizeResul
             .context("cannot start setmov run to record the experiment")?,
     );
     let mut results = Vec::new();
+    let mut progress = Progress::steps("mem-knee", config.sizes_mib.len() as u64);
     for &size in &config.sizes_mib {
         let name = format!("setmov-knee-{size}");
-        tracing::info!(
+        progress.set_step(&format!(
             "mem-knee: {name}, {size} MiB, reading {} MiB {} times",
-            config.working_set_mib,
-            config.rounds
-        );
+            config.working_set_mib, config.rounds
+        ));
         let console = run_guest(&assets, config, &name, size)?;
+        progress.advance(1);
         let rounds = round_seconds(&console);
         results.push(SizeResult {
             memory_mib: size,
@@ -173,6 +175,10 @@ pub fn mem_knee(config: &MemKnee, setmov: &Path) -> anyhow::Result<Vec<SizeResul
         result.disk_read_mib =
             recorded_reads(&database, &format!("setmov-knee-{}", result.memory_mib));
     }
+    progress.finish(&format!(
+        "mem-knee: {} guest sizes measured",
+        config.sizes_mib.len()
+    ));
     Ok(results)
 }
 

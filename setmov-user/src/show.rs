@@ -402,26 +402,40 @@ fn table(header: &[&str], rows: &[Vec<String>], text_columns: usize) -> String {
 fn csv<T: Serialize>(rows: &[T]) -> Result<String, serde_json::Error> {
     let mut out = String::new();
     for (i, row) in rows.iter().enumerate() {
-        let serde_json::Value::Object(fields) = serde_json::to_value(row)? else {
-            continue;
-        };
         if i == 0 {
-            let names: Vec<String> = fields.keys().map(|k| csv_field(k)).collect();
-            out.push_str(&names.join(","));
-            out.push('\n');
+            out.push_str(&csv_header(row)?);
         }
-        let values: Vec<String> = fields
-            .values()
-            .map(|v| match v {
-                serde_json::Value::Null => String::new(),
-                serde_json::Value::String(s) => csv_field(s),
-                other => other.to_string(),
-            })
-            .collect();
-        out.push_str(&values.join(","));
-        out.push('\n');
+        out.push_str(&csv_row(row)?);
     }
     Ok(out)
+}
+
+/// The CSV header line of rows like `row`: its field names.
+pub fn csv_header<T: Serialize>(row: &T) -> Result<String, serde_json::Error> {
+    let names: Vec<String> = json_fields(row)?.keys().map(|k| csv_field(k)).collect();
+    Ok(format!("{}\n", names.join(",")))
+}
+
+/// One CSV line: `row`'s fields in order, missing figures empty.
+pub fn csv_row<T: Serialize>(row: &T) -> Result<String, serde_json::Error> {
+    let values: Vec<String> = json_fields(row)?
+        .values()
+        .map(|v| match v {
+            serde_json::Value::Null => String::new(),
+            serde_json::Value::String(s) => csv_field(s),
+            other => other.to_string(),
+        })
+        .collect();
+    Ok(format!("{}\n", values.join(",")))
+}
+
+fn json_fields<T: Serialize>(
+    row: &T,
+) -> Result<serde_json::Map<String, serde_json::Value>, serde_json::Error> {
+    match serde_json::to_value(row)? {
+        serde_json::Value::Object(fields) => Ok(fields),
+        other => Ok(serde_json::Map::from_iter([("value".to_owned(), other)])),
+    }
 }
 
 /// Quotes a field when CSV requires it (RFC 4180).

@@ -97,6 +97,74 @@ fn a_burning_vcpu_reads_full_per_vcpu_and_its_share_of_the_host() {
         assert!((per_vcpu - 100.0).abs() <= 10.0, "per vCPU {per_vcpu}");
         assert!((host - 100.0 / cores).abs() <= 10.0 / cores, "host {host}");
     }
+
+    // The same figures streamed for piping: a CSV header, then one record per VM per tick.
+    let out = Command::new(env!("CARGO_BIN_EXE_setmov-cli"))
+        .args([
+            "run",
+            "--stream",
+            "--format",
+            "csv",
+            "--no-store",
+            "--no-ebpf",
+        ])
+        .args(["--count", "4", "--interval", "500ms"])
+        .output()
+        .expect("setmov starts");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv = String::from_utf8(out.stdout).expect("utf-8");
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
+    let column = |name: &str| header.iter().position(|h| *h == name).expect(name);
+    let (uuid, per_vcpu) = (column("uuid"), column("cpu_vcpu_pct"));
+    let records: Vec<Vec<&str>> = lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .filter(|r| r[uuid] == guest.uuid())
+        .collect();
+    eprintln!("streamed: {records:?}");
+    assert_eq!(records.len(), 4, "{csv}");
+    for record in &records[1..] {
+        let cpu: f64 = record[per_vcpu].parse().expect("a figure");
+        assert!((cpu - 100.0).abs() <= 10.0, "per vCPU {cpu}");
+    }
+
+    // A reader that goes away (`| head -3`) ends the run, as it would any Unix filter.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_setmov-cli"))
+        .args([
+            "run",
+            "--stream",
+            "--format",
+            "json",
+            "--no-store",
+            "--no-ebpf",
+        ])
+        .args(["--interval", "200ms"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("setmov starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let first: Vec<serde_json::Value> = std::io::BufRead::lines(std::io::BufReader::new(stdout))
+        .take(3)
+        .map(|l| serde_json::from_str(&l.expect("line")).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(first.len(), 3);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running after its reader left"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}");
 }
 
 #[test]

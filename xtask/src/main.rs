@@ -4,6 +4,7 @@
 //! The eBPF object itself is built by `setmov-user/build.rs`.
 
 mod guests;
+mod install;
 mod mariadb;
 mod packages;
 mod toolchain;
@@ -46,6 +47,20 @@ enum Task {
     Mariadb {
         #[command(subcommand)]
         action: MariadbAction,
+    },
+    /// Build the release binary and install it with a hardened systemd unit
+    /// (contrib/systemd/setmov.service), a default /etc/setmov/setmov.toml (an existing one is
+    /// kept), bash, zsh and fish completions and man pages; needs root for `/`.
+    Install {
+        /// Install below this folder instead of `/` (to stage a package).
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        /// The binary goes to PREFIX/sbin, completions and man pages below PREFIX/share.
+        #[arg(long, default_value = "/usr/local")]
+        prefix: PathBuf,
+        /// Install this binary instead of building the release one.
+        #[arg(long)]
+        binary: Option<PathBuf>,
     },
     /// Measure the cost of a host tick (criterion), the monitor's own CPU use over 60 s, and
     /// the CPU time per VM per tick with the demo guests running.
@@ -129,6 +144,18 @@ fn main() -> anyhow::Result<()> {
             MariadbAction::Down => mariadb::down(),
         },
         Task::Bench { seconds } => bench(&root, seconds),
+        Task::Install {
+            root: target,
+            prefix,
+            binary,
+        } => install::install(
+            &root,
+            &install::InstallOptions {
+                root: target,
+                prefix,
+                binary,
+            },
+        ),
     }
 }
 

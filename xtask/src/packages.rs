@@ -26,6 +26,11 @@ pub const PACKAGES: &[&str] = &[
     // mariadb-install-db) and configures with the `mariadb` client.
     "mariadb-server",
     "mariadb-client",
+    // The service tests check the installed unit with systemd-analyze, apply its capability
+    // set with setpriv (util-linux) and render the generated man pages with man.
+    "systemd",
+    "util-linux",
+    "man-db",
     // A real terminal for `setmov top`'s live test (tests/tests/top_live.rs), driven by keys.
     "tmux",
 ];
@@ -126,5 +131,61 @@ pub fn apt(command: &mut Command) -> anyhow::Result<()> {
     if !status.success() {
         bail!("{command:?} failed: {status}");
     }
+    Ok(())
+}
+
+/// Where `ensure_promtool` puts promtool: on PATH, outside dpkg's files.
+const PROMTOOL: &str = "/usr/local/bin/promtool";
+
+/// Makes `promtool` available (the Prometheus export's live test lints the exposition with
+/// `promtool check metrics`). It comes from Debian's `prometheus` package, which is downloaded
+/// and unpacked rather than installed: installing it would enable and, under systemd, start a
+/// Prometheus server listening on every interface, and pull in its web UI's libraries. Only the
+/// promtool binary is kept. A no-op when a promtool is already on PATH.
+pub fn ensure_promtool() -> anyhow::Result<()> {
+    let on_path = Command::new("promtool")
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if on_path {
+        return Ok(());
+    }
+    if !nix::unistd::geteuid().is_root() {
+        bail!("promtool is missing: run as root, or put Prometheus's promtool on PATH");
+    }
+    eprintln!("xtask: unpacking promtool from Debian's prometheus package into {PROMTOOL}");
+    let work = tempfile::tempdir()?;
+    with_package_lists(|| {
+        // The sandbox user _apt cannot write into a root-only temporary folder.
+        apt(Command::new("apt-get")
+            .current_dir(work.path())
+            .args(["-o", "APT::Sandbox::User=root", "download", "--quiet"])
+            .arg("prometheus"))
+    })?;
+    let deb = std::fs::read_dir(work.path())?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .context("apt-get download left no .deb of prometheus")?;
+    let tree = work.path().join("tree");
+    let status = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(&tree)
+        .status()
+        .context("cannot run dpkg-deb")?;
+    if !status.success() {
+        bail!("dpkg-deb -x {} failed: {status}", deb.display());
+    }
+    let binary = tree.join("usr/bin/promtool");
+    let staged = std::path::Path::new(PROMTOOL).with_extension("new");
+    std::fs::copy(&binary, &staged)
+        .with_context(|| format!("cannot copy {} to {}", binary.display(), staged.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o755))?;
+    }
+    std::fs::rename(&staged, PROMTOOL)
+        .with_context(|| format!("cannot move {} to {PROMTOOL}", staged.display()))?;
     Ok(())
 }

@@ -11,6 +11,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 
 pub fn setup(root: &Path) -> anyhow::Result<()> {
     super::packages::ensure()?;
+    super::packages::ensure_promtool()?;
     if !installed("cargo-nextest", &["--version"], "cargo-nextest") {
         eprintln!("xtask: installing cargo-nextest (the test runner)");
         super::run(cargo().args(["install", "--locked", "cargo-nextest"]))?;

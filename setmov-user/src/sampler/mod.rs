@@ -165,11 +165,10 @@ pub async fn run<S: Store>(
             ticks += 1;
             if config.print_summary {
                 // A closed stdout (say, piped to `head`) must not stop the sampling.
-                let _ = writeln!(
-                    std::io::stdout().lock(),
-                    "{}",
-                    summary_line(&identity, &tick, config.interval)
-                );
+                let line = summary_line(&identity, &tick, config.interval);
+                crate::progress::suspend(|| {
+                    let _ = writeln!(std::io::stdout().lock(), "{line}");
+                });
             }
             let (vm_count, node, mut vms) = tick.vms.map_or((None, None, Vec::new()), |v| {
                 (v.vm_count, v.node, v.samples)

@@ -106,6 +106,17 @@ pub struct TickRecord {
     pub ebpf: Option<HostEbpfFigures>,
 }
 
+/// The versions among `migrations` above `current`, in order: what migrating applies.
+pub fn pending_versions(migrations: &[refinery::Migration], current: Option<i32>) -> Vec<i32> {
+    let mut versions: Vec<i32> = migrations
+        .iter()
+        .map(refinery::Migration::version)
+        .filter(|v| current.is_none_or(|c| *v > c))
+        .collect();
+    versions.sort_unstable();
+    versions
+}
+
 /// One T2 row as `setmov show` prints it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HostUsageRow {

@@ -33,6 +33,7 @@ use super::{
     HostUsageQuery, HostUsageRow, Store, StoreError, TickRecord, Upkeep, VmUsageQuery, VmUsageRow,
     purge_statements,
 };
+use crate::progress::Progress;
 
 mod embedded {
     refinery::embed_migrations!("../migrations/mysql");
@@ -213,18 +214,38 @@ impl MysqlStore {
                 ),
             })?
             .map_err(|e| mysql_error(&target, &e))?;
-        schema_version(conn, &target).await?;
-        let report = embedded::migrations::runner()
-            .set_abort_divergent(true)
-            .set_abort_missing(true)
-            .run_async(&mut pool)
-            .await
-            .map_err(|e| StoreError::Migrate {
-                path: PathBuf::from(&target),
-                message: e.to_string(),
-            })?;
+        let current = schema_version(conn, &target).await?;
+        let failed = |e: refinery::Error| StoreError::Migrate {
+            path: PathBuf::from(&target),
+            message: e.to_string(),
+        };
+        let runner = || {
+            embedded::migrations::runner()
+                .set_abort_divergent(true)
+                .set_abort_missing(true)
+        };
+        let pending = super::pending_versions(
+            runner().get_migrations(),
+            current.map(|v| i32::try_from(v).unwrap_or(i32::MAX)),
+        );
+        if pending.is_empty() {
+            // Still run: it refuses a divergent or unknown history.
+            runner().run_async(&mut pool).await.map_err(failed)?;
+        } else {
+            let mut progress =
+                Progress::steps(&format!("migrating {target}"), pending.len() as u64);
+            for version in &pending {
+                runner()
+                    .set_target(refinery::Target::Version(*version))
+                    .run_async(&mut pool)
+                    .await
+                    .map_err(failed)?;
+                progress.advance(1);
+            }
+            progress.finish(&format!("{target}: {} migrations applied", pending.len()));
+        }
         let _ = pool.disconnect().await;
-        Ok(report.applied_migrations().len())
+        Ok(pending.len())
     }
 
     pub fn target(&self) -> &str {
@@ -377,6 +398,10 @@ impl MysqlStore {
     /// Writes spooled ticks, oldest first, until the spool is empty or a write fails.
     async fn replay(&mut self) -> Result<(), StoreError> {
         let mut replayed = 0usize;
+        let mut progress = Progress::steps(
+            &format!("replaying the spool into {}", self.target),
+            self.spool.len() as u64,
+        );
         while let Some(front) = self.spool.front() {
             match front {
                 Ok(rows) => {
@@ -386,6 +411,7 @@ impl MysqlStore {
                     }
                     self.spool.pop_front()?;
                     replayed += 1;
+                    progress.advance(1);
                 }
                 Err(e) => {
                     // Nothing can write it; keeping it would stop every later tick.
@@ -396,12 +422,12 @@ impl MysqlStore {
         }
         if replayed > 0 {
             self.recovered();
-            tracing::info!(
-                "replayed {replayed} spooled ticks into {}; {} left",
-                self.target,
-                self.spool.len()
-            );
         }
+        progress.finish(&format!(
+            "replayed {replayed} spooled ticks into {}; {} left",
+            self.target,
+            self.spool.len()
+        ));
         Ok(())
     }
 

@@ -24,6 +24,7 @@ use super::{
     HostUsageQuery, HostUsageRow, Store, StoreError, TickRecord, Upkeep, VmUsageQuery, VmUsageRow,
     format_time, purge_statements,
 };
+use crate::progress::Progress;
 
 mod embedded {
     refinery::embed_migrations!("../migrations/sqlite");
@@ -44,6 +45,66 @@ struct OpenDatabase {
     written_vms: HashMap<String, VmRow>,
     /// Rollup and purge bookkeeping, by host.
     upkeep: HashMap<String, Upkeep>,
+}
+
+/// Brings the schema up to date one migration at a time, with progress when there is any
+/// (the migration to time-ordered rows copies every VM row).
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let failed = |e: refinery::Error| StoreError::Migrate {
+        path: path.to_owned(),
+        message: e.to_string(),
+    };
+    let runner = || {
+        embedded::migrations::runner()
+            .set_abort_divergent(true)
+            .set_abort_missing(true)
+    };
+    // A new database has no history table yet (refinery creates it on its first run).
+    let has_history =
+        conn.query_row(
+            "SELECT COUNT(*) FROM sqlite_master \
+             WHERE type = 'table' AND name = 'refinery_schema_history'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(|source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        })? > 0;
+    let current = if has_history {
+        runner()
+            .get_last_applied_migration(conn)
+            .map_err(failed)?
+            .map(|m| m.version())
+    } else {
+        None
+    };
+    let pending = super::pending_versions(runner().get_migrations(), current);
+    if pending.is_empty() {
+        // Still run: it refuses a divergent or unknown history.
+        return runner().run(conn).map(drop).map_err(failed);
+    }
+    let mut progress = Progress::steps(
+        &format!("migrating {}", path.display()),
+        pending.len() as u64,
+    );
+    for version in &pending {
+        runner()
+            .set_target(refinery::Target::Version(*version))
+            .run(conn)
+            .map_err(failed)?;
+        progress.advance(1);
+    }
+    progress.finish(&format!(
+        "{}: schema {} applied",
+        path.display(),
+        pending
+            .iter()
+            .map(|v| format!("V{v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    Ok(())
 }
 
 impl SqliteStore {
@@ -68,14 +129,7 @@ impl SqliteStore {
              PRAGMA busy_timeout = 5000;",
         )
         .map_err(open_err)?;
-        embedded::migrations::runner()
-            .set_abort_divergent(true)
-            .set_abort_missing(true)
-            .run(&mut conn)
-            .map_err(|e| StoreError::Migrate {
-                path: path.to_owned(),
-                message: e.to_string(),
-            })?;
+        migrate(&mut conn, path)?;
         Ok(SqliteStore {
             state: Arc::new(Mutex::new(OpenDatabase {
                 conn,

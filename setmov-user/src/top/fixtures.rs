@@ -157,8 +157,10 @@ fn busy(seq: u64) -> VmSample {
         interval_secs: Some(1.0),
         usage: Some(VmUsage {
             cpu_host_pct: Some(vcpu_pct),
+            // Two vCPUs on the fixture's two cores: the same share.
             cpu_vcpu_pct: Some(vcpu_pct),
             steal_pct: Some(1.5),
+            vcpu_pct: vec![Some(vcpu_pct * 1.5), Some(vcpu_pct / 2.0)],
             vcpus: Some(2),
             mem: mem(Some(700 * MIB), 1024 * MIB, MemSource::BalloonUsable),
             disks: Vec::new(),
@@ -186,6 +188,7 @@ fn idle() -> VmSample {
             cpu_host_pct: Some(0.4),
             cpu_vcpu_pct: Some(0.8),
             steal_pct: Some(0.0),
+            vcpu_pct: vec![Some(0.8)],
             vcpus: Some(1),
             mem: mem(None, 512 * MIB, MemSource::AllocationOnly),
             disks: Vec::new(),

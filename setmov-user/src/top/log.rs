@@ -4,12 +4,51 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
 /// Messages kept; older ones are dropped.
 const KEPT: usize = 20;
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open the log file {}: {source}", path.display())]
+pub struct LogFileError {
+    path: PathBuf,
+    source: io::Error,
+}
+
+/// Installs the global logger for `setmov top`: into `log_file` with `filter` (tracing
+/// syntax), else warnings and errors into the returned [`RecentLog`] and nothing else.
+pub fn init(filter: &str, log_file: Option<&Path>) -> Result<Option<RecentLog>, LogFileError> {
+    let subscriber = tracing_subscriber::fmt()
+        .with_target(false)
+        .with_ansi(false);
+    let Some(path) = log_file else {
+        let recent = RecentLog::default();
+        subscriber
+            .with_env_filter(EnvFilter::new("warn"))
+            .without_time()
+            .with_writer(recent.clone())
+            .init();
+        return Ok(Some(recent));
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|source| LogFileError {
+            path: path.to_owned(),
+            source,
+        })?;
+    subscriber
+        .with_env_filter(EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(Mutex::new(file))
+        .init();
+    Ok(None)
+}
 
 /// The newest log messages, shared between the tracing subscriber and the view.
 #[derive(Debug, Clone, Default)]

@@ -5,13 +5,14 @@ use crate::usage::host::{DiskTotals, NetRates, NetTotals, matched_nets, net_rate
 use crate::vm::stats::{BalloonCounters, DomainStats, VmDiskCounters};
 
 /// Where a VM's memory-used figure comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MemSource {
     /// The guest reports MemAvailable through its balloon driver: used = actual − usable.
     BalloonUsable,
     /// The guest reports only MemFree: used = actual − unused.
     BalloonUnused,
     /// The guest reports nothing: only the allocation is known, usage is not.
+    #[default]
     AllocationOnly,
 }
 
@@ -26,7 +27,7 @@ impl MemSource {
 }
 
 /// A VM's memory at the end of the interval (levels, not rates) plus its paging rates.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct VmMemUsage {
     /// What the guest has now (balloon "actual").
     pub allocated_bytes: Option<u64>,
@@ -60,7 +61,7 @@ pub struct VmDiskRates {
     pub write_latency_ms: Option<f64>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct VmUsage {
     /// (2) virt-top's way: 100 × ΔcpuTime / (Δt × host cores × 10⁹).
     pub cpu_host_pct: Option<f64>,
@@ -68,6 +69,9 @@ pub struct VmUsage {
     pub cpu_vcpu_pct: Option<f64>,
     /// Time the vCPUs waited on the host's run queue, per vCPU: 100 × ΣΔdelay / (Δt × vCPUs × 10⁹).
     pub steal_pct: Option<f64>,
+    /// Each vCPU's busy share in vCPU order: 100 × Δvcpu.N.time / (Δt × 10⁹). Empty without
+    /// rates or when the vCPU list changed; `None` for a vCPU whose time is unknown or reset.
+    pub vcpu_pct: Vec<Option<f64>>,
     pub vcpus: Option<u32>,
     pub mem: VmMemUsage,
     pub disks: Vec<VmDiskRates>,
@@ -173,6 +177,18 @@ pub fn vm_usage(
         }
         Some(100.0 * waited as f64 / (dt * f64::from(v) * 1e9))
     });
+    let vcpu_pct = match (prev, dt) {
+        (Some(p), Some(dt)) if p.vcpus.len() == now.vcpus.len() => p
+            .vcpus
+            .iter()
+            .zip(&now.vcpus)
+            .map(|(pv, nv)| {
+                let ns = counter_delta(pv.time_ns?, nv.time_ns?)?;
+                Some(100.0 * ns as f64 / (dt * 1e9))
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
     let disks: Vec<VmDiskRates> = match prev {
         Some(p) => now
             .disks
@@ -200,6 +216,7 @@ pub fn vm_usage(
         cpu_host_pct: cpu_over(host_cpus),
         cpu_vcpu_pct: vcpus.and_then(cpu_over),
         steal_pct,
+        vcpu_pct,
         vcpus,
         mem: vm_mem_usage(prev.map(|p| &p.balloon), &now.balloon, dt_secs),
         disks,
@@ -247,6 +264,7 @@ mod tests {
         assert_eq!(u.cpu_host_pct, Some(37.5));
         assert_eq!(u.cpu_vcpu_pct, Some(75.0));
         assert_eq!(u.steal_pct, Some(5.0)); // 100 ms waited in 2 s
+        assert_eq!(u.vcpu_pct, vec![Some(75.0)]);
     }
 
     #[test]
@@ -271,6 +289,7 @@ mod tests {
     fn a_restart_or_first_sight_gives_levels_but_no_rates() {
         let u = vm_usage(Some(&stats(50.0, 9, 9, 9)), &stats(1.0, 0, 1, 1), 1.0, 2);
         assert_eq!((u.cpu_host_pct, u.steal_pct), (None, None));
+        assert_eq!(u.vcpu_pct, vec![None]);
         assert!(u.disks.is_empty() && u.nics.is_empty());
         let u = vm_usage(None, &stats(1.0, 0, 1, 1), 1.0, 2);
         assert_eq!(u.cpu_vcpu_pct, None);
