@@ -135,6 +135,8 @@ pub struct VmRow {
     pub cpu_pct: Option<f64>,
     /// ÷ the VM's vCPUs.
     pub vcpu_pct: Option<f64>,
+    /// Each vCPU's busy share, in vCPU order; empty when unknown.
+    pub each_vcpu_pct: Vec<Option<f64>>,
     pub steal_pct: Option<f64>,
     pub memory: VmMemory,
     pub rss_bytes: Option<u64>,
@@ -166,6 +168,7 @@ impl VmRow {
             vcpus: usage.and_then(|u| u.vcpus),
             cpu_pct: usage.and_then(|u| u.cpu_host_pct),
             vcpu_pct: usage.and_then(|u| u.cpu_vcpu_pct),
+            each_vcpu_pct: usage.map(|u| u.vcpu_pct.clone()).unwrap_or_default(),
             steal_pct: usage.and_then(|u| u.steal_pct),
             memory: usage.map_or(VmMemory::Unknown, |u| VmMemory::from_usage(&u.mem)),
             rss_bytes: usage.and_then(|u| u.mem.rss_bytes),

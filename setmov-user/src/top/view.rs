@@ -511,6 +511,17 @@ fn detail_lines(app: &App, row: &VmRow) -> Vec<Line<'static>> {
         ),
         VmMemory::Unknown => NO_FIGURE.to_owned(),
     };
+    let each_vcpu = if row.each_vcpu_pct.is_empty() {
+        NO_FIGURE.to_owned()
+    } else {
+        let shares: Vec<String> = row
+            .each_vcpu_pct
+            .iter()
+            .enumerate()
+            .map(|(n, &share)| format!("#{n} {}", pct(share)))
+            .collect();
+        shares.join("  ")
+    };
     let rss = row
         .rss_bytes
         .map_or(NO_FIGURE.to_owned(), |b| format::bytes(b as f64));
@@ -521,6 +532,7 @@ fn detail_lines(app: &App, row: &VmRow) -> Vec<Line<'static>> {
             pct(row.vcpu_pct),
             pct(row.steal_pct),
         )),
+        Line::from(format!("each vCPU: {each_vcpu}")),
         Line::from(format!("memory {memory} · qemu RSS {rss}")),
         Line::from(format!(
             "disk R {} W {} B/s, {} IOPS, IO p99 {} · net RX {} TX {} bit/s · KVM {} events/s",
@@ -918,6 +930,7 @@ mod tests {
                 "CPU 37.5%  MEM 1.0G/4.0G B (25.0% used)  DISK R 1.5M W 256K B/s, 120 IOPS  NET RX 2.4M TX 300k bit/s",
                 "┌ desk-busy · 00000000-0000-0000-0000-00000000000a · running ──────────────────────────────────────┐",
                 "│CPU 60.0% of the host, 60.0% per vCPU (2 vCPUs) · steal 1.5% · CPU ready –                        │",
+                "│each vCPU: #0 90.0%  #1 30.0%                                                                     │",
                 "│memory 700M used of 1.0G · qemu RSS 512M                                                          │",
                 "│disk R 1.5M W 2.0M B/s, 120 IOPS, IO p99 6.4ms · net RX 19.2M TX 300k bit/s · KVM 1.5k events/s   │",
                 "│┌ CPU % per vCPU: now 60.0, max 100.0 ───────────────────────────────────────────────────────────┐│",
@@ -929,8 +942,7 @@ mod tests {
                 "││                                                                                        ████████││",
                 "│└────────────────────────────────────────────────────────────────────────────────────────────────┘│",
                 "│┌ net RX+TX bit/s: now 19.5M, max 19.5M ─────────────────────────────────────────────────────────┐│",
-                "││                                                                                            ▂▄▆█││",
-                "││                                                                                        ▂▄▆█████││",
+                "││                                                                                        ▁▂▃▄▅▆▇█││",
                 "│└────────────────────────────────────────────────────────────────────────────────────────────────┘│",
                 "│┌ IO p99 latency: now 6.4ms, max 6.4ms ──────────────────────────────────────────────────────────┐│",
                 "││                                                                                            ▂▄▆█││",
@@ -952,24 +964,28 @@ mod tests {
         }
         press(&mut app, &[KeyCode::Down, KeyCode::Char('d')]);
         assert_screen(
-            draw(&app, 100, 22),
+            draw(&app, 100, 26),
             &[
                 "setmov top  hv1 192.0.2.2  tick 3 00:00:03 UTC  every 1s  eBPF off  VMs 2 running",
                 "CPU 37.5%  MEM 1.0G/4.0G B (25.0% used)  DISK R 1.5M W 256K B/s, 120 IOPS  NET RX 2.4M TX 300k bit/s",
                 "┌ desk-idle · 00000000-0000-0000-0000-00000000000b · running ──────────────────────────────────────┐",
                 "│CPU 0.4% of the host, 0.8% per vCPU (1 vCPU) · steal 0.0% · CPU ready n/a                         │",
+                "│each vCPU: #0 0.8%                                                                                │",
                 "│memory 512M allocated (the guest reports no balloon stats) · qemu RSS 256M                        │",
                 "│disk R 0 W 4.0K B/s, 1 IOPS, IO p99 n/a · net RX 1.6k TX 900 bit/s · KVM n/a events/s             │",
                 "│┌ CPU % per vCPU: now 0.8, max 0.8 ──────────────────────────────────────────────────────────────┐│",
                 "││                                                                                                ││",
+                "││                                                                                                ││",
                 "│└────────────────────────────────────────────────────────────────────────────────────────────────┘│",
                 "│┌ disk R+W B/s: now 4.0K, max 4.0K ──────────────────────────────────────────────────────────────┐│",
+                "││                                                                                             ███││",
                 "││                                                                                             ███││",
                 "│└────────────────────────────────────────────────────────────────────────────────────────────────┘│",
                 "│┌ net RX+TX bit/s: now 2.5k, max 2.5k ───────────────────────────────────────────────────────────┐│",
                 "││                                                                                             ███││",
                 "│└────────────────────────────────────────────────────────────────────────────────────────────────┘│",
                 "│┌ IO p99 latency: n/a (eBPF is off: --no-ebpf given) ────────────────────────────────────────────┐│",
+                "││                                                                                                ││",
                 "││                                                                                                ││",
                 "│└────────────────────────────────────────────────────────────────────────────────────────────────┘│",
                 "└──────────────────────────────────────────────────────────────────────────────────────────────────┘",
