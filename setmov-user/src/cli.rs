@@ -144,8 +144,10 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Check a configuration file: every key an option of a setmov command, every value one
-    /// that option accepts. Prints each problem with its line and column.
+    /// Check a configuration file.
+    ///
+    /// Every key must be an option of a setmov command and every value one that option
+    /// accepts. Each problem is printed with its line and column.
     Check {
         /// The file to check [default: the --config file]
         file: Option<PathBuf>,
@@ -155,12 +157,12 @@ pub enum ConfigCommand {
 }
 
 #[derive(Debug, Args)]
-#[command(next_help_heading = "Database")]
 pub struct DatabaseArgs {
     /// Where ticks are stored: a SQLite file (the default, created with its schema when
     /// missing), or a MySQL/MariaDB server as `mysql://user@host[:port]/database`.
     #[arg(
         long,
+        help_heading = "Database",
         value_name = "FILE|URL",
         env = "SETMOV_DATABASE",
         default_value = DEFAULT_DATABASE
@@ -168,7 +170,7 @@ pub struct DatabaseArgs {
     pub database: String,
 
     /// File holding the MySQL password (one line). Keeps it out of the process list.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, help_heading = "Database", value_name = "FILE")]
     pub database_password_file: Option<PathBuf>,
 
     /// The MySQL password, from the environment only (never a command-line option).
@@ -182,21 +184,21 @@ pub struct DatabaseArgs {
 
     /// Require TLS to the MySQL server, its certificate verified against the system's roots
     /// or --database-ca.
-    #[arg(long)]
+    #[arg(long, help_heading = "Database")]
     pub database_tls: bool,
 
     /// CA certificate (PEM) the MySQL server's certificate must chain to; implies TLS.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, help_heading = "Database", value_name = "FILE")]
     pub database_ca: Option<PathBuf>,
 
     /// Where ticks wait while the MySQL server cannot be reached; replayed in order when it
     /// answers again, also after a restart of the monitor.
-    #[arg(long, value_name = "DIR", default_value = DEFAULT_SPOOL_DIR)]
+    #[arg(long, help_heading = "Database", value_name = "DIR", default_value = DEFAULT_SPOOL_DIR)]
     pub spool_dir: PathBuf,
 
     /// Most disk the spool may use, e.g. `512MiB`, `2GiB`; past it the oldest ticks are
     /// dropped, each drop logged.
-    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
+    #[arg(long, help_heading = "Database", value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
     pub spool_max: u64,
 }
 
@@ -467,11 +469,11 @@ pub struct ShowArgs {
     pub database: DatabaseArgs,
 
     /// How many of the newest rows to print (printed oldest first).
-    #[arg(long, short = 'n', default_value_t = 20)]
+    #[arg(value_name = "N", long, short = 'n', default_value_t = 20)]
     pub limit: u32,
 
     /// Only rows of this host IP.
-    #[arg(long)]
+    #[arg(value_name = "IP", long)]
     pub host: Option<String>,
 
     /// Print VM rows (T4) instead of host rows.
@@ -479,7 +481,7 @@ pub struct ShowArgs {
     pub vms: bool,
 
     /// With --vms: only this VM (name or UUID).
-    #[arg(long, requires = "vms")]
+    #[arg(value_name = "NAME|UUID", long, requires = "vms")]
     pub vm: Option<String>,
 
     /// Only rows from this long ago on, e.g. `2h`, `3d`, `30d`. Without --level the window
@@ -504,11 +506,11 @@ pub struct ReportArgs {
     pub database: DatabaseArgs,
 
     /// Only this host IP (and its VMs).
-    #[arg(long)]
+    #[arg(value_name = "IP", long)]
     pub host: Option<String>,
 
     /// Only this VM (name or UUID); no host lines.
-    #[arg(long)]
+    #[arg(value_name = "NAME|UUID", long)]
     pub vm: Option<String>,
 
     /// Start of the window, as an age: `24h`, `7d`, `30d`.
@@ -535,11 +537,16 @@ pub struct PlotArgs {
     pub database: DatabaseArgs,
 
     /// The host to plot (its IP).
-    #[arg(long, conflicts_with = "vm", required_unless_present = "vm")]
+    #[arg(
+        value_name = "IP",
+        long,
+        conflicts_with = "vm",
+        required_unless_present = "vm"
+    )]
     pub host: Option<String>,
 
     /// The VM to plot (name or UUID).
-    #[arg(long)]
+    #[arg(value_name = "NAME|UUID", long)]
     pub vm: Option<String>,
 
     /// Start of the window, as an age: `1h`, `7d`.
@@ -561,8 +568,10 @@ pub struct PlotArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ExperimentCommand {
-    /// The same read workload in guests of several memory sizes, recorded by SETMOV: the
-    /// size past which more memory no longer raises read throughput (the paper's Figure 13).
+    /// Find the guest memory size past which more memory no longer speeds up reads.
+    ///
+    /// The same read workload runs in test guests of several memory sizes on a throttled disk,
+    /// recorded by SETMOV itself (the paper's Figure 13).
     MemKnee(MemKneeArgs),
 }
 
@@ -603,7 +612,7 @@ pub struct MigratePlanArgs {
     #[arg(long, value_name = "PERCENT", default_value_t = 80.0)]
     pub threshold: f64,
 
-    /// Output format (table or json).
+    /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
 }
@@ -614,7 +623,7 @@ pub struct RecommendArgs {
     pub database: DatabaseArgs,
 
     /// Only this host IP.
-    #[arg(long)]
+    #[arg(value_name = "IP", long)]
     pub host: Option<String>,
 
     /// The window of observed use, as an age: `7d`, `30d`.
@@ -633,7 +642,7 @@ pub struct RecommendArgs {
     #[arg(long, value_name = "FILE")]
     pub script: Option<PathBuf>,
 
-    /// Output format (table or json).
+    /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
 }
