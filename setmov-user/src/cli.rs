@@ -38,15 +38,35 @@ pub const DEFAULT_LIBVIRT_RUN_DIR: &str = "/run/libvirt/qemu";
 /// Shortest interval accepted: below it a tick costs more than it tells.
 const MIN_INTERVAL: Duration = Duration::from_millis(10);
 
-/// SETMOV samples a KVM hypervisor and its VMs in real time, turns counters into usage
-/// figures with top's and virt-top's equations, and stores them for analysis.
+/// Real-time monitoring of a KVM hypervisor and its VMs.
+///
+/// SETMOV samples the host (procfs) and every VM (libvirt), adds eBPF tracing of block I/O,
+/// network, KVM and scheduler events per qemu process, turns the counters into usage figures
+/// with top's and virt-top's equations, stores them (a SQLite file by default, MySQL/MariaDB
+/// for fleets) and analyses them, so that each VM can be given what it really needs.
 #[derive(Debug, Parser)]
-#[command(name = "setmov", version, propagate_version = true)]
+#[command(
+    name = "setmov",
+    version,
+    propagate_version = true,
+    after_long_help = "\
+Examples:
+  setmov run                          sample every second into /var/lib/setmov/setmov.db
+  setmov run --stream --no-store      one CSV record per VM per tick on stdout
+  setmov run --prometheus             also serve metrics on http://127.0.0.1:9739/metrics
+  setmov show --vms -n 5              the newest stored rows of each VM
+  setmov report --since 7d            per-VM statistics over a week
+  setmov recommend --script resize.sh right-sizing, with a virsh script to review
+
+Every option can also be set in /etc/setmov/setmov.toml: `setmov config default` prints a
+commented one. `setmov <command> --help` describes each command."
+)]
 pub struct Cli {
     /// Log filter for messages on stderr (tracing syntax, e.g. `info`, `setmov=debug`).
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
         env = "SETMOV_LOG",
         default_value = "info,refinery_core=warn"
     )]
@@ -57,6 +77,7 @@ pub struct Cli {
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
         env = "SETMOV_CONFIG",
         value_name = "FILE",
         default_value = DEFAULT_CONFIG
@@ -69,28 +90,42 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Sample the host and store every tick until SIGINT/SIGTERM or --count ticks.
+    /// Sample the host and its VMs and store every tick (until Ctrl-C or --count).
+    ///
+    /// Each tick reads procfs, libvirt and the eBPF maps, computes usage over the interval and
+    /// writes one host row and one row per VM. A slow source (a locked VM, libvirtd
+    /// restarting) never holds up the others; a database outage loses nothing. The ticks can
+    /// also be streamed to stdout (--stream) and served to Prometheus (--prometheus).
     Run(RunArgs),
-    /// Print the most recent stored usage rows of the host, or of its VMs.
+    /// Print the newest stored rows of the host or of its VMs.
     Show(ShowArgs),
-    /// Per host and per VM over a window: mean, median, 95th percentile and maximum of CPU,
-    /// memory, disk, network, steal and CPU ready, and request latency p99.
+    /// Usage statistics per host and per VM over a window.
+    ///
+    /// Mean, median, 95th percentile and maximum of CPU, memory, disk, network, steal and CPU
+    /// ready, and request latency p99; raw rows for short windows, per-minute or per-hour
+    /// rollups for long ones.
     Report(ReportArgs),
-    /// Time-series charts of a host or a VM over a window (CPU, network, disk, I/O latency) as
-    /// SVG files and one HTML page that gathers them.
+    /// Charts of a host or a VM over a window, as SVG files and one HTML page.
+    ///
+    /// CPU, network, disk and I/O latency, with time and unit axes and a legend.
     Plot(PlotArgs),
-    /// With several hosts in the database: moves from overloaded hosts to hosts with room,
-    /// preferring VMs whose load peaks when the target's does not. Nothing is applied.
+    /// Propose VM moves from overloaded hosts to hosts with room (nothing is applied).
+    ///
+    /// Needs several hosts in one database. Prefers VMs whose load peaks when the target's does
+    /// not, keeps the number of moves small and never moves a volatile VM.
     MigratePlan(MigratePlanArgs),
-    /// A vCPU count and a memory size per VM from what it used, idle and starved VMs, and a
-    /// plan per host within its capacity; prints a table or JSON and can write a `virsh`
-    /// script to review. Nothing is applied.
+    /// Right-size each VM's vCPUs and memory from what it used (nothing is applied).
+    ///
+    /// Flags idle and starved VMs and plans per host within its capacity. Prints a table or
+    /// JSON and can write a `virsh` script to review.
     Recommend(RecommendArgs),
     /// Experiments with test guests (see `cargo xtask guests prepare`).
     #[command(subcommand)]
     Experiment(ExperimentCommand),
-    /// Create or update the schema of a MySQL/MariaDB database (the embedded database is
-    /// migrated whenever it is opened).
+    /// Create or update the schema of a MySQL/MariaDB database.
+    ///
+    /// The embedded database is migrated whenever it is opened; a MySQL server is migrated
+    /// by this command, so that monitors never change a shared schema on their own.
     Migrate(DatabaseArgs),
     /// A live view of the host and its VMs in the terminal, as virt-top's: nothing is stored.
     /// Press `?` in it for the keys.
@@ -98,12 +133,12 @@ pub enum Command {
     /// Check a configuration file, or print the default one.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Print a shell completion script for setmov to stdout.
+    /// Print a shell completion script to stdout.
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Write the man pages of setmov and of each of its commands (setmov-run.1, ...) into DIR.
+    /// Write the man pages of setmov and each of its commands into a folder.
     Manpages {
         #[arg(value_name = "DIR")]
         dir: PathBuf,
@@ -112,8 +147,10 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Check a configuration file: every key an option of a setmov command, every value one
-    /// that option accepts. Prints each problem with its line and column.
+    /// Check a configuration file.
+    ///
+    /// Every key must be an option of a setmov command and every value one that option
+    /// accepts. Each problem is printed with its line and column.
     Check {
         /// The file to check [default: the --config file]
         file: Option<PathBuf>,
@@ -126,11 +163,17 @@ pub enum ConfigCommand {
 pub struct DatabaseArgs {
     /// Where ticks are stored: a SQLite file (the default, created with its schema when
     /// missing), or a MySQL/MariaDB server as `mysql://user@host[:port]/database`.
-    #[arg(long, env = "SETMOV_DATABASE", default_value = DEFAULT_DATABASE)]
+    #[arg(
+        long,
+        help_heading = "Database",
+        value_name = "FILE|URL",
+        env = "SETMOV_DATABASE",
+        default_value = DEFAULT_DATABASE
+    )]
     pub database: String,
 
     /// File holding the MySQL password (one line). Keeps it out of the process list.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, help_heading = "Database", value_name = "FILE")]
     pub database_password_file: Option<PathBuf>,
 
     /// The MySQL password, from the environment only (never a command-line option).
@@ -144,21 +187,21 @@ pub struct DatabaseArgs {
 
     /// Require TLS to the MySQL server, its certificate verified against the system's roots
     /// or --database-ca.
-    #[arg(long)]
+    #[arg(long, help_heading = "Database")]
     pub database_tls: bool,
 
     /// CA certificate (PEM) the MySQL server's certificate must chain to; implies TLS.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, help_heading = "Database", value_name = "FILE")]
     pub database_ca: Option<PathBuf>,
 
     /// Where ticks wait while the MySQL server cannot be reached; replayed in order when it
     /// answers again, also after a restart of the monitor.
-    #[arg(long, value_name = "DIR", default_value = DEFAULT_SPOOL_DIR)]
+    #[arg(long, help_heading = "Database", value_name = "DIR", default_value = DEFAULT_SPOOL_DIR)]
     pub spool_dir: PathBuf,
 
     /// Most disk the spool may use, e.g. `512MiB`, `2GiB`; past it the oldest ticks are
     /// dropped, each drop logged.
-    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
+    #[arg(long, help_heading = "Database", value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
     pub spool_max: u64,
 }
 
@@ -326,94 +369,99 @@ fn parse_size(text: &str) -> Result<u64, String> {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Time between samples, e.g. `1s`, `100ms`, `5m`. At least 10ms.
-    #[arg(long, default_value = "1s", value_parser = parse_interval)]
+    #[arg(value_name = "DURATION", help_heading = "Sampling", long, default_value = "1s", value_parser = parse_interval)]
     pub interval: Duration,
 
     /// Stop after this many ticks (each stored as one row per host); run forever if absent.
-    #[arg(long)]
+    #[arg(value_name = "N", help_heading = "Sampling", long)]
     pub count: Option<u64>,
 
     /// Do not print the one-line summary per tick.
-    #[arg(long, short)]
+    #[arg(help_heading = "Output", long, short)]
     pub quiet: bool,
 
     #[command(flatten)]
     pub database: DatabaseArgs,
 
     /// The procfs tree to read: the live `/proc`, or a captured copy of one.
-    #[arg(long, default_value = "/proc")]
+    #[arg(
+        value_name = "DIR",
+        help_heading = "Sampling",
+        long,
+        default_value = "/proc"
+    )]
     pub proc_root: PathBuf,
 
     /// This host's IP address as stored (T1 primary key). Default: the address of the
     /// default-route interface.
-    #[arg(long)]
+    #[arg(value_name = "IP", help_heading = "Sampling", long)]
     pub host_ip: Option<String>,
 
     /// This host's name as stored. Default: `<proc-root>/sys/kernel/hostname`.
-    #[arg(long)]
+    #[arg(value_name = "NAME", help_heading = "Sampling", long)]
     pub host_name: Option<String>,
 
     /// Block device name prefixes not to sample, comma-separated; `''` samples every device.
-    #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_SKIPPED_DISK_PREFIXES.iter().map(|s| s.to_string()))]
+    #[arg(value_name = "PREFIXES", help_heading = "Sampling", long, value_delimiter = ',', default_values_t = DEFAULT_SKIPPED_DISK_PREFIXES.iter().map(|s| s.to_string()))]
     pub skip_disks: Vec<String>,
 
     /// Interface name prefixes left out of the host network total (still stored per
     /// interface), comma-separated; `''` counts every interface.
-    #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_NET_TOTAL_EXCLUDED_PREFIXES.iter().map(|s| s.to_string()))]
+    #[arg(value_name = "PREFIXES", help_heading = "Sampling", long, value_delimiter = ',', default_values_t = DEFAULT_NET_TOTAL_EXCLUDED_PREFIXES.iter().map(|s| s.to_string()))]
     pub net_total_exclude: Vec<String>,
 
     /// Do not load the eBPF programs.
-    #[arg(long)]
+    #[arg(help_heading = "Sources", long)]
     pub no_ebpf: bool,
 
     /// How long raw ticks are kept (`forever` keeps them); per-minute and per-hour rollups
     /// summarise them for longer analysis.
-    #[arg(long, value_name = "AGE", default_value = "14d", value_parser = parse_age)]
+    #[arg(help_heading = "Storage", long, value_name = "AGE", default_value = "14d", value_parser = parse_age)]
     pub retain_raw: Age,
 
     /// How long per-minute rollups are kept.
-    #[arg(long, value_name = "AGE", default_value = "90d", value_parser = parse_age)]
+    #[arg(help_heading = "Storage", long, value_name = "AGE", default_value = "90d", value_parser = parse_age)]
     pub retain_minutes: Age,
 
     /// How long per-hour rollups are kept.
-    #[arg(long, value_name = "AGE", default_value = "forever", value_parser = parse_age)]
+    #[arg(help_heading = "Storage", long, value_name = "AGE", default_value = "forever", value_parser = parse_age)]
     pub retain_hours: Age,
 
     /// Turn on the kernel's BPF statistics and report each eBPF program's mean cost per event
     /// and events per second: logged every 10 s and for the whole run at exit, and stored
     /// with every tick. Costs two clock reads per event while on.
-    #[arg(long, conflicts_with = "no_ebpf")]
+    #[arg(help_heading = "Sources", long, conflicts_with = "no_ebpf")]
     pub bpf_stats: bool,
 
     /// The libvirt connection to sample VMs through (read-only).
-    #[arg(long, env = "SETMOV_LIBVIRT_URI", default_value = DEFAULT_LIBVIRT_URI)]
+    #[arg(value_name = "URI", help_heading = "Sources", long, env = "SETMOV_LIBVIRT_URI", default_value = DEFAULT_LIBVIRT_URI)]
     pub libvirt_uri: String,
 
     /// The qemu driver's run folder, where each running domain's PID and vCPU threads are.
-    #[arg(long, default_value = DEFAULT_LIBVIRT_RUN_DIR)]
+    #[arg(value_name = "DIR", help_heading = "Sources", long, default_value = DEFAULT_LIBVIRT_RUN_DIR)]
     pub libvirt_run_dir: PathBuf,
 
     /// Do not sample VMs through libvirt.
-    #[arg(long)]
+    #[arg(help_heading = "Sources", long)]
     pub no_libvirt: bool,
 
     /// Write one record per VM per tick to stdout, for piping (like virt-top's --stream),
     /// instead of the summary line. Ends the run when the reader goes away.
-    #[arg(long)]
+    #[arg(help_heading = "Output", long)]
     pub stream: bool,
 
     /// Record format of --stream: `csv` (a header line first) or `json` (one object per line).
-    #[arg(long, value_enum, default_value_t = StreamFormat::Csv, requires = "stream")]
+    #[arg(help_heading = "Output", long, value_enum, default_value_t = StreamFormat::Csv, requires = "stream")]
     pub format: StreamFormat,
 
     /// Do not store the ticks (to only --stream them, for example).
-    #[arg(long)]
+    #[arg(help_heading = "Storage", long)]
     pub no_store: bool,
 
     /// Serve the figures to Prometheus on http://ADDR/metrics (text format 0.0.4); without
     /// ADDR on 127.0.0.1:9739. The metrics are unauthenticated: an address other than
     /// loopback is served with a warning.
-    #[arg(long, value_name = "ADDR", num_args = 0..=1,
+    #[arg(help_heading = "Output", long, value_name = "ADDR", num_args = 0..=1,
           default_missing_value = crate::export::DEFAULT_ADDRESS)]
     pub prometheus: Option<std::net::SocketAddr>,
 }
@@ -424,11 +472,11 @@ pub struct ShowArgs {
     pub database: DatabaseArgs,
 
     /// How many of the newest rows to print (printed oldest first).
-    #[arg(long, short = 'n', default_value_t = 20)]
+    #[arg(value_name = "N", long, short = 'n', default_value_t = 20)]
     pub limit: u32,
 
     /// Only rows of this host IP.
-    #[arg(long)]
+    #[arg(value_name = "IP", long)]
     pub host: Option<String>,
 
     /// Print VM rows (T4) instead of host rows.
@@ -436,7 +484,7 @@ pub struct ShowArgs {
     pub vms: bool,
 
     /// With --vms: only this VM (name or UUID).
-    #[arg(long, requires = "vms")]
+    #[arg(value_name = "NAME|UUID", long, requires = "vms")]
     pub vm: Option<String>,
 
     /// Only rows from this long ago on, e.g. `2h`, `3d`, `30d`. Without --level the window
@@ -461,11 +509,11 @@ pub struct ReportArgs {
     pub database: DatabaseArgs,
 
     /// Only this host IP (and its VMs).
-    #[arg(long)]
+    #[arg(value_name = "IP", long)]
     pub host: Option<String>,
 
     /// Only this VM (name or UUID); no host lines.
-    #[arg(long)]
+    #[arg(value_name = "NAME|UUID", long)]
     pub vm: Option<String>,
 
     /// Start of the window, as an age: `24h`, `7d`, `30d`.
@@ -492,11 +540,16 @@ pub struct PlotArgs {
     pub database: DatabaseArgs,
 
     /// The host to plot (its IP).
-    #[arg(long, conflicts_with = "vm", required_unless_present = "vm")]
+    #[arg(
+        value_name = "IP",
+        long,
+        conflicts_with = "vm",
+        required_unless_present = "vm"
+    )]
     pub host: Option<String>,
 
     /// The VM to plot (name or UUID).
-    #[arg(long)]
+    #[arg(value_name = "NAME|UUID", long)]
     pub vm: Option<String>,
 
     /// Start of the window, as an age: `1h`, `7d`.
@@ -546,8 +599,10 @@ pub struct TopArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ExperimentCommand {
-    /// The same read workload in guests of several memory sizes, recorded by SETMOV: the
-    /// size past which more memory no longer raises read throughput (the paper's Figure 13).
+    /// Find the guest memory size past which more memory no longer speeds up reads.
+    ///
+    /// The same read workload runs in test guests of several memory sizes on a throttled disk,
+    /// recorded by SETMOV itself (the paper's Figure 13).
     MemKnee(MemKneeArgs),
 }
 
@@ -588,7 +643,7 @@ pub struct MigratePlanArgs {
     #[arg(long, value_name = "PERCENT", default_value_t = 80.0)]
     pub threshold: f64,
 
-    /// Output format (table or json).
+    /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
 }
@@ -599,7 +654,7 @@ pub struct RecommendArgs {
     pub database: DatabaseArgs,
 
     /// Only this host IP.
-    #[arg(long)]
+    #[arg(value_name = "IP", long)]
     pub host: Option<String>,
 
     /// The window of observed use, as an age: `7d`, `30d`.
@@ -618,7 +673,7 @@ pub struct RecommendArgs {
     #[arg(long, value_name = "FILE")]
     pub script: Option<PathBuf>,
 
-    /// Output format (table or json).
+    /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
 }

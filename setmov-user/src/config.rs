@@ -737,7 +737,7 @@ mod tests {
         assert_eq!(
             lines[2],
             "setmov.toml:3:12: [run] interval = \"fast\": invalid value 'fast' for \
-             '--interval <INTERVAL>': expected number at 0 (try e.g. 1s or 100ms) (interval: \
+             '--interval <DURATION>': expected number at 0 (try e.g. 1s or 100ms) (interval: \
              Time between samples, e.g. `1s`, `100ms`, `5m`. At least 10ms)"
         );
         assert_eq!(
