@@ -55,6 +55,7 @@ Examples:
   setmov run --stream --no-store      one CSV record per VM per tick on stdout
   setmov run --prometheus             also serve metrics on http://127.0.0.1:9739/metrics
   setmov show --vms -n 5              the newest stored rows of each VM
+  setmov top                          a live view of the host and its VMs, virt-top style
   setmov report --since 7d            per-VM statistics over a week
   setmov recommend --script resize.sh right-sizing, with a virsh script to review
 
@@ -127,8 +128,10 @@ pub enum Command {
     /// The embedded database is migrated whenever it is opened; a MySQL server is migrated
     /// by this command, so that monitors never change a shared schema on their own.
     Migrate(DatabaseArgs),
-    /// A live view of the host and its VMs in the terminal, as virt-top's: nothing is stored.
-    /// Press `?` in it for the keys.
+    /// A live view of the host and its VMs in the terminal (nothing is stored).
+    ///
+    /// One row per VM, as virt-top's, sorted, filtered and paused by key; Enter shows a VM's
+    /// history as sparklines. Press `?` in it for the keys.
     Top(TopArgs),
     /// Check a configuration file, or print the default one.
     #[command(subcommand)]
@@ -572,28 +575,33 @@ pub struct PlotArgs {
 #[derive(Debug, Args)]
 pub struct TopArgs {
     /// Time between samples, e.g. `1s`, `500ms`; `+` and `-` change it while running.
-    #[arg(long, default_value = "1s", value_parser = parse_interval)]
+    #[arg(value_name = "DURATION", help_heading = "Sampling", long, default_value = "1s", value_parser = parse_interval)]
     pub interval: Duration,
 
+    /// The procfs tree to read.
+    #[arg(
+        value_name = "DIR",
+        help_heading = "Sampling",
+        long,
+        default_value = "/proc"
+    )]
+    pub proc_root: PathBuf,
+
     /// The libvirt connection to sample VMs through (read-only).
-    #[arg(long, env = "SETMOV_LIBVIRT_URI", default_value = DEFAULT_LIBVIRT_URI)]
+    #[arg(value_name = "URI", help_heading = "Sources", long, env = "SETMOV_LIBVIRT_URI", default_value = DEFAULT_LIBVIRT_URI)]
     pub libvirt_uri: String,
 
     /// Do not load the eBPF programs (no I/O latency, no KVM events).
-    #[arg(long)]
+    #[arg(help_heading = "Sources", long)]
     pub no_ebpf: bool,
 
     /// Do not sample VMs through libvirt (the host alone).
-    #[arg(long)]
+    #[arg(help_heading = "Sources", long)]
     pub no_libvirt: bool,
-
-    /// The procfs tree to read.
-    #[arg(long, default_value = "/proc")]
-    pub proc_root: PathBuf,
 
     /// Append log messages (filtered by --log) to this file. Without it, warnings and errors
     /// show on the view's bottom line and are printed when it ends; nothing else is logged.
-    #[arg(long, value_name = "FILE")]
+    #[arg(value_name = "FILE", help_heading = "Output", long)]
     pub log_file: Option<PathBuf>,
 }
 
