@@ -78,7 +78,8 @@ enum Figure {
 
 fn figure(value: Option<f64>, show: fn(f64) -> String) -> Figure {
     match value.filter(|v| v.is_finite()) {
-        Some(v) => Figure::Value(show(v)),
+        // + 0.0 turns -0.0 (a float sum of nothing) into 0, which prints without a sign.
+        Some(v) => Figure::Value(show(v + 0.0)),
         None => Figure::Missing,
     }
 }
@@ -1038,6 +1039,10 @@ mod tests {
                 usage.cpu_vcpu_pct = Some(f64::INFINITY);
                 usage.steal_pct = Some(-1.0);
             }
+            // No KVM event: their rate is a float sum of nothing, -0.0.
+            if let Some(ebpf) = &mut vm.ebpf {
+                ebpf.kvm_events.clear();
+            }
         }
         let mut app = App::new(fixtures::coverage_all_on(), Duration::from_secs(1));
         app.ingest(std::sync::Arc::new(tick));
@@ -1052,10 +1057,10 @@ mod tests {
                 draw(&app, width, height);
             }
         }
-        // Not-a-number and infinite figures read as no figure.
+        // Not-a-number and infinite figures read as no figure; -0.0 reads 0.
         let row = draw(&app, 120, 10).remove(3);
         assert!(
-            row.starts_with("> desk-busy running       –      –"),
+            row.starts_with("> desk-busy running       –      –") && row.ends_with(" 0"),
             "{row}"
         );
     }
