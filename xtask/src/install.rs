@@ -176,6 +176,6 @@ mod tests {
         );
         let unit = unit_file(Path::new("/usr/local/sbin"));
         assert!(unit.contains("\nExecStart=/usr/local/sbin/setmov run --quiet\n"));
-        assert!(!unit.contains('@'), "every placeholder replaced");
+        assert!(!unit.contains("@SBINDIR@"), "every placeholder replaced");
     }
 }
