@@ -108,7 +108,7 @@ fn a_burning_vcpu_reads_full_per_vcpu_and_its_share_of_the_host() {
             "--no-store",
             "--no-ebpf",
         ])
-        .args(["--count", "4", "--interval", "500ms"])
+        .args(["--count", "4", "--interval", "1s"])
         .output()
         .expect("setmov starts");
     assert!(
