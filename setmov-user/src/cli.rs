@@ -52,6 +52,7 @@ const MIN_INTERVAL: Duration = Duration::from_millis(10);
     after_long_help = "\
 Examples:
   setmov run                          sample every second into /var/lib/setmov/setmov.db
+  setmov top                          a live view of the host and its VMs, like virt-top
   setmov run --stream --no-store      one CSV record per VM per tick on stdout
   setmov run --prometheus             also serve metrics on http://127.0.0.1:9739/metrics
   setmov show --vms -n 5              the newest stored rows of each VM

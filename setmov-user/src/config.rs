@@ -300,9 +300,13 @@ impl Checker<'_> {
         let (_, first) = holders[0];
         let is_flag = matches!(first.get_action(), ArgAction::SetTrue);
         let many = matches!(first.get_action(), ArgAction::Append);
+        // An option whose value may be left out (`--prometheus` alone) is also a switch.
+        let value_optional = first
+            .get_num_args()
+            .is_some_and(|n| n.min_values() == 0 && n.takes_values());
         let value = item.as_value();
         let (values, enabled) = match value {
-            Some(Value::Boolean(b)) if is_flag => (Vec::new(), *b.value()),
+            Some(Value::Boolean(b)) if is_flag || value_optional => (Vec::new(), *b.value()),
             _ if is_flag => {
                 self.problem(
                     span,
@@ -708,6 +712,19 @@ mod tests {
             added(text, &["experiment", "mem-knee"]),
             ["--sizes=64", "--sizes=128", "--out=/srv/knee"]
         );
+    }
+
+    #[test]
+    fn an_option_with_an_optional_value_is_also_a_switch() {
+        assert_eq!(
+            added("[run]\nprometheus = true\n", &["run"]),
+            ["--prometheus"]
+        );
+        assert_eq!(
+            added("[run]\nprometheus = \"0.0.0.0:9739\"\n", &["run"]),
+            ["--prometheus=0.0.0.0:9739"]
+        );
+        assert!(added("[run]\nprometheus = false\n", &["run"]).is_empty());
     }
 
     #[test]
