@@ -1,8 +1,9 @@
 //! `setmov run --prometheus` as Prometheus sees it: a real TCG guest burning its vCPU and then
 //! pinging shows up on `/metrics` with plausible figures, the whole exposition passes
 //! `promtool check metrics` (Prometheus's own parser and linter), and no counter goes back
-//! between two scrapes. Without the test guests or promtool (`cargo xtask setup` unpacks it)
-//! the guest test skips loudly, and fails under SETMOV_REQUIRE_ALL=1.
+//! between two scrapes; with eBPF on, a guest's block writes are exported as libvirt counts
+//! them. Without the test guests or promtool (`cargo xtask setup` unpacks it)
+//! the guest tests skip loudly, and fail under SETMOV_REQUIRE_ALL=1.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -301,4 +302,68 @@ fn a_port_in_use_is_an_error_before_sampling() {
         .and_then(|c| c.query_row("SELECT COUNT(*) FROM host_usage", [], |r| r.get(0)))
         .unwrap_or(0);
     assert_eq!(rows, 0);
+}
+
+#[test]
+fn with_ebpf_a_guests_block_io_is_exported_and_promtool_accepts_it() {
+    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    if !promtool_found() {
+        skip("promtool is missing: `cargo xtask setup` unpacks it into /usr/local/bin");
+        return;
+    }
+    if !setmov_tests::is_root() {
+        skip("eBPF needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let addr = format!("127.0.0.1:{}", free_port());
+    // The monitor with its eBPF probes sees the guest from before it writes.
+    let monitor = Monitor::start(
+        SETMOV,
+        &dir.path().join("setmov.db"),
+        &["--interval", "500ms", "--prometheus", &addr],
+    );
+    let guest = match Guest::start(
+        "prom-io",
+        &Workload {
+            delay_secs: 4,
+            write_mb: 16,
+            ..Workload::default()
+        },
+    ) {
+        Ok(guest) => guest,
+        Err(reason) => {
+            skip(&reason);
+            return;
+        }
+    };
+    guest
+        .wait_for("SETMOV: write-done", BOOT)
+        .expect("the guest writes");
+    std::thread::sleep(Duration::from_millis(1_500));
+    let text = scrape(&addr);
+    let log = monitor.stop();
+    assert!(log.contains("eBPF is on"), "{log}");
+    promtool_check(&text);
+    let exported = samples(&text);
+    let uuid = format!("uuid=\"{}\"", guest.uuid());
+    let written = value(&exported, "setmov_vm_block_write_bytes_total", &[&uuid])
+        .unwrap_or_else(|| panic!("no eBPF block bytes for the guest in:\n{text}"));
+    let host_written =
+        value(&exported, "setmov_host_block_write_bytes_total", &[]).expect("host block bytes");
+    let libvirt_written = guest.stats().expect("domstats")["block.0.wr.bytes"] as f64;
+    let families = text.lines().filter(|l| l.starts_with("# TYPE")).count();
+    eprintln!(
+        "eBPF on: {families} families; the guest's qemu wrote {:.2} MiB (libvirt {:.2} MiB), \
+         the host {:.2} MiB",
+        written / 1048576.0,
+        libvirt_written / 1048576.0,
+        host_written / 1048576.0
+    );
+    assert!(libvirt_written >= 16.0 * 1048576.0);
+    assert!(
+        (written / libvirt_written - 1.0).abs() <= 0.02,
+        "eBPF {written} against libvirt {libvirt_written}"
+    );
+    assert!(host_written >= written, "the host total holds the VM's");
 }
