@@ -55,9 +55,13 @@ fn the_knee_is_where_the_working_set_fits() {
         throughput(192) > 4.0 * throughput(96).max(throughput(128)),
         "the cached guest must read far faster: {json}"
     );
-    // What SETMOV recorded: the small guests read every round from disk, the large one once.
+    // What SETMOV recorded: the 96 MiB guest reads every round from disk, the 192 MiB one only
+    // the first. The 128 MiB guest's cache holds part of the working set on some runs (its
+    // later rounds then read 60-90 % of it, 239 MiB in all once): more than once, never all
+    // of it cached.
     let read = |mib| size(mib)["disk_read_mib"].as_f64().unwrap_or(0.0);
-    assert!(read(96) > 2.5 * 112.0 && read(128) > 2.5 * 112.0, "{json}");
+    assert!(read(96) > 2.5 * 112.0, "{json}");
+    assert!(read(128) > 1.5 * 112.0, "{json}");
     assert!(read(192) < 1.5 * 112.0, "{json}");
     let chart = std::fs::read_to_string(dir.path().join("mem-knee.svg")).expect("chart");
     assert!(
