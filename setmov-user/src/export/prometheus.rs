@@ -34,6 +34,7 @@ use tokio::sync::mpsc;
 
 use crate::store::{HostSample, TickRecord, VmSample};
 use crate::usage::ebpf::{HostEbpfFigures, VmEbpfFigures, direction_name};
+use crate::usage::host::NetRates;
 
 /// Where `--prometheus` without an address serves: loopback only.
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1:9739";
@@ -426,6 +427,40 @@ pub const FAMILIES: &[Family] = &[
 ];
 
 /// The family named `name`, if the exporter has one.
+/// The counter families of one kind of network interface.
+struct InterfaceFamilies {
+    receive_bytes: &'static str,
+    transmit_bytes: &'static str,
+    receive_packets: &'static str,
+    transmit_packets: &'static str,
+    receive_errors: &'static str,
+    transmit_errors: &'static str,
+    receive_drops: &'static str,
+    transmit_drops: &'static str,
+}
+
+const HOST_INTERFACE: InterfaceFamilies = InterfaceFamilies {
+    receive_bytes: "setmov_host_interface_receive_bytes_total",
+    transmit_bytes: "setmov_host_interface_transmit_bytes_total",
+    receive_packets: "setmov_host_interface_receive_packets_total",
+    transmit_packets: "setmov_host_interface_transmit_packets_total",
+    receive_errors: "setmov_host_interface_receive_errors_total",
+    transmit_errors: "setmov_host_interface_transmit_errors_total",
+    receive_drops: "setmov_host_interface_receive_drops_total",
+    transmit_drops: "setmov_host_interface_transmit_drops_total",
+};
+
+const VM_NIC: InterfaceFamilies = InterfaceFamilies {
+    receive_bytes: "setmov_vm_network_receive_bytes_total",
+    transmit_bytes: "setmov_vm_network_transmit_bytes_total",
+    receive_packets: "setmov_vm_network_receive_packets_total",
+    transmit_packets: "setmov_vm_network_transmit_packets_total",
+    receive_errors: "setmov_vm_network_receive_errors_total",
+    transmit_errors: "setmov_vm_network_transmit_errors_total",
+    receive_drops: "setmov_vm_network_receive_drops_total",
+    transmit_drops: "setmov_vm_network_transmit_drops_total",
+};
+
 pub fn family(name: &str) -> Option<&'static Family> {
     FAMILIES.iter().find(|f| f.name == name)
 }
@@ -615,6 +650,35 @@ impl PrometheusExporter {
         }
     }
 
+    /// One network interface's counters (a host interface or a VM's NIC).
+    fn observe_interface(
+        &mut self,
+        families: &InterfaceFamilies,
+        owner: &Owner,
+        net: &NetRates,
+        dt: Option<f64>,
+    ) {
+        let device = || vec![("device", net.name.clone())];
+        let rates = [
+            (families.receive_bytes, net.rx.bytes_per_sec),
+            (families.transmit_bytes, net.tx.bytes_per_sec),
+            (families.receive_packets, net.rx.pps),
+            (families.transmit_packets, net.tx.pps),
+        ];
+        for (name, rate) in rates {
+            self.add_rate(name, owner, device(), Some(rate), dt);
+        }
+        let counts = [
+            (families.receive_errors, net.rx_errs),
+            (families.transmit_errors, net.tx_errs),
+            (families.receive_drops, net.rx_drop),
+            (families.transmit_drops, net.tx_drop),
+        ];
+        for (name, count) in counts {
+            self.add(name, owner, device(), count as f64);
+        }
+    }
+
     fn observe_host(&mut self, sample: &HostSample) {
         let host = Owner::Host;
         let dt = crate::usage::positive_seconds(sample.interval_secs);
@@ -767,31 +831,7 @@ impl PrometheusExporter {
             }
         }
         for net in &usage.nets {
-            let device = || vec![("device", net.name.clone())];
-            let rates = [
-                (
-                    "setmov_host_interface_receive_bytes_total",
-                    net.rx.bytes_per_sec,
-                ),
-                (
-                    "setmov_host_interface_transmit_bytes_total",
-                    net.tx.bytes_per_sec,
-                ),
-                ("setmov_host_interface_receive_packets_total", net.rx.pps),
-                ("setmov_host_interface_transmit_packets_total", net.tx.pps),
-            ];
-            for (name, rate) in rates {
-                self.add_rate(name, &host, device(), Some(rate), dt);
-            }
-            let counts = [
-                ("setmov_host_interface_receive_errors_total", net.rx_errs),
-                ("setmov_host_interface_transmit_errors_total", net.tx_errs),
-                ("setmov_host_interface_receive_drops_total", net.rx_drop),
-                ("setmov_host_interface_transmit_drops_total", net.tx_drop),
-            ];
-            for (name, count) in counts {
-                self.add(name, &host, device(), count as f64);
-            }
+            self.observe_interface(&HOST_INTERFACE, &host, net, dt);
         }
     }
 
@@ -944,31 +984,7 @@ impl PrometheusExporter {
                 }
             }
             for nic in &usage.nics {
-                let device = || vec![("device", nic.name.clone())];
-                let rates = [
-                    (
-                        "setmov_vm_network_receive_bytes_total",
-                        nic.rx.bytes_per_sec,
-                    ),
-                    (
-                        "setmov_vm_network_transmit_bytes_total",
-                        nic.tx.bytes_per_sec,
-                    ),
-                    ("setmov_vm_network_receive_packets_total", nic.rx.pps),
-                    ("setmov_vm_network_transmit_packets_total", nic.tx.pps),
-                ];
-                for (name, rate) in rates {
-                    self.add_rate(name, &owner, device(), Some(rate), dt);
-                }
-                let counts = [
-                    ("setmov_vm_network_receive_errors_total", nic.rx_errs),
-                    ("setmov_vm_network_transmit_errors_total", nic.tx_errs),
-                    ("setmov_vm_network_receive_drops_total", nic.rx_drop),
-                    ("setmov_vm_network_transmit_drops_total", nic.tx_drop),
-                ];
-                for (name, count) in counts {
-                    self.add(name, &owner, device(), count as f64);
-                }
+                self.observe_interface(&VM_NIC, &owner, nic, dt);
             }
         }
         if let Some(ebpf) = &vm.ebpf {
