@@ -187,6 +187,12 @@ pub enum StoreError {
     Config(String),
     #[error("database {target}: {message}")]
     Mysql { target: String, message: String },
+    /// A value read back that its reader cannot take (a column type it did not expect).
+    #[error("database {target}: cannot read a value back: {source}")]
+    Decode {
+        target: String,
+        source: mysql::DecodeError,
+    },
     #[error(
         "database {target} has no SETMOV schema: create it with `setmov migrate --database {target}`"
     )]

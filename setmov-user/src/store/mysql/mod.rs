@@ -12,6 +12,10 @@
 //! The schema comes from `migrations/mysql` and is applied only by `setmov migrate`: `run`
 //! refuses a database without it, or with migrations this build does not know.
 
+mod decode;
+mod read;
+mod upkeep;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -20,20 +24,16 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Opts, OptsBuilder, Pool, SslOpts, TxOpts};
 use time::OffsetDateTime;
 
-use crate::analysis::report::{self, ReportSample};
-use crate::analysis::{ReportQuery, report_params, report_sql};
-
-use super::rollup::{
-    HOST_FIGURES, Level, Retention, RollupQuery, RollupRow, VM_FIGURES, raw_host_sql, raw_vm_sql,
-    rollup_query_params, rollup_query_sql, rollup_rows,
-};
+use super::rollup::{Retention, RollupQuery, RollupRow};
 use super::rows::{HostRow, Rows, TickRows, Value, VmRow, tick_rows};
 use super::spool::Spool;
 use super::{
     HostUsageQuery, HostUsageRow, Store, StoreError, TickRecord, Upkeep, VmUsageQuery, VmUsageRow,
-    purge_statements,
 };
+use crate::analysis::ReportQuery;
+use crate::analysis::report::ReportSample;
 use crate::progress::Progress;
+pub use decode::DecodeError;
 
 mod embedded {
     refinery::embed_migrations!("../migrations/mysql");
@@ -250,6 +250,14 @@ impl MysqlStore {
 
     pub fn target(&self) -> &str {
         &self.target
+    }
+
+    /// A connection from the pool, for a read.
+    async fn conn(&self) -> Result<mysql_async::Conn, StoreError> {
+        self.pool
+            .get_conn()
+            .await
+            .map_err(|e| mysql_error(&self.target, &e))
     }
 
     /// Connects and reads the schema version; a configuration error is an error, an outage
@@ -510,22 +518,29 @@ async fn schema_version(
     mut conn: mysql_async::Conn,
     target: &str,
 ) -> Result<Option<u32>, StoreError> {
-    let error = |e: mysql_async::Error| mysql_error(target, &e);
-    let has_history: Option<u64> = conn
-        .query_first(
-            "SELECT COUNT(*) FROM information_schema.tables
-             WHERE table_schema = DATABASE() AND table_name = 'refinery_schema_history'",
-        )
-        .await
-        .map_err(error)?;
+    let mut first = async |sql: &str| -> Result<Option<u64>, StoreError> {
+        let row: Option<mysql_async::Row> = conn
+            .query_first(sql)
+            .await
+            .map_err(|e| mysql_error(target, &e))?;
+        row.map_or(Ok(None), |row| {
+            decode::nullable(&row, 0).map_err(|source| StoreError::Decode {
+                target: target.to_owned(),
+                source,
+            })
+        })
+    };
+    let has_history = first(
+        "SELECT COUNT(*) FROM information_schema.tables
+         WHERE table_schema = DATABASE() AND table_name = 'refinery_schema_history'",
+    )
+    .await?;
     if has_history.unwrap_or(0) == 0 {
         return Ok(None);
     }
-    let version: Option<Option<u32>> = conn
-        .query_first("SELECT MAX(version) FROM refinery_schema_history")
-        .await
-        .map_err(error)?;
-    let version = version.flatten();
+    let version = first("SELECT MAX(version) FROM refinery_schema_history")
+        .await?
+        .map(|v| u32::try_from(v).unwrap_or(u32::MAX));
     let known = embedded::migrations::runner()
         .get_migrations()
         .iter()
@@ -567,69 +582,6 @@ fn mysql_error(target: &str, e: &mysql_async::Error) -> StoreError {
     }
 }
 
-/// The bucket after the newest rollup of `host_ip` at `level`, or the one holding its oldest
-/// raw row; `None` when it has no rows at all.
-async fn first_bucket(
-    conn: &mut mysql_async::Conn,
-    host_ip: &str,
-    level: Level,
-) -> Result<Option<OffsetDateTime>, mysql_async::Error> {
-    let rolled: Option<Option<i64>> = conn
-        .exec_first(
-            format!(
-                "SELECT CAST(UNIX_TIMESTAMP(MAX(time)) AS SIGNED) FROM host_usage{}
-                 WHERE host_ip = ?",
-                level.suffix()
-            ),
-            (host_ip,),
-        )
-        .await?;
-    if let Some(last) = rolled.flatten() {
-        let span = i64::try_from(level.span().as_secs()).unwrap_or(60);
-        return Ok(OffsetDateTime::from_unix_timestamp(last + span).ok());
-    }
-    let first: Option<Option<i64>> = conn
-        .exec_first(
-            "SELECT CAST(UNIX_TIMESTAMP(MIN(time)) AS SIGNED) FROM host_usage WHERE host_ip = ?",
-            (host_ip,),
-        )
-        .await?;
-    Ok(first
-        .flatten()
-        .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok()))
-}
-
-/// Rolls up one bucket of a host and its VMs from their raw rows.
-async fn roll_up_bucket(
-    tx: &mut mysql_async::Transaction<'_>,
-    host_ip: &str,
-    level: Level,
-    bucket: OffsetDateTime,
-) -> Result<(), mysql_async::Error> {
-    let span = level.time_span();
-    let (from, to) = (mysql_time(bucket), mysql_time(bucket + span));
-    for (sql, table, owner, figures) in [
-        (raw_host_sql(), "host_usage", "host_ip", HOST_FIGURES),
-        (raw_vm_sql(), "vm_usage", "uuid", VM_FIGURES),
-    ] {
-        let rows: Vec<mysql_async::Row> = tx.exec(sql, (host_ip, &from, &to)).await?;
-        let raw = rows
-            .into_iter()
-            .map(|mut r| {
-                let owner: String = r.take(0).unwrap_or_default();
-                let values = (1..=figures.len())
-                    .map(|i| r.take::<Option<f64>, _>(i).flatten())
-                    .collect();
-                (owner, values)
-            })
-            .collect();
-        let table = format!("{table}{}", level.suffix());
-        let rows = rollup_rows(&table, owner, figures, &from, raw);
-        write_rows(tx, &rows, Conflict::Replace).await?;
-    }
-    Ok(())
-}
-
 /// A tick's time as MySQL's DATETIME(3) takes it (UTC).
 pub fn mysql_time(t: OffsetDateTime) -> String {
     super::utc_millis(t, ' ', "")
@@ -667,203 +619,34 @@ impl Store for MysqlStore {
         &mut self,
         query: &HostUsageQuery,
     ) -> Result<Vec<HostUsageRow>, StoreError> {
-        let target = self.target.clone();
-        let mut conn = self
-            .pool
-            .get_conn()
-            .await
-            .map_err(|e| mysql_error(&target, &e))?;
-        let sql = format!(
-            "SELECT host_ip, {}, interval_s, late_ms, cpu_pct, mem_used_pct,
-                    disk_read_bytes_s, disk_write_bytes_s, net_rx_bps, net_tx_bps
-             FROM host_usage WHERE (? IS NULL OR host_ip = ?) AND (? IS NULL OR time >= ?)
-             ORDER BY time DESC LIMIT ?",
-            iso("time")
-        );
-        let since = query.since.map(mysql_time);
-        let rows: Vec<mysql_async::Row> = conn
-            .exec(
-                sql,
-                (&query.host_ip, &query.host_ip, &since, &since, query.limit),
-            )
-            .await
-            .map_err(|e| mysql_error(&target, &e))?;
-        let mut out = rows
-            .into_iter()
-            .map(|mut r| HostUsageRow {
-                host_ip: r.take(0).unwrap_or_default(),
-                time: r.take(1).unwrap_or_default(),
-                interval_s: r.take(2).unwrap_or_default(),
-                late_ms: r.take(3).unwrap_or_default(),
-                cpu_pct: r.take(4).flatten(),
-                mem_used_pct: r.take(5).flatten(),
-                disk_read_bytes_s: r.take(6).flatten(),
-                disk_write_bytes_s: r.take(7).flatten(),
-                net_rx_bps: r.take(8).flatten(),
-                net_tx_bps: r.take(9).flatten(),
-            })
-            .collect::<Vec<_>>();
-        out.reverse();
-        Ok(out)
+        let mut conn = self.conn().await?;
+        read::recent_host_usage(&mut conn, &self.target, query).await
     }
 
     async fn recent_vm_usage(
         &mut self,
         query: &VmUsageQuery,
     ) -> Result<Vec<VmUsageRow>, StoreError> {
-        let target = self.target.clone();
-        let mut conn = self
-            .pool
-            .get_conn()
-            .await
-            .map_err(|e| mysql_error(&target, &e))?;
-        let sql = format!(
-            "SELECT u.uuid, v.name, v.host_ip, {}, u.state, u.missing, u.vcpus, u.cpu_pct,
-                    u.cpu_vcpu_pct, u.steal_pct, u.mem_alloc_bytes, u.mem_used_pct,
-                    u.mem_source, u.rss_bytes, u.disk_read_bytes_s, u.disk_write_bytes_s,
-                    u.net_rx_bps, u.net_tx_bps
-             FROM vm_usage u JOIN vms v ON v.uuid = u.uuid
-             WHERE (? IS NULL OR v.host_ip = ?) AND (? IS NULL OR v.name = ? OR v.uuid = ?)
-               AND (? IS NULL OR u.time >= ?)
-             ORDER BY u.time DESC, v.name DESC LIMIT ?",
-            iso("u.time")
-        );
-        let since = query.since.map(mysql_time);
-        let rows: Vec<mysql_async::Row> = conn
-            .exec(
-                sql,
-                (
-                    &query.host_ip,
-                    &query.host_ip,
-                    &query.vm,
-                    &query.vm,
-                    &query.vm,
-                    &since,
-                    &since,
-                    query.limit,
-                ),
-            )
-            .await
-            .map_err(|e| mysql_error(&target, &e))?;
-        let mut out = rows
-            .into_iter()
-            .map(|mut r| VmUsageRow {
-                uuid: r.take(0).unwrap_or_default(),
-                name: r.take(1).unwrap_or_default(),
-                host_ip: r.take(2).unwrap_or_default(),
-                time: r.take(3).unwrap_or_default(),
-                state: r.take(4).unwrap_or_default(),
-                missing: r.take(5).flatten(),
-                vcpus: r.take(6).flatten(),
-                cpu_pct: r.take(7).flatten(),
-                cpu_vcpu_pct: r.take(8).flatten(),
-                steal_pct: r.take(9).flatten(),
-                mem_alloc_bytes: r.take(10).flatten(),
-                mem_used_pct: r.take(11).flatten(),
-                mem_source: r.take(12).flatten(),
-                rss_bytes: r.take(13).flatten(),
-                disk_read_bytes_s: r.take(14).flatten(),
-                disk_write_bytes_s: r.take(15).flatten(),
-                net_rx_bps: r.take(16).flatten(),
-                net_tx_bps: r.take(17).flatten(),
-            })
-            .collect::<Vec<_>>();
-        out.reverse();
-        Ok(out)
+        let mut conn = self.conn().await?;
+        read::recent_vm_usage(&mut conn, &self.target, query).await
     }
 
-    async fn rollups(&mut self, q: &RollupQuery) -> Result<Vec<RollupRow>, StoreError> {
-        let target = self.target.clone();
-        let error = |e: mysql_async::Error| mysql_error(&target, &e);
-        let mut conn = self.pool.get_conn().await.map_err(error)?;
-        let sql = rollup_query_sql(q.vms, q.level, iso);
-        let since = q.since.map(mysql_time);
-        let params: Vec<mysql_async::Value> =
-            rollup_query_params(q, since).iter().map(to_mysql).collect();
-        let rows: Vec<mysql_async::Row> = conn.exec(sql, params).await.map_err(error)?;
-        let figures = 3 * if q.vms {
-            VM_FIGURES.len()
-        } else {
-            HOST_FIGURES.len()
-        };
-        let mut out: Vec<RollupRow> = rows
-            .into_iter()
-            .map(|mut r| {
-                let values = (4..4 + figures)
-                    .map(|i| r.take::<Option<f64>, _>(i).flatten())
-                    .collect();
-                RollupRow::new(
-                    q.vms,
-                    r.take(0).unwrap_or_default(),
-                    r.take::<Option<String>, _>(1).flatten(),
-                    r.take(2).unwrap_or_default(),
-                    r.take(3).unwrap_or_default(),
-                    values,
-                )
-            })
-            .collect();
-        out.reverse();
-        Ok(out)
+    async fn rollups(&mut self, query: &RollupQuery) -> Result<Vec<RollupRow>, StoreError> {
+        let mut conn = self.conn().await?;
+        read::rollups(&mut conn, &self.target, query).await
     }
 
     async fn hosts(&mut self) -> Result<Vec<HostRow>, StoreError> {
-        let target = self.target.clone();
-        let error = |e: mysql_async::Error| mysql_error(&target, &e);
-        let mut conn = self.pool.get_conn().await.map_err(error)?;
-        let rows: Vec<mysql_async::Row> = conn
-            .query(
-                "SELECT host_ip, host_name, mac, vmc, cpus, memory_bytes FROM hosts
-                 ORDER BY host_ip",
-            )
-            .await
-            .map_err(error)?;
-        Ok(rows
-            .into_iter()
-            .map(|mut r| HostRow {
-                host_ip: r.take(0).unwrap_or_default(),
-                host_name: r.take(1).unwrap_or_default(),
-                mac: r.take::<Option<String>, _>(2).flatten(),
-                vmc: r.take::<Option<u32>, _>(3).flatten(),
-                cpus: r.take::<Option<u32>, _>(4).flatten(),
-                memory_bytes: r.take::<Option<u64>, _>(5).flatten(),
-            })
-            .collect())
+        let mut conn = self.conn().await?;
+        read::hosts(&mut conn, &self.target).await
     }
 
-    async fn report_samples(&mut self, q: &ReportQuery) -> Result<Vec<ReportSample>, StoreError> {
-        let target = self.target.clone();
-        let error = |e: mysql_async::Error| mysql_error(&target, &e);
-        let mut conn = self.pool.get_conn().await.map_err(error)?;
-        let (since, until) = (mysql_time(q.since), mysql_time(q.until));
-        let params: Vec<mysql_async::Value> = report_params(q, since, until)
-            .iter()
-            .map(to_mysql)
-            .collect();
-        let sql = report_sql(q, |column| {
-            format!("CAST(UNIX_TIMESTAMP({column}) AS SIGNED)")
-        });
-        let rows: Vec<mysql_async::Row> = conn.exec(sql, params).await.map_err(error)?;
-        let figures = report::figures(q.vms).len();
-        Ok(rows
-            .into_iter()
-            .map(|mut r| {
-                let values = (0..figures)
-                    .map(|f| {
-                        let at = 4 + 3 * f;
-                        let mut take = |i: usize| r.take::<Option<f64>, _>(i).flatten();
-                        let (mean, max, p95) = (take(at), take(at + 1), take(at + 2));
-                        mean.zip(max).zip(p95).map(|((a, b), c)| (a, b, c))
-                    })
-                    .collect();
-                ReportSample {
-                    time: r.take(0).unwrap_or_default(),
-                    owner: r.take(1).unwrap_or_default(),
-                    uuid: r.take::<Option<String>, _>(2).flatten(),
-                    ticks: r.take(3).unwrap_or_default(),
-                    values,
-                }
-            })
-            .collect())
+    async fn report_samples(
+        &mut self,
+        query: &ReportQuery,
+    ) -> Result<Vec<ReportSample>, StoreError> {
+        let mut conn = self.conn().await?;
+        read::report_samples(&mut conn, &self.target, query).await
     }
 
     async fn maintain(
@@ -887,52 +670,6 @@ impl Store for MysqlStore {
                     humantime::format_duration(MAINTAIN_TIMEOUT)
                 ),
             })?
-    }
-}
-
-impl MysqlStore {
-    async fn maintain_now(
-        &mut self,
-        host_ip: &str,
-        now: OffsetDateTime,
-        retention: &Retention,
-    ) -> Result<(), StoreError> {
-        let target = self.target.clone();
-        let error = |e: mysql_async::Error| mysql_error(&target, &e);
-        let mut conn = self.pool.get_conn().await.map_err(error)?;
-        let upkeep = self.upkeep.entry(host_ip.to_owned()).or_default();
-        for level in Level::ALL {
-            let first = if upkeep.needs_first(level) {
-                first_bucket(&mut conn, host_ip, level)
-                    .await
-                    .map_err(error)?
-            } else {
-                None
-            };
-            let due = upkeep.due_buckets(level, now, || first);
-            let Some(&last) = due.last() else {
-                continue;
-            };
-            let mut tx = conn
-                .start_transaction(TxOpts::default())
-                .await
-                .map_err(error)?;
-            for bucket in due {
-                roll_up_bucket(&mut tx, host_ip, level, bucket)
-                    .await
-                    .map_err(error)?;
-            }
-            tx.commit().await.map_err(error)?;
-            upkeep.rolled_up(level, last);
-        }
-        if upkeep.purge_due(now) {
-            for (sql, at) in purge_statements(now, retention) {
-                conn.exec_drop(sql, (host_ip, mysql_time(at)))
-                    .await
-                    .map_err(error)?;
-            }
-        }
-        Ok(())
     }
 }
 

@@ -1,0 +1,223 @@
+//! What `show`, `report`, `plot`, `recommend` and `migrate-plan` read back from the server.
+//! Every value goes through [`decode`], so a column type the reader did not expect is an error
+//! naming the column, never a panic.
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Row};
+
+use super::decode::{DecodeError, nullable, value};
+use super::{iso, mysql_error, mysql_time, to_mysql};
+use crate::analysis::report::{self, ReportSample};
+use crate::analysis::{ReportQuery, report_params, report_sql};
+use crate::store::rollup::{
+    HOST_FIGURES, RollupQuery, RollupRow, VM_FIGURES, rollup_query_params, rollup_query_sql,
+};
+use crate::store::rows::HostRow;
+use crate::store::{HostUsageQuery, HostUsageRow, StoreError, VmUsageQuery, VmUsageRow};
+
+/// Each row read by `read_row`, or the first value that could not be read.
+fn decode_all<T>(
+    target: &str,
+    rows: Vec<Row>,
+    read_row: impl Fn(&Row) -> Result<T, DecodeError>,
+) -> Result<Vec<T>, StoreError> {
+    rows.iter()
+        .map(read_row)
+        .collect::<Result<_, _>>()
+        .map_err(|source| StoreError::Decode {
+            target: target.to_owned(),
+            source,
+        })
+}
+
+pub(super) async fn recent_host_usage(
+    conn: &mut Conn,
+    target: &str,
+    query: &HostUsageQuery,
+) -> Result<Vec<HostUsageRow>, StoreError> {
+    let sql = format!(
+        "SELECT host_ip, {}, interval_s, late_ms, cpu_pct, mem_used_pct,
+                disk_read_bytes_s, disk_write_bytes_s, net_rx_bps, net_tx_bps
+         FROM host_usage WHERE (? IS NULL OR host_ip = ?) AND (? IS NULL OR time >= ?)
+         ORDER BY time DESC LIMIT ?",
+        iso("time")
+    );
+    let since = query.since.map(mysql_time);
+    let rows: Vec<Row> = conn
+        .exec(
+            sql,
+            (&query.host_ip, &query.host_ip, &since, &since, query.limit),
+        )
+        .await
+        .map_err(|e| mysql_error(target, &e))?;
+    let mut out = decode_all(target, rows, |r| {
+        Ok(HostUsageRow {
+            host_ip: value(r, 0)?,
+            time: value(r, 1)?,
+            interval_s: value(r, 2)?,
+            late_ms: value(r, 3)?,
+            cpu_pct: nullable(r, 4)?,
+            mem_used_pct: nullable(r, 5)?,
+            disk_read_bytes_s: nullable(r, 6)?,
+            disk_write_bytes_s: nullable(r, 7)?,
+            net_rx_bps: nullable(r, 8)?,
+            net_tx_bps: nullable(r, 9)?,
+        })
+    })?;
+    out.reverse();
+    Ok(out)
+}
+
+pub(super) async fn recent_vm_usage(
+    conn: &mut Conn,
+    target: &str,
+    query: &VmUsageQuery,
+) -> Result<Vec<VmUsageRow>, StoreError> {
+    let sql = format!(
+        "SELECT u.uuid, v.name, v.host_ip, {}, u.state, u.missing, u.vcpus, u.cpu_pct,
+                u.cpu_vcpu_pct, u.steal_pct, u.mem_alloc_bytes, u.mem_used_pct,
+                u.mem_source, u.rss_bytes, u.disk_read_bytes_s, u.disk_write_bytes_s,
+                u.net_rx_bps, u.net_tx_bps
+         FROM vm_usage u JOIN vms v ON v.uuid = u.uuid
+         WHERE (? IS NULL OR v.host_ip = ?) AND (? IS NULL OR v.name = ? OR v.uuid = ?)
+           AND (? IS NULL OR u.time >= ?)
+         ORDER BY u.time DESC, v.name DESC LIMIT ?",
+        iso("u.time")
+    );
+    let since = query.since.map(mysql_time);
+    let rows: Vec<Row> = conn
+        .exec(
+            sql,
+            (
+                &query.host_ip,
+                &query.host_ip,
+                &query.vm,
+                &query.vm,
+                &query.vm,
+                &since,
+                &since,
+                query.limit,
+            ),
+        )
+        .await
+        .map_err(|e| mysql_error(target, &e))?;
+    let mut out = decode_all(target, rows, |r| {
+        Ok(VmUsageRow {
+            uuid: value(r, 0)?,
+            name: value(r, 1)?,
+            host_ip: value(r, 2)?,
+            time: value(r, 3)?,
+            state: value(r, 4)?,
+            missing: nullable(r, 5)?,
+            vcpus: nullable(r, 6)?,
+            cpu_pct: nullable(r, 7)?,
+            cpu_vcpu_pct: nullable(r, 8)?,
+            steal_pct: nullable(r, 9)?,
+            mem_alloc_bytes: nullable(r, 10)?,
+            mem_used_pct: nullable(r, 11)?,
+            mem_source: nullable(r, 12)?,
+            rss_bytes: nullable(r, 13)?,
+            disk_read_bytes_s: nullable(r, 14)?,
+            disk_write_bytes_s: nullable(r, 15)?,
+            net_rx_bps: nullable(r, 16)?,
+            net_tx_bps: nullable(r, 17)?,
+        })
+    })?;
+    out.reverse();
+    Ok(out)
+}
+
+pub(super) async fn rollups(
+    conn: &mut Conn,
+    target: &str,
+    q: &RollupQuery,
+) -> Result<Vec<RollupRow>, StoreError> {
+    let sql = rollup_query_sql(q.vms, q.level, iso);
+    let since = q.since.map(mysql_time);
+    let params: Vec<mysql_async::Value> =
+        rollup_query_params(q, since).iter().map(to_mysql).collect();
+    let rows: Vec<Row> = conn
+        .exec(sql, params)
+        .await
+        .map_err(|e| mysql_error(target, &e))?;
+    let figures = 3 * if q.vms {
+        VM_FIGURES.len()
+    } else {
+        HOST_FIGURES.len()
+    };
+    let mut out = decode_all(target, rows, |r| {
+        let values = (4..4 + figures)
+            .map(|i| nullable(r, i))
+            .collect::<Result<_, _>>()?;
+        Ok(RollupRow::new(
+            q.vms,
+            value(r, 0)?,
+            nullable(r, 1)?,
+            value(r, 2)?,
+            value(r, 3)?,
+            values,
+        ))
+    })?;
+    out.reverse();
+    Ok(out)
+}
+
+pub(super) async fn hosts(conn: &mut Conn, target: &str) -> Result<Vec<HostRow>, StoreError> {
+    let rows: Vec<Row> = conn
+        .query(
+            "SELECT host_ip, host_name, mac, vmc, cpus, memory_bytes FROM hosts
+             ORDER BY host_ip",
+        )
+        .await
+        .map_err(|e| mysql_error(target, &e))?;
+    decode_all(target, rows, |r| {
+        Ok(HostRow {
+            host_ip: value(r, 0)?,
+            host_name: value(r, 1)?,
+            mac: nullable(r, 2)?,
+            vmc: nullable(r, 3)?,
+            cpus: nullable(r, 4)?,
+            memory_bytes: nullable(r, 5)?,
+        })
+    })
+}
+
+pub(super) async fn report_samples(
+    conn: &mut Conn,
+    target: &str,
+    q: &ReportQuery,
+) -> Result<Vec<ReportSample>, StoreError> {
+    let (since, until) = (mysql_time(q.since), mysql_time(q.until));
+    let params: Vec<mysql_async::Value> = report_params(q, since, until)
+        .iter()
+        .map(to_mysql)
+        .collect();
+    let sql = report_sql(q, |column| {
+        format!("CAST(UNIX_TIMESTAMP({column}) AS SIGNED)")
+    });
+    let rows: Vec<Row> = conn
+        .exec(sql, params)
+        .await
+        .map_err(|e| mysql_error(target, &e))?;
+    let figures = report::figures(q.vms).len();
+    decode_all(target, rows, |r| {
+        let values = (0..figures)
+            .map(|f| {
+                let at = 4 + 3 * f;
+                let (mean, max, p95) = (
+                    nullable::<f64>(r, at)?,
+                    nullable::<f64>(r, at + 1)?,
+                    nullable::<f64>(r, at + 2)?,
+                );
+                Ok(mean.zip(max).zip(p95).map(|((a, b), c)| (a, b, c)))
+            })
+            .collect::<Result<_, DecodeError>>()?;
+        Ok(ReportSample {
+            time: value(r, 0)?,
+            owner: value(r, 1)?,
+            uuid: nullable(r, 2)?,
+            ticks: value(r, 3)?,
+            values,
+        })
+    })
+}
