@@ -946,6 +946,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         report.written,
         report.lost
     );
+    if let Some(failure) = report.writer_failure {
+        bail!(
+            "the database writer stopped ({failure}); {} ticks were not stored",
+            report.lost
+        );
+    }
     if report.lost > 0 {
         bail!("{} ticks could not be stored", report.lost);
     }

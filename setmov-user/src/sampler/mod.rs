@@ -15,6 +15,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::io::Write;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -78,7 +79,15 @@ pub struct RunReport {
     pub written: u64,
     /// Ticks dropped because the backlog was full, or still unwritten at exit.
     pub lost: u64,
+    /// Why the database writer ended before the run did (it panicked): the run stopped then,
+    /// and every tick it had not written is counted lost.
+    pub writer_failure: Option<String>,
 }
+
+/// Ticks the writer has written so far, readable while it runs: what a writer that dies
+/// leaves behind is still counted right.
+#[derive(Debug, Default)]
+struct Written(AtomicU64);
 
 /// The collectors to run; the host is always sampled, VMs and eBPF when available.
 pub struct Sources {
@@ -149,8 +158,12 @@ pub async fn run<S: Store>(
     } else {
         drop(report_tx);
     }
-    let writer = store.map(|store| tokio::spawn(write_records(store, record_rx, config.retention)));
-    tokio::spawn(ticker(
+    let written_so_far = Arc::new(Written::default());
+    let mut writer = store.map(|store| {
+        let written = Arc::clone(&written_so_far);
+        tokio::spawn(write_records(store, record_rx, config.retention, written))
+    });
+    let ticker = tokio::spawn(ticker(
         config.interval,
         interval_changes,
         config.count,
@@ -159,7 +172,7 @@ pub async fn run<S: Store>(
     ));
 
     let mut assembler = Assembler::new(&sources);
-    let mut ticks = 0;
+    let mut ticks = 0u64;
     let mut emit = |done: Vec<AssembledTick>| {
         for tick in done {
             ticks += 1;
@@ -206,25 +219,84 @@ pub async fn run<S: Store>(
             let _ = record_tx.send(record);
         }
     };
-    while let Some(message) = report_rx.recv().await {
+    let mut writer_failure = None;
+    loop {
+        let message = tokio::select! {
+            message = report_rx.recv() => message,
+            // The writer ends only when `record_tx` closes: ending before is a failure, and
+            // sampling on with nothing stored would hide it.
+            ended = writer_ended(&mut writer) => {
+                let failure = describe_writer_end(ended);
+                tracing::error!("the database writer stopped: {failure}; stopping the run");
+                writer_failure = Some(failure);
+                ticker.abort();
+                break;
+            }
+        };
         match message {
-            SourceMessage::Report { seq, time, report } => emit(assembler.push(seq, time, report)),
-            SourceMessage::Stopped(source) => emit(assembler.source_stopped(source)),
+            Some(SourceMessage::Report { seq, time, report }) => {
+                emit(assembler.push(seq, time, report));
+            }
+            Some(SourceMessage::Stopped(source)) => emit(assembler.source_stopped(source)),
+            None => break,
         }
     }
-    emit(assembler.drain());
+    if writer_failure.is_none() {
+        emit(assembler.drain());
+    }
     drop(record_tx);
-    let (written, lost) = match writer {
-        Some(writer) => writer.await.unwrap_or_else(|e| {
-            tracing::error!("the database writer failed: {e}");
-            (0, ticks)
-        }),
+    let outcome = match writer {
+        Some(writer) => Some(writer.await),
+        None => None,
+    };
+    let (written, lost) = match outcome {
+        None if writer_failure.is_some() => {
+            let written = written_so_far.0.load(Ordering::Relaxed);
+            (written, ticks.saturating_sub(written))
+        }
         None => (0, 0),
+        Some(Ok(counts)) => counts,
+        Some(Err(e)) => {
+            let failure = describe_writer_end(Err(e));
+            tracing::error!("the database writer stopped: {failure}");
+            writer_failure = Some(failure);
+            let written = written_so_far.0.load(Ordering::Relaxed);
+            (written, ticks.saturating_sub(written))
+        }
     };
     RunReport {
         ticks,
         written,
         lost,
+        writer_failure,
+    }
+}
+
+type WriterOutcome = Result<(u64, u64), tokio::task::JoinError>;
+
+/// Resolves when the writer task ends (and forgets it); never without one.
+async fn writer_ended(writer: &mut Option<tokio::task::JoinHandle<(u64, u64)>>) -> WriterOutcome {
+    let Some(handle) = writer.as_mut() else {
+        return std::future::pending().await;
+    };
+    let outcome = handle.await;
+    *writer = None;
+    outcome
+}
+
+fn describe_writer_end(outcome: WriterOutcome) -> String {
+    match outcome {
+        Ok(_) => "it ended while ticks were still coming".to_owned(),
+        Err(e) if e.is_panic() => {
+            let payload = e.into_panic();
+            let message = payload
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| payload.downcast_ref::<&str>().copied())
+                .unwrap_or("no message");
+            format!("it panicked: {message}")
+        }
+        Err(e) => e.to_string(),
     }
 }
 
@@ -348,6 +420,7 @@ async fn write_records<S: Store>(
     mut store: S,
     mut records: mpsc::UnboundedReceiver<Arc<TickRecord>>,
     retention: Retention,
+    written_so_far: Arc<Written>,
 ) -> (u64, u64) {
     let mut backlog: VecDeque<Arc<TickRecord>> = VecDeque::new();
     let (mut written, mut lost) = (0u64, 0u64);
@@ -362,6 +435,7 @@ async fn write_records<S: Store>(
         let (host_ip, time) = (record.host.ip.clone(), record.time);
         backlog.push_back(record);
         written += flush(&mut store, &mut backlog, &mut failing).await;
+        written_so_far.0.store(written, Ordering::Relaxed);
         // Rollups and purges once everything up to this tick is stored.
         if backlog.is_empty() {
             match store.maintain(&host_ip, time, &retention).await {
@@ -384,6 +458,7 @@ async fn write_records<S: Store>(
             break;
         }
         written += flush(&mut store, &mut backlog, &mut failing).await;
+        written_so_far.0.store(written, Ordering::Relaxed);
         if !backlog.is_empty() {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
@@ -446,14 +521,22 @@ pub(crate) mod tests {
         }
     }
 
-    /// Fails its first `failures` writes, then keeps what it is given.
+    /// Fails its first `failures` writes, then keeps what it is given; panics on the write of
+    /// tick `panic_at`.
     struct FlakyStore {
         failures: u32,
+        panic_at: Option<u64>,
         written: Arc<std::sync::Mutex<Vec<u64>>>,
     }
 
     impl Store for FlakyStore {
         async fn write_tick(&mut self, tick: &TickRecord) -> Result<(), crate::store::StoreError> {
+            if self
+                .panic_at
+                .is_some_and(|at| self.written.lock().map_or(0, |w| w.len()) + 1 >= at as usize)
+            {
+                panic!("Could not retrieve a value");
+            }
             if self.failures > 0 {
                 self.failures -= 1;
                 return Err(crate::store::StoreError::Worker("database away".into()));
@@ -514,10 +597,16 @@ pub(crate) mod tests {
         let written = Arc::default();
         let store = FlakyStore {
             failures: 3,
+            panic_at: None,
             written: Arc::clone(&written),
         };
         let (tx, rx) = mpsc::unbounded_channel();
-        let writer = tokio::spawn(write_records(store, rx, Retention::default()));
+        let writer = tokio::spawn(write_records(
+            store,
+            rx,
+            Retention::default(),
+            Arc::default(),
+        ));
         for seq in 1..=5 {
             let record = TickRecord {
                 seq,
@@ -540,6 +629,55 @@ pub(crate) mod tests {
         assert_eq!(writer.await.expect("writer"), (5, 0));
         let written = written.lock().expect("lock").clone();
         assert_eq!(written, [1, 2, 3, 4, 5]);
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_dies_stops_the_run_at_once_and_the_counts_stay_true() {
+        let written = Arc::default();
+        let store = FlakyStore {
+            failures: 0,
+            panic_at: Some(3),
+            written: Arc::clone(&written),
+        };
+        let config = SamplerConfig {
+            interval: Duration::from_millis(10),
+            count: Some(1000),
+            print_summary: false,
+            net_total_excluded: Vec::new(),
+            retention: Retention::default(),
+        };
+        let identity = HostIdentity {
+            name: "hv1".into(),
+            ip: "192.0.2.2".into(),
+            mac: None,
+            interface: None,
+        };
+        let sources = Sources {
+            host: HostReader::new("/proc", Vec::new()).expect("/proc"),
+            libvirt: None,
+            ebpf: None,
+        };
+        let report = run(
+            config,
+            identity,
+            sources,
+            Some(store),
+            Outputs::default(),
+            std::future::pending(),
+        )
+        .await;
+        let failure = report
+            .writer_failure
+            .expect("the writer's death is reported");
+        assert!(
+            failure.contains("panicked: Could not retrieve"),
+            "{failure}"
+        );
+        assert_eq!(report.written, 2);
+        assert_eq!(written.lock().expect("lock").len(), 2);
+        assert_eq!(report.lost, report.ticks - 2);
+        // Stopped at once, not after the 1000 ticks asked for.
+        assert!(report.ticks < 100, "{} ticks", report.ticks);
     }
 
     #[tokio::test(start_paused = true)]
