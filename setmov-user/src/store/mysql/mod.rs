@@ -12,7 +12,7 @@
 //! The schema comes from `migrations/mysql` and is applied only by `setmov migrate`: `run`
 //! refuses a database without it, or with migrations this build does not know.
 
-mod decode;
+pub mod decode;
 mod read;
 mod upkeep;
 
