@@ -574,6 +574,65 @@ fn complete_minutes_are_rolled_up_and_old_ticks_purged_on_the_server() {
     assert_eq!(count(&db, &name, "SELECT COUNT(*) FROM host_usage_1h"), 1);
 }
 
+/// MySQL rounds a DATETIME(3) cast to whole seconds; SQLite's `strftime('%s')` floors. A tick
+/// at 00:00:59.600 must stay in minute 00:00 (its bucket rolled up, its report time 59), as in
+/// the embedded store.
+#[test]
+fn a_tick_in_a_minutes_last_half_second_stays_in_that_minute() {
+    let Some(Prepared {
+        _server,
+        db,
+        name,
+        url,
+        spool,
+    }) = prepared("half_second")
+    else {
+        return;
+    };
+    let config = MysqlConfig {
+        url,
+        password: Some(db.password()),
+        tls: false,
+        ca_file: None,
+        spool_dir: spool.path().to_owned(),
+        spool_max_bytes: 1 << 20,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let times = runtime.block_on(async {
+        let mut store = MysqlStore::open(config).await.expect("open");
+        for (seq, millis, cpu) in [(1, 59_600, 10.0), (2, 61_000, 20.0), (3, 121_000, 30.0)] {
+            let mut tick = synthetic_tick(seq, 0, cpu);
+            tick.time = OffsetDateTime::UNIX_EPOCH + time::Duration::milliseconds(millis);
+            store.write_tick(&tick).await.expect("write");
+        }
+        let now = OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(180);
+        store
+            .maintain("192.0.2.9", now, &Retention::default())
+            .await
+            .expect("roll up");
+        let query = setmov::analysis::ReportQuery {
+            level: None,
+            vms: false,
+            host_ip: None,
+            vm: None,
+            since: OffsetDateTime::UNIX_EPOCH,
+            until: now,
+        };
+        let samples = store.report_samples(&query).await.expect("report");
+        store.close().await;
+        samples.iter().map(|s| s.time).collect::<Vec<_>>()
+    });
+    assert_eq!(times, [59, 61, 121]);
+    let minutes = db.query(
+        &name,
+        "SELECT DATE_FORMAT(time, '%H:%i'), samples, cpu_pct_avg FROM host_usage_1m ORDER BY time",
+    );
+    assert_eq!(minutes, ["00:00\t1\t10", "00:01\t1\t20", "00:02\t1\t30"]);
+}
+
 #[test]
 fn tls_is_used_when_asked_and_the_server_is_verified() {
     let _server = SERVER.lock().unwrap_or_else(|e| e.into_inner());

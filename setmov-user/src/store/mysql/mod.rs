@@ -587,6 +587,14 @@ pub fn mysql_time(t: OffsetDateTime) -> String {
     super::utc_millis(t, ' ', "")
 }
 
+/// `column` (a DATETIME(3)) as whole seconds since the epoch, rounded down as the embedded
+/// store's `strftime('%s')` does: a bare CAST of `UNIX_TIMESTAMP` rounds .5 and up to the next
+/// second, which moved ticks into the next second (and a minute's last tick into the next
+/// minute).
+fn unix_seconds(column: &str) -> String {
+    format!("CAST(FLOOR(UNIX_TIMESTAMP({column})) AS SIGNED)")
+}
+
 /// `column` as `setmov show` prints times (as the embedded store keeps them).
 fn iso(column: &str) -> String {
     format!(

@@ -6,7 +6,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row};
 
 use super::decode::{DecodeError, nullable, value};
-use super::{iso, mysql_error, mysql_time, to_mysql};
+use super::{iso, mysql_error, mysql_time, to_mysql, unix_seconds};
 use crate::analysis::report::{self, ReportSample};
 use crate::analysis::{ReportQuery, report_params, report_sql};
 use crate::store::rollup::{
@@ -192,9 +192,7 @@ pub(super) async fn report_samples(
         .iter()
         .map(to_mysql)
         .collect();
-    let sql = report_sql(q, |column| {
-        format!("CAST(UNIX_TIMESTAMP({column}) AS SIGNED)")
-    });
+    let sql = report_sql(q, unix_seconds);
     let rows: Vec<Row> = conn
         .exec(sql, params)
         .await

@@ -55,7 +55,7 @@ impl MysqlStore {
 }
 
 /// The first column of the one row `sql` gives, as seconds since the epoch; `None` for NULL.
-async fn unix_seconds(
+async fn seconds_of_first_row(
     conn: &mut Conn,
     target: &str,
     sql: String,
@@ -83,16 +83,19 @@ async fn first_bucket(
     level: Level,
 ) -> Result<Option<OffsetDateTime>, StoreError> {
     let newest_rollup = format!(
-        "SELECT CAST(UNIX_TIMESTAMP(MAX(time)) AS SIGNED) FROM host_usage{} WHERE host_ip = ?",
+        "SELECT {} FROM host_usage{} WHERE host_ip = ?",
+        super::unix_seconds("MAX(time)"),
         level.suffix()
     );
-    if let Some(last) = unix_seconds(conn, target, newest_rollup, host_ip).await? {
+    if let Some(last) = seconds_of_first_row(conn, target, newest_rollup, host_ip).await? {
         let span = i64::try_from(level.span().as_secs()).unwrap_or(60);
         return Ok(OffsetDateTime::from_unix_timestamp(last + span).ok());
     }
-    let oldest_tick =
-        "SELECT CAST(UNIX_TIMESTAMP(MIN(time)) AS SIGNED) FROM host_usage WHERE host_ip = ?";
-    let first = unix_seconds(conn, target, oldest_tick.to_owned(), host_ip).await?;
+    let oldest_tick = format!(
+        "SELECT {} FROM host_usage WHERE host_ip = ?",
+        super::unix_seconds("MIN(time)")
+    );
+    let first = seconds_of_first_row(conn, target, oldest_tick, host_ip).await?;
     Ok(first.and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok()))
 }
 
