@@ -11,6 +11,7 @@
 
 pub mod analysis;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod ebpf;
 pub mod experiment;
