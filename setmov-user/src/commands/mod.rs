@@ -11,6 +11,7 @@ mod recommend;
 mod report;
 mod run;
 mod show;
+mod sources;
 mod top;
 
 use std::io::Write;

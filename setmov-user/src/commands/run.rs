@@ -5,21 +5,27 @@ use std::future::Future;
 use anyhow::{Context, bail};
 
 use super::host_identity;
+use super::sources::{EbpfStatus, SourceOff, SourceOptions, SourceStatus, start_sources};
 use crate::cli::RunArgs;
-use crate::ebpf::Probes;
-use crate::host::read::HostReader;
-use crate::sampler::{self, SamplerConfig, Sources};
+use crate::sampler::{self, SamplerConfig};
 use crate::store::AnyStore;
 use crate::store::rollup::Retention;
 use crate::stream::write_stream;
-use crate::vm::libvirt::LibvirtCollector;
 
 fn non_empty(prefixes: Vec<String>) -> Vec<String> {
     prefixes.into_iter().filter(|p| !p.is_empty()).collect()
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let reader = HostReader::new(&args.proc_root, non_empty(args.skip_disks))?;
+    let (sources, status) = start_sources(SourceOptions {
+        proc_root: &args.proc_root,
+        skipped_disks: non_empty(args.skip_disks),
+        libvirt_uri: &args.libvirt_uri,
+        libvirt_run_dir: &args.libvirt_run_dir,
+        no_libvirt: args.no_libvirt,
+        no_ebpf: args.no_ebpf,
+        bpf_stats: args.bpf_stats,
+    })?;
     let identity = host_identity(&args.proc_root, args.host_ip, args.host_name)?;
     let store = if args.no_store {
         None
@@ -31,44 +37,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(addr) => Some(crate::export::MetricsServer::bind(addr).await?),
         None => None,
     };
-    let probe = if args.no_ebpf {
-        tracing::info!("eBPF is off: --no-ebpf given; sampling procfs alone");
-        None
-    } else {
-        match Probes::load() {
-            Ok(mut probes) => {
-                tracing::info!("eBPF is on: attached {}", probes.attached().join(", "));
-                for reason in &probes.disabled {
-                    tracing::warn!("{reason}");
-                }
-                if args.bpf_stats {
-                    match probes.enable_run_stats() {
-                        Ok(()) => tracing::info!("BPF statistics are on (--bpf-stats)"),
-                        Err(e) => tracing::warn!("{e}; --bpf-stats has no effect"),
-                    }
-                }
-                Some(probes)
-            }
-            // Said once, at start: the monitor then runs on procfs alone.
-            Err(e) if e.is_missing_prerequisite() => {
-                tracing::warn!("{e}; sampling procfs alone");
-                None
-            }
-            Err(e) => {
-                tracing::error!("{e}; sampling procfs alone");
-                None
-            }
-        }
-    };
-    let libvirt = if args.no_libvirt {
-        tracing::info!("VMs are not sampled: --no-libvirt given");
-        None
-    } else {
-        Some(LibvirtCollector::new(
-            &args.libvirt_uri,
-            &args.libvirt_run_dir,
-        ))
-    };
+    log_sources(&status);
     tracing::info!(
         "sampling host {} ({}) every {} into {}",
         identity.ip,
@@ -119,11 +88,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             hour: args.retain_hours.0,
         },
     };
-    let sources = Sources {
-        host: reader,
-        libvirt,
-        ebpf: probe,
-    };
     let report = sampler::run(config, identity, sources, store, outputs, shutdown).await;
     tracing::info!(
         "stopped after {} ticks: {} written, {} lost",
@@ -141,6 +105,39 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         bail!("{} ticks could not be stored", report.lost);
     }
     Ok(())
+}
+
+/// Says at start which sources are off and why; the monitor then runs on the others.
+fn log_sources(status: &SourceStatus) {
+    match &status.ebpf {
+        EbpfStatus::On {
+            attached,
+            disabled,
+            run_stats,
+        } => {
+            tracing::info!("eBPF is on: attached {}", attached.join(", "));
+            for reason in disabled {
+                tracing::warn!("{reason}");
+            }
+            match run_stats {
+                Some(Ok(())) => tracing::info!("BPF statistics are on (--bpf-stats)"),
+                Some(Err(e)) => tracing::warn!("{e}; --bpf-stats has no effect"),
+                None => {}
+            }
+        }
+        EbpfStatus::Off(off @ SourceOff::NotWanted(_)) => {
+            tracing::info!("eBPF is off: {off}; sampling procfs alone");
+        }
+        EbpfStatus::Off(SourceOff::NotLoaded(e)) if e.is_missing_prerequisite() => {
+            tracing::warn!("{e}; sampling procfs alone");
+        }
+        EbpfStatus::Off(SourceOff::NotLoaded(e)) => {
+            tracing::error!("{e}; sampling procfs alone");
+        }
+    }
+    if let Some(off) = &status.vms_off {
+        tracing::info!("VMs are not sampled: {off}");
+    }
 }
 
 /// Resolves on the first SIGINT or SIGTERM.

@@ -1,32 +1,40 @@
 //! `setmov top`: a live view of the host and its VMs in the terminal.
 
+use std::path::Path;
+
 use super::host_identity;
+use super::sources::{EbpfStatus, SourceOptions, start_sources};
 use crate::cli::{DEFAULT_LIBVIRT_RUN_DIR, TopArgs};
-use crate::ebpf::Probes;
 use crate::host::devices::{DEFAULT_NET_TOTAL_EXCLUDED_PREFIXES, DEFAULT_SKIPPED_DISK_PREFIXES};
-use crate::host::read::HostReader;
-use crate::sampler::{SamplerConfig, Sources};
+use crate::sampler::SamplerConfig;
 use crate::store::rollup::Retention;
-use crate::vm::libvirt::LibvirtCollector;
+use crate::top::{Availability, Coverage};
 
 pub async fn top(args: TopArgs, log: Option<crate::top::RecentLog>) -> anyhow::Result<()> {
-    use crate::top::Availability;
-    let skipped_disks = DEFAULT_SKIPPED_DISK_PREFIXES.iter().map(|s| s.to_string());
-    let reader = HostReader::new(&args.proc_root, skipped_disks.collect())?;
+    let (sources, status) = start_sources(SourceOptions {
+        proc_root: &args.proc_root,
+        skipped_disks: DEFAULT_SKIPPED_DISK_PREFIXES
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        libvirt_uri: &args.libvirt_uri,
+        libvirt_run_dir: Path::new(DEFAULT_LIBVIRT_RUN_DIR),
+        no_libvirt: args.no_libvirt,
+        no_ebpf: args.no_ebpf,
+        bpf_stats: false,
+    })?;
     let identity = host_identity(&args.proc_root, None, None)?;
     // Why a source is off is shown in the view rather than logged.
-    let probes = if args.no_ebpf {
-        Err("--no-ebpf given".to_owned())
-    } else {
-        Probes::load().map_err(|e| e.to_string())
+    let vms = match &status.vms_off {
+        Some(off) => Availability::Off(off.to_string()),
+        None => Availability::On,
     };
-    let (libvirt, vms) = if args.no_libvirt {
-        (None, Availability::Off("--no-libvirt given".into()))
-    } else {
-        let collector = LibvirtCollector::new(&args.libvirt_uri, DEFAULT_LIBVIRT_RUN_DIR);
-        (Some(collector), Availability::On)
+    let ebpf_off = match &status.ebpf {
+        EbpfStatus::On { .. } => String::new(),
+        EbpfStatus::Off(off) => off.to_string(),
     };
-    let coverage = crate::top::Coverage::new(vms, probes.as_ref().map_err(String::as_str));
+    // The probes are there exactly when eBPF is on.
+    let coverage = Coverage::new(vms, sources.ebpf.as_ref().ok_or(ebpf_off.as_str()));
     let config = SamplerConfig {
         interval: args.interval,
         count: None,
@@ -36,11 +44,6 @@ pub async fn top(args: TopArgs, log: Option<crate::top::RecentLog>) -> anyhow::R
             .map(|s| s.to_string())
             .collect(),
         retention: Retention::default(),
-    };
-    let sources = Sources {
-        host: reader,
-        libvirt,
-        ebpf: probes.ok(),
     };
     let result = crate::top::run(config, identity, sources, coverage, log.clone()).await;
     // What was logged while the view had the terminal.
