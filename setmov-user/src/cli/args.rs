@@ -13,6 +13,9 @@ use crate::config::DEFAULT_CONFIG;
 use crate::host::devices::{DEFAULT_NET_TOTAL_EXCLUDED_PREFIXES, DEFAULT_SKIPPED_DISK_PREFIXES};
 use crate::stream::StreamFormat;
 
+/// The procfs tree `run` and `top` read unless `--proc-root` says otherwise.
+pub const DEFAULT_PROC_ROOT: &str = "/proc";
+
 pub const DEFAULT_LIBVIRT_URI: &str = "qemu:///system";
 pub const DEFAULT_LIBVIRT_RUN_DIR: &str = "/run/libvirt/qemu";
 
@@ -87,7 +90,8 @@ pub enum Command {
     Report(ReportArgs),
     /// Charts of a host or a VM over a window, as SVG files and one HTML page.
     ///
-    /// CPU, network, disk and I/O latency, with time and unit axes and a legend.
+    /// CPU, network, disk and I/O latency, with time and unit axes and a legend. Plots this
+    /// host unless --host or --vm names another.
     Plot(PlotArgs),
     /// Propose VM moves from overloaded hosts to hosts with room (nothing is applied).
     ///
@@ -159,12 +163,7 @@ pub struct RunArgs {
     pub database: DatabaseArgs,
 
     /// The procfs tree to read: the live `/proc`, or a captured copy of one.
-    #[arg(
-        value_name = "DIR",
-        help_heading = "Sampling",
-        long,
-        default_value = "/proc"
-    )]
+    #[arg(value_name = "DIR", help_heading = "Sampling", long, default_value = DEFAULT_PROC_ROOT)]
     pub proc_root: PathBuf,
 
     /// This host's IP address as stored (T1 primary key). Default: the address of the
@@ -248,12 +247,7 @@ pub struct TopArgs {
     pub interval: Duration,
 
     /// The procfs tree to read.
-    #[arg(
-        value_name = "DIR",
-        help_heading = "Sampling",
-        long,
-        default_value = "/proc"
-    )]
+    #[arg(value_name = "DIR", help_heading = "Sampling", long, default_value = DEFAULT_PROC_ROOT)]
     pub proc_root: PathBuf,
 
     /// The libvirt connection to sample VMs through (read-only).

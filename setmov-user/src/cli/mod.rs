@@ -13,8 +13,8 @@ use std::process::ExitCode;
 use clap::{CommandFactory, FromArgMatches, Parser};
 
 pub use args::{
-    Cli, Command, ConfigCommand, DEFAULT_LIBVIRT_RUN_DIR, DEFAULT_LIBVIRT_URI, ExperimentCommand,
-    MemKneeArgs, RunArgs, TopArgs,
+    Cli, Command, ConfigCommand, DEFAULT_LIBVIRT_RUN_DIR, DEFAULT_LIBVIRT_URI, DEFAULT_PROC_ROOT,
+    ExperimentCommand, MemKneeArgs, RunArgs, TopArgs,
 };
 pub use database::{DEFAULT_DATABASE, DEFAULT_SPOOL_DIR, DatabaseArgs};
 pub use read_args::{MigratePlanArgs, PlotArgs, RecommendArgs, ReportArgs, ShowArgs};

@@ -83,13 +83,9 @@ pub struct PlotArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
 
-    /// The host to plot (its IP).
-    #[arg(
-        value_name = "IP",
-        long,
-        conflicts_with = "vm",
-        required_unless_present = "vm"
-    )]
+    /// The host to plot (its IP). Without --host or --vm: this host, as `setmov run` stores it
+    /// by default (the address of its default-route interface).
+    #[arg(value_name = "IP", long, conflicts_with = "vm")]
     pub host: Option<String>,
 
     /// The VM to plot (name or UUID).
