@@ -37,7 +37,6 @@ Examples:
   setmov run --stream --no-store      one CSV record per VM per tick on stdout
   setmov run --prometheus             also serve metrics on http://127.0.0.1:9739/metrics
   setmov show --vms -n 5              the newest stored rows of each VM
-  setmov top                          a live view of the host and its VMs, virt-top style
   setmov report --since 7d            per-VM statistics over a week
   setmov recommend --script resize.sh right-sizing, with a virsh script to review
 
