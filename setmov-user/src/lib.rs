@@ -1,16 +1,29 @@
 //! SETMOV: Supervised rEal-Time MOnitoring on VDI.
 //!
-//! The paper's three modules are kept apart:
-//! - resource collection: [`host`] (procfs), [`vm`] (libvirt) and [`ebpf`] (kernel
-//!   tracepoints);
-//! - usage computation: [`usage`], pure equations over two samples;
-//! - database: [`store`].
+//! The paper's three modules are kept apart: resource collection ([`host`], [`vm`], [`ebpf`]),
+//! usage computation ([`usage`]) and the database ([`store`]). Every top-level module:
 //!
-//! [`sampler`] ties them together on a tokio runtime, [`top`] shows it live in a terminal and
-//! [`cli`] is the `setmov` command; [`export`] hands the ticks to other systems (Prometheus).
+//! - [`host`]: the host's procfs counters and its identity (name, IP);
+//! - [`vm`]: libvirt's node facts and domain counters, each qemu's PID and vCPU threads;
+//! - [`ebpf`]: the loader of the kernel programs and one module per probe;
+//! - [`usage`]: pure equations from counters at two instants to usage figures;
+//! - [`store`]: the `Store` trait, the SQLite and MySQL stores, the spool and the rollups;
+//! - [`sampler`]: the ticker, one task per source, the assembler and the writer;
+//! - [`export`]: the ticks handed to other systems (the Prometheus exposition and server);
+//! - [`stream`]: `run --stream`, one CSV or JSON record per VM per tick on stdout;
+//! - [`top`]: the live terminal view (state and keys, drawing, the terminal loop);
+//! - [`analysis`]: reports, charts, recommendations, migration plans and the knee;
+//! - [`experiment`]: `experiment mem-knee` in test guests;
+//! - [`show`]: stored rows, reports and plans rendered as a table, JSON or CSV;
+//! - [`config`]: the configuration file;
+//! - [`cli`]: the command line: its options, then parse and dispatch (`main`);
+//! - [`commands`]: one module per command, and the sources `run` and `top` start;
+//! - [`logging`]: log lines to stderr or the journal;
+//! - [`progress`]: progress as a bar on a terminal or as log lines.
 
 pub mod analysis;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod ebpf;
 pub mod experiment;

@@ -1,4 +1,4 @@
-//! The `setmov` command as a user runs it: run, show, signals, and bad input.
+//! The `setmov` command as a user runs it: run, show, plot, signals, and bad input.
 
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -116,6 +116,34 @@ fn sigint_stops_a_run_cleanly_and_keeps_every_tick() {
         )),
         "{err}"
     );
+}
+
+#[test]
+fn plot_without_host_or_vm_plots_the_host_run_samples() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, charts) = (dir.path().join("setmov.db"), dir.path().join("charts"));
+    // The live host under the identity run gives it by default.
+    let mut run = setmov();
+    run.args(["run", "--count", "2", "--interval", "100ms", "--quiet"])
+        .args(["--no-ebpf", "--no-libvirt", "--database"])
+        .arg(&db);
+    let run = output(&mut run);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let conn = rusqlite::Connection::open(&db).expect("db");
+    let host_ip: String = conn
+        .query_row("SELECT host_ip FROM hosts", [], |r| r.get(0))
+        .expect("the host run sampled");
+    let plot = output(
+        setmov()
+            .args(["plot", "--database"])
+            .arg(&db)
+            .arg("--out")
+            .arg(&charts),
+    );
+    let err = stderr(&plot);
+    assert!(plot.status.success(), "{err}");
+    assert!(err.contains(&format!("charts of {host_ip} in")), "{err}");
+    assert!(charts.join("index.html").exists(), "{err}");
 }
 
 #[test]

@@ -1,0 +1,180 @@
+//! What `show`, `report`, `plot`, `recommend` and `migrate-plan` read back from the file.
+
+use rusqlite::params;
+
+use super::{SqlValue, SqliteStore};
+use crate::analysis::report::{self, ReportSample};
+use crate::analysis::{ReportQuery, report_params, report_sql};
+use crate::store::rollup::{
+    HOST_FIGURES, RollupQuery, RollupRow, VM_FIGURES, rollup_query_params, rollup_query_sql,
+};
+use crate::store::rows::HostRow;
+use crate::store::{
+    HostUsageQuery, HostUsageRow, StoreError, VmUsageQuery, VmUsageRow, format_time,
+};
+
+impl SqliteStore {
+    /// The blocking half of [`Store::recent_host_usage`](crate::store::Store::recent_host_usage).
+    pub fn recent_host_usage_blocking(
+        &self,
+        query: &HostUsageQuery,
+    ) -> Result<Vec<HostUsageRow>, StoreError> {
+        let state = self.lock()?;
+        let mut stmt = state.conn.prepare(
+            "SELECT host_ip, time, interval_s, late_ms, cpu_pct, mem_used_pct,
+                    disk_read_bytes_s, disk_write_bytes_s, net_rx_bps, net_tx_bps
+             FROM host_usage WHERE (?1 IS NULL OR host_ip = ?1) AND (?3 IS NULL OR time >= ?3)
+             ORDER BY time DESC LIMIT ?2",
+        )?;
+        let since = query.since.map(format_time);
+        let mut rows = stmt
+            .query_map(params![query.host_ip, query.limit, since], |r| {
+                Ok(HostUsageRow {
+                    host_ip: r.get(0)?,
+                    time: r.get(1)?,
+                    interval_s: r.get(2)?,
+                    late_ms: r.get(3)?,
+                    cpu_pct: r.get(4)?,
+                    mem_used_pct: r.get(5)?,
+                    disk_read_bytes_s: r.get(6)?,
+                    disk_write_bytes_s: r.get(7)?,
+                    net_rx_bps: r.get(8)?,
+                    net_tx_bps: r.get(9)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.reverse();
+        Ok(rows)
+    }
+
+    /// The blocking half of [`Store::recent_vm_usage`](crate::store::Store::recent_vm_usage).
+    pub fn recent_vm_usage_blocking(
+        &self,
+        query: &VmUsageQuery,
+    ) -> Result<Vec<VmUsageRow>, StoreError> {
+        let state = self.lock()?;
+        let mut stmt = state.conn.prepare(
+            "SELECT u.uuid, v.name, v.host_ip, u.time, u.state, u.missing, u.vcpus, u.cpu_pct,
+                    u.cpu_vcpu_pct, u.steal_pct, u.mem_alloc_bytes, u.mem_used_pct, u.mem_source,
+                    u.rss_bytes, u.disk_read_bytes_s, u.disk_write_bytes_s, u.net_rx_bps,
+                    u.net_tx_bps
+             FROM vm_usage u JOIN vms v ON v.uuid = u.uuid
+             WHERE (?1 IS NULL OR v.host_ip = ?1) AND (?2 IS NULL OR v.name = ?2 OR v.uuid = ?2)
+               AND (?4 IS NULL OR u.time >= ?4)
+             ORDER BY u.time DESC, v.name DESC LIMIT ?3",
+        )?;
+        let since = query.since.map(format_time);
+        let mut rows = stmt
+            .query_map(params![query.host_ip, query.vm, query.limit, since], |r| {
+                Ok(VmUsageRow {
+                    uuid: r.get(0)?,
+                    name: r.get(1)?,
+                    host_ip: r.get(2)?,
+                    time: r.get(3)?,
+                    state: r.get(4)?,
+                    missing: r.get(5)?,
+                    vcpus: r.get(6)?,
+                    cpu_pct: r.get(7)?,
+                    cpu_vcpu_pct: r.get(8)?,
+                    steal_pct: r.get(9)?,
+                    mem_alloc_bytes: r.get(10)?,
+                    mem_used_pct: r.get(11)?,
+                    mem_source: r.get(12)?,
+                    rss_bytes: r.get(13)?,
+                    disk_read_bytes_s: r.get(14)?,
+                    disk_write_bytes_s: r.get(15)?,
+                    net_rx_bps: r.get(16)?,
+                    net_tx_bps: r.get(17)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.reverse();
+        Ok(rows)
+    }
+
+    /// The blocking half of [`Store::rollups`](crate::store::Store::rollups).
+    pub fn rollups_blocking(&self, q: &RollupQuery) -> Result<Vec<RollupRow>, StoreError> {
+        let state = self.lock()?;
+        let mut stmt = state
+            .conn
+            .prepare(&rollup_query_sql(q.vms, q.level, str::to_owned))?;
+        let figures = 3 * if q.vms {
+            VM_FIGURES.len()
+        } else {
+            HOST_FIGURES.len()
+        };
+        let row = |r: &rusqlite::Row<'_>| {
+            let values = (4..4 + figures)
+                .map(|i| r.get::<_, Option<f64>>(i))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(RollupRow::new(
+                q.vms,
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                values,
+            ))
+        };
+        let params = rollup_query_params(q, q.since.map(format_time));
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(params.iter().map(SqlValue)), row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows.into_iter().rev().collect())
+    }
+
+    /// The blocking half of [`Store::hosts`](crate::store::Store::hosts).
+    pub fn hosts_blocking(&self) -> Result<Vec<HostRow>, StoreError> {
+        let state = self.lock()?;
+        let mut stmt = state.conn.prepare(
+            "SELECT host_ip, host_name, mac, vmc, cpus, memory_bytes FROM hosts ORDER BY host_ip",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(HostRow {
+                    host_ip: r.get(0)?,
+                    host_name: r.get(1)?,
+                    mac: r.get(2)?,
+                    vmc: r.get(3)?,
+                    cpus: r.get(4)?,
+                    memory_bytes: r.get(5)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// The blocking half of [`Store::report_samples`](crate::store::Store::report_samples).
+    pub fn report_samples_blocking(
+        &self,
+        q: &ReportQuery,
+    ) -> Result<Vec<ReportSample>, StoreError> {
+        let state = self.lock()?;
+        let mut stmt = state.conn.prepare(&report_sql(q, |column| {
+            format!("CAST(strftime('%s', {column}) AS INTEGER)")
+        }))?;
+        let figures = report::figures(q.vms).len();
+        let row = |r: &rusqlite::Row<'_>| {
+            let mut values = Vec::with_capacity(figures);
+            for f in 0..figures {
+                let at = 4 + 3 * f;
+                let mean: Option<f64> = r.get(at)?;
+                let max: Option<f64> = r.get(at + 1)?;
+                let p95: Option<f64> = r.get(at + 2)?;
+                values.push(mean.zip(max).zip(p95).map(|((a, b), c)| (a, b, c)));
+            }
+            Ok(ReportSample {
+                time: r.get(0)?,
+                owner: r.get(1)?,
+                uuid: r.get(2)?,
+                ticks: r.get(3)?,
+                values,
+            })
+        };
+        let params = report_params(q, format_time(q.since), format_time(q.until));
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(params.iter().map(SqlValue)), row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+}
