@@ -11,7 +11,7 @@ mod recommend;
 mod report;
 mod run;
 mod show;
-mod sources;
+pub mod sources;
 mod top;
 
 use std::io::Write;

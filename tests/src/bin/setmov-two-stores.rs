@@ -16,11 +16,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use setmov::analysis::ReportQuery;
 use setmov::analysis::report::ReportSample;
-use setmov::ebpf::Probes;
+use setmov::commands::sources::{EbpfStatus, SourceOptions, start_sources};
 use setmov::host::devices::{DEFAULT_NET_TOTAL_EXCLUDED_PREFIXES, DEFAULT_SKIPPED_DISK_PREFIXES};
 use setmov::host::identity::HostIdentity;
-use setmov::host::read::HostReader;
-use setmov::sampler::{self, Outputs, SamplerConfig, Sources};
+use setmov::sampler::{self, Outputs, SamplerConfig};
 use setmov::store::mysql::{MysqlConfig, MysqlStore};
 use setmov::store::rollup::{Level, Retention, RollupQuery, RollupRow};
 use setmov::store::rows::HostRow;
@@ -28,7 +27,6 @@ use setmov::store::sqlite::SqliteStore;
 use setmov::store::{
     HostUsageQuery, HostUsageRow, Store, StoreError, TickRecord, VmUsageQuery, VmUsageRow,
 };
-use setmov::vm::libvirt::LibvirtCollector;
 use time::OffsetDateTime;
 
 const LIVE_HOST_IP: &str = "192.0.2.10";
@@ -143,27 +141,24 @@ async fn two_stores(args: &[String]) -> anyhow::Result<()> {
         mysql,
         ticks: Arc::clone(&ticks),
     };
-    let ebpf = match Probes::load() {
-        Ok(probes) => Some(probes),
-        Err(e) => {
-            eprintln!("setmov-two-stores: eBPF is off: {e}");
-            None
+    let (sources, status) = start_sources(SourceOptions {
+        proc_root: std::path::Path::new("/proc"),
+        skipped_disks: DEFAULT_SKIPPED_DISK_PREFIXES
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        libvirt_uri: "qemu:///system",
+        libvirt_run_dir: std::path::Path::new(setmov::cli::DEFAULT_LIBVIRT_RUN_DIR),
+        no_libvirt: false,
+        no_ebpf: false,
+        bpf_stats: false,
+    })?;
+    let ebpf_on = match status.ebpf {
+        EbpfStatus::On { .. } => true,
+        EbpfStatus::Off(why) => {
+            eprintln!("setmov-two-stores: eBPF is off: {why}");
+            false
         }
-    };
-    let ebpf_on = ebpf.is_some();
-    let sources = Sources {
-        host: HostReader::new(
-            "/proc",
-            DEFAULT_SKIPPED_DISK_PREFIXES
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-        )?,
-        libvirt: Some(LibvirtCollector::new(
-            "qemu:///system",
-            setmov::cli::DEFAULT_LIBVIRT_RUN_DIR,
-        )),
-        ebpf,
     };
     let sampling = SamplerConfig {
         interval,

@@ -30,24 +30,24 @@ pub trait FromColumn: Sized {
 
 /// The value at `index`, which must not be NULL.
 pub fn value<T: FromColumn>(row: &Row, index: usize) -> Result<T, DecodeError> {
-    nullable(row, index)?.ok_or_else(|| error::<T>(row, index, "is NULL".into()))
+    nullable(row, index)?.ok_or_else(|| error(row, index, "is NULL".into()))
 }
 
 /// The value at `index`; `None` for NULL.
 pub fn nullable<T: FromColumn>(row: &Row, index: usize) -> Result<Option<T>, DecodeError> {
     let Some(value) = row.as_ref(index) else {
         let message = format!("the row has only {} columns", row.len());
-        return Err(error::<T>(row, index, message));
+        return Err(error(row, index, message));
     };
     if *value == Value::NULL {
         return Ok(None);
     }
     T::from_column(value)
         .map(Some)
-        .ok_or_else(|| error::<T>(row, index, format!("{} is not {}", shown(value), T::WANTED)))
+        .ok_or_else(|| error(row, index, format!("{} is not {}", shown(value), T::WANTED)))
 }
 
-fn error<T: FromColumn>(row: &Row, index: usize, message: String) -> DecodeError {
+fn error(row: &Row, index: usize, message: String) -> DecodeError {
     DecodeError {
         index,
         name: row
