@@ -96,18 +96,101 @@ fn virsh(args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// The monitor recording the experiment; stopped (SIGINT) on drop.
-struct Recorder(Child);
+/// The monitor recording the experiment, its log in a file; stopped (SIGINT) on drop.
+struct Recorder {
+    child: Child,
+    log: PathBuf,
+}
 
-impl Drop for Recorder {
-    fn drop(&mut self) {
-        if let Ok(pid) = i32::try_from(self.0.id()) {
+impl Recorder {
+    /// An error, with the end of its log, when it is no longer running.
+    fn check_running(&mut self) -> anyhow::Result<()> {
+        match self.child.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => bail!(
+                "the recording `setmov run` stopped ({status}): {}",
+                log_tail(&self.log)
+            ),
+            Err(e) => bail!("cannot watch the recording `setmov run`: {e}"),
+        }
+    }
+
+    /// Stops it with SIGINT, as an operator would; an error unless it exits 0.
+    fn stop(mut self) -> anyhow::Result<()> {
+        self.interrupt();
+        let status = self
+            .child
+            .wait()
+            .context("cannot wait for the recording `setmov run`")?;
+        if !status.success() {
+            bail!(
+                "the recording `setmov run` failed ({status}): {}",
+                log_tail(&self.log)
+            );
+        }
+        Ok(())
+    }
+
+    fn interrupt(&self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGINT,
             );
         }
-        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.interrupt();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The last lines of a log, for an error message.
+fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().rev().take(5).collect();
+    let tail: Vec<&str> = lines.into_iter().rev().collect();
+    format!("{} (log {})", tail.join(" | "), log.display())
+}
+
+/// Waits until the recording has stored `ticks` ticks after `after` (its rows of that moment
+/// are then in the database), or fails after `timeout`.
+fn wait_for_ticks(
+    recorder: &mut Recorder,
+    database: &Path,
+    after: time::OffsetDateTime,
+    ticks: i64,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let since = crate::store::format_time(after);
+    let started = Instant::now();
+    loop {
+        recorder.check_running()?;
+        let stored = rusqlite::Connection::open(database)
+            .and_then(|conn| {
+                conn.query_row(
+                    "SELECT COUNT(*) FROM host_usage WHERE time > ?1",
+                    [&since],
+                    |r| r.get::<_, i64>(0),
+                )
+            })
+            .unwrap_or(0);
+        if stored >= ticks {
+            return Ok(());
+        }
+        if started.elapsed() > timeout {
+            bail!(
+                "the recording stored {stored} of {ticks} ticks within {}: {}",
+                humantime::format_duration(timeout),
+                log_tail(&recorder.log)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -134,8 +217,11 @@ pub fn mem_knee(config: &MemKnee, setmov: &Path) -> anyhow::Result<Vec<SizeResul
         .with_context(|| format!("cannot create {}", config.out.display()))?;
     let database = config.out.join("mem-knee.db");
     let _ = std::fs::remove_file(&database);
-    let recorder = Recorder(
-        Command::new(setmov)
+    let log = config.out.join("recorder.log");
+    let log_file =
+        std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+    let mut recorder = Recorder {
+        child: Command::new(setmov)
             .args([
                 "run",
                 "--quiet",
@@ -146,10 +232,14 @@ pub fn mem_knee(config: &MemKnee, setmov: &Path) -> anyhow::Result<Vec<SizeResul
             ])
             .arg(&database)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log_file)
             .spawn()
             .context("cannot start setmov run to record the experiment")?,
-    );
+        log,
+    };
+    // Its first tick: the database and its schema are there, the recording works.
+    let start = time::OffsetDateTime::now_utc() - time::Duration::seconds(1);
+    wait_for_ticks(&mut recorder, &database, start, 1, Duration::from_secs(30))?;
     let mut results = Vec::new();
     let mut progress = Progress::steps("mem-knee", config.sizes_mib.len() as u64);
     for &size in &config.sizes_mib {
@@ -159,6 +249,7 @@ pub fn mem_knee(config: &MemKnee, setmov: &Path) -> anyhow::Result<Vec<SizeResul
             config.working_set_mib, config.rounds
         ));
         let console = run_guest(&assets, config, &name, size)?;
+        recorder.check_running()?;
         progress.advance(1);
         let rounds = round_seconds(&console);
         results.push(SizeResult {
@@ -168,9 +259,16 @@ pub fn mem_knee(config: &MemKnee, setmov: &Path) -> anyhow::Result<Vec<SizeResul
             disk_read_mib: None,
         });
     }
-    // Two more ticks so the last guest's reads are in the database, then stop the monitor.
-    std::thread::sleep(Duration::from_secs(2));
-    drop(recorder);
+    // Two more ticks, so that the last guest's reads are in the database; then stop it.
+    let last_guest_done = time::OffsetDateTime::now_utc();
+    wait_for_ticks(
+        &mut recorder,
+        &database,
+        last_guest_done,
+        2,
+        Duration::from_secs(30),
+    )?;
+    recorder.stop()?;
     for result in &mut results {
         result.disk_read_mib =
             recorded_reads(&database, &format!("setmov-knee-{}", result.memory_mib));

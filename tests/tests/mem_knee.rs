@@ -4,7 +4,6 @@
 //! by `cargo xtask test`); skips loudly without them.
 
 use std::path::Path;
-use std::process::Command;
 
 use setmov_tests::skip;
 
@@ -14,7 +13,7 @@ fn the_knee_is_where_the_working_set_fits() {
         return skip("no test-guest assets: run `cargo xtask guests prepare`");
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = Command::new(env!("CARGO_BIN_EXE_setmov-cli"))
+    let out = setmov_tests::setmov_command(env!("CARGO_BIN_EXE_setmov-cli"))
         .args([
             "experiment",
             "mem-knee",
@@ -50,7 +49,13 @@ fn the_knee_is_where_the_working_set_fits() {
             .unwrap_or_else(|| panic!("no {mib} MiB result: {json}"))
             .clone()
     };
-    let throughput = |mib| size(mib)["throughput_mib_s"].as_f64().unwrap_or(0.0);
+    // Every figure must be there: a missing one is a failure, never a 0 that passes.
+    let figure = |mib: u64, key: &str| {
+        size(mib)[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no {key} for {mib} MiB: {json}"))
+    };
+    let throughput = |mib| figure(mib, "throughput_mib_s");
     assert!(
         throughput(192) > 4.0 * throughput(96).max(throughput(128)),
         "the cached guest must read far faster: {json}"
@@ -59,7 +64,7 @@ fn the_knee_is_where_the_working_set_fits() {
     // the first. The 128 MiB guest's cache holds part of the working set on some runs (its
     // later rounds then read 60-90 % of it, 239 MiB in all once): more than once, never all
     // of it cached.
-    let read = |mib| size(mib)["disk_read_mib"].as_f64().unwrap_or(0.0);
+    let read = |mib| figure(mib, "disk_read_mib");
     assert!(read(96) > 2.5 * 112.0, "{json}");
     assert!(read(128) > 1.5 * 112.0, "{json}");
     assert!(read(192) < 1.5 * 112.0, "{json}");
