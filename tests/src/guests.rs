@@ -20,6 +20,8 @@ const FIRST_HOST: u8 = 100;
 pub struct Workload {
     /// Seconds to wait before anything else.
     pub delay_secs: u32,
+    /// MiB the guest then takes and holds (in its in-memory root file system).
+    pub alloc_mb: u32,
     /// Seconds of busy loop; -1 burns forever and nothing after it runs.
     pub burn_secs: i32,
     /// MiB written to the guest's disk in 1 MiB O_DIRECT blocks.
@@ -37,6 +39,7 @@ impl Workload {
     fn kernel_args(&self) -> String {
         [
             ("delay", i64::from(self.delay_secs)),
+            ("alloc_mb", i64::from(self.alloc_mb)),
             ("burn", i64::from(self.burn_secs)),
             ("write_mb", i64::from(self.write_mb)),
             ("read_mb", i64::from(self.read_mb)),

@@ -84,7 +84,7 @@ fn a_burning_vcpu_reads_full_per_vcpu_and_its_share_of_the_host() {
     std::thread::sleep(Duration::from_millis(5_500));
     let _ = m.stop();
 
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let cores = setmov_tests::host_cpus() as f64;
     let rows = query::<f64>(
         &db,
         "SELECT cpu_vcpu_pct, cpu_pct FROM vm_usage WHERE uuid = ?1 AND cpu_pct IS NOT NULL",
@@ -99,7 +99,7 @@ fn a_burning_vcpu_reads_full_per_vcpu_and_its_share_of_the_host() {
     }
 
     // The same figures streamed for piping: a CSV header, then one record per VM per tick.
-    let out = Command::new(env!("CARGO_BIN_EXE_setmov-cli"))
+    let out = setmov_tests::setmov_command(env!("CARGO_BIN_EXE_setmov-cli"))
         .args([
             "run",
             "--stream",
@@ -133,7 +133,7 @@ fn a_burning_vcpu_reads_full_per_vcpu_and_its_share_of_the_host() {
     }
 
     // A reader that goes away (`| head -3`) ends the run, as it would any Unix filter.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_setmov-cli"))
+    let mut child = setmov_tests::setmov_command(env!("CARGO_BIN_EXE_setmov-cli"))
         .args([
             "run",
             "--stream",
@@ -467,10 +467,80 @@ fn memory_figures_match_virsh_dommemstat() {
             (rss / virsh_rss - 1.0).abs() <= 0.02,
             "rss {rss} vs {virsh_rss}"
         );
-        let used = ours.used_bytes.expect("used") / 1024;
-        assert_eq!(used, virsh["actual"] - virsh["usable"]);
         break;
     }
+}
+
+/// Median of the stored `mem_used_bytes` of `uuid` over ticks stamped in [`from`, `to`).
+fn median_used(db: &Path, uuid: &str, from: &str, to: &str) -> (f64, usize) {
+    let rows = query::<f64>(
+        db,
+        &format!(
+            "SELECT mem_used_bytes FROM vm_usage WHERE uuid = ?1 AND time >= '{from}'
+             AND time < '{to}' AND mem_used_bytes IS NOT NULL ORDER BY mem_used_bytes"
+        ),
+        uuid,
+    );
+    let used: Vec<f64> = rows.iter().filter_map(|r| r[0]).collect();
+    assert!(
+        used.len() >= 3,
+        "too few ticks from {from} to {to}: {used:?}"
+    );
+    (used[used.len() / 2], used.len())
+}
+
+/// The stored "used" memory of a guest against what it really takes: the guest holds 32 MiB
+/// more half-way through, and the figure rises by that, within 4 MiB (what the guest's own
+/// kernel does meanwhile).
+#[test]
+fn a_guest_that_takes_32_mib_more_shows_32_mib_more_used() {
+    const TAKEN_MIB: f64 = 32.0;
+    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(guest) = start(
+        "alloc",
+        &Workload {
+            delay_secs: 20,
+            alloc_mb: TAKEN_MIB as u32,
+            ..Workload::default()
+        },
+    ) else {
+        return;
+    };
+    guest.wait_for("SETMOV: ready", BOOT).expect("boot");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("setmov.db");
+    let m = monitor(&db, "1s");
+    // The balloon reports every 2 s: its first figures need a few seconds.
+    std::thread::sleep(Duration::from_secs(6));
+    let before_from = setmov::store::format_time(time::OffsetDateTime::now_utc());
+    guest
+        .wait_for("SETMOV: alloc-start", Duration::from_secs(60))
+        .expect("alloc starts");
+    let before_to = setmov::store::format_time(time::OffsetDateTime::now_utc());
+    guest
+        .wait_for("SETMOV: alloc-done", Duration::from_secs(60))
+        .expect("alloc done");
+    // Two balloon reports after it, then as long again.
+    std::thread::sleep(Duration::from_secs(5));
+    let after_from = setmov::store::format_time(time::OffsetDateTime::now_utc());
+    std::thread::sleep(Duration::from_secs(8));
+    let after_to = setmov::store::format_time(time::OffsetDateTime::now_utc());
+    let _ = m.stop();
+
+    let mib = 1_048_576.0;
+    let (before, n_before) = median_used(&db, guest.uuid(), &before_from, &before_to);
+    let (after, n_after) = median_used(&db, guest.uuid(), &after_from, &after_to);
+    let grown = (after - before) / mib;
+    eprintln!(
+        "used {:.1} MiB over {n_before} ticks before, {:.1} MiB over {n_after} after: \
+         {grown:.1} MiB more for {TAKEN_MIB} MiB taken",
+        before / mib,
+        after / mib
+    );
+    assert!(
+        (grown - TAKEN_MIB).abs() <= 4.0,
+        "used grew by {grown:.1} MiB for {TAKEN_MIB} MiB taken"
+    );
 }
 
 fn virsh(args: &[&str]) {

@@ -23,13 +23,14 @@
 //!
 //! The guest's workload comes from its kernel command line and runs in this order:
 //! `setmov.ip=A.B.C.D/P` and `setmov.peer=A.B.C.D` (its address and the one it pings),
-//! `setmov.delay=S` (wait), `setmov.burn=S` (busy loop; -1 = forever, nothing after it runs),
+//! `setmov.delay=S` (wait), `setmov.alloc_mb=N` (N MiB held in memory until the guest stops),
+//! `setmov.burn=S` (busy loop; -1 = forever, nothing after it runs),
 //! `setmov.write_mb=N` then `setmov.read_mb=N` (1 MiB O_DIRECT blocks on /dev/vda),
 //! `setmov.cache_mb=N` with `setmov.cache_rounds=R` (the first N MiB of /dev/vda read R times
 //! through the page cache), `setmov.ping_count=N` and `setmov.ping_size=B` (every 0.2 s).
 //! Absent keys do nothing.
 //! Console markers: `SETMOV: ready kernel=R ip=A`, `SETMOV: delay-start S`/`delay-done`,
-//! `burn-start S`/`burn-done`, `write-start N`/`write-done BYTES`, `read-start N`/
+//! `alloc-start N`/`alloc-done N`, `burn-start S`/`burn-done`, `write-start N`/`write-done BYTES`, `read-start N`/
 //! `read-done BYTES` (BYTES may read `failed: ...`), `cache-start N`, `cache-round K N START
 //! END` (uptime seconds) and `cache-done`, `ping-start N`/`ping-done RECEIVED/SENT`,
 //! then `SETMOV: idle`; `SETMOV: error ...` when the set-up went wrong.
