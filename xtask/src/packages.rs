@@ -1,6 +1,7 @@
 //! Debian packages that building (libvirt-dev for the `virt` crate), the test guests
-//! (libvirt, qemu, busybox), the test MariaDB server (xtask/src/mariadb.rs) and the live
-//! terminal test (tmux) need. Only the missing ones are installed, in one apt-get call.
+//! (libvirt, qemu, busybox), the test MariaDB server (xtask/src/mariadb.rs), the live
+//! terminal test (tmux) and the live tests' reference tools (sysstat, fio) need. Only the
+//! missing ones are installed, in one apt-get call.
 
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +34,13 @@ pub const PACKAGES: &[&str] = &[
     "man-db",
     // A real terminal for `setmov top`'s live test (tests/tests/top_live.rs), driven by keys.
     "tmux",
+    // The references the host figures are checked against (tests/tests/host_io_live.rs):
+    // sar and iostat (sysstat) over the same interval, with fio's direct I/O and traffic
+    // across a veth pair (iproute2, ping) as the load.
+    "sysstat",
+    "fio",
+    "iproute2",
+    "iputils-ping",
 ];
 
 /// Installs whichever of `PACKAGES` is missing; a no-op when all are there.
