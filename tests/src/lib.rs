@@ -26,6 +26,62 @@ pub fn skip(reason: &str) {
         "SETMOV_REQUIRE_ALL=1 but this test cannot run: {reason}"
     );
     eprintln!("SKIPPED: {reason}");
+    // `cargo xtask test` lists every skip after the run, also when the run passes (nextest
+    // shows a passing test's output only for the live tests).
+    if let Some(log) = std::env::var_os("SETMOV_SKIP_LOG") {
+        let test = std::thread::current().name().unwrap_or("?").to_owned();
+        let line = format!("SKIPPED {test}: {reason}\n");
+        let appended = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .and_then(|mut file| std::io::Write::write_all(&mut file, line.as_bytes()));
+        if let Err(e) = appended {
+            eprintln!("cannot note the skip in SETMOV_SKIP_LOG: {e}");
+        }
+    }
+}
+
+/// The `setmov` binary at `path` with no configuration file (`SETMOV_CONFIG=/dev/null`): a
+/// /etc/setmov/setmov.toml on the machine must not change what a test sees. Tests about the
+/// configuration file name their own.
+pub fn setmov_command(path: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(path);
+    command.env("SETMOV_CONFIG", NO_CONFIG);
+    command
+}
+
+/// An empty configuration file, for [`setmov_command`] and commands built otherwise.
+pub const NO_CONFIG: &str = "/dev/null";
+
+/// Why `dir` is not on a block device (tmpfs, overlay, btrfs subvolumes have anonymous
+/// device numbers with no /sys/dev/block entry), or None when it is.
+pub fn not_on_block_device(dir: &std::path::Path) -> std::io::Result<Option<String>> {
+    use std::os::unix::fs::MetadataExt as _;
+    let dev = std::fs::metadata(dir)?.dev();
+    // Linux's dev_t encoding (glibc's gnu_dev_major/minor).
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    if std::path::Path::new(&format!("/sys/dev/block/{major}:{minor}")).exists() {
+        Ok(None)
+    } else {
+        Ok(Some(format!(
+            "{} is on device {major}:{minor}, which is not a block device",
+            dir.display()
+        )))
+    }
+}
+
+/// The host's CPUs as the product counts them (the `cpuN` lines of /proc/stat, as libvirt's
+/// node info does), not the CPUs this process may run on.
+pub fn host_cpus() -> usize {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_else(|e| panic!("/proc/stat: {e}"));
+    let cpus = stat
+        .lines()
+        .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
+        .count();
+    assert!(cpus > 0, "no cpuN line in /proc/stat");
+    cpus
 }
 
 /// Whether this process runs as root.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use setmov_tests::fixture;
 
 fn setmov() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_setmov-cli"))
+    setmov_tests::setmov_command(env!("CARGO_BIN_EXE_setmov-cli"))
 }
 
 fn output(command: &mut Command) -> Output {

@@ -5,7 +5,6 @@
 //! "SKIPPED:" line on stderr, unless SETMOV_REQUIRE_ALL=1 (as in CI): then it fails.
 
 use std::{
-    os::unix::fs::MetadataExt as _,
     path::Path,
     process::{Command, Stdio},
 };
@@ -20,28 +19,8 @@ const DD_MIB: u64 = 64;
 
 /// Ok(()) after saying why the test does not run here, or an error under SETMOV_REQUIRE_ALL=1.
 fn skip(reason: &str) -> anyhow::Result<()> {
-    if std::env::var("SETMOV_REQUIRE_ALL").is_ok_and(|value| value == "1") {
-        bail!("SETMOV_REQUIRE_ALL=1 but this test cannot run here: {reason}");
-    }
-    eprintln!("SKIPPED: ebpf_block: {reason}");
+    setmov_tests::skip(&format!("ebpf_block: {reason}"));
     Ok(())
-}
-
-/// Why `dir` is not on a block device (tmpfs, overlay, btrfs subvolumes have anonymous
-/// device numbers with no /sys/dev/block entry), or None when it is.
-fn not_on_block_device(dir: &Path) -> anyhow::Result<Option<String>> {
-    let dev = std::fs::metadata(dir)?.dev();
-    // Linux's dev_t encoding (glibc's gnu_dev_major/minor).
-    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
-    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
-    if Path::new(&format!("/sys/dev/block/{major}:{minor}")).exists() {
-        Ok(None)
-    } else {
-        Ok(Some(format!(
-            "{} is on device {major}:{minor}, which is not a block device",
-            dir.display()
-        )))
-    }
 }
 
 /// Runs dd with `args` and returns its pid once it has exited successfully.
@@ -94,7 +73,7 @@ fn direct_io_of_dd_is_credited_to_dd() -> anyhow::Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("setmov-ebpf-test")
         .tempdir_in("/var/tmp")?;
-    if let Some(reason) = not_on_block_device(dir.path())? {
+    if let Some(reason) = setmov_tests::not_on_block_device(dir.path())? {
         return skip(&reason);
     }
     let file = dir.path().join("dd.out");

@@ -13,7 +13,6 @@
 //! skips loudly (and fails under SETMOV_REQUIRE_ALL=1).
 
 use std::collections::BTreeMap;
-use std::process::Command;
 
 use mysql_async::prelude::Queryable;
 use setmov::store::mysql::decode;
@@ -252,7 +251,7 @@ fn every_column_converts_between_the_stores_and_into_what_reads_it() {
     };
     let name = db.fresh_database("types");
     let url = db.url(&name);
-    let migrated = Command::new(SETMOV)
+    let migrated = setmov_tests::setmov_command(SETMOV)
         .args(["migrate", "--database", &url, "--database-password-file"])
         .arg(db.password_file())
         .output()

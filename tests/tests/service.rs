@@ -251,16 +251,34 @@ fn journal_fields(mut datagram: &[u8]) -> Vec<(String, String)> {
     fields
 }
 
-/// Runs `setmov ARGS` with stderr connected as systemd connects it to the journal; returns its
-/// exit status and the messages `journal` received, each as its fields.
+/// Runs `setmov ARGS` with stderr connected as systemd connects it to the journal, in a mount
+/// namespace of its own where journald's folder is `journal_dir` (holding the test's socket):
+/// a journald of the machine is neither needed nor disturbed, and nothing is left in /run.
+/// Returns its exit status and the messages `journal` received, each as its fields.
 fn run_under_journal(
     journal: &UnixDatagram,
+    journal_dir: &Path,
     args: &[&str],
 ) -> (std::process::ExitStatus, Vec<Vec<(String, String)>>) {
     let (read_end, write_end) = nix::unistd::pipe().expect("pipe");
     let stat = nix::sys::stat::fstat(&write_end).expect("fstat");
-    let status = Command::new(BIN)
+    // A private /run (tmpfs) with the test's folder as /run/systemd/journal, then setmov.
+    let script = r#"mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/journal &&
+        mount --bind "$1" /run/systemd/journal && shift && exec "$@""#;
+    let status = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .arg(journal_dir)
+        .arg(BIN)
         .args(args)
+        .env("SETMOV_CONFIG", setmov_tests::NO_CONFIG)
         .env("JOURNAL_STREAM", format!("{}:{}", stat.st_dev, stat.st_ino))
         .env("SETMOV_LOG", "info")
         .stdout(Stdio::null())
@@ -299,20 +317,17 @@ fn message(messages: &[Vec<(String, String)>], start: &str) -> (String, String) 
 
 #[test]
 fn under_systemd_log_lines_reach_the_journal_with_their_levels() {
-    const SOCKET: &str = "/run/systemd/journal/socket";
     if !is_root() {
-        return skip("binding journald's socket needs root");
+        return skip("a mount namespace standing in for journald's folder needs root");
     }
-    if Path::new(SOCKET).exists() {
-        return skip("a journald runs here; this test stands in for one and needs its socket");
-    }
-    std::fs::create_dir_all("/run/systemd/journal").expect("journal folder");
-    let journal = UnixDatagram::bind(SOCKET).expect("bind the journal socket");
-    let _remove = RemoveOnDrop(PathBuf::from(SOCKET));
+    // The test's journald: a datagram socket named as journald's, in a folder of its own.
+    let journal_dir = tempfile::tempdir().expect("tempdir");
+    let journal = UnixDatagram::bind(journal_dir.path().join("socket")).expect("bind");
 
     let tree = fixture("golden/t1").display().to_string();
     let (status, messages) = run_under_journal(
         &journal,
+        journal_dir.path(),
         &[
             "run",
             "--count",
@@ -336,19 +351,14 @@ fn under_systemd_log_lines_reach_the_journal_with_their_levels() {
         ("6".to_owned(), "setmov".to_owned())
     );
     // A failure is logged as an error (3) rather than printed.
-    let (status, messages) =
-        run_under_journal(&journal, &["show", "--database", "/nonexistent/setmov.db"]);
+    let (status, messages) = run_under_journal(
+        &journal,
+        journal_dir.path(),
+        &["show", "--database", "/nonexistent/setmov.db"],
+    );
     assert_eq!(status.code(), Some(2));
     assert_eq!(
         message(&messages, "no database at /nonexistent/setmov.db"),
         ("3".to_owned(), "setmov".to_owned())
     );
-}
-
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }

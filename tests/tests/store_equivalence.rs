@@ -36,7 +36,7 @@ impl Databases {
     /// `setmov ARGS` against each database: (SQLite's stdout, MariaDB's stdout).
     fn both(&self, args: &[&str]) -> (String, String) {
         let run = |database: &[String]| {
-            let output = Command::new(SETMOV)
+            let output = setmov_tests::setmov_command(SETMOV)
                 .args(args)
                 .args(database)
                 .env("SETMOV_LOG", "warn")
@@ -205,7 +205,7 @@ fn sqlite_and_mariadb_give_the_same_answers_on_real_ticks() {
             spool.display().to_string(),
         ],
     };
-    let migrated = Command::new(SETMOV)
+    let migrated = setmov_tests::setmov_command(SETMOV)
         .arg("migrate")
         .args(&databases.mysql)
         .output()
@@ -362,7 +362,7 @@ fn sqlite_and_mariadb_give_the_same_answers_on_real_ticks() {
             let _ = std::fs::remove_dir_all(out);
         }
         let run = |out: &Path, database: &[String]| {
-            let status = Command::new(SETMOV)
+            let status = setmov_tests::setmov_command(SETMOV)
                 .args(["plot", "--since", "5h", "--level", level])
                 .args(what)
                 .arg("--out")

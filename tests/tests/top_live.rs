@@ -43,7 +43,11 @@ impl Pane {
             .write_all(b"set -g remain-on-exit on\nset -g status off\n")
             .expect("write the tmux config");
         // `exec`, so that the pane's process is setmov itself and gets the signals sent to it.
-        let command = format!("exec {} {args}", env!("CARGO_BIN_EXE_setmov-cli"));
+        let command = format!(
+            "SETMOV_CONFIG={} exec {} {args}",
+            setmov_tests::NO_CONFIG,
+            env!("CARGO_BIN_EXE_setmov-cli")
+        );
         let status = Command::new("tmux")
             .args(["-L", &socket, "-f"])
             .arg(config.path())
@@ -411,7 +415,7 @@ fn log_messages_go_to_the_bottom_line_and_after_exit_never_over_the_view() {
 
 #[test]
 fn without_a_terminal_top_says_so_and_exits_2() {
-    let out = Command::new(env!("CARGO_BIN_EXE_setmov-cli"))
+    let out = setmov_tests::setmov_command(env!("CARGO_BIN_EXE_setmov-cli"))
         .args(["top", "--no-ebpf", "--no-libvirt"])
         .output()
         .expect("setmov starts");

@@ -35,8 +35,14 @@ enum Task {
         args: Vec<String>,
     },
     /// Set up, check formatting and lints, prepare the test guests, start the test MariaDB,
-    /// run every test, and take the guests and MariaDB down again.
-    Test,
+    /// run every test, and take the guests and MariaDB down again. Every test must run for
+    /// real: one that cannot (no root, a service missing) fails, unless --allow-skips.
+    Test {
+        /// Let tests that cannot run here skip (each says why; the lines are listed at the
+        /// end) instead of failing: for a local run without root or services.
+        #[arg(long)]
+        allow_skips: bool,
+    },
     /// Real test guests (tiny VMs under libvirt on an isolated bridge); needs root.
     Guests {
         #[command(subcommand)]
@@ -112,19 +118,29 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Task::Test => {
+        Task::Test { allow_skips } => {
             toolchain::setup(&root)?;
             cargo(&root, &["fmt", "--all", "--check"])?;
             cargo(&root, &["clippy", "--all-targets", "--", "-D", "warnings"])?;
             let mut test = cargo_command(&root, &["nextest", "run", "--no-tests", "fail"]);
-            // In CI every test must run for real: one that would skip for lack of root or a
-            // service fails instead.
-            if std::env::var_os("CI").is_some() {
+            // Every test must run for real: one that would skip for lack of root or a service
+            // fails instead, unless the caller allows skips.
+            if !allow_skips {
                 test.env("SETMOV_REQUIRE_ALL", "1");
             }
+            // Each skip appends its reason here; they are listed after the run, pass or fail.
+            let skipped = root.join("target/skipped-tests.log");
+            let _ = std::fs::remove_file(&skipped);
+            test.env("SETMOV_SKIP_LOG", &skipped);
             let tested = guests::prepare()
                 .and_then(|()| mariadb::prepare())
                 .and_then(|()| run(&mut test));
+            match std::fs::read_to_string(&skipped) {
+                Ok(lines) if !lines.is_empty() => {
+                    eprintln!("xtask: tests that skipped:\n{lines}");
+                }
+                _ => eprintln!("xtask: no test skipped"),
+            }
             guests::QUIET_DOWN.store(true, std::sync::atomic::Ordering::Relaxed);
             mariadb::QUIET_DOWN.store(true, std::sync::atomic::Ordering::Relaxed);
             let database_down = mariadb::down();
