@@ -190,6 +190,19 @@ impl Guest {
             .ok()
     }
 
+    /// The thread ids of its vCPUs, from libvirt's live domain XML (`<vcpu id='0' pid='T'/>`).
+    pub fn vcpu_threads(&self) -> Vec<u32> {
+        let xml =
+            fs::read_to_string(format!("/run/libvirt/qemu/{}.xml", self.name)).unwrap_or_default();
+        xml.split("<vcpu ")
+            .skip(1)
+            .filter_map(|tag| {
+                let pid = tag.split("pid='").nth(1)?;
+                pid.split('\'').next()?.parse().ok()
+            })
+            .collect()
+    }
+
     /// The host-side tap device of the guest's NIC (`vnetN`).
     pub fn tap_device(&self) -> Option<String> {
         // Rows under a dashed line: `vnet0  network  setmov-test  virtio  52:54:00:..`.

@@ -157,3 +157,83 @@ fn direct_io_of_dd_is_credited_to_dd() -> anyhow::Result<()> {
     ensure!(probe.lost_events()? == 0, "the counter map overflowed");
     Ok(())
 }
+
+/// The probe's latency of fio's own requests against fio's completion-latency percentiles
+/// of the same requests: direct 4 KiB random reads and writes one at a time, so each request
+/// is issued as soon as it is submitted and both measure the device's service time. They must
+/// agree within the log2 histogram's bucket (a factor of 2).
+#[test]
+fn latency_percentiles_of_fio_match_fios_own() -> anyhow::Result<()> {
+    let mut probes = match Probes::load() {
+        Ok(probes) => probes,
+        Err(error) if error.is_missing_prerequisite() => return skip(&error.to_string()),
+        Err(error) => return Err(error.into()),
+    };
+    let probe = probes.block.as_mut().context("the block probe is off")?;
+    let dir = tempfile::Builder::new()
+        .prefix("setmov-ebpf-fio")
+        .tempdir_in("/var/tmp")?;
+    if let Some(reason) = setmov_tests::not_on_block_device(dir.path())? {
+        return skip(&reason);
+    }
+    let report = dir.path().join("fio.json");
+    // --thread: the I/O is submitted by a thread of this fio process, so under its pid.
+    let mut fio = match Command::new("fio")
+        .args([
+            "--name=setmov",
+            "--thread",
+            "--rw=randrw",
+            "--rwmixread=70",
+            "--bs=4k",
+            "--size=64M",
+            "--direct=1",
+            "--ioengine=psync",
+            "--time_based",
+            "--runtime=4",
+            "--percentile_list=50:99",
+            "--output-format=json",
+        ])
+        .arg(format!("--directory={}", dir.path().display()))
+        .arg(format!("--output={}", report.display()))
+        .spawn()
+    {
+        Ok(fio) => fio,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return skip("fio is missing: `cargo xtask setup` installs it");
+        }
+        Err(e) => return Err(e).context("spawning fio"),
+    };
+    let pid = fio.id();
+    ensure!(fio.wait()?.success(), "fio failed");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report)?)?;
+    let latencies = probe.latency_by_tgid()?;
+    for (direction, name) in [(DIR_READ, "read"), (DIR_WRITE, "write")] {
+        let hist = latencies
+            .get(&BlockKey {
+                tgid: pid,
+                direction,
+            })
+            .with_context(|| format!("fio (pid {pid}) has no {name} latency histogram"))?;
+        let clat = &json["jobs"][0][name]["clat_ns"]["percentile"];
+        for (q, key) in [(0.5, "50.000000"), (0.99, "99.000000")] {
+            let theirs = clat[key]
+                .as_f64()
+                .with_context(|| format!("no {name} p{key} in fio's report: {clat}"))?;
+            let ours = hist_quantile(hist, q).context("an empty histogram")?;
+            let ratio = ours / theirs;
+            eprintln!(
+                "{name} p{}: probe {:.1} µs over {} requests, fio {:.1} µs ({ratio:.2}×)",
+                q * 100.0,
+                ours / 1e3,
+                hist_count(hist),
+                theirs / 1e3
+            );
+            ensure!(
+                (0.5..=2.0).contains(&ratio),
+                "{name} latency p{}: probe {ours} ns, fio {theirs} ns",
+                q * 100.0
+            );
+        }
+    }
+    Ok(())
+}

@@ -670,3 +670,125 @@ fn vm_churn_a_suspended_guest_and_a_libvirtd_restart_lose_no_tick() {
         .expect("vmc");
     assert!(vmc >= 2, "VMC {vmc}");
 }
+
+/// The time a thread has waited on a run queue, in ns, as the scheduler accounts it
+/// (`schedstat`'s second field).
+fn run_delay_ns(pid: u32, tid: u32) -> u64 {
+    let path = format!("/proc/{pid}/task/{tid}/schedstat");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{path}: {text:?}"))
+}
+
+/// CPU ready (the vCPUs' run-queue wait, from the eBPF scheduler probe) against the kernel's
+/// own `run_delay` of the vCPU threads: a burning guest whose vCPU competes with two host
+/// spinners. Each streamed record is followed at once by the test's read of schedstat, so
+/// both cover the same seconds: within ±2 points.
+#[test]
+fn cpu_ready_is_the_vcpu_threads_run_queue_wait() {
+    use std::io::BufRead as _;
+    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    if !setmov_tests::is_root() {
+        return skip("the scheduler probe needs root");
+    }
+    let Some(guest) = start(
+        "ready",
+        &Workload {
+            burn_secs: -1,
+            ..Workload::default()
+        },
+    ) else {
+        return;
+    };
+    guest
+        .wait_for("SETMOV: burn-start", BOOT)
+        .expect("burn starts");
+    let qemu = guest.qemu_pid().expect("qemu pid");
+    let vcpus = guest.vcpu_threads();
+    assert_eq!(vcpus.len(), 1, "one vCPU thread: {vcpus:?}");
+    let waited = || {
+        vcpus
+            .iter()
+            .map(|tid| run_delay_ns(qemu, *tid))
+            .sum::<u64>()
+    };
+
+    // Two host threads spinning beside the guest's vCPU on two CPUs: it waits its turn.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let spinners: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = std::sync::Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+            })
+        })
+        .collect();
+    let mut child = setmov_tests::setmov_command(env!("CARGO_BIN_EXE_setmov-cli"))
+        .args(["run", "--stream", "--format", "csv", "--no-store"])
+        .args(["--count", "8", "--interval", "1s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("setmov starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok);
+    let header: Vec<String> = lines
+        .next()
+        .expect("a header")
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    let column = |name: &str| header.iter().position(|h| h == name).expect(name);
+    let (uuid, ready, interval) = (
+        column("uuid"),
+        column("cpu_ready_pct"),
+        column("interval_s"),
+    );
+    // Per record of the guest: setmov's CPU ready % and interval, and the kernel's run_delay
+    // (ns) with the instant the test read it.
+    let mut ticks: Vec<(f64, f64, u64, Instant)> = Vec::new();
+    for line in lines {
+        let (delay, at) = (waited(), Instant::now());
+        let record: Vec<&str> = line.split(',').collect();
+        if record.get(uuid) == Some(&guest.uuid()) {
+            let figure = |i: usize| record[i].parse::<f64>().unwrap_or(f64::NAN);
+            ticks.push((figure(ready), figure(interval), delay, at));
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for spinner in spinners {
+        spinner.join().expect("spinner");
+    }
+    assert!(child.wait().expect("setmov").success(), "setmov failed");
+
+    // The probe watches the vCPU threads once the VM source has named them (its first
+    // sample): from the third record on, every interval is watched whole. Over those, the
+    // time-weighted CPU ready against the run_delay the kernel added between the test's reads
+    // after the second and the last record (the reads lag each record by a few ms, which a
+    // busy machine can stretch: per tick they would differ by that, over the span they
+    // agree).
+    assert!(ticks.len() >= 7, "{} records", ticks.len());
+    let span = &ticks[2..];
+    let seconds: f64 = span.iter().skip(1).map(|t| t.1).sum();
+    let ours = span.iter().skip(1).map(|t| t.0 * t.1).sum::<f64>() / seconds;
+    let (first, last) = (&span[0], &span[span.len() - 1]);
+    let elapsed = last.3.duration_since(first.3).as_secs_f64();
+    let kernel = (last.2 - first.2) as f64 / 1e9 / elapsed / vcpus.len() as f64 * 100.0;
+    let per_tick: Vec<f64> = span.iter().map(|t| t.0).collect();
+    eprintln!(
+        "CPU ready {ours:.2} % over {seconds:.1} s (per tick {per_tick:.1?}); run_delay of the \
+         vCPU thread {kernel:.2} % over {elapsed:.1} s"
+    );
+    assert!(kernel >= 5.0, "the vCPU never waited: {kernel:.2} %");
+    assert!(
+        (ours - kernel).abs() <= 2.0,
+        "CPU ready {ours:.2} %, run_delay {kernel:.2} % over the same seconds"
+    );
+}
