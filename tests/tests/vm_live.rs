@@ -775,6 +775,12 @@ fn cpu_ready_is_the_vcpu_threads_run_queue_wait() {
     // busy machine can stretch: per tick they would differ by that, over the span they
     // agree).
     assert!(ticks.len() >= 7, "{} records", ticks.len());
+    // Before that the figure is unknown (an empty field), never a 0 that reads as no wait.
+    assert!(
+        ticks[..2].iter().all(|t| t.0.is_nan()),
+        "CPU ready of intervals not watched whole: {:?}",
+        ticks[..2].iter().map(|t| t.0).collect::<Vec<_>>()
+    );
     let span = &ticks[2..];
     let seconds: f64 = span.iter().skip(1).map(|t| t.1).sum();
     let ours = span.iter().skip(1).map(|t| t.0 * t.1).sum::<f64>() / seconds;

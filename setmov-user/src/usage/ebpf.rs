@@ -56,6 +56,10 @@ pub struct EbpfInterval {
     pub net_drops: HashMap<(String, String), u64>,
     pub kvm_by_tgid: HashMap<u32, KvmCounters>,
     pub runq_by_tid: HashMap<u32, RunqWait>,
+    /// The threads watched through the whole interval (in both snapshots, their counters
+    /// not restarted): only their run-queue wait is complete. A thread watched from part-way
+    /// through has an unknown CPU ready for this interval, not 0.
+    pub runq_watched_throughout: HashSet<u32>,
     pub sched_on: bool,
 }
 
@@ -81,6 +85,16 @@ pub fn ebpf_interval(
         }),
         kvm_by_tgid: deltas(&prev.kvm_by_tgid, &now.kvm_by_tgid, kvm_delta),
         runq_by_tid: deltas(&prev.runq_by_tid, &now.runq_by_tid, runq_delta),
+        runq_watched_throughout: now
+            .runq_by_tid
+            .iter()
+            .filter(|(tid, wait)| {
+                prev.runq_by_tid
+                    .get(tid)
+                    .is_some_and(|before| runq_delta(before, wait).is_some())
+            })
+            .map(|(tid, _)| *tid)
+            .collect(),
         sched_on: now.sched_on,
     })
 }
@@ -391,8 +405,15 @@ pub fn vm_ebpf_figures(interval: &EbpfInterval, vm: VmOwnership<'_>) -> VmEbpfFi
 }
 
 /// The run-queue wait of `vcpu_tids` over the interval. A watched thread that did not wait is
-/// absent from the deltas and adds nothing.
+/// absent from the deltas and adds nothing; `None` unless every vCPU thread was watched
+/// through the whole interval (a VM just seen, a vCPU thread restarted).
 fn cpu_ready(interval: &EbpfInterval, vcpu_tids: &[u32]) -> Option<CpuReady> {
+    if !vcpu_tids
+        .iter()
+        .all(|tid| interval.runq_watched_throughout.contains(tid))
+    {
+        return None;
+    }
     let dt = super::positive_seconds(interval.interval_secs)?;
     let mut wait_ns = 0u64;
     let mut waits = 0u64;
@@ -623,7 +644,14 @@ mod tests {
             .entry(KvmEventKind::Pio)
             .or_default()
             .insert("out".into(), 300);
+        // The watched vCPU threads are in every snapshot, waits or not (the probe creates their
+        // entries when it starts watching them).
         let prev = EbpfSnapshot {
+            runq_by_tid: HashMap::from([
+                (101, RunqWait::default()),
+                (102, RunqWait::default()),
+                (555, RunqWait::default()),
+            ]),
             sched_on: true,
             ..EbpfSnapshot::default()
         };
@@ -638,8 +666,14 @@ mod tests {
             )]),
             net_drops: HashMap::from([(("vnet0".to_owned(), "NO_SOCKET".to_owned()), 2)]),
             kvm_by_tgid: HashMap::from([(QEMU, kvm)]),
-            // vCPU 0 waited 50 ms in 10 waits; vCPU 1 never; thread 999 is another VM's.
-            runq_by_tid: HashMap::from([(101, wait(50_000_000, 10, 22)), (999, wait(7, 1, 2))]),
+            // vCPU 0 waited 50 ms in 10 waits; vCPU 1 never; thread 999 is another VM's, watched
+            // from part-way through the interval.
+            runq_by_tid: HashMap::from([
+                (101, wait(50_000_000, 10, 22)),
+                (102, RunqWait::default()),
+                (555, RunqWait::default()),
+                (999, wait(7, 1, 2)),
+            ]),
             sched_on: true,
             ..EbpfSnapshot::default()
         };
@@ -676,6 +710,17 @@ mod tests {
             },
         );
         assert_eq!(idle.cpu_ready.map(|r| r.pct), Some(0.0));
+        // A VM whose vCPU thread was watched from part-way through: unknown, not 0 % or its
+        // partial wait.
+        let just_seen = vm_ebpf_figures(
+            &interval,
+            VmOwnership {
+                qemu_pid: 2,
+                vcpu_tids: &[999],
+                taps: &[],
+            },
+        );
+        assert_eq!(just_seen.cpu_ready, None);
     }
 
     #[test]
