@@ -28,6 +28,11 @@ struct Pane {
 impl Pane {
     /// `None` (after a loud skip) when tmux is not installed.
     fn start(args: &str) -> Option<Pane> {
+        Pane::start_with("", args)
+    }
+
+    /// [`Pane::start`] with `environment` (`NAME=value ...`) set for setmov.
+    fn start_with(environment: &str, args: &str) -> Option<Pane> {
         if Command::new("tmux").arg("-V").output().is_err() {
             skip("tmux is not installed (`cargo xtask setup` installs it)");
             return None;
@@ -44,7 +49,7 @@ impl Pane {
             .expect("write the tmux config");
         // `exec`, so that the pane's process is setmov itself and gets the signals sent to it.
         let command = format!(
-            "SETMOV_CONFIG={} exec {} {args}",
+            "SETMOV_CONFIG={} {environment} exec {} {args}",
             setmov_tests::NO_CONFIG,
             env!("CARGO_BIN_EXE_setmov-cli")
         );
@@ -385,6 +390,53 @@ fn sigterm_ends_top_and_restores_the_terminal() {
     assert!(kill.is_ok_and(|s| s.success()), "cannot signal setmov top");
     assert_eq!(pane.wait_exit(), "0", "exit status after SIGTERM");
     pane.assert_terminal_restored();
+}
+
+/// A panic while the view runs (here the test-only trigger of the `test-panic-in-top` feature,
+/// on its third tick) gives the terminal back and ends the process with 101: under `script`,
+/// which records every byte written to the terminal, the alternate screen is left and the
+/// cursor shown again after the view last hid it, and the panic message reaches the user.
+#[test]
+fn a_panic_in_top_gives_the_terminal_back_and_exits_101() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let typescript = dir.path().join("typescript");
+    let command = format!(
+        "SETMOV_CONFIG={} SETMOV_TEST_PANIC_IN_TOP=1 exec {} top --interval 200ms --no-ebpf \
+         --no-libvirt",
+        setmov_tests::NO_CONFIG,
+        env!("CARGO_BIN_EXE_setmov-cli")
+    );
+    // Its input stays open (a pipe nobody writes) until it ends.
+    let mut script = match Command::new("script")
+        .args(["--quiet", "--return", "--flush", "--command", &command])
+        .arg(&typescript)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+    {
+        Ok(script) => script,
+        Err(e) => return skip(&format!("cannot run script (util-linux): {e}")),
+    };
+    let status = script.wait().expect("script");
+    assert_eq!(status.code(), Some(101), "exit status after a panic");
+    let bytes = std::fs::read(&typescript).expect("typescript");
+    let last = |sequence: &[u8]| bytes.windows(sequence.len()).rposition(|w| w == sequence);
+    let (entered, left) = (last(b"\x1b[?1049h"), last(b"\x1b[?1049l"));
+    let (hidden, shown) = (last(b"\x1b[?25l"), last(b"\x1b[?25h"));
+    assert!(
+        entered.is_some() && left > entered,
+        "the alternate screen was not left: {entered:?} {left:?}"
+    );
+    assert!(
+        hidden.is_some() && shown > hidden,
+        "the cursor stays hidden: hidden at {hidden:?}, shown at {shown:?}"
+    );
+    let text = String::from_utf8_lossy(&bytes);
+    let message = text.find("a test panic (SETMOV_TEST_PANIC_IN_TOP)");
+    assert!(
+        message.is_some_and(|at| left.is_some_and(|l| at > l)),
+        "the panic message, after the view was left:\n{text}"
+    );
 }
 
 #[test]

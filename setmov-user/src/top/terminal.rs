@@ -92,6 +92,8 @@ async fn show(
     log: Option<&RecentLog>,
 ) -> Result<(), TopError> {
     let mut keys = EventStream::new();
+    #[cfg(feature = "test-panic-in-top")]
+    let mut panic_in = std::env::var_os("SETMOV_TEST_PANIC_IN_TOP").map(|_| 3u32);
     loop {
         app.set_warning(log.and_then(RecentLog::newest));
         terminal
@@ -99,7 +101,14 @@ async fn show(
             .map_err(TopError::Terminal)?;
         tokio::select! {
             tick = ticks.recv() => match tick {
-                Some(tick) => app.ingest(tick),
+                Some(tick) => {
+                    app.ingest(tick);
+                    #[cfg(feature = "test-panic-in-top")]
+                    if let Some(left) = panic_in.as_mut() {
+                        *left -= 1;
+                        assert!(*left > 0, "a test panic (SETMOV_TEST_PANIC_IN_TOP)");
+                    }
+                }
                 // The sampler stopped.
                 None => return Ok(()),
             },
@@ -150,6 +159,10 @@ impl TerminalGuard {
         let restore_and_report = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             restore_and_report(info);
+            // ratatui's hook leaves raw mode and the alternate screen but not the hidden
+            // cursor the view drew with: show it on the normal screen, as the normal way out
+            // does.
+            let _ = crossterm::execute!(io::stdout(), crossterm::cursor::Show);
             std::process::exit(101);
         }));
         Ok(TerminalGuard(terminal))
