@@ -39,3 +39,16 @@ pub fn is_root() -> bool {
         })
         .unwrap_or(false)
 }
+
+/// Polls `done` until it holds. Not a measurement: the deadline only keeps a broken test from
+/// hanging, and is far above what any machine needs.
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gave up waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
