@@ -8,14 +8,13 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use setmov::host::identity::HostIdentity;
+use setmov::store::Store;
 use setmov::store::mysql::{MysqlConfig, MysqlStore};
 use setmov::store::rollup::Retention;
-use setmov::store::{HostSample, Store, TickRecord};
-use setmov::usage::host::{CpuUsage, HostUsage};
 use setmov_tests::guests::{Guest, Workload};
 use setmov_tests::mariadb::MariaDb;
 use setmov_tests::monitor::Monitor;
+use setmov_tests::ticks::{HOST_IP, host_tick, instant};
 use setmov_tests::{fixture, skip};
 use time::OffsetDateTime;
 
@@ -461,46 +460,6 @@ fn bad_settings_give_clear_errors_and_a_newer_schema_is_refused() {
     assert!(!ok && log.contains("newer than this setmov knows"), "{log}");
 }
 
-/// A tick of host 192.0.2.9 at `secs` after the epoch with `cpu` % busy.
-fn synthetic_tick(seq: u64, secs: i64, cpu: f64) -> TickRecord {
-    let usage = CpuUsage {
-        busy_pct: cpu,
-        user_pct: cpu,
-        nice_pct: 0.0,
-        system_pct: 0.0,
-        idle_pct: 100.0 - cpu,
-        iowait_pct: 0.0,
-        irq_pct: 0.0,
-        softirq_pct: 0.0,
-        steal_pct: 0.0,
-        guest_pct: 0.0,
-    };
-    TickRecord {
-        seq,
-        time: OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(secs),
-        host: HostIdentity {
-            name: "synthetic".into(),
-            ip: "192.0.2.9".into(),
-            mac: None,
-            interface: None,
-        },
-        vm_count: Some(0),
-        node: None,
-        host_sample: Some(HostSample {
-            interval_secs: 20.0,
-            late_ms: 0.0,
-            missed_ticks: 0,
-            usage: HostUsage {
-                cpu: Some(usage),
-                ..HostUsage::default()
-            },
-            problems: Vec::new(),
-        }),
-        vms: Vec::new(),
-        ebpf: None,
-    }
-}
-
 #[test]
 fn complete_minutes_are_rolled_up_and_old_ticks_purged_on_the_server() {
     let Some(Prepared {
@@ -529,7 +488,12 @@ fn complete_minutes_are_rolled_up_and_old_ticks_purged_on_the_server() {
         let mut store = MysqlStore::open(config).await.expect("open");
         // Every 20 s from 00:00:00 to 00:02:40: minutes 0 and 1 are complete.
         for n in 0..9u64 {
-            let tick = synthetic_tick(n + 1, 20 * n as i64, (n * 10) as f64);
+            let tick = host_tick(
+                n + 1,
+                time::Duration::seconds(20 * n as i64),
+                20.0,
+                (n * 10) as f64,
+            );
             store.write_tick(&tick).await.expect("write");
         }
         let keep = Retention {
@@ -537,20 +501,14 @@ fn complete_minutes_are_rolled_up_and_old_ticks_purged_on_the_server() {
             minute: None,
             hour: None,
         };
-        let now = OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(160);
-        store
-            .maintain("192.0.2.9", now, &keep)
-            .await
-            .expect("roll up");
+        let now = instant(time::Duration::seconds(160));
+        store.maintain(HOST_IP, now, &keep).await.expect("roll up");
         let purge = Retention {
             raw: Some(Duration::from_secs(3600)),
             ..keep
         };
         let later = now + time::Duration::days(1);
-        store
-            .maintain("192.0.2.9", later, &purge)
-            .await
-            .expect("purge");
+        store.maintain(HOST_IP, later, &purge).await.expect("purge");
         store.close().await;
     });
     let minutes = db.query(
@@ -604,13 +562,12 @@ fn a_tick_in_a_minutes_last_half_second_stays_in_that_minute() {
     let times = runtime.block_on(async {
         let mut store = MysqlStore::open(config).await.expect("open");
         for (seq, millis, cpu) in [(1, 59_600, 10.0), (2, 61_000, 20.0), (3, 121_000, 30.0)] {
-            let mut tick = synthetic_tick(seq, 0, cpu);
-            tick.time = OffsetDateTime::UNIX_EPOCH + time::Duration::milliseconds(millis);
+            let tick = host_tick(seq, time::Duration::milliseconds(millis), 20.0, cpu);
             store.write_tick(&tick).await.expect("write");
         }
-        let now = OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(180);
+        let now = instant(time::Duration::seconds(180));
         store
-            .maintain("192.0.2.9", now, &Retention::default())
+            .maintain(HOST_IP, now, &Retention::default())
             .await
             .expect("roll up");
         let query = setmov::analysis::ReportQuery {
