@@ -3,6 +3,7 @@
 pub mod guests;
 pub mod mariadb;
 pub mod monitor;
+pub mod rollups;
 pub mod ticks;
 
 use std::path::PathBuf;

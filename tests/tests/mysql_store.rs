@@ -14,6 +14,7 @@ use setmov::store::rollup::Retention;
 use setmov_tests::guests::{Guest, Workload};
 use setmov_tests::mariadb::MariaDb;
 use setmov_tests::monitor::Monitor;
+use setmov_tests::rollups::check_rollup_values;
 use setmov_tests::ticks::{HOST_IP, host_tick, instant};
 use setmov_tests::{fixture, skip};
 use time::OffsetDateTime;
@@ -460,6 +461,26 @@ fn bad_settings_give_clear_errors_and_a_newer_schema_is_refused() {
     assert!(!ok && log.contains("newer than this setmov knows"), "{log}");
 }
 
+/// The store's settings for database `url`, spooling into `spool`.
+fn store_config(db: &MariaDb, url: &str, spool: &Path) -> MysqlConfig {
+    MysqlConfig {
+        url: url.to_owned(),
+        password: Some(db.password()),
+        tls: false,
+        ca_file: None,
+        spool_dir: spool.to_owned(),
+        spool_max_bytes: 1 << 20,
+    }
+}
+
+/// For the store's calls.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 #[test]
 fn complete_minutes_are_rolled_up_and_old_ticks_purged_on_the_server() {
     let Some(Prepared {
@@ -472,18 +493,8 @@ fn complete_minutes_are_rolled_up_and_old_ticks_purged_on_the_server() {
     else {
         return;
     };
-    let config = MysqlConfig {
-        url,
-        password: Some(db.password()),
-        tls: false,
-        ca_file: None,
-        spool_dir: spool.path().to_owned(),
-        spool_max_bytes: 1 << 20,
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let config = store_config(&db, &url, spool.path());
+    let runtime = runtime();
     runtime.block_on(async {
         let mut store = MysqlStore::open(config).await.expect("open");
         // Every 20 s from 00:00:00 to 00:02:40: minutes 0 and 1 are complete.
@@ -547,18 +558,8 @@ fn a_tick_in_a_minutes_last_half_second_stays_in_that_minute() {
     else {
         return;
     };
-    let config = MysqlConfig {
-        url,
-        password: Some(db.password()),
-        tls: false,
-        ca_file: None,
-        spool_dir: spool.path().to_owned(),
-        spool_max_bytes: 1 << 20,
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let config = store_config(&db, &url, spool.path());
+    let runtime = runtime();
     let times = runtime.block_on(async {
         let mut store = MysqlStore::open(config).await.expect("open");
         for (seq, millis, cpu) in [(1, 59_600, 10.0), (2, 61_000, 20.0), (3, 121_000, 30.0)] {
@@ -588,6 +589,26 @@ fn a_tick_in_a_minutes_last_half_second_stays_in_that_minute() {
         "SELECT DATE_FORMAT(time, '%H:%i'), samples, cpu_pct_avg FROM host_usage_1m ORDER BY time",
     );
     assert_eq!(minutes, ["00:00\t1\t10", "00:01\t1\t20", "00:02\t1\t30"]);
+}
+
+#[test]
+fn minute_and_hour_rollups_of_uneven_ticks_hold_the_values_computed_by_hand() {
+    let Some(Prepared {
+        _server,
+        db,
+        url,
+        spool,
+        ..
+    }) = prepared("uneven")
+    else {
+        return;
+    };
+    runtime().block_on(async {
+        let config = store_config(&db, &url, spool.path());
+        let mut store = MysqlStore::open(config).await.expect("open");
+        check_rollup_values(&mut store).await;
+        store.close().await;
+    });
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The embedded SQLite store over the life of an operator's file: a database of every earlier
 //! schema, with the rows the setmov of that schema wrote, brought up to date by `setmov show`
-//! with every value kept.
+//! with every value kept; and the values of its minute and hour rollups over ticks of uneven
+//! Δt.
 
 use std::path::Path;
 use std::process::Command;
@@ -10,6 +11,7 @@ use rusqlite::types::Value as SqliteValue;
 use setmov::store::format_time;
 use setmov::store::rows::{Rows, TickRows, Value, tick_rows};
 use setmov::store::sqlite::SqliteStore;
+use setmov_tests::rollups::check_rollup_values;
 use setmov_tests::ticks::{FULL_TICK_VM, full_tick};
 
 const SETMOV: &str = env!("CARGO_BIN_EXE_setmov-cli");
@@ -309,4 +311,14 @@ fn a_schema_3_database_keeps_its_time_ordered_vm_rows_through_every_migration() 
 #[test]
 fn a_schema_4_database_keeps_its_ebpf_rows_through_every_migration() {
     an_earlier_schema_is_brought_up_to_date_with_its_rows(4);
+}
+
+#[test]
+fn minute_and_hour_rollups_of_uneven_ticks_hold_the_values_computed_by_hand() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = SqliteStore::open(&dir.path().join("setmov.db")).expect("open");
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime")
+        .block_on(check_rollup_values(&mut store));
 }
