@@ -3,6 +3,7 @@
 //! PID (with and without a monitor restart), two hosts in one database, and bad input.
 //! Without the server these tests skip loudly (and fail under SETMOV_REQUIRE_ALL=1).
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
@@ -11,12 +12,13 @@ use std::time::{Duration, Instant};
 use setmov::store::Store;
 use setmov::store::mysql::{MysqlConfig, MysqlStore};
 use setmov::store::rollup::Retention;
+use setmov::store::rows::TickRows;
 use setmov_tests::guests::{Guest, Workload};
 use setmov_tests::mariadb::MariaDb;
-use setmov_tests::monitor::Monitor;
+use setmov_tests::monitor::{Monitor, RunSummary};
 use setmov_tests::rollups::check_rollup_values;
 use setmov_tests::ticks::{HOST_IP, host_tick, instant};
-use setmov_tests::{fixture, skip};
+use setmov_tests::{fixture, skip, wait_until};
 use time::OffsetDateTime;
 
 /// The tests stop and start the one server: one at a time.
@@ -327,6 +329,86 @@ fn a_monitor_restarted_during_an_outage_replays_its_spool() {
     );
     assert_eq!((rows, duplicates), (40, 0));
     assert_eq!(std::fs::read_dir(spool.path()).expect("spool").count(), 0);
+}
+
+/// The times of the ticks in `database`'s T2, as the spool names them (`YYYY-MM-DD hh:mm:ss.mmm`).
+fn stored_tick_times(db: &MariaDb, database: &str) -> BTreeSet<String> {
+    db.query(
+        database,
+        "SELECT LEFT(DATE_FORMAT(time, '%Y-%m-%d %H:%i:%s.%f'), 23) FROM host_usage",
+    )
+    .into_iter()
+    .collect()
+}
+
+/// The times of the ticks waiting in `spool`.
+fn spooled_tick_times(spool: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(spool)
+        .expect("spool")
+        .map(|entry| entry.expect("spool entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "json"))
+        .map(|path| {
+            let text = std::fs::read(&path).expect("spooled tick");
+            let rows: TickRows =
+                serde_json::from_slice(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            rows.time
+        })
+        .collect()
+}
+
+/// What `systemctl stop` does to a monitor whose server is down: every tick it took is in the
+/// database or in the spool, and the next run replays the spool.
+#[test]
+fn sigterm_during_an_outage_keeps_every_tick_in_the_database_or_the_spool() {
+    let Some(set_up) = prepared("sigterm") else {
+        return;
+    };
+    let run = |more: &[&str]| {
+        let mut args = vec!["--interval", "200ms", "--no-libvirt", "--no-ebpf"];
+        args.extend(more);
+        db_args(&set_up.db, set_up.spool.path(), &args)
+    };
+    let monitor = start_monitor(&set_up.url, &run(&[]));
+    wait_until("3 stored ticks", || {
+        count(&set_up.db, &set_up.name, "SELECT COUNT(*) FROM host_usage") >= 3
+    });
+    set_up.db.stop();
+    wait_until("3 spooled ticks", || {
+        spooled_tick_times(set_up.spool.path()).len() >= 3
+    });
+    let log = monitor.terminate();
+    set_up.db.start();
+    let summary = RunSummary::from_log(&log);
+    assert_eq!((summary.written, summary.lost), (summary.ticks, 0), "{log}");
+    let (stored, spooled) = (
+        stored_tick_times(&set_up.db, &set_up.name),
+        spooled_tick_times(set_up.spool.path()),
+    );
+    eprintln!(
+        "{} ticks: {} stored, {} spooled",
+        summary.ticks,
+        stored.len(),
+        spooled.len()
+    );
+    assert!(
+        log.contains(&format!("{} ticks wait in the spool", spooled.len())),
+        "{log}"
+    );
+    let kept = stored.union(&spooled).count() as u64;
+    assert_eq!(
+        kept, summary.ticks,
+        "stored {stored:?}, spooled {spooled:?}"
+    );
+
+    let log = start_monitor(&set_up.url, &run(&["--count", "2"])).wait();
+    assert!(log.contains("wait in the spool"), "{log}");
+    let (rows, duplicates, _) = host_rows(
+        &set_up.db,
+        &set_up.name,
+        &real_host_ip(&set_up.db, &set_up.name),
+    );
+    assert_eq!((rows, duplicates), (summary.ticks + 2, 0));
+    assert!(spooled_tick_times(set_up.spool.path()).is_empty());
 }
 
 #[test]
