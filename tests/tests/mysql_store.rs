@@ -1,6 +1,7 @@
 //! The MySQL store against a real MariaDB server, started by `cargo xtask mariadb up` (or
-//! `cargo xtask test`): the schema, exact row counts, outages with the server stopped by its
-//! PID (with and without a monitor restart), two hosts in one database, and bad input.
+//! `cargo xtask test`): the schema and a schema 1 database migrated with its rows, exact row
+//! counts, outages with the server stopped by its PID (with and without a monitor restart, and
+//! ended by SIGTERM), two hosts in one database, rollup values, and bad input.
 //! Without the server these tests skip loudly (and fail under SETMOV_REQUIRE_ALL=1).
 
 use std::collections::BTreeSet;
@@ -12,12 +13,12 @@ use std::time::{Duration, Instant};
 use setmov::store::Store;
 use setmov::store::mysql::{MysqlConfig, MysqlStore};
 use setmov::store::rollup::Retention;
-use setmov::store::rows::TickRows;
+use setmov::store::rows::{TickRows, tick_rows};
 use setmov_tests::guests::{Guest, Workload};
 use setmov_tests::mariadb::MariaDb;
 use setmov_tests::monitor::{Monitor, RunSummary};
 use setmov_tests::rollups::check_rollup_values;
-use setmov_tests::ticks::{HOST_IP, host_tick, instant};
+use setmov_tests::ticks::{HOST_IP, full_tick, host_tick, instant};
 use setmov_tests::{fixture, skip, wait_until};
 use time::OffsetDateTime;
 
@@ -60,11 +61,17 @@ struct Prepared {
 
 /// `None` when the server is not there (the test then skips).
 fn prepared(name: &str) -> Option<Prepared> {
+    let prepared = empty_database(name)?;
+    migrate(&prepared.db, &prepared.url);
+    Some(prepared)
+}
+
+/// Like [`prepared`], without the schema.
+fn empty_database(name: &str) -> Option<Prepared> {
     let server_lock = SERVER.lock().unwrap_or_else(|e| e.into_inner());
     let db = server()?;
     let name = db.fresh_database(name);
     let url = db.url(&name);
-    migrate(&db, &url);
     Some(Prepared {
         _server: server_lock,
         db,
@@ -474,14 +481,121 @@ fn two_hosts_write_into_one_database_at_once() {
     );
 }
 
+mod embedded {
+    refinery::embed_migrations!("../migrations/mysql");
+}
+
+/// Applies the migrations up to schema `version` to the database at `url`, through refinery
+/// as `setmov migrate` applies them.
+async fn migrate_to(db: &MariaDb, url: &str, version: i32) {
+    let opts = mysql_async::OptsBuilder::from_opts(mysql_async::Opts::from_url(url).expect("URL"))
+        .pass(Some(db.password()));
+    let mut pool = mysql_async::Pool::new(opts);
+    embedded::migrations::runner()
+        .set_target(refinery::Target::Version(version))
+        .run_async(&mut pool)
+        .await
+        .unwrap_or_else(|e| panic!("schema {version}: {e}"));
+    pool.disconnect().await.expect("disconnect");
+}
+
+/// `CHECKSUM TABLE` of every table of `database` but refinery's: what they hold, in one line
+/// each.
+fn table_checksums(db: &MariaDb, database: &str) -> Vec<String> {
+    let tables = db.query(
+        database,
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()
+         AND table_name <> 'refinery_schema_history' ORDER BY table_name",
+    );
+    db.query(database, &format!("CHECKSUM TABLE {}", tables.join(", ")))
+}
+
+/// A database of schema 1 with the rows the setmov of that schema wrote (the writer's rows of
+/// full ticks: schema 2 only added the rollup tables), then `setmov migrate`: every table
+/// holds the same rows, the schema is the newest, and the old rows roll up.
+#[test]
+fn a_schema_1_database_keeps_its_rows_through_setmov_migrate() {
+    let Some(set_up) = empty_database("schema_1") else {
+        return;
+    };
+    let ticks: Vec<_> = (1..=3)
+        .map(|n| full_tick(n, time::Duration::seconds(30 * n as i64)))
+        .collect();
+    runtime().block_on(async {
+        migrate_to(&set_up.db, &set_up.url, 1).await;
+        let mut store =
+            MysqlStore::open(store_config(&set_up.db, &set_up.url, set_up.spool.path()))
+                .await
+                .expect("a schema 1 database is open to the writer");
+        for tick in &ticks {
+            store.write_tick(tick).await.expect("write");
+        }
+        store.close().await;
+    });
+    for table in &tick_rows(&ticks[0], "").tables {
+        assert_eq!(
+            count(
+                &set_up.db,
+                &set_up.name,
+                &format!("SELECT COUNT(*) FROM {}", table.table)
+            ),
+            3 * table.rows.len() as u64,
+            "{}",
+            table.table
+        );
+    }
+    let before = table_checksums(&set_up.db, &set_up.name);
+
+    migrate(&set_up.db, &set_up.url);
+    let latest = embedded::migrations::runner()
+        .get_migrations()
+        .iter()
+        .map(refinery::Migration::version)
+        .max()
+        .expect("migrations");
+    assert_eq!(
+        count(
+            &set_up.db,
+            &set_up.name,
+            "SELECT MAX(version) FROM refinery_schema_history"
+        ),
+        latest as u64
+    );
+    let after = table_checksums(&set_up.db, &set_up.name);
+    assert!(
+        before.iter().all(|table| after.contains(table)),
+        "a table changed: before {before:?}, after {after:?}"
+    );
+
+    runtime().block_on(async {
+        let mut store =
+            MysqlStore::open(store_config(&set_up.db, &set_up.url, set_up.spool.path()))
+                .await
+                .expect("open");
+        store
+            .maintain(
+                HOST_IP,
+                instant(time::Duration::minutes(3)),
+                &Retention::default(),
+            )
+            .await
+            .expect("roll up");
+        store.close().await;
+    });
+    let minutes = set_up.db.query(
+        &set_up.name,
+        "SELECT DATE_FORMAT(time, '%H:%i'), samples, cpu_pct_avg FROM host_usage_1m ORDER BY time",
+    );
+    assert_eq!(minutes, ["00:00\t1\t45", "00:01\t2\t45"]);
+}
+
 #[test]
 fn bad_settings_give_clear_errors_and_a_newer_schema_is_refused() {
-    let _server = SERVER.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(db) = server() else { return };
-    let name = db.fresh_database("bad");
-    let url = db.url(&name);
-    let spool = tempfile::tempdir().expect("tempdir");
-    let spool = spool.path().display().to_string();
+    let Some(set_up) = empty_database("bad") else {
+        return;
+    };
+    let Prepared { db, name, url, .. } = &set_up;
+    let spool = set_up.spool.path().display().to_string();
     let password = db.password_file().display().to_string();
     let run = |url: &str, password_file: &str| {
         setmov(&[
@@ -501,7 +615,7 @@ fn bad_settings_give_clear_errors_and_a_newer_schema_is_refused() {
     };
 
     // No schema yet.
-    let (ok, log) = run(&url, &password);
+    let (ok, log) = run(url, &password);
     assert!(
         !ok && log.contains("has no SETMOV schema") && log.contains("setmov migrate"),
         "{log}"
@@ -509,7 +623,7 @@ fn bad_settings_give_clear_errors_and_a_newer_schema_is_refused() {
 
     let wrong = tempfile::NamedTempFile::new().expect("tempfile");
     std::fs::write(wrong.path(), "not-the-password\n").expect("write");
-    let (ok, log) = run(&url, &wrong.path().display().to_string());
+    let (ok, log) = run(url, &wrong.path().display().to_string());
     assert!(!ok && log.contains("Access denied"), "{log}");
     assert!(
         !log.contains("not-the-password"),
@@ -527,16 +641,16 @@ fn bad_settings_give_clear_errors_and_a_newer_schema_is_refused() {
     assert!(!log.contains(&secret), "the password was shown: {log}");
 
     db.query(
-        &name,
+        name,
         "INSERT INTO refinery_schema_history (version, name, applied_on, checksum)
          VALUES (999, 'from_the_future', '2030-01-01T00:00:00Z', '0')",
     );
-    let (ok, log) = run(&url, &password);
+    let (ok, log) = run(url, &password);
     assert!(!ok && log.contains("newer than this setmov knows"), "{log}");
     let (ok, log) = setmov(&[
         "migrate",
         "--database",
-        &url,
+        url,
         "--database-password-file",
         &password,
     ]);
