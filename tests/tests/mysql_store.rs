@@ -1,7 +1,8 @@
 //! The MySQL store against a real MariaDB server, started by `cargo xtask mariadb up` (or
 //! `cargo xtask test`): the schema and a schema 1 database migrated with its rows, exact row
 //! counts, outages with the server stopped by its PID (with and without a monitor restart, and
-//! ended by SIGTERM), two hosts in one database, rollup values, and bad input.
+//! ended by SIGTERM), a spool replayed after newer ticks of another host, two hosts in one
+//! database, rollup values, and bad input.
 //! Without the server these tests skip loudly (and fail under SETMOV_REQUIRE_ALL=1).
 
 use std::collections::BTreeSet;
@@ -14,11 +15,12 @@ use setmov::store::Store;
 use setmov::store::mysql::{MysqlConfig, MysqlStore};
 use setmov::store::rollup::Retention;
 use setmov::store::rows::{TickRows, tick_rows};
+use setmov::vm::stats::DomainState;
 use setmov_tests::guests::{Guest, Workload};
 use setmov_tests::mariadb::MariaDb;
 use setmov_tests::monitor::{Monitor, RunSummary};
 use setmov_tests::rollups::check_rollup_values;
-use setmov_tests::ticks::{HOST_IP, full_tick, host_tick, instant};
+use setmov_tests::ticks::{HOST_IP, full_tick, host_tick, instant, vm_sample};
 use setmov_tests::{fixture, skip, wait_until};
 use time::OffsetDateTime;
 
@@ -416,6 +418,110 @@ fn sigterm_during_an_outage_keeps_every_tick_in_the_database_or_the_spool() {
     );
     assert_eq!((rows, duplicates), (summary.ticks + 2, 0));
     assert!(spooled_tick_times(set_up.spool.path()).is_empty());
+}
+
+/// Host A's monitor spools two ticks during an outage and stops; meanwhile its VM moves to host
+/// B, whose monitor writes newer ticks of it once the server is back. A's monitor, started
+/// again, replays its spool before its own first tick (libvirt not answering yet): every row
+/// lands in order, A's VM count is that of its last replayed tick, and the VM's T3 row keeps
+/// what B wrote last: on B, paused, last seen running at B's first tick. When the VM comes back
+/// to A, A's next tick says so.
+#[test]
+fn a_spool_replayed_late_does_not_move_hosts_and_vms_back() {
+    let Some(set_up) = prepared("late_replay") else {
+        return;
+    };
+    let spool_b = tempfile::tempdir().expect("tempdir");
+    const B: &str = "192.0.2.10";
+    const VM: &str = "3f9a7c1e-0000-4000-8000-0000000000d1";
+    // Host `host`'s tick at `secs` s with `vm_count` VMs running, the moving VM in `state` (or
+    // not on the host); both figures read `secs`.
+    let tick = |host: &str, seq: u64, secs: u32, vm_count: Option<u32>, state| {
+        let mut tick = host_tick(seq, time::Duration::seconds(secs.into()), 1.0, secs.into());
+        tick.host.ip = host.into();
+        tick.vm_count = vm_count;
+        tick.vms = Option::into_iter(state)
+            .map(|state| vm_sample(VM, "desk-moving", state, 1.0, secs.into()))
+            .collect();
+        tick
+    };
+    let (running, paused) = (Some(DomainState::Running), Some(DomainState::Paused));
+    let query = |sql: &str| set_up.db.query(&set_up.name, sql);
+    let vm_row = || query("SELECT host_ip, state, DATE_FORMAT(lct, '%i:%s') FROM vms");
+    let a = store_config(&set_up.db, &set_up.url, set_up.spool.path());
+    let b = store_config(&set_up.db, &set_up.url, spool_b.path());
+    runtime().block_on(async {
+        let mut first = MysqlStore::open(a.clone()).await.expect("open");
+        first
+            .write_tick(&tick(HOST_IP, 1, 10, Some(1), running))
+            .await
+            .expect("write");
+        set_up.db.stop();
+        for (seq, secs, vm_count) in [(2, 11, 2), (3, 12, 3)] {
+            first
+                .write_tick(&tick(HOST_IP, seq, secs, Some(vm_count), running))
+                .await
+                .expect("spool");
+        }
+        drop(first);
+        assert_eq!(spooled_tick_times(set_up.spool.path()).len(), 2);
+        set_up.db.start();
+        let mut second = MysqlStore::open(b).await.expect("open");
+        second
+            .write_tick(&tick(B, 1, 13, Some(2), running))
+            .await
+            .expect("write");
+        second
+            .write_tick(&tick(B, 2, 14, Some(1), paused))
+            .await
+            .expect("write");
+        second.close().await;
+        let mut again = MysqlStore::open(a).await.expect("open");
+        again
+            .write_tick(&tick(HOST_IP, 4, 15, None, None))
+            .await
+            .expect("replay and write");
+        assert!(spooled_tick_times(set_up.spool.path()).is_empty());
+        assert_eq!(
+            query("SELECT host_ip, vmc FROM hosts ORDER BY host_ip"),
+            [format!("{B}\t1"), format!("{HOST_IP}\t3")]
+        );
+        assert_eq!(vm_row(), [format!("{B}\tpaused\t00:13")]);
+        // The VM comes back to A: A's next tick moves it, although A wrote the same row
+        // before (in the replay, where it was late).
+        again
+            .write_tick(&tick(HOST_IP, 5, 16, Some(1), running))
+            .await
+            .expect("write");
+        again.close().await;
+    });
+    assert_eq!(vm_row(), [format!("{HOST_IP}\trunning\t00:16")]);
+    let host_ticks =
+        query("SELECT host_ip, DATE_FORMAT(time, '%i:%s'), cpu_pct FROM host_usage ORDER BY time");
+    let expected: Vec<String> = [
+        (HOST_IP, 10),
+        (HOST_IP, 11),
+        (HOST_IP, 12),
+        (B, 13),
+        (B, 14),
+        (HOST_IP, 15),
+        (HOST_IP, 16),
+    ]
+    .into_iter()
+    .map(|(host, secs)| format!("{host}\t00:{secs}\t{secs}"))
+    .collect();
+    assert_eq!(host_ticks, expected);
+    assert_eq!(
+        query("SELECT DATE_FORMAT(time, '%i:%s'), state, cpu_pct FROM vm_usage ORDER BY time"),
+        [
+            "00:10\trunning\t10",
+            "00:11\trunning\t11",
+            "00:12\trunning\t12",
+            "00:13\trunning\t13",
+            "00:14\tpaused\t14",
+            "00:16\trunning\t16"
+        ]
+    );
 }
 
 #[test]
