@@ -3,6 +3,8 @@
 pub mod guests;
 pub mod mariadb;
 pub mod monitor;
+pub mod rollups;
+pub mod ticks;
 
 use std::path::PathBuf;
 
@@ -94,4 +96,17 @@ pub fn is_root() -> bool {
                 .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
         })
         .unwrap_or(false)
+}
+
+/// Polls `done` until it holds. Not a measurement: the deadline only keeps a broken test from
+/// hanging, and is far above what any machine needs.
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gave up waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }

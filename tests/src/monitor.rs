@@ -1,4 +1,4 @@
-//! `setmov run` in the background, as an operator runs it, stopped with SIGINT.
+//! `setmov run` in the background, as an operator runs it, stopped with SIGINT or SIGTERM.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -67,11 +67,24 @@ impl Monitor {
     }
 
     /// SIGINT, then waits; panics unless it exits 0. Returns what it logged.
-    pub fn stop(mut self) -> String {
-        let child = self.child.as_ref().expect("running");
-        let pid = child.id().to_string();
-        let kill = Command::new("kill").args(["-INT", &pid]).status();
-        assert!(kill.is_ok_and(|s| s.success()), "cannot signal setmov");
+    pub fn stop(self) -> String {
+        self.signal("-INT")
+    }
+
+    /// SIGTERM (what systemd sends), then waits; panics unless it exits 0. Returns what it
+    /// logged.
+    pub fn terminate(self) -> String {
+        self.signal("-TERM")
+    }
+
+    /// Sends `signal` (`kill`'s spelling, e.g. `-INT`), then waits as [`Monitor::wait`] does.
+    fn signal(mut self, signal: &str) -> String {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let kill = Command::new("kill").args([signal, &pid]).status();
+        assert!(
+            kill.is_ok_and(|s| s.success()),
+            "cannot signal setmov ({signal})"
+        );
         self.finish()
     }
 
@@ -97,6 +110,37 @@ impl Drop for Monitor {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+}
+
+/// What a run logs as it ends: `stopped after N ticks: W written, L lost`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunSummary {
+    pub ticks: u64,
+    pub written: u64,
+    pub lost: u64,
+}
+
+impl RunSummary {
+    /// The summary in a run's log; panics when there is none.
+    pub fn from_log(log: &str) -> RunSummary {
+        let numbers: Option<Vec<u64>> = log
+            .lines()
+            .find_map(|line| line.split_once("stopped after "))
+            .map(|(_, rest)| {
+                rest.split(|c: char| !c.is_ascii_digit())
+                    .filter(|n| !n.is_empty())
+                    .map(|n| n.parse().expect("digits"))
+                    .collect()
+            });
+        match numbers.as_deref() {
+            Some(&[ticks, written, lost]) => RunSummary {
+                ticks,
+                written,
+                lost,
+            },
+            _ => panic!("no `stopped after N ticks: W written, L lost` in the log: {log}"),
         }
     }
 }

@@ -1,12 +1,15 @@
 //! The `setmov` command as a user runs it: run, show, plot, signals, and bad input.
 
+use std::path::Path;
 use std::process::{Command, Output};
-use std::time::Duration;
 
-use setmov_tests::fixture;
+use setmov_tests::monitor::{Monitor, RunSummary};
+use setmov_tests::{fixture, wait_until};
+
+const SETMOV: &str = env!("CARGO_BIN_EXE_setmov-cli");
 
 fn setmov() -> Command {
-    setmov_tests::setmov_command(env!("CARGO_BIN_EXE_setmov-cli"))
+    setmov_tests::setmov_command(SETMOV)
 }
 
 fn output(command: &mut Command) -> Output {
@@ -84,38 +87,45 @@ fn run_on_a_captured_tree_then_show_in_every_format() {
     assert_eq!(table.lines().count(), 4, "{table}");
 }
 
-#[test]
-fn sigint_stops_a_run_cleanly_and_keeps_every_tick() {
+/// T2 rows in the SQLite file `db`; 0 while it is not there yet (never creates it).
+fn stored_ticks(db: &Path) -> u64 {
+    rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .and_then(|conn| conn.query_row("SELECT COUNT(*) FROM host_usage", [], |r| r.get(0)))
+        .unwrap_or(0)
+}
+
+/// A run at 100 ms ended by `stop` (a signal) once it has stored 5 ticks: it must exit 0 having
+/// stored every tick it says it took, and say that none was lost. Returns its log.
+fn stop_a_run_after_5_ticks(stop: impl FnOnce(Monitor) -> String) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("setmov.db");
-    let child = setmov()
-        .args(["run", "--interval", "100ms", "--no-ebpf", "--quiet"])
-        .arg("--database")
-        .arg(&db)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start");
-    std::thread::sleep(Duration::from_millis(800));
-    let kill = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(kill.success());
-    let out = child.wait_with_output().expect("wait");
-    let err = stderr(&out);
-    assert!(out.status.success(), "{err}");
-    assert!(err.contains("SIGINT"), "{err}");
-    let conn = rusqlite::Connection::open(&db).expect("db");
-    let rows: u64 = conn
-        .query_row("SELECT COUNT(*) FROM host_usage", [], |r| r.get(0))
-        .expect("count");
-    assert!(rows >= 3, "only {rows} rows after 0.8 s at 100 ms");
-    assert!(
-        err.contains(&format!(
-            "stopped after {rows} ticks: {rows} written, 0 lost"
-        )),
-        "{err}"
+    let monitor = Monitor::start(SETMOV, &db, &["--interval", "100ms", "--no-ebpf"]);
+    wait_until("5 stored ticks", || stored_ticks(&db) >= 5);
+    let log = stop(monitor);
+    let rows = stored_ticks(&db);
+    assert_eq!(
+        RunSummary::from_log(&log),
+        RunSummary {
+            ticks: rows,
+            written: rows,
+            lost: 0
+        },
+        "{log}"
     );
+    log
+}
+
+#[test]
+fn sigint_stops_a_run_cleanly_and_keeps_every_tick() {
+    let log = stop_a_run_after_5_ticks(Monitor::stop);
+    assert!(log.contains("SIGINT: finishing the current tick"), "{log}");
+}
+
+/// What systemd sends on `systemctl stop`.
+#[test]
+fn sigterm_stops_a_run_cleanly_and_keeps_every_tick() {
+    let log = stop_a_run_after_5_ticks(Monitor::terminate);
+    assert!(log.contains("SIGTERM: finishing the current tick"), "{log}");
 }
 
 #[test]

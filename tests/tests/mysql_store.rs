@@ -1,21 +1,26 @@
 //! The MySQL store against a real MariaDB server, started by `cargo xtask mariadb up` (or
-//! `cargo xtask test`): the schema, exact row counts, outages with the server stopped by its
-//! PID (with and without a monitor restart), two hosts in one database, and bad input.
+//! `cargo xtask test`): the schema and a schema 1 database migrated with its rows, exact row
+//! counts, outages with the server stopped by its PID (with and without a monitor restart, and
+//! ended by SIGTERM), a spool replayed after newer ticks of another host, two hosts in one
+//! database, rollup values, and bad input.
 //! Without the server these tests skip loudly (and fail under SETMOV_REQUIRE_ALL=1).
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use setmov::host::identity::HostIdentity;
+use setmov::store::Store;
 use setmov::store::mysql::{MysqlConfig, MysqlStore};
 use setmov::store::rollup::Retention;
-use setmov::store::{HostSample, Store, TickRecord};
-use setmov::usage::host::{CpuUsage, HostUsage};
+use setmov::store::rows::{TickRows, tick_rows};
+use setmov::vm::stats::DomainState;
 use setmov_tests::guests::{Guest, Workload};
 use setmov_tests::mariadb::MariaDb;
-use setmov_tests::monitor::Monitor;
-use setmov_tests::{fixture, skip};
+use setmov_tests::monitor::{Monitor, RunSummary};
+use setmov_tests::rollups::check_rollup_values;
+use setmov_tests::ticks::{HOST_IP, full_tick, host_tick, instant, vm_sample};
+use setmov_tests::{fixture, skip, wait_until};
 use time::OffsetDateTime;
 
 /// The tests stop and start the one server: one at a time.
@@ -57,11 +62,17 @@ struct Prepared {
 
 /// `None` when the server is not there (the test then skips).
 fn prepared(name: &str) -> Option<Prepared> {
+    let prepared = empty_database(name)?;
+    migrate(&prepared.db, &prepared.url);
+    Some(prepared)
+}
+
+/// Like [`prepared`], without the schema.
+fn empty_database(name: &str) -> Option<Prepared> {
     let server_lock = SERVER.lock().unwrap_or_else(|e| e.into_inner());
     let db = server()?;
     let name = db.fresh_database(name);
     let url = db.url(&name);
-    migrate(&db, &url);
     Some(Prepared {
         _server: server_lock,
         db,
@@ -235,17 +246,6 @@ fn host_rows(db: &MariaDb, name: &str, host_ip: &str) -> (u64, f64) {
     (rows, gap)
 }
 
-/// The ticks a monitor says it took, from its last line ("stopped after N ticks: ...").
-fn ticks_taken(log: &str) -> u64 {
-    log.lines()
-        .rev()
-        .find_map(|line| {
-            let rest = line.split("stopped after ").nth(1)?;
-            rest.split(' ').next()?.parse().ok()
-        })
-        .unwrap_or_else(|| panic!("no summary line: {log}"))
-}
-
 fn real_host_ip(db: &MariaDb, name: &str) -> String {
     db.query(name, "SELECT host_ip FROM hosts LIMIT 1")
         .first()
@@ -289,7 +289,11 @@ fn a_20_second_outage_loses_and_duplicates_nothing() {
     eprintln!("{rows} ticks stored, largest gap {gap_ms} ms");
     // Every tick the monitor took is stored once: none lost, none written twice at another
     // time (a replay must land on the row it was first meant for).
-    assert_eq!((ticks_taken(&log), rows), (TICKS, TICKS), "{log}");
+    assert_eq!(
+        (RunSummary::from_log(&log).ticks, rows),
+        (TICKS, TICKS),
+        "{log}"
+    );
     assert!(gap_ms <= 1_000.0, "a tick is missing: gap of {gap_ms} ms");
     assert!(
         std::fs::read_dir(spool.path()).expect("spool").count() == 0,
@@ -330,9 +334,197 @@ fn a_monitor_restarted_during_an_outage_replays_its_spool() {
 
     let (rows, _) = host_rows(&db, &name, &real_host_ip(&db, &name));
     eprintln!("{waiting} ticks were spooled at the restart; {rows} stored");
-    let taken = ticks_taken(&first_log) + ticks_taken(&log);
+    let taken = RunSummary::from_log(&first_log).ticks + RunSummary::from_log(&log).ticks;
     assert_eq!((taken, rows), (40, 40), "{first_log}\n{log}");
     assert_eq!(std::fs::read_dir(spool.path()).expect("spool").count(), 0);
+}
+
+/// The times of the ticks in `database`'s T2, as the spool names them (`YYYY-MM-DD hh:mm:ss.mmm`).
+fn stored_tick_times(db: &MariaDb, database: &str) -> BTreeSet<String> {
+    db.query(
+        database,
+        "SELECT LEFT(DATE_FORMAT(time, '%Y-%m-%d %H:%i:%s.%f'), 23) FROM host_usage",
+    )
+    .into_iter()
+    .collect()
+}
+
+/// The times of the ticks waiting in `spool`.
+fn spooled_tick_times(spool: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(spool)
+        .expect("spool")
+        .map(|entry| entry.expect("spool entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "json"))
+        .map(|path| {
+            let text = std::fs::read(&path).expect("spooled tick");
+            let rows: TickRows =
+                serde_json::from_slice(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            rows.time
+        })
+        .collect()
+}
+
+/// What `systemctl stop` does to a monitor whose server is down: every tick it took is in the
+/// database or in the spool, and the next run replays the spool.
+#[test]
+fn sigterm_during_an_outage_keeps_every_tick_in_the_database_or_the_spool() {
+    let Some(set_up) = prepared("sigterm") else {
+        return;
+    };
+    let run = |more: &[&str]| {
+        let mut args = vec!["--interval", "200ms", "--no-libvirt", "--no-ebpf"];
+        args.extend(more);
+        db_args(&set_up.db, set_up.spool.path(), &args)
+    };
+    let monitor = start_monitor(&set_up.url, &run(&[]));
+    wait_until("3 stored ticks", || {
+        count(&set_up.db, &set_up.name, "SELECT COUNT(*) FROM host_usage") >= 3
+    });
+    set_up.db.stop();
+    wait_until("3 spooled ticks", || {
+        spooled_tick_times(set_up.spool.path()).len() >= 3
+    });
+    let log = monitor.terminate();
+    set_up.db.start();
+    let summary = RunSummary::from_log(&log);
+    assert_eq!((summary.written, summary.lost), (summary.ticks, 0), "{log}");
+    let (stored, spooled) = (
+        stored_tick_times(&set_up.db, &set_up.name),
+        spooled_tick_times(set_up.spool.path()),
+    );
+    eprintln!(
+        "{} ticks: {} stored, {} spooled",
+        summary.ticks,
+        stored.len(),
+        spooled.len()
+    );
+    assert!(
+        log.contains(&format!("{} ticks wait in the spool", spooled.len())),
+        "{log}"
+    );
+    let kept = stored.union(&spooled).count() as u64;
+    assert_eq!(
+        kept, summary.ticks,
+        "stored {stored:?}, spooled {spooled:?}"
+    );
+
+    let log = start_monitor(&set_up.url, &run(&["--count", "2"])).wait();
+    assert!(log.contains("wait in the spool"), "{log}");
+    let (rows, _) = host_rows(
+        &set_up.db,
+        &set_up.name,
+        &real_host_ip(&set_up.db, &set_up.name),
+    );
+    assert_eq!(
+        rows,
+        summary.ticks + 2,
+        "each tick once, the replayed ones included"
+    );
+    assert!(spooled_tick_times(set_up.spool.path()).is_empty());
+}
+
+/// Host A's monitor spools two ticks during an outage and stops; meanwhile its VM moves to host
+/// B, whose monitor writes newer ticks of it once the server is back. A's monitor, started
+/// again, replays its spool before its own first tick (libvirt not answering yet): every row
+/// lands in order, A's VM count is that of its last replayed tick, and the VM's T3 row keeps
+/// what B wrote last: on B, paused, last seen running at B's first tick. When the VM comes back
+/// to A, A's next tick says so.
+#[test]
+fn a_spool_replayed_late_does_not_move_hosts_and_vms_back() {
+    let Some(set_up) = prepared("late_replay") else {
+        return;
+    };
+    let spool_b = tempfile::tempdir().expect("tempdir");
+    const B: &str = "192.0.2.10";
+    const VM: &str = "3f9a7c1e-0000-4000-8000-0000000000d1";
+    // Host `host`'s tick at `secs` s with `vm_count` VMs running, the moving VM in `state` (or
+    // not on the host); both figures read `secs`.
+    let tick = |host: &str, seq: u64, secs: u32, vm_count: Option<u32>, state| {
+        let mut tick = host_tick(seq, time::Duration::seconds(secs.into()), 1.0, secs.into());
+        tick.host.ip = host.into();
+        tick.vm_count = vm_count;
+        tick.vms = Option::into_iter(state)
+            .map(|state| vm_sample(VM, "desk-moving", state, 1.0, secs.into()))
+            .collect();
+        tick
+    };
+    let (running, paused) = (Some(DomainState::Running), Some(DomainState::Paused));
+    let query = |sql: &str| set_up.db.query(&set_up.name, sql);
+    let vm_row = || query("SELECT host_ip, state, DATE_FORMAT(lct, '%i:%s') FROM vms");
+    let a = store_config(&set_up.db, &set_up.url, set_up.spool.path());
+    let b = store_config(&set_up.db, &set_up.url, spool_b.path());
+    runtime().block_on(async {
+        let mut first = MysqlStore::open(a.clone()).await.expect("open");
+        first
+            .write_tick(&tick(HOST_IP, 1, 10, Some(1), running))
+            .await
+            .expect("write");
+        set_up.db.stop();
+        for (seq, secs, vm_count) in [(2, 11, 2), (3, 12, 3)] {
+            first
+                .write_tick(&tick(HOST_IP, seq, secs, Some(vm_count), running))
+                .await
+                .expect("spool");
+        }
+        drop(first);
+        assert_eq!(spooled_tick_times(set_up.spool.path()).len(), 2);
+        set_up.db.start();
+        let mut second = MysqlStore::open(b).await.expect("open");
+        second
+            .write_tick(&tick(B, 1, 13, Some(2), running))
+            .await
+            .expect("write");
+        second
+            .write_tick(&tick(B, 2, 14, Some(1), paused))
+            .await
+            .expect("write");
+        second.close().await;
+        let mut again = MysqlStore::open(a).await.expect("open");
+        again
+            .write_tick(&tick(HOST_IP, 4, 15, None, None))
+            .await
+            .expect("replay and write");
+        assert!(spooled_tick_times(set_up.spool.path()).is_empty());
+        assert_eq!(
+            query("SELECT host_ip, vmc FROM hosts ORDER BY host_ip"),
+            [format!("{B}\t1"), format!("{HOST_IP}\t3")]
+        );
+        assert_eq!(vm_row(), [format!("{B}\tpaused\t00:13")]);
+        // The VM comes back to A: A's next tick moves it, although A wrote the same row
+        // before (in the replay, where it was late).
+        again
+            .write_tick(&tick(HOST_IP, 5, 16, Some(1), running))
+            .await
+            .expect("write");
+        again.close().await;
+    });
+    assert_eq!(vm_row(), [format!("{HOST_IP}\trunning\t00:16")]);
+    let host_ticks =
+        query("SELECT host_ip, DATE_FORMAT(time, '%i:%s'), cpu_pct FROM host_usage ORDER BY time");
+    let expected: Vec<String> = [
+        (HOST_IP, 10),
+        (HOST_IP, 11),
+        (HOST_IP, 12),
+        (B, 13),
+        (B, 14),
+        (HOST_IP, 15),
+        (HOST_IP, 16),
+    ]
+    .into_iter()
+    .map(|(host, secs)| format!("{host}\t00:{secs}\t{secs}"))
+    .collect();
+    assert_eq!(host_ticks, expected);
+    assert_eq!(
+        query("SELECT DATE_FORMAT(time, '%i:%s'), state, cpu_pct FROM vm_usage ORDER BY time"),
+        [
+            "00:10\trunning\t10",
+            "00:11\trunning\t11",
+            "00:12\trunning\t12",
+            "00:13\trunning\t13",
+            "00:14\tpaused\t14",
+            "00:16\trunning\t16"
+        ]
+    );
 }
 
 #[test]
@@ -373,7 +565,7 @@ fn two_hosts_write_into_one_database_at_once() {
     );
     let a = start_monitor(&url, &live);
     let b = start_monitor(&url, &captured);
-    let taken = ticks_taken(&a.wait()) + ticks_taken(&b.wait());
+    let taken = RunSummary::from_log(&a.wait()).ticks + RunSummary::from_log(&b.wait()).ticks;
     assert_eq!(taken, 50, "each monitor took its 25 ticks");
 
     let hosts = db.query(
@@ -398,14 +590,121 @@ fn two_hosts_write_into_one_database_at_once() {
     );
 }
 
+mod embedded {
+    refinery::embed_migrations!("../migrations/mysql");
+}
+
+/// Applies the migrations up to schema `version` to the database at `url`, through refinery
+/// as `setmov migrate` applies them.
+async fn migrate_to(db: &MariaDb, url: &str, version: i32) {
+    let opts = mysql_async::OptsBuilder::from_opts(mysql_async::Opts::from_url(url).expect("URL"))
+        .pass(Some(db.password()));
+    let mut pool = mysql_async::Pool::new(opts);
+    embedded::migrations::runner()
+        .set_target(refinery::Target::Version(version))
+        .run_async(&mut pool)
+        .await
+        .unwrap_or_else(|e| panic!("schema {version}: {e}"));
+    pool.disconnect().await.expect("disconnect");
+}
+
+/// `CHECKSUM TABLE` of every table of `database` but refinery's: what they hold, in one line
+/// each.
+fn table_checksums(db: &MariaDb, database: &str) -> Vec<String> {
+    let tables = db.query(
+        database,
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()
+         AND table_name <> 'refinery_schema_history' ORDER BY table_name",
+    );
+    db.query(database, &format!("CHECKSUM TABLE {}", tables.join(", ")))
+}
+
+/// A database of schema 1 with the rows the setmov of that schema wrote (the writer's rows of
+/// full ticks: schema 2 only added the rollup tables), then `setmov migrate`: every table
+/// holds the same rows, the schema is the newest, and the old rows roll up.
+#[test]
+fn a_schema_1_database_keeps_its_rows_through_setmov_migrate() {
+    let Some(set_up) = empty_database("schema_1") else {
+        return;
+    };
+    let ticks: Vec<_> = (1..=3)
+        .map(|n| full_tick(n, time::Duration::seconds(30 * n as i64)))
+        .collect();
+    runtime().block_on(async {
+        migrate_to(&set_up.db, &set_up.url, 1).await;
+        let mut store =
+            MysqlStore::open(store_config(&set_up.db, &set_up.url, set_up.spool.path()))
+                .await
+                .expect("a schema 1 database is open to the writer");
+        for tick in &ticks {
+            store.write_tick(tick).await.expect("write");
+        }
+        store.close().await;
+    });
+    for table in &tick_rows(&ticks[0], "").tables {
+        assert_eq!(
+            count(
+                &set_up.db,
+                &set_up.name,
+                &format!("SELECT COUNT(*) FROM {}", table.table)
+            ),
+            3 * table.rows.len() as u64,
+            "{}",
+            table.table
+        );
+    }
+    let before = table_checksums(&set_up.db, &set_up.name);
+
+    migrate(&set_up.db, &set_up.url);
+    let latest = embedded::migrations::runner()
+        .get_migrations()
+        .iter()
+        .map(refinery::Migration::version)
+        .max()
+        .expect("migrations");
+    assert_eq!(
+        count(
+            &set_up.db,
+            &set_up.name,
+            "SELECT MAX(version) FROM refinery_schema_history"
+        ),
+        latest as u64
+    );
+    let after = table_checksums(&set_up.db, &set_up.name);
+    assert!(
+        before.iter().all(|table| after.contains(table)),
+        "a table changed: before {before:?}, after {after:?}"
+    );
+
+    runtime().block_on(async {
+        let mut store =
+            MysqlStore::open(store_config(&set_up.db, &set_up.url, set_up.spool.path()))
+                .await
+                .expect("open");
+        store
+            .maintain(
+                HOST_IP,
+                instant(time::Duration::minutes(3)),
+                &Retention::default(),
+            )
+            .await
+            .expect("roll up");
+        store.close().await;
+    });
+    let minutes = set_up.db.query(
+        &set_up.name,
+        "SELECT DATE_FORMAT(time, '%H:%i'), samples, cpu_pct_avg FROM host_usage_1m ORDER BY time",
+    );
+    assert_eq!(minutes, ["00:00\t1\t45", "00:01\t2\t45"]);
+}
+
 #[test]
 fn bad_settings_give_clear_errors_and_a_newer_schema_is_refused() {
-    let _server = SERVER.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(db) = server() else { return };
-    let name = db.fresh_database("bad");
-    let url = db.url(&name);
-    let spool = tempfile::tempdir().expect("tempdir");
-    let spool = spool.path().display().to_string();
+    let Some(set_up) = empty_database("bad") else {
+        return;
+    };
+    let Prepared { db, name, url, .. } = &set_up;
+    let spool = set_up.spool.path().display().to_string();
     let password = db.password_file().display().to_string();
     let run = |url: &str, password_file: &str| {
         setmov(&[
@@ -425,7 +724,7 @@ fn bad_settings_give_clear_errors_and_a_newer_schema_is_refused() {
     };
 
     // No schema yet.
-    let (ok, log) = run(&url, &password);
+    let (ok, log) = run(url, &password);
     assert!(
         !ok && log.contains("has no SETMOV schema") && log.contains("setmov migrate"),
         "{log}"
@@ -433,7 +732,7 @@ fn bad_settings_give_clear_errors_and_a_newer_schema_is_refused() {
 
     let wrong = tempfile::NamedTempFile::new().expect("tempfile");
     std::fs::write(wrong.path(), "not-the-password\n").expect("write");
-    let (ok, log) = run(&url, &wrong.path().display().to_string());
+    let (ok, log) = run(url, &wrong.path().display().to_string());
     assert!(!ok && log.contains("Access denied"), "{log}");
     assert!(
         !log.contains("not-the-password"),
@@ -451,60 +750,40 @@ fn bad_settings_give_clear_errors_and_a_newer_schema_is_refused() {
     assert!(!log.contains(&secret), "the password was shown: {log}");
 
     db.query(
-        &name,
+        name,
         "INSERT INTO refinery_schema_history (version, name, applied_on, checksum)
          VALUES (999, 'from_the_future', '2030-01-01T00:00:00Z', '0')",
     );
-    let (ok, log) = run(&url, &password);
+    let (ok, log) = run(url, &password);
     assert!(!ok && log.contains("newer than this setmov knows"), "{log}");
     let (ok, log) = setmov(&[
         "migrate",
         "--database",
-        &url,
+        url,
         "--database-password-file",
         &password,
     ]);
     assert!(!ok && log.contains("newer than this setmov knows"), "{log}");
 }
 
-/// A tick of host 192.0.2.9 at `secs` after the epoch with `cpu` % busy.
-fn synthetic_tick(seq: u64, secs: i64, cpu: f64) -> TickRecord {
-    let usage = CpuUsage {
-        busy_pct: cpu,
-        user_pct: cpu,
-        nice_pct: 0.0,
-        system_pct: 0.0,
-        idle_pct: 100.0 - cpu,
-        iowait_pct: 0.0,
-        irq_pct: 0.0,
-        softirq_pct: 0.0,
-        steal_pct: 0.0,
-        guest_pct: 0.0,
-    };
-    TickRecord {
-        seq,
-        time: OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(secs),
-        host: HostIdentity {
-            name: "synthetic".into(),
-            ip: "192.0.2.9".into(),
-            mac: None,
-            interface: None,
-        },
-        vm_count: Some(0),
-        node: None,
-        host_sample: Some(HostSample {
-            interval_secs: 20.0,
-            late_ms: 0.0,
-            missed_ticks: 0,
-            usage: HostUsage {
-                cpu: Some(usage),
-                ..HostUsage::default()
-            },
-            problems: Vec::new(),
-        }),
-        vms: Vec::new(),
-        ebpf: None,
+/// The store's settings for database `url`, spooling into `spool`.
+fn store_config(db: &MariaDb, url: &str, spool: &Path) -> MysqlConfig {
+    MysqlConfig {
+        url: url.to_owned(),
+        password: Some(db.password()),
+        tls: false,
+        ca_file: None,
+        spool_dir: spool.to_owned(),
+        spool_max_bytes: 1 << 20,
     }
+}
+
+/// For the store's calls.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 #[test]
@@ -519,23 +798,18 @@ fn complete_minutes_are_rolled_up_and_old_ticks_purged_on_the_server() {
     else {
         return;
     };
-    let config = MysqlConfig {
-        url,
-        password: Some(db.password()),
-        tls: false,
-        ca_file: None,
-        spool_dir: spool.path().to_owned(),
-        spool_max_bytes: 1 << 20,
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let config = store_config(&db, &url, spool.path());
+    let runtime = runtime();
     runtime.block_on(async {
         let mut store = MysqlStore::open(config).await.expect("open");
         // Every 20 s from 00:00:00 to 00:02:40: minutes 0 and 1 are complete.
         for n in 0..9u64 {
-            let tick = synthetic_tick(n + 1, 20 * n as i64, (n * 10) as f64);
+            let tick = host_tick(
+                n + 1,
+                time::Duration::seconds(20 * n as i64),
+                20.0,
+                (n * 10) as f64,
+            );
             store.write_tick(&tick).await.expect("write");
         }
         let keep = Retention {
@@ -543,20 +817,14 @@ fn complete_minutes_are_rolled_up_and_old_ticks_purged_on_the_server() {
             minute: None,
             hour: None,
         };
-        let now = OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(160);
-        store
-            .maintain("192.0.2.9", now, &keep)
-            .await
-            .expect("roll up");
+        let now = instant(time::Duration::seconds(160));
+        store.maintain(HOST_IP, now, &keep).await.expect("roll up");
         let purge = Retention {
             raw: Some(Duration::from_secs(3600)),
             ..keep
         };
         let later = now + time::Duration::days(1);
-        store
-            .maintain("192.0.2.9", later, &purge)
-            .await
-            .expect("purge");
+        store.maintain(HOST_IP, later, &purge).await.expect("purge");
         store.close().await;
     });
     let minutes = db.query(
@@ -609,18 +877,18 @@ fn a_replayed_tick_never_changes_a_stored_row() {
     runtime.block_on(async {
         let mut store = MysqlStore::open(config.clone()).await.expect("open");
         store
-            .write_tick(&synthetic_tick(1, 20, 10.0))
+            .write_tick(&host_tick(1, time::Duration::seconds(20), 20.0, 10.0))
             .await
             .expect("first write");
         store
-            .write_tick(&synthetic_tick(2, 40, 20.0))
+            .write_tick(&host_tick(2, time::Duration::seconds(40), 20.0, 20.0))
             .await
             .expect("write");
         store.close().await;
         // Another monitor (a restart) replays tick 1 with other figures.
         let mut store = MysqlStore::open(config).await.expect("open");
         store
-            .write_tick(&synthetic_tick(1, 20, 90.0))
+            .write_tick(&host_tick(1, time::Duration::seconds(20), 20.0, 90.0))
             .await
             .expect("replay");
         store.close().await;
@@ -647,28 +915,17 @@ fn a_tick_in_a_minutes_last_half_second_stays_in_that_minute() {
     else {
         return;
     };
-    let config = MysqlConfig {
-        url,
-        password: Some(db.password()),
-        tls: false,
-        ca_file: None,
-        spool_dir: spool.path().to_owned(),
-        spool_max_bytes: 1 << 20,
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let config = store_config(&db, &url, spool.path());
+    let runtime = runtime();
     let times = runtime.block_on(async {
         let mut store = MysqlStore::open(config).await.expect("open");
         for (seq, millis, cpu) in [(1, 59_600, 10.0), (2, 61_000, 20.0), (3, 121_000, 30.0)] {
-            let mut tick = synthetic_tick(seq, 0, cpu);
-            tick.time = OffsetDateTime::UNIX_EPOCH + time::Duration::milliseconds(millis);
+            let tick = host_tick(seq, time::Duration::milliseconds(millis), 20.0, cpu);
             store.write_tick(&tick).await.expect("write");
         }
-        let now = OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(180);
+        let now = instant(time::Duration::seconds(180));
         store
-            .maintain("192.0.2.9", now, &Retention::default())
+            .maintain(HOST_IP, now, &Retention::default())
             .await
             .expect("roll up");
         let query = setmov::analysis::ReportQuery {
@@ -689,6 +946,26 @@ fn a_tick_in_a_minutes_last_half_second_stays_in_that_minute() {
         "SELECT DATE_FORMAT(time, '%H:%i'), samples, cpu_pct_avg FROM host_usage_1m ORDER BY time",
     );
     assert_eq!(minutes, ["00:00\t1\t10", "00:01\t1\t20", "00:02\t1\t30"]);
+}
+
+#[test]
+fn minute_and_hour_rollups_of_uneven_ticks_hold_the_values_computed_by_hand() {
+    let Some(Prepared {
+        _server,
+        db,
+        url,
+        spool,
+        ..
+    }) = prepared("uneven")
+    else {
+        return;
+    };
+    runtime().block_on(async {
+        let config = store_config(&db, &url, spool.path());
+        let mut store = MysqlStore::open(config).await.expect("open");
+        check_rollup_values(&mut store).await;
+        store.close().await;
+    });
 }
 
 #[test]

@@ -16,7 +16,7 @@ pub mod decode;
 mod read;
 mod upkeep;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -354,6 +354,14 @@ impl MysqlStore {
             .iter()
             .filter(|vm| self.written_vms.get(&vm.uuid) != Some(*vm))
             .collect();
+        // A tick older than rows already stored for a VM (a spool replayed late, after another
+        // host wrote the VM it had migrated to) leaves the VM's T3 row as the newer tick left
+        // it, and stays out of the cache so that a newer tick of this host writes it again.
+        let overtaken = vms_with_newer_rows(&mut tx, &changed_vms, &rows.time).await?;
+        let changed_vms: Vec<&VmRow> = changed_vms
+            .into_iter()
+            .filter(|vm| !overtaken.contains(&vm.uuid))
+            .collect();
         for chunk in changed_vms.chunks(ROWS_PER_STATEMENT) {
             let mut params = Vec::with_capacity(chunk.len() * 5);
             for vm in chunk {
@@ -459,6 +467,32 @@ impl Drop for MysqlStore {
             );
         }
     }
+}
+
+/// The UUIDs among `vms` that have T4 rows later than `time`: for them a tick at `time` is late.
+async fn vms_with_newer_rows(
+    tx: &mut mysql_async::Transaction<'_>,
+    vms: &[&VmRow],
+    time: &str,
+) -> Result<HashSet<String>, mysql_async::Error> {
+    let mut newer = HashSet::new();
+    for chunk in vms.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "SELECT DISTINCT uuid FROM vm_usage WHERE time > ? AND uuid IN ({})",
+            vec!["?"; chunk.len()].join(", ")
+        );
+        let mut params: Vec<mysql_async::Value> = vec![time.into()];
+        params.extend(chunk.iter().map(|vm| vm.uuid.as_str().into()));
+        let found: Vec<mysql_async::Row> = tx.exec(sql, params).await?;
+        for row in &found {
+            // A CHAR column always reads as text; were it not to, the write fails (and the tick
+            // is spooled) rather than guess.
+            let uuid = decode::value::<String>(row, 0)
+                .map_err(|e| mysql_async::Error::Other(Box::new(e)))?;
+            newer.insert(uuid);
+        }
+    }
+    Ok(newer)
 }
 
 /// `(?, ?), (?, ?)` for `rows` rows of `columns` values.

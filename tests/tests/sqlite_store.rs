@@ -1,0 +1,324 @@
+//! The embedded SQLite store over the life of an operator's file: a database of every earlier
+//! schema, with the rows the setmov of that schema wrote, brought up to date by `setmov show`
+//! with every value kept; and the values of its minute and hour rollups over ticks of uneven
+//! Δt.
+
+use std::path::Path;
+use std::process::Command;
+
+use rusqlite::Connection;
+use rusqlite::types::Value as SqliteValue;
+use setmov::store::format_time;
+use setmov::store::rows::{Rows, TickRows, Value, tick_rows};
+use setmov::store::sqlite::SqliteStore;
+use setmov_tests::rollups::check_rollup_values;
+use setmov_tests::ticks::{FULL_TICK_VM, full_tick};
+
+const SETMOV: &str = env!("CARGO_BIN_EXE_setmov-cli");
+
+mod embedded {
+    refinery::embed_migrations!("../migrations/sqlite");
+}
+
+/// The newest schema this build knows.
+fn latest_version() -> i32 {
+    embedded::migrations::runner()
+        .get_migrations()
+        .iter()
+        .map(refinery::Migration::version)
+        .max()
+        .expect("migrations")
+}
+
+fn has_table(conn: &Connection, table: &str) -> bool {
+    conn.query_row(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [table],
+        |r| r.get::<_, i64>(0),
+    )
+    .expect("sqlite_master")
+        > 0
+}
+
+/// A database of schema `version` at `path` as the setmov of that schema left it: its
+/// migrations applied by refinery, as the store applies them, then the rows of a full tick in
+/// every table the schema has. Returns the data rows written.
+fn database_of_schema(path: &Path, version: i32) -> (TickRows, Vec<Rows>) {
+    let mut conn = Connection::open(path).expect("open");
+    embedded::migrations::runner()
+        .set_target(refinery::Target::Version(version))
+        .run(&mut conn)
+        .unwrap_or_else(|e| panic!("schema {version}: {e}"));
+    let tick = full_tick(1, time::Duration::seconds(90));
+    let rows = tick_rows(&tick, &format_time(tick.time));
+    // T1 as schema 1 has it (schema 2 added the capacity); T3 came with schema 2.
+    conn.execute(
+        "INSERT INTO hosts (host_ip, host_name, vmc, mac) VALUES (?1, ?2, ?3, ?4)",
+        (
+            &rows.host.host_ip,
+            &rows.host.host_name,
+            rows.host.vmc,
+            &rows.host.mac,
+        ),
+    )
+    .expect("T1 row");
+    if has_table(&conn, "vms") {
+        for vm in &rows.vms {
+            conn.execute(
+                "INSERT INTO vms (uuid, host_ip, name, state, lct) VALUES (?1, ?2, ?3, ?4, ?5)",
+                (&vm.uuid, &vm.host_ip, &vm.name, &vm.state, &rows.time),
+            )
+            .expect("T3 row");
+        }
+    }
+    let written: Vec<Rows> = rows
+        .tables
+        .iter()
+        .filter(|t| has_table(&conn, &t.table))
+        .cloned()
+        .collect();
+    for table in &written {
+        let placeholders = vec!["?"; table.columns.len()].join(", ");
+        let sql = format!(
+            "INSERT INTO {} ({}) VALUES ({placeholders})",
+            table.table,
+            table.columns.join(", ")
+        );
+        for row in &table.rows {
+            conn.execute(
+                &sql,
+                rusqlite::params_from_iter(row.iter().map(sqlite_value)),
+            )
+            .unwrap_or_else(|e| panic!("schema {version}, {}: {e}", table.table));
+        }
+    }
+    (rows, written)
+}
+
+fn sqlite_value(value: &Value) -> SqliteValue {
+    match value {
+        Value::Null => SqliteValue::Null,
+        Value::Int(v) => SqliteValue::Integer(*v),
+        Value::Real(v) => SqliteValue::Real(*v),
+        Value::Text(v) => SqliteValue::Text(v.clone()),
+    }
+}
+
+/// Whether a value read back is the one written (a whole number in a REAL column reads back
+/// as a real).
+fn same_value(written: &Value, read: &SqliteValue) -> bool {
+    match (written, read) {
+        (Value::Null, SqliteValue::Null) => true,
+        (Value::Text(a), SqliteValue::Text(b)) => a == b,
+        (Value::Int(a), SqliteValue::Integer(b)) => a == b,
+        (Value::Int(a), SqliteValue::Real(b)) => *a as f64 == *b,
+        (Value::Real(a), SqliteValue::Real(b)) => a == b,
+        (Value::Real(a), SqliteValue::Integer(b)) => *a == *b as f64,
+        _ => false,
+    }
+}
+
+/// `setmov ARGS --database DB --format json`, parsed.
+fn show_json(db: &Path, args: &[&str]) -> Vec<serde_json::Value> {
+    let out = Command::new(SETMOV)
+        .arg("show")
+        .args(args)
+        .args(["--format", "json", "--database"])
+        .arg(db)
+        .output()
+        .expect("setmov runs");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "setmov show {args:?}: {log}");
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    rows.as_array().expect("an array").clone()
+}
+
+/// Every field of a `setmov show` row that is a column of `table` holds the value written
+/// there; returns how many fields were compared.
+fn shown_as_written(shown: &serde_json::Value, table: &Rows) -> usize {
+    let [row] = table.rows.as_slice() else {
+        panic!("{}: one row written, not {}", table.table, table.rows.len());
+    };
+    let fields = shown.as_object().expect("a JSON object");
+    let mut compared = 0;
+    for (column, written) in table.columns.iter().zip(row) {
+        let Some(field) = fields.get(column) else {
+            continue;
+        };
+        let read = match field {
+            serde_json::Value::Null => SqliteValue::Null,
+            serde_json::Value::String(s) => SqliteValue::Text(s.clone()),
+            number => SqliteValue::Real(number.as_f64().expect("a number")),
+        };
+        assert!(
+            same_value(written, &read),
+            "{}.{column}: written {written:?}, shown {field}",
+            table.table
+        );
+        compared += 1;
+    }
+    compared
+}
+
+/// The schema of the file: every table and index as SQLite keeps its definition.
+fn schema(conn: &Connection) -> Vec<(String, Option<String>)> {
+    conn.prepare(
+        "SELECT name, sql FROM sqlite_master WHERE type IN ('table', 'index')
+         AND name NOT LIKE 'sqlite_%' ORDER BY name",
+    )
+    .expect("sql")
+    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+    .expect("query")
+    .collect::<Result<_, _>>()
+    .expect("rows")
+}
+
+/// A database of schema `version` with its rows, opened by `setmov show`: the operator sees
+/// the rows, every value written is still there, the schema is the one a new file gets and
+/// the old rows roll up.
+fn an_earlier_schema_is_brought_up_to_date_with_its_rows(version: i32) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("setmov.db");
+    let (rows, written) = database_of_schema(&db, version);
+    assert!(!written.is_empty());
+    let table = |name: &str| written.iter().find(|t| t.table == name);
+
+    let host_rows = show_json(&db, &[]);
+    let [host_row] = host_rows.as_slice() else {
+        panic!("one host row, not {host_rows:?}");
+    };
+    let host_usage = table("host_usage").expect("host_usage at every schema");
+    assert!(shown_as_written(host_row, host_usage) >= 8, "{host_row}");
+    let vm_rows = show_json(&db, &["--vms"]);
+    match table("vm_usage") {
+        Some(vm_usage) => {
+            let [vm_row] = vm_rows.as_slice() else {
+                panic!("one VM row, not {vm_rows:?}");
+            };
+            assert!(shown_as_written(vm_row, vm_usage) >= 10, "{vm_row}");
+            assert_eq!(vm_row["name"], "desk-full");
+        }
+        None => assert!(vm_rows.is_empty(), "{vm_rows:?}"),
+    }
+
+    let conn = Connection::open(&db).expect("open");
+    for table in &written {
+        let sql = format!("SELECT {} FROM {}", table.columns.join(", "), table.table);
+        let read: Vec<Vec<SqliteValue>> = conn
+            .prepare(&sql)
+            .expect("sql")
+            .query_map([], |r| {
+                (0..table.columns.len())
+                    .map(|i| r.get(i))
+                    .collect::<Result<_, _>>()
+            })
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(read.len(), table.rows.len(), "rows of {}", table.table);
+        for (written, read) in table.rows.iter().zip(&read) {
+            for ((column, w), r) in table.columns.iter().zip(written).zip(read) {
+                assert!(
+                    same_value(w, r),
+                    "schema {version}: {}.{column} was {w:?}, reads {r:?}",
+                    table.table
+                );
+            }
+        }
+    }
+    let host: (String, String, u32) = conn
+        .query_row("SELECT host_ip, host_name, vmc FROM hosts", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .expect("T1 row");
+    assert_eq!(
+        host,
+        (rows.host.host_ip.clone(), rows.host.host_name.clone(), 1)
+    );
+    let vms: Vec<(String, String, String)> = conn
+        .prepare("SELECT uuid, state, lct FROM vms")
+        .expect("sql")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("T3 rows");
+    if version >= 2 {
+        assert_eq!(
+            vms,
+            [(
+                FULL_TICK_VM.to_owned(),
+                "running".to_owned(),
+                rows.time.clone()
+            )]
+        );
+    }
+    let broken: i64 = conn
+        .query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", [], |r| {
+            r.get(0)
+        })
+        .expect("foreign key check");
+    assert_eq!(broken, 0, "every foreign key holds");
+    let applied: i32 = conn
+        .query_row(
+            "SELECT MAX(version) FROM refinery_schema_history",
+            [],
+            |r| r.get(0),
+        )
+        .expect("history");
+    assert_eq!(applied, latest_version());
+    let fresh_dir = tempfile::tempdir().expect("tempdir");
+    let fresh = fresh_dir.path().join("fresh.db");
+    drop(SqliteStore::open(&fresh).expect("a new file"));
+    assert_eq!(
+        schema(&conn),
+        schema(&Connection::open(&fresh).expect("open")),
+        "schema {version} migrated differs from a new file's"
+    );
+    drop(conn);
+
+    // The rollups, which came last, take the old rows.
+    let now = setmov_tests::ticks::instant(time::Duration::minutes(3));
+    SqliteStore::open(&db)
+        .expect("open")
+        .maintain_blocking(&rows.host.host_ip, now, &Default::default())
+        .expect("roll up");
+    let minutes: Vec<(String, u32)> = Connection::open(&db)
+        .expect("open")
+        .prepare("SELECT time, samples FROM host_usage_1m")
+        .expect("sql")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(minutes, [("1970-01-01T00:01:00.000Z".to_owned(), 1)]);
+}
+
+#[test]
+fn a_schema_1_database_keeps_its_host_rows_through_every_migration() {
+    an_earlier_schema_is_brought_up_to_date_with_its_rows(1);
+}
+
+#[test]
+fn a_schema_2_database_keeps_its_host_and_vm_rows_through_every_migration() {
+    an_earlier_schema_is_brought_up_to_date_with_its_rows(2);
+}
+
+#[test]
+fn a_schema_3_database_keeps_its_time_ordered_vm_rows_through_every_migration() {
+    an_earlier_schema_is_brought_up_to_date_with_its_rows(3);
+}
+
+#[test]
+fn a_schema_4_database_keeps_its_ebpf_rows_through_every_migration() {
+    an_earlier_schema_is_brought_up_to_date_with_its_rows(4);
+}
+
+#[test]
+fn minute_and_hour_rollups_of_uneven_ticks_hold_the_values_computed_by_hand() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = SqliteStore::open(&dir.path().join("setmov.db")).expect("open");
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime")
+        .block_on(check_rollup_values(&mut store));
+}
