@@ -1,7 +1,7 @@
 //! Debian packages that building (libvirt-dev for the `virt` crate), the test guests
 //! (libvirt, qemu, busybox), the test MariaDB server (xtask/src/mariadb.rs), the live
-//! terminal test (tmux) and the live tests' reference tools (sysstat, fio) need. Only the
-//! missing ones are installed, in one apt-get call.
+//! terminal test (tmux) and the live tests' reference tools (sysstat, fio, bpftrace) need. Only
+//! the missing ones are installed, in one apt-get call.
 
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,6 +41,9 @@ pub const PACKAGES: &[&str] = &[
     "fio",
     "iproute2",
     "iputils-ping",
+    // The reference the eBPF KVM probe is checked against (tests/tests/ebpf_kvm.rs): bpftrace
+    // counts the same KVM tracepoints for the same qemu over the same window.
+    "bpftrace",
 ];
 
 /// Installs whichever of `PACKAGES` is missing; a no-op when all are there.
