@@ -63,21 +63,27 @@ fn start(name: &str, workload: &Workload) -> Option<Guest> {
     }
 }
 
-#[test]
-fn a_burning_vcpu_reads_full_per_vcpu_and_its_share_of_the_host() {
-    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(guest) = start(
-        "burn",
+/// A guest whose vCPU burns for good, once it has started burning.
+fn start_burning(name: &str) -> Option<Guest> {
+    let guest = start(
+        name,
         &Workload {
             burn_secs: -1,
             ..Workload::default()
         },
-    ) else {
-        return;
-    };
+    )?;
     guest
         .wait_for("SETMOV: burn-start", BOOT)
         .expect("burn starts");
+    Some(guest)
+}
+
+#[test]
+fn a_burning_vcpu_reads_full_per_vcpu_and_its_share_of_the_host() {
+    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(guest) = start_burning("burn") else {
+        return;
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("setmov.db");
     let m = monitor(&db, "1s");
@@ -693,18 +699,9 @@ fn cpu_ready_is_the_vcpu_threads_run_queue_wait() {
     if !setmov_tests::is_root() {
         return skip("the scheduler probe needs root");
     }
-    let Some(guest) = start(
-        "ready",
-        &Workload {
-            burn_secs: -1,
-            ..Workload::default()
-        },
-    ) else {
+    let Some(guest) = start_burning("ready") else {
         return;
     };
-    guest
-        .wait_for("SETMOV: burn-start", BOOT)
-        .expect("burn starts");
     let qemu = guest.qemu_pid().expect("qemu pid");
     let vcpus = guest.vcpu_threads();
     assert_eq!(vcpus.len(), 1, "one vCPU thread: {vcpus:?}");
