@@ -559,6 +559,8 @@ mod tests {
             )]),
             net_drops: HashMap::from([(("vnet0".to_owned(), "NO_SOCKET".to_owned()), 3)]),
             kvm_by_tgid: HashMap::from([(4300, kvm)]),
+            // Its vCPU thread watched the whole interval, without waiting: 0 %, not unknown.
+            runq_watched_throughout: HashSet::from([4301]),
             sched_on: true,
             ..EbpfInterval::default()
         };
