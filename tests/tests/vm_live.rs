@@ -132,7 +132,9 @@ fn a_burning_vcpu_reads_full_per_vcpu_and_its_share_of_the_host() {
         .filter(|r| r[uuid] == guest.uuid())
         .collect();
     eprintln!("streamed: {records:?}");
-    assert_eq!(records.len(), 4, "{csv}");
+    // One record per tick the VM source answered: under load a slow libvirt answer makes it
+    // skip a tick (the next sample then spans both), so 3 or 4 of the 4 ticks.
+    assert!((3..=4).contains(&records.len()), "{csv}");
     for record in &records[1..] {
         let cpu: f64 = record[per_vcpu].parse().expect("a figure");
         assert!((cpu - 100.0).abs() <= 10.0, "per vCPU {cpu}");
@@ -690,8 +692,8 @@ fn run_delay_ns(pid: u32, tid: u32) -> u64 {
 
 /// CPU ready (the vCPUs' run-queue wait, from the eBPF scheduler probe) against the kernel's
 /// own `run_delay` of the vCPU threads: a burning guest whose vCPU competes with two host
-/// spinners. Each streamed record is followed at once by the test's read of schedstat, so
-/// both cover the same seconds: within ±2 points.
+/// spinners on one CPU. Each streamed record is followed at once by the test's read of
+/// schedstat, so both cover the same seconds: within ±2 points.
 #[test]
 fn cpu_ready_is_the_vcpu_threads_run_queue_wait() {
     use std::io::BufRead as _;
@@ -712,12 +714,21 @@ fn cpu_ready_is_the_vcpu_threads_run_queue_wait() {
             .sum::<u64>()
     };
 
-    // Two host threads spinning beside the guest's vCPU on two CPUs: it waits its turn.
+    // The vCPU thread and two host threads spinning on CPU 0: it waits its turn. (Unpinned,
+    // the scheduler's fairness between cgroups gives qemu's its own CPU and it hardly waits.)
+    let mut cpu0 = nix::sched::CpuSet::new();
+    cpu0.set(0).expect("CPU 0");
+    for tid in &vcpus {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(*tid).expect("a thread id"));
+        nix::sched::sched_setaffinity(pid, &cpu0).expect("pin the vCPU thread");
+    }
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let spinners: Vec<_> = (0..2)
         .map(|_| {
             let stop = std::sync::Arc::clone(&stop);
             std::thread::spawn(move || {
+                nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpu0)
+                    .expect("pin the spinner");
                 let mut x = 0u64;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
@@ -778,7 +789,8 @@ fn cpu_ready_is_the_vcpu_threads_run_queue_wait() {
         "CPU ready of intervals not watched whole: {:?}",
         ticks[..2].iter().map(|t| t.0).collect::<Vec<_>>()
     );
-    let span = &ticks[2..];
+    // The last record is written as the run stops, later than its tick: it closes no window.
+    let span = &ticks[2..ticks.len() - 1];
     let seconds: f64 = span.iter().skip(1).map(|t| t.1).sum();
     let ours = span.iter().skip(1).map(|t| t.0 * t.1).sum::<f64>() / seconds;
     let (first, last) = (&span[0], &span[span.len() - 1]);
@@ -790,6 +802,11 @@ fn cpu_ready_is_the_vcpu_threads_run_queue_wait() {
          vCPU thread {kernel:.2} % over {elapsed:.1} s"
     );
     assert!(kernel >= 5.0, "the vCPU never waited: {kernel:.2} %");
+    // Both windows span the same ticks: the test's reads lag each record alike.
+    assert!(
+        (elapsed - seconds).abs() <= 0.1 * seconds,
+        "the windows differ: {seconds:.2} s of ticks, {elapsed:.2} s between the reads"
+    );
     assert!(
         (ours - kernel).abs() <= 2.0,
         "CPU ready {ours:.2} %, run_delay {kernel:.2} % over the same seconds"
