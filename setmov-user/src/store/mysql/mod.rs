@@ -558,10 +558,7 @@ async fn schema_version(
             .await
             .map_err(|e| mysql_error(target, &e))?;
         row.map_or(Ok(None), |row| {
-            decode::nullable(&row, 0).map_err(|source| StoreError::Decode {
-                target: target.to_owned(),
-                source,
-            })
+            decode::nullable(&row, 0).map_err(decode_error(target))
         })
     };
     let has_history = first(
@@ -613,6 +610,14 @@ fn mysql_error(target: &str, e: &mysql_async::Error) -> StoreError {
             mysql_async::Error::Url(_) => "the URL is not valid".to_owned(),
             e => e.to_string(),
         },
+    }
+}
+
+/// What a value read from the server that is not of its column's type becomes.
+fn decode_error(target: &str) -> impl FnOnce(DecodeError) -> StoreError + '_ {
+    move |source| StoreError::Decode {
+        target: target.to_owned(),
+        source,
     }
 }
 

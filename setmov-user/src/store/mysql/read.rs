@@ -6,7 +6,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row};
 
 use super::decode::{DecodeError, nullable, value};
-use super::{iso, mysql_error, mysql_time, to_mysql, unix_seconds};
+use super::{decode_error, iso, mysql_error, mysql_time, to_mysql, unix_seconds};
 use crate::analysis::report::{self, ReportSample};
 use crate::analysis::{ReportQuery, report_params, report_sql};
 use crate::store::rollup::{
@@ -24,10 +24,7 @@ fn decode_all<T>(
     rows.iter()
         .map(read_row)
         .collect::<Result<_, _>>()
-        .map_err(|source| StoreError::Decode {
-            target: target.to_owned(),
-            source,
-        })
+        .map_err(decode_error(target))
 }
 
 pub(super) async fn recent_host_usage(

@@ -6,7 +6,7 @@ use mysql_async::{Conn, Row, Transaction, TxOpts};
 use time::OffsetDateTime;
 
 use super::decode::{nullable, value};
-use super::{Conflict, MysqlStore, mysql_error, mysql_time, write_rows};
+use super::{Conflict, MysqlStore, decode_error, mysql_error, mysql_time, write_rows};
 use crate::store::rollup::{
     HOST_FIGURES, Level, Retention, VM_FIGURES, raw_host_sql, raw_vm_sql, rollup_rows,
 };
@@ -66,10 +66,7 @@ async fn seconds_of_first_row(
         .await
         .map_err(|e| mysql_error(target, &e))?;
     match row {
-        Some(row) => nullable(&row, 0).map_err(|source| StoreError::Decode {
-            target: target.to_owned(),
-            source,
-        }),
+        Some(row) => nullable(&row, 0).map_err(decode_error(target)),
         None => Ok(None),
     }
 }
@@ -125,10 +122,7 @@ async fn roll_up_bucket(
                 Ok((value::<String>(r, 0)?, values))
             })
             .collect::<Result<_, _>>()
-            .map_err(|source| StoreError::Decode {
-                target: target.to_owned(),
-                source,
-            })?;
+            .map_err(decode_error(target))?;
         let table = format!("{table}{}", level.suffix());
         let rows = rollup_rows(&table, owner, figures, &from, raw);
         write_rows(tx, &rows, Conflict::Replace)
