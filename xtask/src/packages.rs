@@ -44,6 +44,9 @@ pub const PACKAGES: &[&str] = &[
     // The reference the eBPF KVM probe is checked against (tests/tests/ebpf_kvm.rs): bpftrace
     // counts the same KVM tracepoints for the same qemu over the same window.
     "bpftrace",
+    // The reference the stored eBPF program costs are checked against
+    // (tests/tests/host_io_live.rs): the kernel's run_cnt and run_time_ns, as bpftool shows them.
+    "bpftool",
 ];
 
 /// Installs whichever of `PACKAGES` is missing; a no-op when all are there.
