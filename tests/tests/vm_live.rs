@@ -53,6 +53,76 @@ fn integral(db: &Path, rate_column: &str, uuid: &str) -> f64 {
         .sum()
 }
 
+/// Σ of each expression over the sampled T4 rows of `uuid` stamped after `since` (`from`
+/// names `vm_usage u`, maybe LEFT JOINed to a per-device table); a rate times
+/// `u.interval_s` gives what the stored figures account for over the window. Panics when a
+/// sampled row lacks an expression's value (a missing figure must not read as 0), or when the
+/// window has fewer than `min_rows` rows.
+fn window_sums(
+    conn: &rusqlite::Connection,
+    from: &str,
+    exprs: &[String],
+    uuid: &str,
+    since: &str,
+    min_rows: i64,
+) -> Vec<f64> {
+    let columns: String = exprs
+        .iter()
+        .map(|e| format!(", COUNT({e}), SUM({e})"))
+        .collect();
+    let sql = format!(
+        "SELECT COUNT(*){columns} FROM {from} WHERE u.uuid = ?1 AND u.time > ?2 \
+         AND u.missing IS NULL AND u.interval_s IS NOT NULL"
+    );
+    conn.query_row(&sql, [uuid, since], |r| {
+        let rows: i64 = r.get(0)?;
+        assert!(rows >= min_rows, "{rows} sampled rows in the window: {sql}");
+        exprs
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let present: i64 = r.get(1 + 2 * i)?;
+                assert_eq!(present, rows, "{e} is missing from sampled rows");
+                r.get(2 + 2 * i)
+            })
+            .collect()
+    })
+    .expect("window sums")
+}
+
+/// Comparisons of stored figures with their references, all printed, failed together.
+#[derive(Default)]
+struct Checks {
+    failed: Vec<String>,
+}
+
+impl Checks {
+    /// `ours` against the `reference`, within `tolerance` (absolute).
+    fn near(&mut self, what: &str, ours: f64, reference: f64, tolerance: f64) {
+        let ok = (ours - reference).abs() <= tolerance;
+        eprintln!(
+            "  {} {what}: stored {ours:.3}, reference {reference:.3} (±{tolerance:.3})",
+            if ok { "ok  " } else { "FAIL" }
+        );
+        if !ok {
+            self.failed.push(format!(
+                "{what}: stored {ours}, reference {reference}, tolerance {tolerance}"
+            ));
+        }
+    }
+
+    fn that(&mut self, what: &str, ok: bool) {
+        eprintln!("  {} {what}", if ok { "ok  " } else { "FAIL" });
+        if !ok {
+            self.failed.push(what.to_owned());
+        }
+    }
+
+    fn finish(self) {
+        assert!(self.failed.is_empty(), "{:#?}", self.failed);
+    }
+}
+
 fn start(name: &str, workload: &Workload) -> Option<Guest> {
     match Guest::start(name, workload) {
         Ok(guest) => Some(guest),
@@ -246,7 +316,7 @@ fn a_guests_block_io_and_traffic_seen_by_ebpf_are_what_libvirt_counts() {
         .expect("guest waits");
     let since = setmov::store::format_time(time::OffsetDateTime::now_utc());
     let baseline = guest.stats().expect("domstats");
-    guest.wait_for("SETMOV: ping-done", BOOT).expect("pings");
+    let pinged = ping_counts(&guest.wait_for("SETMOV: ping-done", BOOT).expect("pings"));
     std::thread::sleep(Duration::from_millis(1_500));
     let _ = m.stop();
 
@@ -269,7 +339,10 @@ fn a_guests_block_io_and_traffic_seen_by_ebpf_are_what_libvirt_counts() {
             |r| (0..7).map(|i| r.get(i)).collect(),
         )
         .expect("sums");
-    let (ebpf_written, ebpf_read) = (row[0].unwrap_or(0.0), row[1].unwrap_or(0.0));
+    let (ebpf_written, ebpf_read) = (
+        row[0].expect("eBPF write bytes"),
+        row[1].expect("eBPF read bytes"),
+    );
     let counted = |key: &str| (stats[key] - baseline[key]) as f64;
     let (libvirt_written, libvirt_read) =
         (counted("block.0.wr.bytes"), counted("block.0.rd.bytes"));
@@ -291,10 +364,13 @@ fn a_guests_block_io_and_traffic_seen_by_ebpf_are_what_libvirt_counts() {
         (ebpf_read / libvirt_read - 1.0).abs() <= 0.02,
         "read: eBPF {ebpf_read} B, libvirt {libvirt_read} B"
     );
-    assert!(row[3].unwrap_or(0.0) >= 1.0, "no write latency recorded");
+    assert!(row[3].expect("a count") >= 1.0, "no write latency recorded");
 
     // The guest's transmit through its tap, as libvirt counts it (pings and a few ARP frames).
-    let (ebpf_packets, ebpf_bytes) = (row[4].unwrap_or(0.0), row[5].unwrap_or(0.0));
+    let (ebpf_packets, ebpf_bytes) = (
+        row[4].expect("eBPF tx packets"),
+        row[5].expect("eBPF tx bytes"),
+    );
     let (libvirt_packets, libvirt_bytes) = (counted("net.0.tx.pkts"), counted("net.0.tx.bytes"));
     eprintln!(
         "eBPF: the guest sent {ebpf_packets:.0} packets, {ebpf_bytes:.0} B; libvirt counts \
@@ -308,9 +384,362 @@ fn a_guests_block_io_and_traffic_seen_by_ebpf_are_what_libvirt_counts() {
          packets {libvirt_bytes} B"
     );
     assert!(
-        row[6].unwrap_or(0.0) >= 1.0,
+        row[6].expect("a count") >= 1.0,
         "no CPU-ready figure from the vCPU thread"
     );
+
+    io_figures_are_libvirts(&conn, &guest, &since, &baseline, &stats);
+    ebpf_figures_are_libvirts(&conn, &guest, &since, &baseline, &stats, pinged, 1000);
+}
+
+/// (requests sent, replies received) from the guest's `ping-done RECEIVED/SENT` marker.
+fn ping_counts(marker: &str) -> (u32, u32) {
+    let parsed = marker.split_once('/').and_then(|(received, sent)| {
+        Some((sent.trim().parse().ok()?, received.trim().parse().ok()?))
+    });
+    parsed.unwrap_or_else(|| panic!("ping-done {marker:?}"))
+}
+
+/// Frames that may cross a window's edge: the monitor samples up to a tick before libvirt's
+/// baseline and just before its last read, and an idle guest may exchange an ARP pair there.
+const EDGE_PACKETS: f64 = 2.0;
+/// The most bytes those frames carry (ARP frames are 42 B, the test's pings 1042 B).
+const EDGE_BYTES: f64 = 2.0 * 1042.0;
+/// Ethernet framing the counters leave out (DESIGN.md, equation 6): 20 B per packet.
+const FRAMING_BYTES: f64 = 20.0;
+
+/// libvirt's counter `key` between two `virsh domstats` reads; panics when either lacks it.
+fn counted(baseline: &BTreeMap<String, u64>, end: &BTreeMap<String, u64>, key: &str) -> f64 {
+    let (from, to) = (baseline.get(key), end.get(key));
+    let (from, to) = from
+        .zip(to)
+        .unwrap_or_else(|| panic!("domstats lacks {key}: {from:?} {to:?}"));
+    assert!(to >= from, "{key} went back from {from} to {to}");
+    (to - from) as f64
+}
+
+/// Every I/O figure of T4 (vm_usage) and of its per-device tables (vm_disk_usage for `vda`,
+/// vm_nic_usage for the guest's tap) over the window from `since` to the end of the run,
+/// against libvirt's own counters read by `virsh domstats` at the window's ends. The rates are
+/// accumulated as Σ rate × interval_s: disk counters are exact (the guest's disk is idle at the
+/// edges; the tolerance is float rounding), packets may cross an edge (`EDGE_PACKETS`). Per-tick
+/// figures (average packet size, latency) are compared as the window's weighted integral:
+/// Σ avg × pps × Δt is the bits of the window's packets, Σ latency × iops × Δt the time of its
+/// requests.
+fn io_figures_are_libvirts(
+    conn: &rusqlite::Connection,
+    guest: &Guest,
+    since: &str,
+    baseline: &BTreeMap<String, u64>,
+    end: &BTreeMap<String, u64>,
+) {
+    let d = |key: &str| counted(baseline, end, key);
+    let tap = guest.tap_device().expect("the guest's tap device");
+    let rate = |c: &str| format!("u.interval_s * {c}");
+    // The bits of a tick's packets: avg × pps × Δt, defined when there were packets (NULL, and
+    // so a failed check, when a tick with packets lacks its average).
+    let bits = |avg: &str, pps: &str| {
+        format!("CASE WHEN {pps} > 0 THEN u.interval_s * {avg} * {pps} WHEN {pps} = 0 THEN 0 END")
+    };
+    let mut checks = Checks::default();
+    let disk = |checks: &mut Checks, table: &str, ours: &[f64]| {
+        let bytes_tol = |reference: f64| 1e-6 * reference + 1.0;
+        let (rd, wr) = (d("block.0.rd.bytes"), d("block.0.wr.bytes"));
+        checks.near(&format!("{table} read bytes"), ours[0], rd, bytes_tol(rd));
+        checks.near(&format!("{table} write bytes"), ours[1], wr, bytes_tol(wr));
+        checks.near(
+            &format!("{table} read requests"),
+            ours[2],
+            d("block.0.rd.reqs"),
+            0.01,
+        );
+        checks.near(
+            &format!("{table} write requests"),
+            ours[3],
+            d("block.0.wr.reqs"),
+            0.01,
+        );
+    };
+    let net = |checks: &mut Checks, table: &str, ours: &[f64]| {
+        for (i, dir) in ["rx", "tx"].iter().enumerate() {
+            let (pkts, bytes) = (
+                d(&format!("net.0.{dir}.pkts")),
+                d(&format!("net.0.{dir}.bytes")),
+            );
+            let wire_bits = 8.0 * (bytes + FRAMING_BYTES * pkts);
+            checks.near(
+                &format!("{table} {dir} packets"),
+                ours[i],
+                pkts,
+                EDGE_PACKETS,
+            );
+            checks.near(
+                &format!("{table} {dir} bytes"),
+                ours[2 + i],
+                bytes,
+                EDGE_BYTES,
+            );
+            // Equation (7) over the window: the bits on the wire.
+            let edge_bits = 8.0 * (EDGE_BYTES + FRAMING_BYTES * EDGE_PACKETS);
+            checks.near(
+                &format!("{table} {dir} bits (bps)"),
+                ours[4 + i],
+                wire_bits,
+                edge_bits,
+            );
+            // Equation (6) over the window: the packet-weighted mean of the ticks' averages
+            // against libvirt's bytes per packet plus framing, within 1 %.
+            let mean = ours[6 + i] / ours[i];
+            let reference = 8.0 * (bytes / pkts + FRAMING_BYTES);
+            checks.near(
+                &format!("{table} {dir} mean packet bits"),
+                mean,
+                reference,
+                0.01 * reference,
+            );
+        }
+    };
+
+    eprintln!("vm_usage against libvirt from {since}:");
+    let t4 = window_sums(
+        conn,
+        "vm_usage u",
+        &[
+            rate("disk_read_bytes_s"),
+            rate("disk_write_bytes_s"),
+            rate("disk_read_iops"),
+            rate("disk_write_iops"),
+            rate("net_rx_pps"),
+            rate("net_tx_pps"),
+            rate("net_rx_bytes_s"),
+            rate("net_tx_bytes_s"),
+            rate("net_rx_bps"),
+            rate("net_tx_bps"),
+            bits("net_rx_avg_pkt_bits", "net_rx_pps"),
+            bits("net_tx_avg_pkt_bits", "net_tx_pps"),
+        ],
+        guest.uuid(),
+        since,
+        10,
+    );
+    disk(&mut checks, "vm_usage", &t4[..4]);
+    net(&mut checks, "vm_usage", &t4[4..]);
+
+    eprintln!("vm_disk_usage (vda) against libvirt:");
+    let disks = window_sums(
+        conn,
+        "vm_usage u LEFT JOIN vm_disk_usage x \
+         ON x.time = u.time AND x.uuid = u.uuid AND x.device = 'vda'",
+        &[
+            rate("x.read_bytes_s"),
+            rate("x.write_bytes_s"),
+            rate("x.read_iops"),
+            rate("x.write_iops"),
+            // The time of the tick's requests, ms (libvirt: rd.times/wr.times in ns).
+            "CASE WHEN x.read_iops > 0 THEN u.interval_s * x.read_iops * x.read_latency_ms \
+             WHEN x.read_iops = 0 THEN 0 END"
+                .to_owned(),
+            "CASE WHEN x.write_iops > 0 THEN u.interval_s * x.write_iops * x.write_latency_ms \
+             WHEN x.write_iops = 0 THEN 0 END"
+                .to_owned(),
+        ],
+        guest.uuid(),
+        since,
+        10,
+    );
+    disk(&mut checks, "vm_disk_usage", &disks[..4]);
+    for (i, dir) in ["rd", "wr"].iter().enumerate() {
+        // Mean latency of the window's requests, within 1 %.
+        let (ms, reqs) = (disks[4 + i], disks[2 + i]);
+        let reference =
+            d(&format!("block.0.{dir}.times")) / 1e6 / d(&format!("block.0.{dir}.reqs"));
+        checks.near(
+            &format!("vm_disk_usage {dir} mean latency ms"),
+            ms / reqs,
+            reference,
+            0.01 * reference,
+        );
+    }
+
+    eprintln!("vm_nic_usage ({tap}) against libvirt:");
+    let nic_from = format!(
+        "vm_usage u LEFT JOIN vm_nic_usage x \
+         ON x.time = u.time AND x.uuid = u.uuid AND x.iface = '{tap}'"
+    );
+    let nics = window_sums(
+        conn,
+        &nic_from,
+        &[
+            rate("x.rx_pps"),
+            rate("x.tx_pps"),
+            rate("x.rx_bytes_s"),
+            rate("x.tx_bytes_s"),
+            rate("x.rx_bps"),
+            rate("x.tx_bps"),
+            bits("x.rx_avg_pkt_bits", "x.rx_pps"),
+            bits("x.tx_avg_pkt_bits", "x.tx_pps"),
+            // Counts of the interval, not rates.
+            "x.rx_errs".to_owned(),
+            "x.rx_drop".to_owned(),
+            "x.tx_errs".to_owned(),
+            "x.tx_drop".to_owned(),
+        ],
+        guest.uuid(),
+        since,
+        10,
+    );
+    net(&mut checks, "vm_nic_usage", &nics[..8]);
+    for (i, key) in ["rx.errs", "rx.drop", "tx.errs", "tx.drop"]
+        .iter()
+        .enumerate()
+    {
+        checks.near(
+            &format!("vm_nic_usage {key}"),
+            nics[8 + i],
+            d(&format!("net.0.{key}")),
+            0.0,
+        );
+    }
+    // A tick without packets has no average, never a 0 that reads as tiny packets.
+    let averages_of_nothing: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM vm_usage WHERE uuid = ?1 AND \
+             ((net_rx_pps = 0 AND net_rx_avg_pkt_bits IS NOT NULL) \
+              OR (net_tx_pps = 0 AND net_tx_avg_pkt_bits IS NOT NULL))",
+            [guest.uuid()],
+            |r| r.get(0),
+        )
+        .expect("averages");
+    checks.that(
+        &format!("no average packet size on a tick without packets ({averages_of_nothing} found)"),
+        averages_of_nothing == 0,
+    );
+    checks.finish();
+}
+
+/// The largest request (KiB) the block device holding `file` takes (`queue/max_sectors_kb`).
+fn max_sectors_kb(file: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt as _;
+    let dev = std::fs::metadata(file)
+        .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+        .dev();
+    // Linux's dev_t encoding (glibc's gnu_dev_major/minor).
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    // A partition's queue is its disk's, one level up.
+    let queue = [
+        format!("/sys/dev/block/{major}:{minor}/queue/max_sectors_kb"),
+        format!("/sys/dev/block/{major}:{minor}/../queue/max_sectors_kb"),
+    ];
+    queue
+        .iter()
+        .find_map(|path| std::fs::read_to_string(path).ok()?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no request size limit for {major}:{minor}: {queue:?}"))
+}
+
+/// The plain I/O figures of vm_ebpf_usage and the packet sizes of vm_nic_packet_sizes over
+/// the window from `since`, against libvirt's counters (`virsh domstats` at the window's ends)
+/// and the pings the guest sent (`pinged`: requests sent, replies received, of `ping_size`
+/// data bytes).
+fn ebpf_figures_are_libvirts(
+    conn: &rusqlite::Connection,
+    guest: &Guest,
+    since: &str,
+    baseline: &BTreeMap<String, u64>,
+    end: &BTreeMap<String, u64>,
+    pinged: (u32, u32),
+    ping_size: u32,
+) {
+    let d = |key: &str| counted(baseline, end, key);
+    let mut checks = Checks::default();
+    let sums: Vec<Option<f64>> = conn
+        .query_row(
+            "SELECT SUM(interval_s * block_read_iops), SUM(interval_s * block_write_iops),
+                    SUM(interval_s * net_rx_pps), SUM(interval_s * net_rx_bytes_s),
+                    SUM(interval_s * net_tx_pps), COUNT(*), COUNT(block_read_iops),
+                    COUNT(block_write_iops), COUNT(net_rx_pps), COUNT(net_tx_pps)
+             FROM vm_ebpf_usage WHERE uuid = ?1 AND time > ?2",
+            [guest.uuid(), since],
+            |r| (0..10).map(|i| r.get(i)).collect(),
+        )
+        .expect("eBPF sums");
+    let rows = sums[5].expect("a count");
+    eprintln!("vm_ebpf_usage against libvirt over {rows} rows:");
+    checks.that(
+        &format!(
+            "every eBPF row has its block and net figures: {:?}",
+            &sums[5..]
+        ),
+        sums[6..].iter().all(|n| *n == Some(rows)) && rows >= 10.0,
+    );
+    let sum = |i: usize| sums[i].expect("a sum over rows");
+    // qemu's requests against the host's block requests its threads submitted. The test
+    // guests' disk is a raw image with cache='none': qemu reads and writes it with O_DIRECT,
+    // so each guest request of 1 MiB (libvirt counts 1 per dd block) is one host request, or
+    // as many as the host device's request size limit splits it into. Measured on the CI host
+    // (max_sectors_kb 4096): no split, 32 host requests for 32 qemu requests each way.
+    let split = f64::from(1024u32.div_ceil(max_sectors_kb(guest.disk())));
+    let (rd_reqs, wr_reqs) = (d("block.0.rd.reqs"), d("block.0.wr.reqs"));
+    eprintln!(
+        "  block requests: eBPF {:.2} read, {:.2} write; libvirt {rd_reqs} read, {wr_reqs} \
+         write; {split} host request(s) per 1 MiB request",
+        sum(0),
+        sum(1)
+    );
+    checks.near("eBPF read requests", sum(0), split * rd_reqs, 0.01);
+    checks.near("eBPF write requests", sum(1), split * wr_reqs, 0.01);
+    // The guest's receive is the host's transmit on the tap, Ethernet header included.
+    checks.near("eBPF rx packets", sum(2), d("net.0.rx.pkts"), EDGE_PACKETS);
+    checks.near("eBPF rx bytes", sum(3), d("net.0.rx.bytes"), EDGE_BYTES);
+
+    // Packet sizes: log2 buckets of the tracepoint's length, the host receive's without its
+    // 14 B Ethernet header (setmov-common's NetDeviceValue).
+    let mut stmt = conn
+        .prepare(
+            "SELECT direction, bucket, SUM(packets) FROM vm_nic_packet_sizes
+             WHERE uuid = ?1 AND time > ?2 GROUP BY direction, bucket ORDER BY direction, bucket",
+        )
+        .expect("sql");
+    let sizes: Vec<(String, i64, f64)> = stmt
+        .query_map([guest.uuid(), since], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .expect("sizes")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    eprintln!("vm_nic_packet_sizes (direction, bucket, packets): {sizes:?}");
+    let frame = ping_size + 8 + 20 + 14;
+    for (i, dir) in ["rx", "tx"].iter().enumerate() {
+        let in_dir = sizes.iter().filter(|s| s.0 == *dir);
+        let total: f64 = in_dir.clone().map(|s| s.2).sum();
+        // The histogram counts the packets the rates count ...
+        checks.near(
+            &format!("{dir} histogram packets, Σ eBPF pps × Δt"),
+            total,
+            sum(2 + 2 * i),
+            0.01,
+        );
+        // ... which are libvirt's.
+        checks.near(
+            &format!("{dir} histogram packets, libvirt"),
+            total,
+            d(&format!("net.0.{dir}.pkts")),
+            EDGE_PACKETS,
+        );
+        // Echo replies the guest receives are host transmits (header included), its requests
+        // host receives (header pulled): only they are 1 KiB or more.
+        let len = if *dir == "rx" { frame } else { frame - 14 };
+        let bucket = i64::from(len.ilog2());
+        let pings = f64::from(if *dir == "rx" { pinged.1 } else { pinged.0 });
+        let in_bucket: f64 = in_dir.clone().filter(|s| s.1 == bucket).map(|s| s.2).sum();
+        checks.near(
+            &format!("{dir} packets of {len} B in bucket {bucket}"),
+            in_bucket,
+            pings,
+            0.0,
+        );
+    }
+    checks.finish();
 }
 
 #[test]
