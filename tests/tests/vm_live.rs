@@ -926,9 +926,404 @@ fn median_used(db: &Path, uuid: &str, from: &str, to: &str) -> (f64, usize) {
     (used[used.len() / 2], used.len())
 }
 
+/// `virsh -c qemu:///system ARGS`'s output; panics when it fails.
+fn virsh_output(args: &[&str]) -> String {
+    let out = Command::new("virsh")
+        .args(["-c", "qemu:///system"])
+        .args(args)
+        .output()
+        .expect("virsh");
+    assert!(
+        out.status.success(),
+        "virsh {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// One reading of the test's references: `virsh dommemstat` (KiB) and the qemu process's
+/// VmRSS (KiB), taken between the instants `from` and `to` (stored-time syntax).
+struct MemPoll {
+    from: String,
+    to: String,
+    stat: BTreeMap<String, u64>,
+    vm_rss_kib: u64,
+}
+
+/// Reads the references every 200 ms in a thread, from `start` to `stop`.
+struct MemPoller {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<MemPoll>>,
+}
+
+impl MemPoller {
+    fn start(guest: &Guest) -> MemPoller {
+        let (name, pid) = (guest.name().to_owned(), guest.qemu_pid().expect("qemu pid"));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let now = || setmov::store::format_time(time::OffsetDateTime::now_utc());
+            let mut polls = Vec::new();
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                let from = now();
+                let stat = dommemstat(&name);
+                let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                    .expect("the qemu process's status");
+                let vm_rss_kib = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                    .expect("VmRSS");
+                polls.push(MemPoll {
+                    from,
+                    to: now(),
+                    stat,
+                    vm_rss_kib,
+                });
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            polls
+        });
+        MemPoller { stop, thread }
+    }
+
+    fn stop(self) -> Vec<MemPoll> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("poller")
+    }
+}
+
+/// `t` (stored-time syntax) moved by `secs`.
+fn shifted(t: &str, secs: f64) -> String {
+    let parsed = time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("{t}: {e}"));
+    setmov::store::format_time(parsed + time::Duration::seconds_f64(secs))
+}
+
+fn seconds_between(a: &str, b: &str) -> f64 {
+    let parse = |t: &str| {
+        time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|e| panic!("{t}: {e}"))
+    };
+    (parse(b) - parse(a)).as_seconds_f64()
+}
+
+/// The memory and identity figures of a guest's stored T4 rows against libvirt. Levels are
+/// compared tick by tick with the references read around the tick: libvirt samples at most a
+/// few hundred ms after the tick's time, so the readings taken from 0.5 s before to 1 s after
+/// it bracket that instant. The guest's balloon figures change only with its report (every
+/// 2 s), so a stored one must be exactly one of the values dommemstat showed in that window;
+/// the host-side RSS moves continuously, so it must lie within the range read there (± 1 MiB
+/// for what moves between the readings' instants). Counters the guest reports (swap, faults)
+/// are compared as Σ rate × interval_s between two ticks at which dommemstat's value was
+/// steady, against its difference. Fixed figures (pid, vCPUs, maximum memory, state) are
+/// compared on every row.
+fn memory_and_identity_are_libvirts(db: &Path, guest: &Guest, polls: &[MemPoll]) {
+    let conn = rusqlite::Connection::open(db).expect("db");
+    let mut checks = Checks::default();
+    let kib = |v: u64| v as f64 * 1024.0;
+    let pid = f64::from(guest.qemu_pid().expect("qemu pid"));
+    let vcpus: f64 = virsh_output(&["vcpucount", guest.name(), "--live", "--active"])
+        .trim()
+        .parse()
+        .expect("vcpucount");
+    let state = virsh_output(&["domstate", guest.name()]).trim().to_owned();
+    let max_kib: u64 = virsh_output(&["dominfo", guest.name()])
+        .lines()
+        .find_map(|l| l.strip_prefix("Max memory:"))
+        .and_then(|v| v.trim().trim_end_matches("KiB").trim().parse().ok())
+        .expect("dominfo's Max memory");
+    eprintln!(
+        "references: pid {pid}, vCPUs {vcpus}, state {state}, max memory {max_kib} KiB, \
+         {} dommemstat readings, the first {:?}",
+        polls.len(),
+        polls.first().map(|p| &p.stat)
+    );
+
+    const NUMBERS: [&str; 17] = [
+        "interval_s",
+        "qemu_pid",
+        "vcpus",
+        "mem_alloc_bytes",
+        "mem_max_bytes",
+        "mem_used_bytes",
+        "mem_used_pct",
+        "mem_unused_bytes",
+        "mem_usable_bytes",
+        "mem_available_bytes",
+        "rss_bytes",
+        "swap_in_bytes_s",
+        "swap_out_bytes_s",
+        "major_faults_s",
+        "minor_faults_s",
+        "(SELECT h.interval_s FROM host_usage h WHERE h.time = vm_usage.time)",
+        "missing IS NULL",
+    ];
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT time, state, mem_source, {} FROM vm_usage WHERE uuid = ?1 ORDER BY time",
+            NUMBERS.join(", ")
+        ))
+        .expect("sql");
+    type Row = (String, String, Option<String>, Vec<Option<f64>>);
+    let rows: Vec<Row> = stmt
+        .query_map([guest.uuid()], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                (0..NUMBERS.len())
+                    .map(|i| r.get(3 + i))
+                    .collect::<Result<_, _>>()?,
+            ))
+        })
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    let col = |name: &str| NUMBERS.iter().position(|n| *n == name).expect(name);
+    let sampled: Vec<&Row> = rows.iter().filter(|r| r.3[16] == Some(1.0)).collect();
+    eprintln!("{} rows, {} sampled", rows.len(), sampled.len());
+    assert!(sampled.len() >= 20, "{} sampled rows", sampled.len());
+    let figure = |row: &Row, name: &str| -> f64 {
+        row.3[col(name)].unwrap_or_else(|| panic!("{name} missing at {}", row.0))
+    };
+
+    // Fixed figures, on every sampled row.
+    let (mut pids, mut cpus, mut maxes, mut states) = (0, 0, 0, 0);
+    for row in &sampled {
+        pids += usize::from(figure(row, "qemu_pid") == pid);
+        cpus += usize::from(figure(row, "vcpus") == vcpus);
+        maxes += usize::from(figure(row, "mem_max_bytes") == kib(max_kib));
+        states += usize::from(row.1 == state);
+    }
+    let n = sampled.len();
+    checks.that(
+        &format!("qemu_pid is libvirt's pid file's {pid} on {pids}/{n} rows"),
+        pids == n,
+    );
+    checks.that(
+        &format!("vcpus is vcpucount's {vcpus} on {cpus}/{n} rows"),
+        cpus == n,
+    );
+    checks.that(
+        &format!("mem_max_bytes is dominfo's {max_kib} KiB on {maxes}/{n} rows"),
+        maxes == n,
+    );
+    checks.that(
+        &format!("state is domstate's {state} on {states}/{n} rows"),
+        states == n,
+    );
+
+    // interval_s: the time between this VM's samples, against the stored times and the host's
+    // interval of the same tick, both within 0.25 s (a quarter of the 1 s tick: libvirt's
+    // answer may come that much later than one tick and not the next).
+    let mut intervals = Vec::new();
+    for pair in rows.windows(2) {
+        let (prev, row) = (&pair[0], &pair[1]);
+        if prev.3[16] != Some(1.0) || row.3[16] != Some(1.0) {
+            continue;
+        }
+        let stamped = seconds_between(&prev.0, &row.0);
+        let host = figure(
+            row,
+            "(SELECT h.interval_s FROM host_usage h WHERE h.time = vm_usage.time)",
+        );
+        intervals.push((figure(row, "interval_s"), stamped, host));
+    }
+    eprintln!("(interval_s, Δ stored time, host interval_s): {intervals:.3?}");
+    checks.that(
+        &format!("{} consecutive sampled rows", intervals.len()),
+        intervals.len() >= 20,
+    );
+    let worst = intervals
+        .iter()
+        .map(|(vm, stamped, host)| (vm - stamped).abs().max((vm - host).abs()))
+        .fold(0.0, f64::max);
+    checks.that(
+        &format!(
+            "interval_s within 0.25 s of the stored times' difference and the host's \
+             interval on every row (worst {worst:.3} s)"
+        ),
+        worst <= 0.25,
+    );
+    let (vm_total, stamped_total): (f64, f64) = intervals
+        .iter()
+        .fold((0.0, 0.0), |(a, b), i| (a + i.0, b + i.1));
+    checks.near(
+        "Σ interval_s against the stored times' span",
+        vm_total,
+        stamped_total,
+        0.25,
+    );
+
+    // Levels against the dommemstat readings around each tick.
+    let around = |row: &Row| -> Vec<&MemPoll> {
+        let (from, to) = (shifted(&row.0, -0.5), shifted(&row.0, 1.0));
+        polls
+            .iter()
+            .filter(|p| p.from >= from && p.to <= to)
+            .collect()
+    };
+    let mut compared = 0;
+    for row in sampled.iter().filter(|r| r.3[0].is_some()) {
+        let near = around(row);
+        if near.len() < 2 {
+            continue;
+        }
+        compared += 1;
+        let field = |poll: &MemPoll, key: &str| poll.stat.get(key).copied();
+        for (column, key) in [
+            ("mem_alloc_bytes", "actual"),
+            ("mem_unused_bytes", "unused"),
+            ("mem_usable_bytes", "usable"),
+            ("mem_available_bytes", "available"),
+        ] {
+            let seen: Vec<Option<u64>> = near.iter().map(|p| field(p, key)).collect();
+            let ours = row.3[col(column)];
+            let ok = seen.iter().any(|v| v.map(kib) == ours);
+            if !ok {
+                checks.that(
+                    &format!(
+                        "{column} {ours:?} at {} among dommemstat's {key} {seen:?}",
+                        row.0
+                    ),
+                    false,
+                );
+            }
+        }
+        // Used and its percentage: one reading's actual − usable, ÷ actual.
+        let used = row.3[col("mem_used_bytes")];
+        let pct = row.3[col("mem_used_pct")];
+        let matched = near.iter().any(|p| {
+            let (Some(actual), Some(usable)) = (field(p, "actual"), field(p, "usable")) else {
+                return used.is_none() && pct.is_none();
+            };
+            let reference = 100.0 * (actual - usable) as f64 / actual as f64;
+            used == Some(kib(actual - usable))
+                && pct.is_some_and(|pct| (pct - reference).abs() <= 1e-6)
+        });
+        if !matched {
+            checks.that(
+                &format!(
+                    "mem_used {used:?} B, {pct:?} % at {} from one dommemstat reading",
+                    row.0
+                ),
+                false,
+            );
+        }
+        // The source: which fields the guest reports.
+        let sources: Vec<&str> = near
+            .iter()
+            .map(|p| match (field(p, "usable"), field(p, "unused")) {
+                (Some(_), _) => "balloon-usable",
+                (None, Some(_)) => "balloon-unused",
+                (None, None) => "allocation-only",
+            })
+            .collect();
+        if sources.iter().all(|s| *s == sources[0]) && row.2.as_deref() != Some(sources[0]) {
+            checks.that(
+                &format!(
+                    "mem_source {:?} at {}, dommemstat says {}",
+                    row.2, row.0, sources[0]
+                ),
+                false,
+            );
+        }
+        eprintln!(
+            "  {}: stored alloc {:?} unused {:?} usable {:?} available {:?} used {pct:.2?} % \
+             rss {:?} KiB; dommemstat unused {:?} usable {:?}, VmRSS {:?}",
+            row.0,
+            row.3[col("mem_alloc_bytes")].map(|b| b / 1024.0),
+            row.3[col("mem_unused_bytes")].map(|b| b / 1024.0),
+            row.3[col("mem_usable_bytes")].map(|b| b / 1024.0),
+            row.3[col("mem_available_bytes")].map(|b| b / 1024.0),
+            row.3[col("rss_bytes")].map(|b| b / 1024.0),
+            near.iter().map(|p| field(p, "unused")).collect::<Vec<_>>(),
+            near.iter().map(|p| field(p, "usable")).collect::<Vec<_>>(),
+            near.iter().map(|p| p.vm_rss_kib).collect::<Vec<_>>(),
+        );
+        // RSS: within what the test read around the tick.
+        let rss = figure(row, "rss_bytes");
+        let read: Vec<f64> = near
+            .iter()
+            .flat_map(|p| [Some(p.vm_rss_kib), field(p, "rss")])
+            .map(|v| kib(v.expect("dommemstat's rss")))
+            .collect();
+        let (lo, hi) = read
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+        if !(lo - MIB..=hi + MIB).contains(&rss) {
+            checks.that(
+                &format!(
+                    "rss {rss} at {} outside VmRSS/dommemstat's {lo}..{hi}",
+                    row.0
+                ),
+                false,
+            );
+        }
+    }
+    checks.that(
+        &format!("memory levels of {compared} ticks compared with their readings"),
+        compared >= 20,
+    );
+
+    // Counters the guest reports: swap in/out (KiB) and faults, as rates.
+    for (column, key, scale) in [
+        ("swap_in_bytes_s", "swap_in", 1024.0),
+        ("swap_out_bytes_s", "swap_out", 1024.0),
+        ("major_faults_s", "major_fault", 1.0),
+        ("minor_faults_s", "minor_fault", 1.0),
+    ] {
+        let reported = polls.iter().any(|p| p.stat.contains_key(key));
+        if !reported {
+            let stored = sampled
+                .iter()
+                .filter(|r| r.3[col(column)].is_some())
+                .count();
+            checks.that(
+                &format!("the guest reports no {key}: {column} stored on {stored} rows (none)"),
+                stored == 0,
+            );
+            continue;
+        }
+        // Ticks at which the readings around agree: the counter's value there is known.
+        let steady: Vec<(usize, u64)> = sampled
+            .iter()
+            .enumerate()
+            .filter_map(|(i, row)| {
+                let values: Vec<Option<u64>> = around(row)
+                    .iter()
+                    .map(|p| p.stat.get(key).copied())
+                    .collect();
+                let first = *values.first()?;
+                (values.len() >= 2 && values.iter().all(|v| *v == first)).then_some((i, first?))
+            })
+            .collect();
+        let (Some(&(a, at_a)), Some(&(b, at_b))) = (steady.first(), steady.last()) else {
+            checks.that(&format!("{key}: no tick with steady readings"), false);
+            continue;
+        };
+        let ours: f64 = sampled[a + 1..=b]
+            .iter()
+            .map(|r| figure(r, "interval_s") * figure(r, column) / scale)
+            .sum();
+        checks.near(
+            &format!(
+                "Σ {column} × interval_s from {} to {}",
+                sampled[a].0, sampled[b].0
+            ),
+            ours,
+            (at_b - at_a) as f64,
+            0.01,
+        );
+    }
+    checks.finish();
+}
+
 /// The stored "used" memory of a guest against what it really takes: the guest holds 32 MiB
 /// more half-way through, and the figure rises by that, within 4 MiB (what the guest's own
-/// kernel does meanwhile).
+/// kernel does meanwhile). Over the same run every memory and identity figure of its T4 rows
+/// against libvirt (see `memory_and_identity_are_libvirts`).
 #[test]
 fn a_guest_that_takes_32_mib_more_shows_32_mib_more_used() {
     const TAKEN_MIB: f64 = 32.0;
@@ -947,6 +1342,7 @@ fn a_guest_that_takes_32_mib_more_shows_32_mib_more_used() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("setmov.db");
     let m = monitor(&db, "1s");
+    let poller = MemPoller::start(&guest);
     // The balloon reports every 2 s: its first figures need a few seconds.
     std::thread::sleep(Duration::from_secs(6));
     let before_from = setmov::store::format_time(time::OffsetDateTime::now_utc());
@@ -963,6 +1359,8 @@ fn a_guest_that_takes_32_mib_more_shows_32_mib_more_used() {
     std::thread::sleep(Duration::from_secs(8));
     let after_to = setmov::store::format_time(time::OffsetDateTime::now_utc());
     let _ = m.stop();
+    let polls = poller.stop();
+    memory_and_identity_are_libvirts(&db, &guest, &polls);
 
     let mib = 1_048_576.0;
     let (before, n_before) = median_used(&db, guest.uuid(), &before_from, &before_to);
