@@ -181,6 +181,11 @@ impl Guest {
         &self.uuid
     }
 
+    /// The guest's disk image on the host (empty for a firmware-only guest).
+    pub fn disk(&self) -> &Path {
+        &self.disk
+    }
+
     /// The qemu process, from libvirt's pid file; `None` once it is gone.
     pub fn qemu_pid(&self) -> Option<u32> {
         fs::read_to_string(format!("/run/libvirt/qemu/{}.pid", self.name))
