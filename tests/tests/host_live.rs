@@ -364,3 +364,224 @@ fn a_stopped_monitor_counts_the_ticks_it_missed() {
         "the tick after the resumed one: {next:?}, expected interval {expected:.4} s"
     );
 }
+
+/// `free -bw`'s `Mem:` line (bytes) with the kernel's SReclaimable, which free counts into its
+/// cache column, read right after it; and when the run finished.
+#[derive(Debug, Clone, Copy)]
+struct Free {
+    total: u64,
+    free: u64,
+    buffers: u64,
+    cache: u64,
+    available: u64,
+    sreclaimable: u64,
+    done: Instant,
+}
+
+impl Free {
+    fn run() -> Free {
+        let out = Command::new("free").arg("-bw").output().expect("free");
+        assert!(out.status.success(), "free -bw failed");
+        let text = String::from_utf8(out.stdout).expect("utf-8");
+        let meminfo = std::fs::read_to_string("/proc/meminfo").expect("/proc/meminfo");
+        let done = Instant::now();
+        let header: Vec<&str> = text
+            .lines()
+            .next()
+            .expect("header")
+            .split_whitespace()
+            .collect();
+        assert_eq!(
+            header,
+            [
+                "total",
+                "used",
+                "free",
+                "shared",
+                "buffers",
+                "cache",
+                "available"
+            ],
+            "free -bw's columns"
+        );
+        let mem: Vec<u64> = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Mem:"))
+            .expect("a Mem: line")
+            .split_whitespace()
+            .map(|n| n.parse().expect("bytes"))
+            .collect();
+        let sreclaimable = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("SReclaimable:"))
+            .and_then(|v| v.trim().strip_suffix("kB"))
+            .map(|v| v.trim().parse::<u64>().expect("kB") * 1024)
+            .expect("SReclaimable in /proc/meminfo");
+        Free {
+            total: mem[0],
+            free: mem[2],
+            buffers: mem[4],
+            cache: mem[5],
+            available: mem[6],
+            sreclaimable,
+            done,
+        }
+    }
+
+    /// (used, non-free, unavailable) in bytes. Used is the product's equation (3) with
+    /// /proc/meminfo's Cached, which is free's cache column less SReclaimable.
+    fn figures(&self) -> [u64; 3] {
+        let cached = self.cache - self.sreclaimable;
+        [
+            self.total - self.free - self.buffers - cached,
+            self.total - self.free,
+            self.total - self.available,
+        ]
+    }
+}
+
+/// The stored memory figures of ticks bracketed by `free -bw` run right before each tick
+/// (about 50 ms before its scheduled instant) and right after its summary line, and T1's host
+/// facts against `free -b`'s total and the CPUs the kernel has online.
+///
+/// Each stored percentage, turned back into bytes with the stored total, lies between what the
+/// two runs of free saw, widened by 4 MiB: memory can move past both ends in the ~50 ms between
+/// them (other tests and builds share the machine), and by at most a few MiB in practice. A
+/// zero, the wrong equation (free's cache column holds SReclaimable, /proc/meminfo's Cached does
+/// not; non-free and unavailable differ by GiBs) or a unit slip falls far outside. The totals
+/// are constants of the running kernel and must be equal to the byte.
+#[test]
+fn memory_figures_and_host_facts_match_procps() {
+    use std::io::BufRead as _;
+    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("setmov.db");
+    const TICKS: usize = 6;
+    let started = Instant::now();
+    // With libvirt, which gives T1 its CPUs and memory; no guests are needed.
+    let mut child = setmov_tests::setmov_command(env!("CARGO_BIN_EXE_setmov-cli"))
+        .args(["run", "--no-ebpf", "--interval", "1s", "--count"])
+        .arg(TICKS.to_string())
+        .arg("--database")
+        .arg(&db)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("setmov starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let (lines_tx, lines) = std::sync::mpsc::channel::<Instant>();
+    let reader = std::thread::spawn(move || {
+        for _ in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(Instant::now());
+        }
+    });
+    // (before, after) for each tick; `None` for a tick whose line came before the run of free
+    // meant to precede it had finished.
+    let mut brackets: Vec<Option<(Free, Free)>> = Vec::new();
+    let mut before: Option<Free> = None;
+    let mut pending: Option<Instant> = None;
+    loop {
+        let seen = match pending.take().map_or_else(|| lines.recv(), Ok) {
+            Ok(seen) => seen,
+            Err(_) => break,
+        };
+        let after = Free::run();
+        brackets.push(before.take().map(|b| (b, after)));
+        // The next tick is due about 1 s after this one was printed.
+        let next = seen + Duration::from_millis(950);
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        let b = Free::run();
+        // A bracket only if the next tick's line has not come yet.
+        match lines.try_recv() {
+            Err(std::sync::mpsc::TryRecvError::Empty) => before = Some(b),
+            Ok(seen) => pending = Some(seen),
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
+        }
+    }
+    assert!(child.wait().expect("setmov").success(), "setmov failed");
+    reader.join().expect("reader");
+    assert_eq!(brackets.len(), TICKS, "one summary line per tick");
+
+    let conn = rusqlite::Connection::open(&db).expect("db");
+    let stored: Vec<(i64, [f64; 3])> = conn
+        .prepare(
+            "SELECT mem_total_bytes, mem_used_pct, mem_nonfree_pct, mem_unavailable_pct
+             FROM host_usage ORDER BY time",
+        )
+        .expect("sql")
+        .query_map([], |r| Ok((r.get(0)?, [r.get(1)?, r.get(2)?, r.get(3)?])))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("every memory figure of every tick");
+    assert_eq!(stored.len(), TICKS);
+    const SLACK: f64 = 4.0 * 1024.0 * 1024.0;
+    const NAMES: [&str; 3] = ["mem_used_pct", "mem_nonfree_pct", "mem_unavailable_pct"];
+    let mut checked = 0;
+    for (n, ((total, pcts), bracket)) in stored.iter().zip(&brackets).enumerate() {
+        let Some((b, a)) = bracket else { continue };
+        assert_eq!(
+            (*total as u64, *total as u64),
+            (b.total, a.total),
+            "tick {n}: mem_total_bytes against free's total"
+        );
+        let (fb, fa) = (b.figures(), a.figures());
+        for (i, name) in NAMES.iter().enumerate() {
+            let bytes = pcts[i] / 100.0 * *total as f64;
+            let (lo, hi) = (fb[i].min(fa[i]) as f64, fb[i].max(fa[i]) as f64);
+            eprintln!(
+                "tick {n} {name}: {:.3} % = {:.1} MiB; free {:.1} MiB before, {:.1} MiB after ({:.0} ms later)",
+                pcts[i],
+                bytes / 1048576.0,
+                fb[i] as f64 / 1048576.0,
+                fa[i] as f64 / 1048576.0,
+                a.done.duration_since(b.done).as_secs_f64() * 1e3
+            );
+            assert!(
+                (lo - SLACK..=hi + SLACK).contains(&bytes),
+                "tick {n}: {name} {:.4} % is {bytes:.0} B; free saw {lo}..{hi} B",
+                pcts[i]
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= TICKS - 2, "only {checked} ticks were bracketed");
+
+    let (cpus, memory): (Option<i64>, Option<i64>) = conn
+        .query_row("SELECT cpus, memory_bytes FROM hosts", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .expect("one host row");
+    let command = |program: &str, args: &[&str]| -> String {
+        let out = Command::new(program).args(args).output().expect(program);
+        assert!(out.status.success(), "{program} failed");
+        String::from_utf8(out.stdout)
+            .expect("utf-8")
+            .trim()
+            .to_owned()
+    };
+    let online: i64 = command("getconf", &["_NPROCESSORS_ONLN"])
+        .parse()
+        .expect("count");
+    let all: i64 = command("nproc", &["--all"]).parse().expect("count");
+    let free_total = Free::run().total;
+    eprintln!(
+        "hosts: cpus {cpus:?} (getconf _NPROCESSORS_ONLN {online}, nproc --all {all}), memory_bytes {memory:?} (free -b total {free_total}); {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let (Some(cpus), Some(memory)) = (cpus, memory) else {
+        return setmov_tests::skip("libvirt gave no node facts (is libvirtd running?)");
+    };
+    // libvirt counts the active logical CPUs; nproc --all also counts offline ones, so it is
+    // the reference only when none is offline.
+    assert_eq!(cpus, online, "hosts.cpus against the online CPUs");
+    if online == all {
+        assert_eq!(cpus, all, "hosts.cpus against nproc --all");
+    }
+    assert_eq!(
+        memory as u64, free_total,
+        "hosts.memory_bytes against free's total"
+    );
+}
