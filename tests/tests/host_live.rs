@@ -483,11 +483,7 @@ fn memory_figures_and_host_facts_match_procps() {
     let mut brackets: Vec<Option<(Free, Free)>> = Vec::new();
     let mut before: Option<Free> = None;
     let mut pending: Option<Instant> = None;
-    loop {
-        let seen = match pending.take().map_or_else(|| lines.recv(), Ok) {
-            Ok(seen) => seen,
-            Err(_) => break,
-        };
+    while let Ok(seen) = pending.take().map_or_else(|| lines.recv(), Ok) {
         let after = Free::run();
         brackets.push(before.take().map(|b| (b, after)));
         // The next tick is due about 1 s after this one was printed.
