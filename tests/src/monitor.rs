@@ -42,6 +42,11 @@ impl Monitor {
         }
     }
 
+    /// The process ID of the running monitor (to stop and continue it, say).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// The first line logged so far, or within `timeout`, that contains `needle`.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> Option<String> {
         let until = Instant::now() + timeout;

@@ -1,4 +1,5 @@
-//! Rollup values over ticks of uneven Δt, checked the same way on every store.
+//! Rollup values of every rolled-up figure over ticks of uneven Δt, checked the same way on
+//! every store.
 //!
 //! Three windows of one minute each, at 00:00:00, 00:59:30 (across the hour) and 01:30:00,
 //! with ticks 0.5 s, 1 s and 3 s apart in turn, and one more at 02:00:00 that completes hour 1.
@@ -7,10 +8,24 @@
 //! VM's is half the host's. A rollup's mean is per tick, each tick weighing the same whatever its
 //! Δt (`setmov::store::rollup`); the p95 is the nearest rank, here the third or fourth largest
 //! value, which no other rank or interpolation gives.
+//!
+//! Every other figure of `host_usage_1m/1h` and `vm_usage_1m/1h` is its own function of that
+//! CPU figure `v` or of a second sequence `w` = 37 n mod 101 (n the tick's number), which peaks
+//! at other ticks: in each bucket its mean, maximum and p95 differ from each other and from every
+//! other column's. Some figures are missing from some ticks (the host's memory every third tick,
+//! the VM's balloon figures and CPU ready in one turn of three) and some from whole windows (the
+//! host's network and the VM's eBPF figures in the third): a rollup averages over the ticks that
+//! had the figure, and is NULL where none had it.
 
+use setmov::ebpf::BlockTotals;
 use setmov::store::rollup::{Level, Retention, RollupQuery, RollupRow};
 use setmov::store::{Store, TickRecord};
+use setmov::usage::PacketRates;
+use setmov::usage::ebpf::{CpuReady, DirectionLatency, LatencySummary, VmEbpfFigures};
+use setmov::usage::host::{DiskTotals, MemUsage, NetTotals};
+use setmov::usage::vm::{MemSource, VmMemUsage};
 use setmov::vm::stats::DomainState;
+use setmov_common::{DIR_READ, DIR_WRITE, Log2Hist};
 use time::Duration;
 
 use crate::ticks::{HOST_IP, host_tick, instant, vm_sample};
@@ -30,10 +45,26 @@ const WINDOWS: [f64; 3] = [0.0, 3570.0, 5400.0];
 /// The tick that completes hour 1.
 const LAST: f64 = 7200.0;
 
-/// (seconds after the epoch, Δt, host CPU) of every tick, in time order.
-fn schedule() -> Vec<(f64, f64, f64)> {
-    let mut ticks = Vec::new();
-    for start in WINDOWS {
+/// One tick of the schedule: when, after which gap, and what its figures derive from.
+#[derive(Debug, Clone, Copy)]
+struct Point {
+    /// Seconds after the epoch.
+    at: f64,
+    dt: f64,
+    /// Which window (0 to 2; 3 for the last tick).
+    window: usize,
+    /// Which gap of [`GAPS`] it followed in its window.
+    turn: usize,
+    /// The host's CPU.
+    v: f64,
+    /// 37 n mod 101 for the n-th tick: distinct over any 101 ticks in a row.
+    w: f64,
+}
+
+/// Every tick, in time order.
+fn schedule() -> Vec<Point> {
+    let mut ticks: Vec<Point> = Vec::new();
+    for (window, start) in WINDOWS.into_iter().enumerate() {
         let mut offset = 0.0;
         for n in 0.. {
             let turn = n % GAPS.len();
@@ -43,105 +74,346 @@ fn schedule() -> Vec<(f64, f64, f64)> {
             if offset >= 60.0 {
                 break;
             }
-            let cpu = match (offset == SPIKE_AT, turn) {
+            let v = match (offset == SPIKE_AT, turn) {
                 (true, _) => SPIKE,
                 (false, 0) => CPU[0] + (n / GAPS.len()) as f64,
                 (false, _) => CPU[turn],
             };
             let dt = match ticks.last() {
-                Some(&(previous, _, _)) => start + offset - previous,
+                Some(previous) => start + offset - previous.at,
                 None => GAPS[0],
             };
-            ticks.push((start + offset, dt, cpu));
+            let w = ((ticks.len() * 37) % 101) as f64;
+            ticks.push(Point {
+                at: start + offset,
+                dt,
+                window,
+                turn,
+                v,
+                w,
+            });
         }
     }
-    let previous = ticks.last().map_or(0.0, |t| t.0);
-    ticks.push((LAST, LAST - previous, 0.0));
+    let previous = ticks.last().map_or(0.0, |t| t.at);
+    let w = ((ticks.len() * 37) % 101) as f64;
+    ticks.push(Point {
+        at: LAST,
+        dt: LAST - previous,
+        window: 3,
+        turn: 0,
+        v: 0.0,
+        w,
+    });
     ticks
+}
+
+/// A rolled-up figure: its column in the raw table, and its value in a tick (`None`: the tick
+/// has not got it).
+type Figure = (&'static str, fn(&Point) -> Option<f64>);
+
+/// The host's figures, in the order of `host_usage_1m`'s columns. Memory is missing every
+/// third tick; the network from the third window.
+const HOST: [Figure; 8] = [
+    ("cpu_pct", |p| Some(p.v)),
+    ("mem_used_pct", |p| {
+        (p.turn != 2).then_some(30.3 + 0.5 * p.w)
+    }),
+    ("disk_read_bytes_s", |p| Some(1e6 + 3e4 * p.v)),
+    ("disk_write_bytes_s", |p| Some(5e6 + 2e4 * p.w)),
+    ("disk_read_iops", |p| Some(7.01 + 1.5 * p.w)),
+    ("disk_write_iops", |p| Some(300.0 + 2.5 * p.v)),
+    ("net_rx_bps", |p| (p.window != 2).then_some(1e7 + 1e5 * p.w)),
+    ("net_tx_bps", |p| (p.window != 2).then_some(2e6 + 7e3 * p.v)),
+];
+
+/// The VM's figures, in the order of `vm_usage_1m`'s columns. Its balloon figures (used %,
+/// usable bytes) and CPU ready are missing after the 0.5 s gaps; its eBPF figures in the third
+/// window. The integer columns (vCPUs, bytes) get whole numbers.
+const VM: [Figure; 20] = [
+    ("cpu_pct", |p| Some(p.v / 2.0)),
+    ("cpu_vcpu_pct", |p| Some(1.0 + 0.8 * p.v)),
+    ("steal_pct", |p| Some(0.013 + 0.1 * p.w)),
+    ("mem_used_pct", |p| {
+        (p.turn != 1).then_some(30.0 + 0.4 * p.w)
+    }),
+    ("disk_read_bytes_s", |p| Some(2e5 + 1e3 * p.w)),
+    ("disk_write_bytes_s", |p| Some(4e5 + 2e3 * p.v)),
+    ("disk_read_iops", |p| Some(3.07 + 0.25 * p.w)),
+    ("disk_write_iops", |p| Some(5.0 + 0.75 * p.v)),
+    ("net_rx_bps", |p| Some(8e5 + 1e4 * p.w)),
+    ("net_tx_bps", |p| Some(6e5 + 3e3 * p.v)),
+    ("vcpus", |p| Some(1.0 + p.w)),
+    ("mem_alloc_bytes", |p| {
+        Some(1_073_741_824.0 + 1_048_576.0 * p.w)
+    }),
+    ("mem_used_bytes", |p| {
+        Some(536_870_912.0 + 1_048_576.0 * p.v)
+    }),
+    ("mem_usable_bytes", |p| {
+        (p.turn != 1).then_some(268_435_456.0 + 12_345.0 * p.w)
+    }),
+    ("swap_in_bytes_s", |p| Some(17.0 + 4096.0 * p.w)),
+    ("major_faults_s", |p| Some(2.0 + 0.3 * p.v)),
+    ("cpu_ready_pct", |p| {
+        (p.window != 2 && p.turn != 1).then_some(0.003 + 0.05 * p.w)
+    }),
+    ("read_latency_p99_us", |p| {
+        (p.window != 2).then_some(100.0 + 3.0 * p.w)
+    }),
+    ("write_latency_p99_us", |p| {
+        (p.window != 2).then_some(250.0 + 2.0 * p.v)
+    }),
+    ("kvm_events_s", |p| {
+        (p.window != 2).then_some(1000.0 + 10.0 * p.w)
+    }),
+];
+
+/// The value of figure `name` of `figures` in tick `p`.
+fn value(figures: &[Figure], name: &str, p: &Point) -> Option<f64> {
+    let (_, f) = figures
+        .iter()
+        .find(|(n, _)| *n == name)
+        .unwrap_or_else(|| panic!("no figure {name}"));
+    f(p)
+}
+
+/// A whole number of a figure that is stored as an integer.
+fn whole(x: Option<f64>) -> Option<u64> {
+    x.map(|x| {
+        assert!(x.fract() == 0.0 && x >= 0.0, "{x} is not a count");
+        x as u64
+    })
+}
+
+fn rates(pps: f64, bps: Option<f64>) -> Option<PacketRates> {
+    bps.map(|bps| PacketRates {
+        pps,
+        bytes_per_sec: bps / 8.0,
+        avg_packet_bits: Some(8.0),
+        bps,
+    })
+}
+
+fn latency(direction: u32, p99: Option<f64>) -> Option<DirectionLatency> {
+    p99.map(|p99_us| DirectionLatency {
+        direction,
+        hist: Log2Hist::default(),
+        summary: LatencySummary {
+            count: 1,
+            p50_us: p99_us / 4.0,
+            p95_us: p99_us / 2.0,
+            p99_us,
+        },
+    })
+}
+
+/// The tick of `p`, with the VM running, every figure of [`HOST`] and [`VM`] set.
+fn tick(p: &Point, seq: u64) -> TickRecord {
+    let host = |name| value(&HOST, name, p);
+    let vm = |name| value(&VM, name, p);
+    let mut tick = host_tick(seq, Duration::seconds_f64(p.at), p.dt, p.v);
+    if let Some(sample) = &mut tick.host_sample {
+        let u = &mut sample.usage;
+        u.mem = host("mem_used_pct").map(|used_pct| MemUsage {
+            total_bytes: 16 << 30,
+            used_pct,
+            nonfree_pct: 99.0,
+            unavailable_pct: Some(98.0),
+        });
+        u.disk_total = Some(DiskTotals {
+            read_bytes_per_sec: host("disk_read_bytes_s").expect("every tick"),
+            write_bytes_per_sec: host("disk_write_bytes_s").expect("every tick"),
+            read_iops: host("disk_read_iops").expect("every tick"),
+            write_iops: host("disk_write_iops").expect("every tick"),
+        });
+        u.net_total = rates(1.0, host("net_rx_bps"))
+            .zip(rates(2.0, host("net_tx_bps")))
+            .map(|(rx, tx)| NetTotals { rx, tx });
+    }
+    tick.vm_count = Some(1);
+    let mut sample = vm_sample(VM_UUID, VM_NAME, DomainState::Running, p.dt, p.v / 2.0);
+    let usage = sample.usage.as_mut().expect("a running VM's usage");
+    usage.cpu_host_pct = vm("cpu_pct");
+    usage.cpu_vcpu_pct = vm("cpu_vcpu_pct");
+    usage.steal_pct = vm("steal_pct");
+    usage.vcpus = whole(vm("vcpus")).map(|n| u32::try_from(n).expect("vCPUs"));
+    usage.mem = VmMemUsage {
+        allocated_bytes: whole(vm("mem_alloc_bytes")),
+        max_bytes: Some(8 << 30),
+        used_bytes: whole(vm("mem_used_bytes")),
+        used_pct: vm("mem_used_pct"),
+        source: MemSource::BalloonUsable,
+        unused_bytes: None,
+        usable_bytes: whole(vm("mem_usable_bytes")),
+        available_bytes: None,
+        rss_bytes: Some(1 << 30),
+        swap_in_bytes_per_sec: vm("swap_in_bytes_s"),
+        swap_out_bytes_per_sec: Some(0.0),
+        major_faults_per_sec: vm("major_faults_s"),
+        minor_faults_per_sec: Some(0.0),
+    };
+    usage.disk_total = Some(DiskTotals {
+        read_bytes_per_sec: vm("disk_read_bytes_s").expect("every tick"),
+        write_bytes_per_sec: vm("disk_write_bytes_s").expect("every tick"),
+        read_iops: vm("disk_read_iops").expect("every tick"),
+        write_iops: vm("disk_write_iops").expect("every tick"),
+    });
+    usage.net_total = rates(3.0, vm("net_rx_bps"))
+        .zip(rates(4.0, vm("net_tx_bps")))
+        .map(|(rx, tx)| NetTotals { rx, tx });
+    // The eBPF figures: none at all in the third window; CPU ready missing in some ticks.
+    // kvm_events_s is the events of the interval ÷ its length: 1 s here.
+    if let Some(kvm) = vm("kvm_events_s") {
+        sample.ebpf = Some(VmEbpfFigures {
+            interval_secs: 1.0,
+            block: BlockTotals::default(),
+            block_rates: None,
+            latency: [
+                latency(DIR_READ, vm("read_latency_p99_us")),
+                latency(DIR_WRITE, vm("write_latency_p99_us")),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+            cpu_ready: vm("cpu_ready_pct").map(|pct| CpuReady {
+                pct,
+                p99_us: Some(50.0),
+                waits: 3,
+            }),
+            kvm_events: vec![(
+                "kvm_exit".into(),
+                "HLT".into(),
+                whole(Some(kvm)).expect("events"),
+            )],
+            nics: Vec::new(),
+        });
+    }
+    tick.vms = vec![sample];
+    tick
 }
 
 /// The ticks of [`schedule`], with the VM running in each.
 pub fn uneven_ticks() -> Vec<TickRecord> {
     schedule()
-        .into_iter()
+        .iter()
         .zip(1..)
-        .map(|((at, dt, cpu), seq)| {
-            let mut tick = host_tick(seq, Duration::seconds_f64(at), dt, cpu);
-            tick.vm_count = Some(1);
-            tick.vms = vec![vm_sample(
-                VM_UUID,
-                VM_NAME,
-                DomainState::Running,
-                dt,
-                cpu / 2.0,
-            )];
-            tick
-        })
+        .map(|(p, seq)| tick(p, seq))
         .collect()
 }
 
-/// A bucket as the test computes it: start, samples, mean, max, p95.
-#[derive(Debug, Clone, PartialEq)]
-struct Expected {
-    time: String,
-    samples: u64,
+/// Mean, maximum and p95 of one figure over a bucket, as the test computes them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Stats {
     avg: f64,
     max: f64,
     p95: f64,
 }
 
-/// The buckets of `level` complete at [`LAST`], computed from the schedule: per tick mean,
-/// maximum, and the value at rank ⌈0.95 n⌉ of the sorted values. `scale` turns the host's CPU
-/// into the owner's.
-fn expected(level: Level, scale: f64) -> Vec<Expected> {
+/// A bucket as the test computes it: start, samples, and per figure its stats or `None` when
+/// no tick of the bucket had it.
+#[derive(Debug, Clone, PartialEq)]
+struct Expected {
+    time: String,
+    samples: u64,
+    figures: Vec<(&'static str, Option<Stats>)>,
+}
+
+/// Per tick mean, maximum, and the value at rank ⌈0.95 n⌉ of the sorted values; `None` for
+/// none.
+fn stats(mut values: Vec<f64>) -> Option<Stats> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    let rank = (0.95 * n as f64).ceil() as usize;
+    Some(Stats {
+        avg: values.iter().sum::<f64>() / n as f64,
+        max: values[n - 1],
+        p95: values[rank - 1],
+    })
+}
+
+/// The buckets of `level` complete at [`LAST`], computed from the schedule, for `figures`.
+fn expected(level: Level, figures: &[Figure]) -> Vec<Expected> {
     let span = level.span().as_secs_f64();
-    let mut buckets: Vec<(f64, Vec<f64>)> = Vec::new();
-    for (at, _, cpu) in schedule() {
-        let start = (at / span).floor() * span;
+    let mut buckets: Vec<(f64, Vec<Point>)> = Vec::new();
+    for p in schedule() {
+        let start = (p.at / span).floor() * span;
         if start + span > LAST {
             continue;
         }
         match buckets.last_mut() {
-            Some((s, values)) if *s == start => values.push(cpu * scale),
-            _ => buckets.push((start, vec![cpu * scale])),
+            Some((s, points)) if *s == start => points.push(p),
+            _ => buckets.push((start, vec![p])),
         }
     }
     buckets
         .into_iter()
-        .map(|(start, mut values)| {
-            values.sort_by(f64::total_cmp);
-            let n = values.len();
-            let rank = (0.95 * n as f64).ceil() as usize;
-            Expected {
-                time: setmov::store::format_time(instant(Duration::seconds_f64(start))),
-                samples: n as u64,
-                avg: values.iter().sum::<f64>() / n as f64,
-                max: values[n - 1],
-                p95: values[rank - 1],
-            }
+        .map(|(start, points)| Expected {
+            time: setmov::store::format_time(instant(Duration::seconds_f64(start))),
+            samples: points.len() as u64,
+            figures: figures
+                .iter()
+                .map(|(name, f)| (*name, stats(points.iter().filter_map(f).collect())))
+                .collect(),
         })
         .collect()
 }
 
-fn read_back(rows: &[RollupRow]) -> Vec<Expected> {
-    let figure = |row: &RollupRow, field: &str| {
-        row.get(field)
-            .unwrap_or_else(|| panic!("{} {}: no {field}", row.owner, row.time))
-    };
-    rows.iter()
-        .map(|row| Expected {
-            time: row.time.clone(),
-            samples: row.samples,
-            avg: figure(row, "cpu_pct_avg"),
-            max: figure(row, "cpu_pct_max"),
-            p95: figure(row, "cpu_pct_p95"),
-        })
-        .collect()
+/// Checks every column of every rollup row against the buckets computed from the schedule:
+/// time, samples, and each figure's mean, maximum and p95 to 1e-12 relative (summation order
+/// only), or NULL where the test expects none.
+fn check_rows(what: &str, rows: &[RollupRow], expected: &[Expected]) {
+    let times: Vec<&str> = rows.iter().map(|r| r.time.as_str()).collect();
+    let want: Vec<&str> = expected.iter().map(|e| e.time.as_str()).collect();
+    assert_eq!(times, want, "{what}: buckets");
+    for (row, e) in rows.iter().zip(expected) {
+        assert_eq!(row.samples, e.samples, "{what} {}: samples", row.time);
+        assert_eq!(
+            row.figures.len(),
+            3 * e.figures.len(),
+            "{what} {}: columns {:?}",
+            row.time,
+            row.figures.keys().collect::<Vec<_>>()
+        );
+        for (name, stats) in &e.figures {
+            let want = stats.map(|s| [s.avg, s.max, s.p95]);
+            for (i, stat) in ["avg", "max", "p95"].into_iter().enumerate() {
+                let column = format!("{name}_{stat}");
+                let stored = row
+                    .figures
+                    .get(&column)
+                    .unwrap_or_else(|| panic!("{what} {}: no column {column}", row.time));
+                match want {
+                    None => assert!(
+                        stored.is_null(),
+                        "{what} {} {column}: {stored}, expected NULL (no tick had it)",
+                        row.time
+                    ),
+                    Some(want) => {
+                        let got = stored.as_f64().unwrap_or_else(|| {
+                            panic!(
+                                "{what} {} {column}: {stored}, expected {}",
+                                row.time, want[i]
+                            )
+                        });
+                        assert!(
+                            (got - want[i]).abs() <= 1e-12 * want[i].abs().max(1.0),
+                            "{what} {} {column}: {got}, expected {}",
+                            row.time,
+                            want[i]
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Writes [`uneven_ticks`] into `store` and rolls up as the writer does after each tick (then
-/// enough more times for every bucket due, 30 per call); checks every minute and hour row of
-/// the host and its VM against the figures computed from the schedule.
+/// enough more times for every bucket due, 30 per call); checks every column of every minute
+/// and hour row of the host and its VM against the figures computed from the schedule.
 pub async fn check_rollup_values(store: &mut impl Store) {
     let keep = Retention {
         raw: None,
@@ -160,8 +432,9 @@ pub async fn check_rollup_values(store: &mut impl Store) {
     for _ in 0..4 {
         store.maintain(HOST_IP, end, &keep).await.expect("roll up");
     }
+    let mut columns = 0;
     for level in Level::ALL {
-        for (vms, scale) in [(false, 1.0), (true, 0.5)] {
+        for (vms, figures) in [(false, &HOST[..]), (true, &VM[..])] {
             let query = RollupQuery {
                 level,
                 vms,
@@ -173,30 +446,38 @@ pub async fn check_rollup_values(store: &mut impl Store) {
             let rows = store.rollups(&query).await.expect("rollups");
             let owner = if vms { VM_NAME } else { HOST_IP };
             assert!(rows.iter().all(|r| r.owner == owner), "{level:?}: {rows:?}");
-            assert_eq!(
-                read_back(&rows),
-                expected(level, scale),
-                "{level:?} rollups of {owner}"
-            );
+            let what = format!("{level:?} rollups of {owner}");
+            check_rows(&what, &rows, &expected(level, figures));
+            columns += rows.iter().map(|r| r.figures.len()).sum::<usize>();
         }
     }
+    eprintln!("checked {columns} rollup values");
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use setmov::store::rollup::{HOST_FIGURES, VM_FIGURES};
+
+    #[test]
+    fn the_figures_are_the_products_rolled_up_figures() {
+        let names = |figures: &[Figure]| figures.iter().map(|f| f.0).collect::<Vec<_>>();
+        assert_eq!(names(&HOST), HOST_FIGURES);
+        assert_eq!(names(&VM), VM_FIGURES);
+    }
+
     #[test]
     fn the_schedule_has_uneven_gaps_and_the_hours_come_out_as_computed_by_hand() {
         let mut gaps: Vec<f64> = schedule()
             .windows(2)
-            .map(|w| w[1].0 - w[0].0)
+            .map(|w| w[1].at - w[0].at)
             .filter(|gap| *gap < 60.0)
             .collect();
         gaps.sort_by(f64::total_cmp);
         gaps.dedup();
         assert_eq!(gaps, [0.5, 1.0, 3.0]);
-        let minutes: Vec<String> = expected(Level::Minute, 1.0)
+        let minutes: Vec<String> = expected(Level::Minute, &HOST)
             .into_iter()
             .map(|m| m.time)
             .collect();
@@ -214,16 +495,78 @@ mod tests {
         // p95 is the 59th of 62 values, the fourth largest: 100, 53, 52, 51. Hour 1: the other
         // 20 of window 2 (48..=53, 100, 7 × 10, 6 × 20 = 593) and window 3 (1104); its p95 is
         // the 58th of 61, the fourth largest: 100, 100, 53, 53.
-        let hours: Vec<(u64, f64, f64, f64)> = expected(Level::Hour, 1.0)
+        let hours: Vec<(u64, Option<Stats>)> = expected(Level::Hour, &HOST)
             .into_iter()
-            .map(|h| (h.samples, h.avg, h.max, h.p95))
+            .map(|h| (h.samples, h.figures[0].1))
             .collect();
+        let stats = |avg, max, p95| Some(Stats { avg, max, p95 });
         assert_eq!(
             hours,
             [
-                (62, 1615.0 / 62.0, 100.0, 51.0),
-                (61, 1697.0 / 61.0, 100.0, 53.0)
+                (62, stats(1615.0 / 62.0, 100.0, 51.0)),
+                (61, stats(1697.0 / 61.0, 100.0, 53.0))
             ]
+        );
+    }
+
+    /// What makes the check able to fail: in every bucket, each figure the ticks had has a
+    /// mean, maximum and p95 that differ from each other (but where ⌈0.95 n⌉ = n, under 20
+    /// values, when the p95 is the maximum) and from every other column's; some are averaged
+    /// over part of the ticks, and some are NULL.
+    #[test]
+    fn every_column_of_every_bucket_is_distinct_and_the_null_rule_is_exercised() {
+        let mut partial = 0;
+        let mut nulls = 0;
+        for level in Level::ALL {
+            let span = level.span().as_secs_f64();
+            for figures in [&HOST[..], &VM[..]] {
+                for bucket in expected(level, figures) {
+                    let points: Vec<Point> = schedule()
+                        .into_iter()
+                        .filter(|p| {
+                            let start = (p.at / span).floor() * span;
+                            setmov::store::format_time(instant(Duration::seconds_f64(start)))
+                                == bucket.time
+                        })
+                        .collect();
+                    assert_eq!(points.len() as u64, bucket.samples);
+                    let mut seen: Vec<f64> = Vec::new();
+                    for ((name, f), (_, stats)) in figures.iter().zip(&bucket.figures) {
+                        let Some(s) = stats else {
+                            nulls += 1;
+                            continue;
+                        };
+                        let had = points.iter().filter(|p| f(p).is_some()).count();
+                        if had < points.len() {
+                            partial += 1;
+                        }
+                        let p95_is_max = (0.95 * had as f64).ceil() as usize == had;
+                        assert!(
+                            s.avg != s.max && s.avg != s.p95 && (p95_is_max || s.max != s.p95),
+                            "{level:?} {} {name}: {s:?}",
+                            bucket.time
+                        );
+                        let own = if p95_is_max {
+                            vec![s.avg, s.max]
+                        } else {
+                            vec![s.avg, s.max, s.p95]
+                        };
+                        for x in own {
+                            assert!(
+                                !seen.contains(&x),
+                                "{level:?} {} {name}: {x} in another column too",
+                                bucket.time
+                            );
+                            seen.push(x);
+                        }
+                    }
+                }
+            }
+        }
+        eprintln!("{partial} summaries over part of the ticks, {nulls} NULL");
+        assert!(
+            partial >= 10 && nulls >= 6,
+            "partial {partial}, NULL {nulls}"
         );
     }
 }

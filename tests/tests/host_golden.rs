@@ -138,3 +138,254 @@ fn the_captured_tree_carries_its_identity() {
         Some("eth0")
     );
 }
+
+/// Copies the fixture tree `from` into `to`, each file written aside and renamed into place, so
+/// a monitor reading `to` sees either the old or the new version of a file, never half of one.
+fn install_tree(from: &std::path::Path, to: &std::path::Path) {
+    for entry in std::fs::read_dir(from).expect("fixture folder") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            std::fs::create_dir_all(&target).expect("mkdir");
+            install_tree(&entry.path(), &target);
+        } else {
+            let aside = to.join(format!(".{}.new", entry.file_name().to_string_lossy()));
+            std::fs::copy(entry.path(), &aside).expect("copy");
+            std::fs::rename(&aside, &target).expect("rename");
+        }
+    }
+}
+
+/// One stored host tick, every column a figure of the fixture gives.
+#[derive(Debug)]
+struct StoredTick {
+    interval_s: f64,
+    cpu: [Option<f64>; 6],
+    mem_total_bytes: Option<i64>,
+    mem: [Option<f64>; 3],
+    disk: [Option<f64>; 5],
+    net: [Option<f64>; 8],
+    problems: Option<String>,
+}
+
+const CPU_COLUMNS: &str =
+    "cpu_pct, cpu_user_pct, cpu_system_pct, cpu_iowait_pct, cpu_steal_pct, cpu_guest_pct";
+const DISK_COLUMNS: &str =
+    "disk_read_bytes_s, disk_write_bytes_s, disk_bytes_s, disk_read_iops, disk_write_iops";
+const NET_COLUMNS: &str = "net_rx_pps, net_tx_pps, net_rx_bytes_s, net_tx_bytes_s, \
+    net_rx_avg_pkt_bits, net_tx_avg_pkt_bits, net_rx_bps, net_tx_bps";
+
+/// `setmov run --proc-root` on a copy of golden/t0, swapped for golden/t1 once the first tick is
+/// stored (the next is 500 ms later), after `damage` has changed both trees: the second tick's
+/// figures are then those of the golden equations over the measured interval. Returns both
+/// stored ticks.
+fn run_on_golden(damage: impl Fn(&std::path::Path)) -> Vec<StoredTick> {
+    let work = tempfile::tempdir().expect("tempdir");
+    let (t0, t1, root) = (
+        work.path().join("t0"),
+        work.path().join("t1"),
+        work.path().join("proc"),
+    );
+    for (from, to) in [("golden/t0", &t0), ("golden/t1", &t1), ("golden/t0", &root)] {
+        std::fs::create_dir_all(to).expect("mkdir");
+        install_tree(&fixture(from), to);
+    }
+    damage(&t0);
+    damage(&t1);
+    // The live tree starts as the damaged t0.
+    std::fs::remove_dir_all(&root).expect("rm");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    install_tree(&t0, &root);
+    let db = work.path().join("setmov.db");
+    let root_arg = root.to_str().expect("utf-8 path");
+    let monitor = setmov_tests::monitor::Monitor::start(
+        env!("CARGO_BIN_EXE_setmov-cli"),
+        &db,
+        &[
+            "--proc-root",
+            root_arg,
+            "--host-ip",
+            "192.0.2.50",
+            "--no-ebpf",
+            "--no-libvirt",
+            "--interval",
+            "500ms",
+            "--count",
+            "2",
+        ],
+    );
+    let stored = || {
+        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .and_then(|c| c.query_row("SELECT COUNT(*) FROM host_usage", [], |r| r.get(0)))
+            .unwrap_or(0i64)
+    };
+    setmov_tests::wait_until("the first tick", || stored() >= 1);
+    assert_eq!(
+        stored(),
+        1,
+        "the second tick came before the tree was swapped"
+    );
+    install_tree(&t1, &root);
+    let _ = monitor.wait();
+
+    let conn = rusqlite::Connection::open(&db).expect("db");
+    let sql = format!(
+        "SELECT interval_s, {CPU_COLUMNS}, mem_total_bytes, mem_used_pct, mem_nonfree_pct,
+         mem_unavailable_pct, {DISK_COLUMNS}, {NET_COLUMNS}, problems
+         FROM host_usage ORDER BY time"
+    );
+    let mut stmt = conn.prepare(&sql).expect("sql");
+    stmt.query_map([], |r| {
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            n
+        };
+        Ok(StoredTick {
+            interval_s: r.get(0)?,
+            cpu: std::array::from_fn(|_| r.get(next()).expect("cpu")),
+            mem_total_bytes: r.get(next())?,
+            mem: std::array::from_fn(|_| r.get(next()).expect("mem")),
+            disk: std::array::from_fn(|_| r.get(next()).expect("disk")),
+            net: std::array::from_fn(|_| r.get(next()).expect("net")),
+            problems: r.get(next())?,
+        })
+    })
+    .expect("query")
+    .collect::<Result<Vec<_>, _>>()
+    .expect("rows")
+}
+
+/// Host CPU % between golden/t0 and t1 (see `equation_1_host_cpu`): busy, user, system,
+/// iowait, steal, guest. Ratios of counters, whatever the interval.
+const GOLDEN_CPU: [f64; 6] = [45.0, 25.0, 10.0, 5.0, 5.0, 10.0];
+
+/// Memory % of golden/t0 (MemTotal 16 GiB, MemFree 8, Buffers 0.5, Cached 2, MemAvailable 12):
+/// used 16 − 8 − 0.5 − 2 = 5.5 GiB, non-free 8, unavailable 4.
+const GOLDEN_MEM_T0: [f64; 3] = [34.375, 50.0, 25.0];
+/// Memory % of golden/t1 (free 4, buffers 1, cached 3, available 8): used 8 GiB, non-free 12,
+/// unavailable 8.
+const GOLDEN_MEM_T1: [f64; 3] = [50.0, 75.0, 50.0];
+
+/// What the disk totals move between golden/t0 and t1, per interval: vda alone (loop0 is
+/// skipped, sdb's counters went back, vda1 is a partition of vda): sectors read 84096 − 80000 =
+/// 4096 → 2 097 152 B, sectors written 176384 − 160000 = 16384 → 8 388 608 B, both 10 485 760
+/// B, reads 1100 − 1000 = 100, writes 2400 − 2000 = 400.
+const GOLDEN_DISK_DELTA: [f64; 5] = [2_097_152.0, 8_388_608.0, 10_485_760.0, 100.0, 400.0];
+
+/// What the network total moves between golden/t0 and t1 (eth0 alone: lo and vnet0 are left out
+/// of the total): rx 1100 − 1000 = 100 packets, 1 148 000 − 1 000 000 = 148 000 B; tx 3000 − 2000
+/// = 1000 packets, 2 064 000 − 2 000 000 = 64 000 B. Per interval: rx pps, tx pps, rx B, tx B, rx
+/// bits on the wire 100 × (1480 + 20) × 8 = 1 200 000, tx 1000 × (64 + 20) × 8 = 672 000. The
+/// average packet sizes are not per interval: (1480 + 20) × 8 = 12 000 and (64 + 20) × 8 = 672
+/// bits.
+const GOLDEN_NET_DELTA: [f64; 4] = [100.0, 1000.0, 148_000.0, 64_000.0];
+const GOLDEN_NET_BITS: [f64; 2] = [1_200_000.0, 672_000.0];
+const GOLDEN_NET_AVG_PKT_BITS: [f64; 2] = [12_000.0, 672.0];
+
+fn equal(what: &str, stored: Option<f64>, expected: f64) {
+    let stored = stored.unwrap_or_else(|| panic!("{what}: NULL, expected {expected}"));
+    assert!(
+        (stored - expected).abs() <= 1e-9 * expected.abs().max(1.0),
+        "{what}: stored {stored}, expected {expected}"
+    );
+}
+
+/// Checks the figures every golden run stores whatever the damage: CPU, memory, disks.
+fn check_cpu_mem_disk(ticks: &[StoredTick]) {
+    assert_eq!(ticks.len(), 2, "{ticks:#?}");
+    let (first, second) = (&ticks[0], &ticks[1]);
+    for tick in ticks {
+        assert_eq!(tick.mem_total_bytes, Some(16 << 30), "{tick:?}");
+    }
+    for (i, name) in ["mem_used_pct", "mem_nonfree_pct", "mem_unavailable_pct"]
+        .iter()
+        .enumerate()
+    {
+        equal(&format!("tick 1 {name}"), first.mem[i], GOLDEN_MEM_T0[i]);
+        equal(&format!("tick 2 {name}"), second.mem[i], GOLDEN_MEM_T1[i]);
+    }
+    for (i, name) in CPU_COLUMNS.split(", ").enumerate() {
+        equal(name, second.cpu[i], GOLDEN_CPU[i]);
+    }
+    let dt = second.interval_s;
+    assert!((0.4..0.6).contains(&dt), "a 500 ms tick took {dt} s");
+    for (i, name) in DISK_COLUMNS.split(", ").enumerate() {
+        equal(
+            name,
+            second.disk[i].map(|rate| rate * dt),
+            GOLDEN_DISK_DELTA[i],
+        );
+    }
+}
+
+/// `setmov run` on the golden trees stores exactly the golden figures, the network totals
+/// included, and no problems: the same numbers as the library-level golden tests, through the
+/// CLI, the sampler and the store. Rates are checked as rate × stored interval against the
+/// counters' movement (the interval is measured, about 0.5 s), to 1e-9 relative.
+#[test]
+fn a_run_on_the_golden_trees_stores_the_golden_figures() {
+    let ticks = run_on_golden(|_| {});
+    eprintln!("{ticks:#?}");
+    check_cpu_mem_disk(&ticks);
+    let second = &ticks[1];
+    let dt = second.interval_s;
+    let names: Vec<&str> = NET_COLUMNS.split(", ").collect();
+    for i in 0..4 {
+        equal(names[i], second.net[i].map(|r| r * dt), GOLDEN_NET_DELTA[i]);
+    }
+    for i in 0..2 {
+        equal(names[4 + i], second.net[4 + i], GOLDEN_NET_AVG_PKT_BITS[i]);
+        equal(
+            names[6 + i],
+            second.net[6 + i].map(|r| r * dt),
+            GOLDEN_NET_BITS[i],
+        );
+    }
+    for (n, tick) in ticks.iter().enumerate() {
+        assert_eq!(tick.problems, None, "tick {}", n + 1);
+    }
+}
+
+/// A tree without /proc/net/dev and with a garbled /proc/diskstats line (vda1's): each tick's
+/// `problems` names both, the network figures are NULL (not zero), and every other figure is
+/// still the golden one.
+#[test]
+fn a_missing_and_a_garbled_file_are_named_in_problems_and_the_rest_is_stored() {
+    let ticks = run_on_golden(|tree| {
+        std::fs::remove_file(tree.join("net/dev")).expect("rm net/dev");
+        let diskstats = tree.join("diskstats");
+        let text = std::fs::read_to_string(&diskstats).expect("diskstats");
+        let garbled: Vec<String> = text
+            .lines()
+            .map(|l| {
+                if l.contains(" vda1 ") {
+                    " 254       1 vda1 garbled".to_owned()
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect();
+        std::fs::write(&diskstats, garbled.join("\n") + "\n").expect("write");
+    });
+    eprintln!("{ticks:#?}");
+    check_cpu_mem_disk(&ticks);
+    for (n, tick) in ticks.iter().enumerate() {
+        let problems = tick
+            .problems
+            .as_deref()
+            .unwrap_or_else(|| panic!("tick {}: no problems stored", n + 1));
+        assert!(
+            problems.contains("net/dev: cannot read") && problems.contains("/net/dev"),
+            "tick {}: {problems}",
+            n + 1
+        );
+        // vda1 is the third line of the fixture's diskstats (after loop0 and vda).
+        assert!(
+            problems.contains("diskstats line 3: skipped"),
+            "tick {}: {problems}",
+            n + 1
+        );
+        assert_eq!(tick.net, [None; 8], "tick {}: network figures", n + 1);
+    }
+}

@@ -199,3 +199,401 @@ fn one_busy_core_of_all_reads_as_its_share() {
         );
     }
 }
+
+/// One stored tick's timing: the wall-clock time it was stored under and its three figures.
+#[derive(Debug, Clone)]
+struct Timing {
+    time: time::OffsetDateTime,
+    interval_s: f64,
+    late_ms: f64,
+    missed_ticks: i64,
+}
+
+/// The ticks stored so far (none when the database is not there yet). Read-only, so a poll
+/// never creates the file before the monitor does.
+fn timings(db: &Path) -> Vec<Timing> {
+    use rusqlite::OpenFlags;
+    let Ok(conn) = rusqlite::Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
+        return Vec::new();
+    };
+    let Ok(mut stmt) = conn
+        .prepare("SELECT time, interval_s, late_ms, missed_ticks FROM host_usage ORDER BY time")
+    else {
+        return Vec::new();
+    };
+    stmt.query_map([], |r| {
+        let time: String = r.get(0)?;
+        Ok(Timing {
+            time: time::OffsetDateTime::parse(
+                &time,
+                &time::format_description::well_known::Rfc3339,
+            )
+            .unwrap_or_else(|e| panic!("stored time {time:?}: {e}")),
+            interval_s: r.get(1)?,
+            late_ms: r.get(2)?,
+            missed_ticks: r.get(3)?,
+        })
+    })
+    .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+    .unwrap_or_default()
+}
+
+/// SIGSTOP the monitor for a measured ~2.2 s (500 ms ticks) right after a tick is stored, and
+/// check the three timing figures against the test's monotonic clock and the stored times.
+///
+/// The tick read after SIGCONT covers the whole stop: its `interval_s` is at least the stop
+/// measured here and matches the stored times of it and the tick before it within 5 ms (the
+/// times are wall-clock milliseconds taken a few µs before each read). The scheduled instants
+/// that fell in the stop are counted from the test's clock; the resumed tick stands for the
+/// last of them, so `missed_ticks` is one fewer. Its `late_ms` is how long after that last
+/// instant it was read: its interval less the missed and own periods, plus the late of the tick
+/// before (both measured from the same schedule), within 2 ms; and, by the test's clock, between
+/// SIGCONT and 100 ms after it (read against the tick before, bracketed by the test's polls).
+/// Ordinary ticks are 500 ms apart within 20 ms, at most 20 ms late, none missed (measured on a
+/// busy 2-core machine: within 4 ms, 1 to 3 ms late). The tick after the resumed one is on
+/// schedule again, none missed, its interval short by the resumed tick's late (within 2 ms).
+#[test]
+fn a_stopped_monitor_counts_the_ticks_it_missed() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    const PERIOD: f64 = 0.5;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("setmov.db");
+    let started = Instant::now();
+    let monitor = monitor(&db, "500ms");
+    let pid = Pid::from_raw(i32::try_from(monitor.pid()).expect("pid"));
+    setmov_tests::wait_until("3 ticks", || timings(&db).len() >= 3);
+
+    // Stop right after a tick is stored: then the stop starts early in a period, and the count
+    // of scheduled instants in it is clear (see below).
+    let before = timings(&db).len();
+    let mut previous_poll = Instant::now();
+    let seen = loop {
+        let now = Instant::now();
+        if timings(&db).len() > before {
+            break now;
+        }
+        previous_poll = now;
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let stopped_at = Instant::now();
+    kill(pid, Signal::SIGSTOP).expect("SIGSTOP");
+    std::thread::sleep(Duration::from_millis(2_200));
+    let continued_at = Instant::now();
+    kill(pid, Signal::SIGCONT).expect("SIGCONT");
+    let stop = continued_at.duration_since(stopped_at).as_secs_f64();
+    setmov_tests::wait_until("3 ticks after the stop", || timings(&db).len() > before + 3);
+    let _ = monitor.stop();
+    let ticks = timings(&db);
+    eprintln!(
+        "stopped {:.1} ms after the tick was seen (polled every ~{:.1} ms), for {:.1} ms; {} ticks in {:.1} s:",
+        stopped_at.duration_since(seen).as_secs_f64() * 1e3,
+        seen.duration_since(previous_poll).as_secs_f64() * 1e3,
+        stop * 1e3,
+        ticks.len(),
+        started.elapsed().as_secs_f64()
+    );
+    for t in &ticks {
+        eprintln!(
+            "  {} interval {:.4} s late {:.2} ms missed {}",
+            t.time, t.interval_s, t.late_ms, t.missed_ticks
+        );
+    }
+
+    // The tick before the stop is the one seen; the resumed one follows it.
+    let last_before = before; // index of the tick seen before the stop
+    let (pre, resumed) = (&ticks[last_before], &ticks[last_before + 1]);
+    // Scheduled instants lie at S + n × 0.5 s, S being the instant of the tick before the stop,
+    // read at S + its late. The stop began `lead` after that read at most (the read precedes the
+    // row the test saw), so the instants in the stop are those in (S, S + late + lead + stop].
+    let lead = stopped_at.duration_since(previous_poll).as_secs_f64();
+    let span = pre.late_ms / 1e3 + lead + stop;
+    let in_stop = (span / PERIOD).floor() as i64;
+    // Away from a boundary (the stop starts early in a period), the count cannot be off by one.
+    let fraction = span / PERIOD - in_stop as f64;
+    assert!(
+        (0.02..0.98).contains(&fraction),
+        "the stop ended too near a scheduled instant to count them ({span:.3} s after it)"
+    );
+    assert_eq!(
+        in_stop, 4,
+        "a stop of {stop:.3} s starting early in a 0.5 s period"
+    );
+    assert_eq!(
+        resumed.missed_ticks,
+        in_stop - 1,
+        "{in_stop} scheduled instants fell in the stop; the resumed tick stands for the last"
+    );
+    assert!(
+        resumed.interval_s >= stop && resumed.interval_s <= stop + lead + 0.1,
+        "the resumed tick's interval {:.4} s, the stop {stop:.4} s",
+        resumed.interval_s
+    );
+    let late = (resumed.interval_s - in_stop as f64 * PERIOD) * 1e3 + pre.late_ms;
+    assert!(
+        (resumed.late_ms - late).abs() <= 2.0,
+        "the resumed tick read {:.2} ms after its instant, {late:.2} ms by its interval",
+        resumed.late_ms
+    );
+    // And by the test's clock: the resumed tick was read after SIGCONT (and within 100 ms of
+    // it), the one before it at most 50 ms before the last poll that did not see it yet (a row
+    // is visible a few ms after its read) and before the poll that did.
+    let instant_after_pre = in_stop as f64 * PERIOD - pre.late_ms / 1e3;
+    let earliest = continued_at.duration_since(seen).as_secs_f64() - instant_after_pre;
+    let latest =
+        continued_at.duration_since(previous_poll).as_secs_f64() + 0.15 - instant_after_pre;
+    assert!(
+        (earliest * 1e3..=latest * 1e3).contains(&resumed.late_ms),
+        "the resumed tick {:.2} ms late; by the test's clock {:.2} to {:.2} ms",
+        resumed.late_ms,
+        earliest * 1e3,
+        latest * 1e3
+    );
+
+    for (n, pair) in ticks.windows(2).enumerate() {
+        let between = (pair[1].time - pair[0].time).as_seconds_f64();
+        assert!(
+            (pair[1].interval_s - between).abs() <= 0.005,
+            "tick {}: interval {:.4} s, {between:.3} s between the stored times",
+            n + 1,
+            pair[1].interval_s
+        );
+    }
+    // Ordinary ticks: neither the resumed one nor the one after it (read on schedule after a
+    // resumed tick that was read late in its period, so its interval is short by that late).
+    for (n, t) in ticks.iter().enumerate() {
+        if n == last_before + 1 || n == last_before + 2 {
+            continue;
+        }
+        assert!(
+            (t.interval_s - PERIOD).abs() <= 0.02 && t.late_ms <= 20.0 && t.missed_ticks == 0,
+            "tick {n}: {t:?}"
+        );
+    }
+    let next = &ticks[last_before + 2];
+    assert_eq!(next.missed_ticks, 0, "{next:?}");
+    let expected = PERIOD - resumed.late_ms / 1e3 + next.late_ms / 1e3;
+    assert!(
+        (next.interval_s - expected).abs() <= 0.002,
+        "the tick after the resumed one: {next:?}, expected interval {expected:.4} s"
+    );
+}
+
+/// `free -bw`'s `Mem:` line (bytes) with the kernel's SReclaimable, which free counts into its
+/// cache column, read right after it; and when the run finished.
+#[derive(Debug, Clone, Copy)]
+struct Free {
+    total: u64,
+    free: u64,
+    buffers: u64,
+    cache: u64,
+    available: u64,
+    sreclaimable: u64,
+    done: Instant,
+}
+
+impl Free {
+    fn run() -> Free {
+        let out = Command::new("free").arg("-bw").output().expect("free");
+        assert!(out.status.success(), "free -bw failed");
+        let text = String::from_utf8(out.stdout).expect("utf-8");
+        let meminfo = std::fs::read_to_string("/proc/meminfo").expect("/proc/meminfo");
+        let done = Instant::now();
+        let header: Vec<&str> = text
+            .lines()
+            .next()
+            .expect("header")
+            .split_whitespace()
+            .collect();
+        assert_eq!(
+            header,
+            [
+                "total",
+                "used",
+                "free",
+                "shared",
+                "buffers",
+                "cache",
+                "available"
+            ],
+            "free -bw's columns"
+        );
+        let mem: Vec<u64> = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Mem:"))
+            .expect("a Mem: line")
+            .split_whitespace()
+            .map(|n| n.parse().expect("bytes"))
+            .collect();
+        let sreclaimable = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("SReclaimable:"))
+            .and_then(|v| v.trim().strip_suffix("kB"))
+            .map(|v| v.trim().parse::<u64>().expect("kB") * 1024)
+            .expect("SReclaimable in /proc/meminfo");
+        Free {
+            total: mem[0],
+            free: mem[2],
+            buffers: mem[4],
+            cache: mem[5],
+            available: mem[6],
+            sreclaimable,
+            done,
+        }
+    }
+
+    /// (used, non-free, unavailable) in bytes. Used is the product's equation (3) with
+    /// /proc/meminfo's Cached, which is free's cache column less SReclaimable.
+    fn figures(&self) -> [u64; 3] {
+        let cached = self.cache - self.sreclaimable;
+        [
+            self.total - self.free - self.buffers - cached,
+            self.total - self.free,
+            self.total - self.available,
+        ]
+    }
+}
+
+/// The stored memory figures of ticks bracketed by `free -bw` run right before each tick
+/// (about 50 ms before its scheduled instant) and right after its summary line, and T1's host
+/// facts against `free -b`'s total and the CPUs the kernel has online.
+///
+/// Each stored percentage, turned back into bytes with the stored total, lies between what the
+/// two runs of free saw, widened by 4 MiB: memory can move past both ends in the ~50 ms between
+/// them (other tests and builds share the machine), and by at most a few MiB in practice. A
+/// zero, the wrong equation (free's cache column holds SReclaimable, /proc/meminfo's Cached does
+/// not; non-free and unavailable differ by GiBs) or a unit slip falls far outside. The totals
+/// are constants of the running kernel and must be equal to the byte.
+#[test]
+fn memory_figures_and_host_facts_match_procps() {
+    use std::io::BufRead as _;
+    let _machine = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("setmov.db");
+    const TICKS: usize = 6;
+    let started = Instant::now();
+    // With libvirt, which gives T1 its CPUs and memory; no guests are needed.
+    let mut child = setmov_tests::setmov_command(env!("CARGO_BIN_EXE_setmov-cli"))
+        .args(["run", "--no-ebpf", "--interval", "1s", "--count"])
+        .arg(TICKS.to_string())
+        .arg("--database")
+        .arg(&db)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("setmov starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let (lines_tx, lines) = std::sync::mpsc::channel::<Instant>();
+    let reader = std::thread::spawn(move || {
+        for _ in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(Instant::now());
+        }
+    });
+    // (before, after) for each tick; `None` for a tick whose line came before the run of free
+    // meant to precede it had finished.
+    let mut brackets: Vec<Option<(Free, Free)>> = Vec::new();
+    let mut before: Option<Free> = None;
+    let mut pending: Option<Instant> = None;
+    while let Ok(seen) = pending.take().map_or_else(|| lines.recv(), Ok) {
+        let after = Free::run();
+        brackets.push(before.take().map(|b| (b, after)));
+        // The next tick is due about 1 s after this one was printed.
+        let next = seen + Duration::from_millis(950);
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        let b = Free::run();
+        // A bracket only if the next tick's line has not come yet.
+        match lines.try_recv() {
+            Err(std::sync::mpsc::TryRecvError::Empty) => before = Some(b),
+            Ok(seen) => pending = Some(seen),
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
+        }
+    }
+    assert!(child.wait().expect("setmov").success(), "setmov failed");
+    reader.join().expect("reader");
+    assert_eq!(brackets.len(), TICKS, "one summary line per tick");
+
+    let conn = rusqlite::Connection::open(&db).expect("db");
+    let stored: Vec<(i64, [f64; 3])> = conn
+        .prepare(
+            "SELECT mem_total_bytes, mem_used_pct, mem_nonfree_pct, mem_unavailable_pct
+             FROM host_usage ORDER BY time",
+        )
+        .expect("sql")
+        .query_map([], |r| Ok((r.get(0)?, [r.get(1)?, r.get(2)?, r.get(3)?])))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("every memory figure of every tick");
+    assert_eq!(stored.len(), TICKS);
+    const SLACK: f64 = 4.0 * 1024.0 * 1024.0;
+    const NAMES: [&str; 3] = ["mem_used_pct", "mem_nonfree_pct", "mem_unavailable_pct"];
+    let mut checked = 0;
+    for (n, ((total, pcts), bracket)) in stored.iter().zip(&brackets).enumerate() {
+        let Some((b, a)) = bracket else { continue };
+        assert_eq!(
+            (*total as u64, *total as u64),
+            (b.total, a.total),
+            "tick {n}: mem_total_bytes against free's total"
+        );
+        let (fb, fa) = (b.figures(), a.figures());
+        for (i, name) in NAMES.iter().enumerate() {
+            let bytes = pcts[i] / 100.0 * *total as f64;
+            let (lo, hi) = (fb[i].min(fa[i]) as f64, fb[i].max(fa[i]) as f64);
+            eprintln!(
+                "tick {n} {name}: {:.3} % = {:.1} MiB; free {:.1} MiB before, {:.1} MiB after ({:.0} ms later)",
+                pcts[i],
+                bytes / 1048576.0,
+                fb[i] as f64 / 1048576.0,
+                fa[i] as f64 / 1048576.0,
+                a.done.duration_since(b.done).as_secs_f64() * 1e3
+            );
+            assert!(
+                (lo - SLACK..=hi + SLACK).contains(&bytes),
+                "tick {n}: {name} {:.4} % is {bytes:.0} B; free saw {lo}..{hi} B",
+                pcts[i]
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= TICKS - 2, "only {checked} ticks were bracketed");
+
+    let (cpus, memory): (Option<i64>, Option<i64>) = conn
+        .query_row("SELECT cpus, memory_bytes FROM hosts", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .expect("one host row");
+    let command = |program: &str, args: &[&str]| -> String {
+        let out = Command::new(program).args(args).output().expect(program);
+        assert!(out.status.success(), "{program} failed");
+        String::from_utf8(out.stdout)
+            .expect("utf-8")
+            .trim()
+            .to_owned()
+    };
+    let online: i64 = command("getconf", &["_NPROCESSORS_ONLN"])
+        .parse()
+        .expect("count");
+    let all: i64 = command("nproc", &["--all"]).parse().expect("count");
+    let free_total = Free::run().total;
+    eprintln!(
+        "hosts: cpus {cpus:?} (getconf _NPROCESSORS_ONLN {online}, nproc --all {all}), memory_bytes {memory:?} (free -b total {free_total}); {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let (Some(cpus), Some(memory)) = (cpus, memory) else {
+        return setmov_tests::skip("libvirt gave no node facts (is libvirtd running?)");
+    };
+    // libvirt counts the active logical CPUs; nproc --all also counts offline ones, so it is
+    // the reference only when none is offline.
+    assert_eq!(cpus, online, "hosts.cpus against the online CPUs");
+    if online == all {
+        assert_eq!(cpus, all, "hosts.cpus against nproc --all");
+    }
+    assert_eq!(
+        memory as u64, free_total,
+        "hosts.memory_bytes against free's total"
+    );
+}

@@ -334,7 +334,20 @@ async fn ticker(
                 continue;
             }
         };
-        let slot = scheduled.duration_since(start).as_nanos() / period.as_nanos().max(1);
+        // A tick read a whole period or more after its instant (the process was stopped, the
+        // machine suspended) stands for the latest instant that has passed, not the first
+        // missed one: the instants between are the missed ticks, and the interval this tick
+        // closes spans them. The next one is then on schedule (the interval skips to the next
+        // instant after now), with none missed.
+        let period_ns = period.as_nanos().max(1);
+        let passed = Instant::now()
+            .saturating_duration_since(scheduled)
+            .as_nanos()
+            / period_ns;
+        let scheduled = scheduled
+            .checked_add(period.saturating_mul(u32::try_from(passed).unwrap_or(u32::MAX)))
+            .unwrap_or(scheduled);
+        let slot = scheduled.duration_since(start).as_nanos() / period_ns;
         last_seq = base.saturating_add(u64::try_from(slot).unwrap_or(u64::MAX));
         tx.send_replace(Some(Tick {
             seq: last_seq,
@@ -689,18 +702,39 @@ pub(crate) mod tests {
         rx.changed().await.expect("tick 1");
         let first = rx.borrow_and_update().expect("tick");
         assert_eq!((first.seq, first.scheduled - start), (1, period));
-        // The runtime is stuck for 2.5 periods: tick 2 fires 150 ms late...
+        // The runtime is stuck for 2.5 periods, until 350 ms: the tick read then stands for the
+        // latest instant passed (300 ms) and is 50 ms late; the one at 200 ms is missed, and
+        // the interval this tick closes (100 to 350 ms) spans it...
         tokio::time::advance(period * 5 / 2).await;
-        rx.changed().await.expect("tick 2");
+        rx.changed().await.expect("tick 3");
         let late = rx.borrow_and_update().expect("tick");
         let late_ms = Instant::now().duration_since(late.scheduled).as_secs_f64() * 1e3;
-        assert_eq!((late.seq, late_ms), (2, 150.0));
-        assert!(summary::is_late(late_ms, 0, period));
-        // ...and the schedule resumes at 400 ms: tick 3 is missed, not fired in a burst.
+        assert_eq!((late.seq, late_ms), (3, 50.0));
+        let missed = late.seq - first.seq - 1;
+        assert_eq!(missed, 1);
+        assert!(summary::is_late(late_ms, missed, period));
+        // ...and the schedule resumes at 400 ms, none missed, not fired in a burst.
         rx.changed().await.expect("tick 4");
         let resumed = rx.borrow_and_update().expect("tick");
         assert_eq!((resumed.seq, resumed.scheduled - start), (4, period * 4));
-        assert!(summary::is_late(0.0, resumed.seq - late.seq - 1, period));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tick_a_little_late_keeps_its_slot() {
+        let period = Duration::from_millis(100);
+        let (tx, mut rx) = watch::channel(None);
+        let start = Instant::now();
+        tokio::spawn(ticker(period, None, Some(3), tx, std::future::pending()));
+        rx.changed().await.expect("tick 1");
+        let _ = rx.borrow_and_update();
+        // Stuck until 290 ms: the 200 ms tick is read 90 ms late, the next is at 300 ms.
+        tokio::time::advance(Duration::from_millis(190)).await;
+        rx.changed().await.expect("tick 2");
+        let late = rx.borrow_and_update().expect("tick");
+        assert_eq!((late.seq, late.scheduled - start), (2, period * 2));
+        rx.changed().await.expect("tick 3");
+        let next = rx.borrow_and_update().expect("tick");
+        assert_eq!((next.seq, next.scheduled - start), (3, period * 3));
     }
 
     #[tokio::test(start_paused = true)]
