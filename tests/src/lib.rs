@@ -1,10 +1,13 @@
 //! Helpers shared by SETMOV's integration tests.
 
+pub mod bpftool;
 pub mod guests;
 pub mod mariadb;
 pub mod monitor;
+pub mod reference;
 pub mod rollups;
 pub mod ticks;
+pub mod window;
 
 use std::path::PathBuf;
 

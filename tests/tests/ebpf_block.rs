@@ -163,10 +163,16 @@ fn direct_io_of_dd_is_credited_to_dd() -> anyhow::Result<()> {
 /// is issued as soon as it is submitted and both measure the device's service time. The
 /// medians must agree within the log2 histogram's bucket (a factor of 2).
 ///
-/// The 99th percentiles are printed, not required: in 1 run of 6 here the probe gave fio's
-/// reads a tail that fio did not see (4 % of them over 0.5 ms, fio's p99 161 µs, the probe's
-/// 3.1 ms). Until that is explained (a pairing or attribution fault, or requests fio does not
-/// count), a p99 check would fail at random rather than say something.
+/// The tails are checked one way only. The probe times a request from `block_rq_issue` to
+/// `block_rq_complete`, both inside fio's pread/pwrite (checked per request with bpftrace:
+/// no request outlasted its syscall in 14 runs), so its p95/p99 may not exceed fio's by
+/// more than the bucket error (a factor of 2: a quantile is interpolated inside a bucket
+/// spanning [2^i, 2^(i+1))). They may be far below fio's: fio's clat also holds the wake-up
+/// after completion, which on a loaded 2-CPU host made fio's p99 up to 8 times the probe's.
+///
+/// The file is laid out by a first fio process: laying it out, the measured fio would write
+/// 64 MiB through the page cache and fsync it, ~60 requests of ~1 MiB taking 0.5-1 ms that
+/// are rightly its I/O but not in its clat, enough to lift the probe's write p99 past 2×.
 #[test]
 fn latency_percentiles_of_fio_match_fios_own() -> anyhow::Result<()> {
     let mut probes = match Probes::load() {
@@ -182,32 +188,44 @@ fn latency_percentiles_of_fio_match_fios_own() -> anyhow::Result<()> {
         return skip(&reason);
     }
     let report = dir.path().join("fio.json");
-    // --thread: the I/O is submitted by a thread of this fio process, so under its pid.
-    let mut fio = match Command::new("fio")
-        .args([
-            "--name=setmov",
-            "--thread",
-            "--rw=randrw",
-            "--rwmixread=70",
-            "--bs=4k",
-            "--size=64M",
-            "--direct=1",
-            "--ioengine=psync",
-            "--time_based",
-            "--runtime=4",
-            "--percentile_list=50:99",
-            "--output-format=json",
-        ])
-        .arg(format!("--directory={}", dir.path().display()))
-        .arg(format!("--output={}", report.display()))
-        .spawn()
+    let job = [
+        "--name=setmov",
+        "--thread",
+        "--rw=randrw",
+        "--rwmixread=70",
+        "--bs=4k",
+        "--size=64M",
+        "--direct=1",
+        "--ioengine=psync",
+    ];
+    let directory = format!("--directory={}", dir.path().display());
+    // The layout by another process (see above); it ends with an fsync.
+    let layout = match Command::new("fio")
+        .args(job)
+        .args(["--create_only=1", &directory])
+        .stdout(Stdio::null())
+        .status()
     {
-        Ok(fio) => fio,
+        Ok(status) => status,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return skip("fio is missing: `cargo xtask setup` installs it");
         }
         Err(e) => return Err(e).context("spawning fio"),
     };
+    ensure!(layout.success(), "fio laying out its file failed");
+    // --thread: the I/O is submitted by a thread of this fio process, so under its pid.
+    let mut fio = Command::new("fio")
+        .args(job)
+        .args([
+            "--time_based",
+            "--runtime=4",
+            "--percentile_list=50:95:99",
+            "--output-format=json",
+            &directory,
+        ])
+        .arg(format!("--output={}", report.display()))
+        .spawn()
+        .context("spawning fio")?;
     let pid = fio.id();
     ensure!(fio.wait()?.success(), "fio failed");
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report)?)?;
@@ -232,7 +250,7 @@ fn latency_percentiles_of_fio_match_fios_own() -> anyhow::Result<()> {
              {buckets:?}",
             json["jobs"][0][name]["total_ios"], json["jobs"][0][name]["clat_ns"]["max"]
         );
-        for (q, key, required) in [(0.5, "50.000000", true), (0.99, "99.000000", false)] {
+        for (q, key) in [(0.5, "50.000000"), (0.95, "95.000000"), (0.99, "99.000000")] {
             let theirs = clat[key]
                 .as_f64()
                 .with_context(|| format!("no {name} p{key} in fio's report: {clat}"))?;
@@ -245,9 +263,12 @@ fn latency_percentiles_of_fio_match_fios_own() -> anyhow::Result<()> {
                 hist_count(hist),
                 theirs / 1e3
             );
+            // The median both ways; the tails only from above (see the function's comment).
+            let lowest = if q == 0.5 { 0.5 } else { 0.0 };
             ensure!(
-                !required || (0.5..=2.0).contains(&ratio),
-                "{name} latency p{}: probe {ours} ns, fio {theirs} ns",
+                (lowest..=2.0).contains(&ratio),
+                "{name} latency p{}: probe {ours} ns, fio {theirs} ns ({ratio:.2}×, allowed \
+                 {lowest}× to 2×)",
                 q * 100.0
             );
         }

@@ -34,9 +34,9 @@ pub const PACKAGES: &[&str] = &[
     "man-db",
     // A real terminal for `setmov top`'s live test (tests/tests/top_live.rs), driven by keys.
     "tmux",
-    // The references the host figures are checked against (tests/tests/host_io_live.rs):
-    // sar and iostat (sysstat) over the same interval, with fio's direct I/O and traffic
-    // across a veth pair (iproute2, ping) as the load.
+    // The references the host figures are checked against (tests/tests/host_disk_live.rs,
+    // host_net_live.rs): sar and iostat (sysstat) over the same interval, with fio's direct
+    // I/O and traffic across a veth pair (iproute2, ping) as the load.
     "sysstat",
     "fio",
     "iproute2",
@@ -45,7 +45,8 @@ pub const PACKAGES: &[&str] = &[
     // counts the same KVM tracepoints for the same qemu over the same window.
     "bpftrace",
     // The reference the stored eBPF program costs are checked against
-    // (tests/tests/host_io_live.rs): the kernel's run_cnt and run_time_ns, as bpftool shows them.
+    // (tests/tests/host_disk_live.rs): the kernel's run_cnt and run_time_ns, as bpftool shows
+    // them.
     "bpftool",
 ];
 
