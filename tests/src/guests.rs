@@ -261,6 +261,17 @@ impl Guest {
             .filter_map(|(key, value)| Some((key.to_owned(), value.parse().ok()?)))
             .collect())
     }
+
+    /// The domain's CPU time (ns, all of qemu's threads), read through libvirt's API as
+    /// `virsh domstats`' `cpu.time` is, in milliseconds rather than a virsh process's time.
+    pub fn cpu_time_ns(&self) -> Result<u64, String> {
+        let conn = virt::connect::Connect::open_read_only(Some("qemu:///system"))
+            .map_err(|e| format!("libvirt: {e}"))?;
+        conn.lookup_domain_by_uuid_string(&self.uuid)
+            .and_then(|domain| domain.info())
+            .map(|info| info.cpu_time)
+            .map_err(|e| format!("{}: {e}", self.name))
+    }
 }
 
 impl Drop for Guest {

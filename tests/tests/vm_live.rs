@@ -170,10 +170,72 @@ fn a_burning_vcpu_reads_full_per_vcpu_and_its_share_of_the_host() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("setmov.db");
     let m = monitor(&db, "1s");
-    std::thread::sleep(Duration::from_millis(5_500));
+    // libvirt's CPU time of the domain, read every 20 ms through the run.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (from, to, readings) = std::thread::scope(|scope| {
+        let poller = scope.spawn(|| {
+            let mut readings = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let ns = guest.cpu_time_ns().expect("libvirt's CPU time");
+                readings.push((unix_now(), ns as f64));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            readings
+        });
+        let from = tick_after(&db, guest.uuid());
+        std::thread::sleep(Duration::from_millis(3_000));
+        let to = tick_after(&db, guest.uuid());
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (from, to, poller.join().expect("poller"))
+    });
     let _ = m.stop();
 
+    // Equation (2) undone over the window of rows stamped after `from` up to `to`:
+    // Σ cpu_pct / 100 × host CPUs × Δt and Σ cpu_vcpu_pct / 100 × vCPUs × Δt are the domain's
+    // CPU seconds, whose mean rate must be libvirt's (cpu.time, all of qemu's threads, as
+    // virt-top reads it) between the two ticks' stamps, within 1 point of a vCPU. The guest burns
+    // at a steady rate, so the few ms to a few hundred ms between a stamp and libvirt's answer
+    // to the monitor change the mean rate by far less.
     let cores = setmov_tests::host_cpus() as f64;
+    let conn = rusqlite::Connection::open(&db).expect("db");
+    let window = Window {
+        from: from.clone(),
+        to: to.clone(),
+        start: Default::default(),
+        end: Default::default(),
+    };
+    let sums = window_sums(
+        &conn,
+        "vm_usage u",
+        &[
+            format!("u.interval_s * u.cpu_pct / 100.0 * {cores}"),
+            "u.interval_s * u.cpu_vcpu_pct / 100.0 * u.vcpus".to_owned(),
+            "u.interval_s".to_owned(),
+        ],
+        guest.uuid(),
+        &window,
+        3,
+    );
+    let libvirt_pct = {
+        let at = |t: f64| interpolate(&readings, t);
+        let (t0, t1) = (unix_of(&from), unix_of(&to));
+        (at(t1) - at(t0)) / 1e9 / (t1 - t0) * 100.0
+    };
+    let mut checks = Checks::default();
+    checks.near(
+        "CPU % of a vCPU from cpu_pct",
+        sums[0] / sums[2] * 100.0,
+        libvirt_pct,
+        1.0,
+    );
+    checks.near(
+        "CPU % of a vCPU from cpu_vcpu_pct",
+        sums[1] / sums[2] * 100.0,
+        libvirt_pct,
+        1.0,
+    );
+    checks.finish();
+
     let rows = query::<f64>(
         &db,
         "SELECT cpu_vcpu_pct, cpu_pct FROM vm_usage WHERE uuid = ?1 AND cpu_pct IS NOT NULL",
@@ -455,6 +517,33 @@ impl Window {
     }
 }
 
+/// Now, in Unix seconds.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64()
+}
+
+/// A stored time (RFC 3339) in Unix seconds.
+fn unix_of(t: &str) -> f64 {
+    let parsed = time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("{t}: {e}"));
+    parsed.unix_timestamp_nanos() as f64 / 1e9
+}
+
+/// The value of a counter read at `(instant, value)` points, linearly between the two readings
+/// around `t`; panics when `t` is outside the readings.
+fn interpolate(readings: &[(f64, f64)], t: f64) -> f64 {
+    let after = readings
+        .iter()
+        .position(|&(at, _)| at >= t)
+        .unwrap_or_else(|| panic!("no reading after {t}"));
+    assert!(after > 0, "no reading before {t}");
+    let ((t0, v0), (t1, v1)) = (readings[after - 1], readings[after]);
+    v0 + (v1 - v0) * (t - t0) / (t1 - t0)
+}
+
 /// Waits until the monitor has stored a row of `uuid` stamped after now (so sampled after
 /// the call) and returns that row's time.
 fn tick_after(db: &Path, uuid: &str) -> String {
@@ -468,7 +557,8 @@ fn tick_after(db: &Path, uuid: &str) -> String {
                 [uuid, now.as_str()],
                 |r| r.get(0),
             )
-            .expect("a query");
+            // Until the monitor has made its tables, there is no row to find.
+            .unwrap_or(None);
         found.is_some()
     });
     found.expect("a row")
