@@ -1,5 +1,6 @@
 //! Helpers shared by SETMOV's integration tests.
 
+pub mod bpftrace;
 pub mod guests;
 pub mod mariadb;
 pub mod monitor;
