@@ -484,7 +484,7 @@ tracepoint:sched:sched_switch {
 ///   (/proc/PID/task/TID/schedstat) read by the test as each tick's record is streamed:
 ///   time-weighted over the ticks watched whole, within ±2 points. The figures are per tick
 ///   and the test's reads lag each record by a few ms (the VM source samples libvirt a little
-///   before that): over 5 s both span the same time.
+///   before that): over the 4 s of ticks watched whole both span the same time.
 /// - `vm_ebpf_usage.cpu_ready_p99_us` per tick against the exact 99th percentile (nearest
 ///   rank) of bpftrace's waits of the same thread in that tick: the product reads it off a log2
 ///   histogram, so it must lie in the bucket [2^b, 2^(b+1)] ns holding the exact value. A
