@@ -143,6 +143,16 @@ impl Guest {
     /// makes real KVM exits even where a guest kernel could not run (nested PVM). `Err(reason)`
     /// as for [`Guest::start`], and also without `/dev/kvm`.
     pub fn start_kvm_firmware(name: &str) -> Result<Guest, String> {
+        Self::kvm_firmware(name, false)
+    }
+
+    /// [`Guest::start_kvm_firmware`], but created paused (`virsh create --paused`: qemu runs
+    /// with `-S`, no vCPU has entered KVM yet) until [`Guest::resume`].
+    pub fn start_kvm_firmware_paused(name: &str) -> Result<Guest, String> {
+        Self::kvm_firmware(name, true)
+    }
+
+    fn kvm_firmware(name: &str, paused: bool) -> Result<Guest, String> {
         Manifest::load()?;
         if !Path::new("/dev/kvm").exists() {
             return Err("no /dev/kvm on this machine".into());
@@ -159,7 +169,13 @@ impl Guest {
         let mut file = tempfile::NamedTempFile::new().expect("cannot create a temporary file");
         file.write_all(xml.as_bytes())
             .expect("cannot write the domain XML");
-        virsh(&["create", &file.path().to_string_lossy()]).unwrap_or_else(|e| panic!("{e}"));
+        let path = file.path().to_string_lossy();
+        let create = if paused {
+            vec!["create", "--paused", &path]
+        } else {
+            vec!["create", &path]
+        };
+        virsh(&create).unwrap_or_else(|e| panic!("{e}"));
         let uuid = virsh(&["domuuid", &name])
             .unwrap_or_else(|e| panic!("{e}"))
             .trim()
@@ -206,6 +222,16 @@ impl Guest {
                 pid.split('\'').next()?.parse().ok()
             })
             .collect()
+    }
+
+    /// Pauses every vCPU (`virsh suspend`); returns once qemu has stopped them.
+    pub fn suspend(&self) {
+        virsh(&["suspend", &self.name]).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Lets the vCPUs run again (`virsh resume`).
+    pub fn resume(&self) {
+        virsh(&["resume", &self.name]).unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// The host-side tap device of the guest's NIC (`vnetN`).

@@ -1,6 +1,7 @@
 //! Helpers shared by SETMOV's integration tests.
 
 pub mod bpftool;
+pub mod bpftrace;
 pub mod guests;
 pub mod mariadb;
 pub mod monitor;
