@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use procfs::net::InterfaceDeviceStatus;
 use procfs::{
     DiskStat, ExplicitSystemInfo, FromBufRead, FromBufReadSI, KernelStats, Meminfo, PartitionEntry,
+    ProcError,
 };
 
 use super::devices::{classify, has_prefix};
@@ -19,6 +20,20 @@ use super::snapshot::{CpuTimes, Disk, DiskCounters, HostSnapshot, MemInfo, NetCo
 pub struct ProcRootError {
     path: PathBuf,
     source: std::io::Error,
+}
+
+/// A procfs parse error as one line for `problems`: procfs words a line it cannot parse as a
+/// bug of its own, with its source file, its macro and a newline, none of which helps an
+/// operator.
+fn describe(e: &ProcError) -> String {
+    match e {
+        ProcError::InternalError(_) => "not in the kernel's format".to_owned(),
+        other => other
+            .to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" "),
+    }
 }
 
 /// What to read and which devices to keep.
@@ -58,7 +73,7 @@ impl HostReader {
                 page_size: 4096,
                 is_little_endian: cfg!(target_endian = "little"),
             };
-            KernelStats::from_buf_read(r, &si).map_err(|e| e.to_string())
+            KernelStats::from_buf_read(r, &si).map_err(|e| describe(&e))
         }) {
             Ok(stats) => {
                 snap.cpu = Some(CpuTimes::from(&stats.total));
@@ -68,7 +83,7 @@ impl HostReader {
         }
         match self
             .open("meminfo")
-            .and_then(|r| Meminfo::from_buf_read(r).map_err(|e| e.to_string()))
+            .and_then(|r| Meminfo::from_buf_read(r).map_err(|e| describe(&e)))
         {
             Ok(m) => {
                 snap.mem = Some(MemInfo {
@@ -84,7 +99,7 @@ impl HostReader {
         self.read_disks(&mut snap);
         match self
             .open("net/dev")
-            .and_then(|r| InterfaceDeviceStatus::from_buf_read(r).map_err(|e| e.to_string()))
+            .and_then(|r| InterfaceDeviceStatus::from_buf_read(r).map_err(|e| describe(&e)))
         {
             Ok(devs) => {
                 let mut nets: Vec<NetCounters> = devs
@@ -113,7 +128,7 @@ impl HostReader {
     fn read_disks(&self, snap: &mut HostSnapshot) {
         let sizes: HashMap<String, u64> = match self
             .open("partitions")
-            .and_then(|r| Vec::<PartitionEntry>::from_buf_read(r).map_err(|e| e.to_string()))
+            .and_then(|r| Vec::<PartitionEntry>::from_buf_read(r).map_err(|e| describe(&e)))
         {
             Ok(parts) => parts
                 .into_iter()
@@ -149,9 +164,12 @@ impl HostReader {
                     counters.push(disk_counters(&d))
                 }
                 Ok(_) => {}
-                Err(e) => snap
-                    .problems
-                    .push(format!("diskstats line {}: skipped ({e})", index + 1)),
+                Err(e) => snap.problems.push(format!(
+                    "diskstats line {}: skipped ({}: {:?})",
+                    index + 1,
+                    describe(&e),
+                    line.chars().take(80).collect::<String>()
+                )),
             }
         }
         let names: Vec<&str> = counters.iter().map(|c| c.name.as_str()).collect();
@@ -265,7 +283,12 @@ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packet
             ]
         );
         assert_eq!(snap.problems.len(), 1, "{:?}", snap.problems);
-        assert!(snap.problems[0].starts_with("diskstats line 3: skipped"));
+        assert!(
+            snap.problems[0]
+                .starts_with("diskstats line 3: skipped (not in the kernel's format: \"")
+        );
+        // One line for the log and the stored column, without procfs's own bug-report wording.
+        assert!(!snap.problems[0].contains('\n') && !snap.problems[0].contains("procfs bug"));
         let eth0 = &snap.nets[0];
         assert_eq!(
             (eth0.name.as_str(), eth0.rx_bytes, eth0.tx_drop),
