@@ -17,6 +17,8 @@ use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use toml_edit::{Item, Table, Value};
 
+use crate::store::location::redact;
+
 /// Where the configuration is read from by default; a missing default file is no error.
 pub const DEFAULT_CONFIG: &str = "/etc/setmov/setmov.toml";
 
@@ -296,7 +298,7 @@ impl Checker<'_> {
     ) -> Option<Setting> {
         let shown = item
             .as_value()
-            .map_or_else(|| "a table".to_owned(), |v| v.to_string().trim().to_owned());
+            .map_or_else(|| "a table".to_owned(), shown_value);
         let (_, first) = holders[0];
         let is_flag = matches!(first.get_action(), ArgAction::SetTrue);
         let many = matches!(first.get_action(), ArgAction::Append);
@@ -398,6 +400,20 @@ impl Checker<'_> {
             values,
             enabled,
         })
+    }
+}
+
+/// A value as a problem repeats it: as written, but a URL that may hold a password (a
+/// database's) only redacted.
+fn shown_value(value: &Value) -> String {
+    let needs_redaction = |v: &Value| v.as_str().is_some_and(|s| redact(s) != s);
+    match value {
+        Value::String(s) if needs_redaction(value) => format!("{:?}", redact(s.value())),
+        Value::Array(items) if items.iter().any(needs_redaction) => {
+            let shown: Vec<String> = items.iter().map(shown_value).collect();
+            format!("[{}]", shown.join(", "))
+        }
+        _ => value.to_string().trim().to_owned(),
     }
 }
 

@@ -7,9 +7,10 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use super::values::parse_size;
-use crate::store::AnyStore;
+use crate::store::location::{self, DatabaseLocation};
 use crate::store::mysql::{MysqlConfig, MysqlStore};
 use crate::store::sqlite::SqliteStore;
+use crate::store::{AnyStore, StoreError};
 
 /// Where the embedded database lives unless `--database` says otherwise.
 pub const DEFAULT_DATABASE: &str = "/var/lib/setmov/setmov.db";
@@ -17,12 +18,14 @@ pub const DEFAULT_DATABASE: &str = "/var/lib/setmov/setmov.db";
 #[derive(Debug, Args)]
 pub struct DatabaseArgs {
     /// Where ticks are stored: a SQLite file (the default, created with its schema when
-    /// missing), or a MySQL/MariaDB server as `mysql://user@host[:port]/database`.
+    /// missing), or a MySQL/MariaDB server as `mysql://user@host[:port]/database` (or
+    /// `mariadb://`). Never shown with a password.
     #[arg(
         long,
         help_heading = "Database",
         value_name = "FILE|URL",
         env = "SETMOV_DATABASE",
+        hide_env_values = true,
         default_value = DEFAULT_DATABASE
     )]
     pub database: String,
@@ -64,23 +67,27 @@ pub struct DatabaseArgs {
 pub const DEFAULT_SPOOL_DIR: &str = "/var/lib/setmov/spool";
 
 impl DatabaseArgs {
+    /// What `--database` names; a URL-like value of another scheme is an error.
+    pub(crate) fn location(&self) -> Result<DatabaseLocation, StoreError> {
+        DatabaseLocation::parse(&self.database)
+    }
+
     /// A SQLite file must already be there to be read (it would be created empty otherwise).
     pub(crate) fn must_exist(&self) -> anyhow::Result<()> {
-        if !self.is_mysql() && !Path::new(&self.database).exists() {
+        if let DatabaseLocation::Sqlite(path) = self.location()?
+            && !path.exists()
+        {
             bail!(
                 "no database at {} (run `setmov run` first, or give --database)",
-                self.database
+                path.display()
             );
         }
         Ok(())
     }
 
-    pub(crate) fn is_mysql(&self) -> bool {
-        self.database.starts_with("mysql://")
-    }
-
-    pub(crate) fn mysql_config(&self) -> anyhow::Result<MysqlConfig> {
-        if crate::store::mysql::redact(&self.database) != self.database {
+    /// How to reach the server at `url` (from [`DatabaseLocation::Mysql`]).
+    pub(crate) fn mysql_config(&self, url: String) -> anyhow::Result<MysqlConfig> {
+        if location::holds_secret(&self.database) {
             tracing::warn!(
                 "the --database URL holds a password, which the process list shows to every \
                  user: prefer --database-password-file or SETMOV_DATABASE_PASSWORD"
@@ -99,25 +106,22 @@ impl DatabaseArgs {
             (None, None) => None,
         };
         Ok(MysqlConfig {
-            url: self.database.clone(),
+            spool_dir: spool_dir(&self.spool_dir, &url),
+            url,
             password,
             tls: self.database_tls || self.database_ca.is_some(),
             ca_file: self.database_ca.clone(),
-            spool_dir: spool_dir(&self.spool_dir, &self.database),
             spool_max_bytes: self.spool_max,
         })
     }
 
     /// Opens the store: SQLite, or MySQL (see [`MysqlStore::open`]).
     pub(crate) async fn open(&self) -> anyhow::Result<AnyStore> {
-        if self.is_mysql() {
-            Ok(AnyStore::Mysql(Box::new(
-                MysqlStore::open(self.mysql_config()?).await?,
-            )))
-        } else {
-            Ok(AnyStore::Sqlite(SqliteStore::open(Path::new(
-                &self.database,
-            ))?))
+        match self.location()? {
+            DatabaseLocation::Mysql { url } => Ok(AnyStore::Mysql(Box::new(
+                MysqlStore::open(self.mysql_config(url)?).await?,
+            ))),
+            DatabaseLocation::Sqlite(path) => Ok(AnyStore::Sqlite(SqliteStore::open(&path)?)),
         }
     }
 }
@@ -129,19 +133,7 @@ fn spool_dir(dir: &Path, url: &str) -> PathBuf {
     if dir != Path::new(DEFAULT_SPOOL_DIR) {
         return dir.to_owned();
     }
-    let target = crate::store::mysql::redact(url);
-    let name: String = target
-        .trim_start_matches("mysql://")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    dir.join(name)
+    dir.join(location::file_name(url))
 }
 
 #[cfg(test)]

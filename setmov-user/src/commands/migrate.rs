@@ -1,20 +1,24 @@
 //! `setmov migrate`: create or update the schema of the database.
 
 use crate::cli::DatabaseArgs;
+use crate::store::location::{DatabaseLocation, redact};
 use crate::store::mysql::MysqlStore;
 use crate::store::sqlite::SqliteStore;
 
 pub async fn migrate(args: DatabaseArgs) -> anyhow::Result<()> {
-    if !args.is_mysql() {
-        let store = SqliteStore::open(std::path::Path::new(&args.database))?;
-        tracing::info!("{} is up to date", store.path().display());
-        return Ok(());
-    }
-    let config = args.mysql_config()?;
+    let url = match args.location()? {
+        DatabaseLocation::Sqlite(path) => {
+            let store = SqliteStore::open(&path)?;
+            tracing::info!("{} is up to date", store.path().display());
+            return Ok(());
+        }
+        DatabaseLocation::Mysql { url } => url,
+    };
+    let config = args.mysql_config(url)?;
     let applied = MysqlStore::migrate(&config).await?;
     tracing::info!(
         "{}: {applied} migrations applied, the schema is up to date",
-        crate::store::mysql::redact(&config.url)
+        redact(&config.url)
     );
     Ok(())
 }

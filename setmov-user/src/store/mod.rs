@@ -3,6 +3,7 @@
 //! [`Store`] is what the sampler writes to and `setmov show` reads from. The embedded SQLite
 //! store is the default; other back ends implement the same trait.
 
+pub mod location;
 pub mod mysql;
 pub mod rollup;
 pub mod rows;
