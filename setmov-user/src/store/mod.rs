@@ -5,6 +5,7 @@
 
 pub mod location;
 pub mod mysql;
+pub mod private_files;
 pub mod rollup;
 pub mod rows;
 pub mod spool;
@@ -175,6 +176,11 @@ pub enum StoreError {
     },
     #[error("cannot create database folder {path}: {source}")]
     CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot create database {path}: {source}")]
+    CreateFile {
         path: PathBuf,
         source: std::io::Error,
     },

@@ -1,7 +1,8 @@
 //! A durable local spool of ticks that could not reach the database: one JSON file per tick,
 //! named by the tick's time and sequence number so that the directory lists in tick order, even
 //! across restarts of the monitor. Files are written to a temporary name, synced and renamed,
-//! so a crash leaves either a whole tick or none.
+//! so a crash leaves either a whole tick or none. The folder and files are private (0700,
+//! 0600) when the spool creates them.
 //!
 //! The spool is bounded: past `max_bytes` the oldest ticks are dropped, and each drop is
 //! logged with the tick's time.
@@ -11,6 +12,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use super::private_files;
 use super::rows::TickRows;
 
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +49,7 @@ const EXTENSION: &str = "json";
 impl Spool {
     /// Opens (creating) the spool in `dir`; the ticks already there are kept, in order.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Spool, SpoolError> {
-        fs::create_dir_all(dir).map_err(io_error(dir))?;
+        private_files::create_dir_all(dir).map_err(io_error(dir))?;
         let mut files = Vec::new();
         for entry in fs::read_dir(dir).map_err(io_error(dir))? {
             let entry = entry.map_err(io_error(dir))?;
@@ -95,7 +97,7 @@ impl Spool {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        let mut file = fs::File::create(&temporary).map_err(io_error(&temporary))?;
+        let mut file = private_files::create_file(&temporary).map_err(io_error(&temporary))?;
         file.write_all(&text).map_err(io_error(&temporary))?;
         file.sync_all().map_err(io_error(&temporary))?;
         fs::rename(&temporary, &path).map_err(io_error(&path))?;

@@ -18,6 +18,7 @@ use time::OffsetDateTime;
 use crate::analysis::ReportQuery;
 use crate::analysis::report::ReportSample;
 
+use super::private_files;
 use super::rollup::{Retention, RollupQuery, RollupRow};
 use super::rows::{HostRow, Rows, Value, VmRow, tick_rows};
 use super::{
@@ -30,7 +31,8 @@ mod embedded {
     refinery::embed_migrations!("../migrations/sqlite");
 }
 
-/// The SQLite store. Cheap to clone; clones share one connection.
+/// The SQLite store. Cheap to clone; clones share one connection. A database it creates is
+/// private (0600, see [`private_files`]); an existing one others can read is warned about.
 #[derive(Clone)]
 pub struct SqliteStore {
     state: Arc<Mutex<OpenDatabase>>,
@@ -112,7 +114,7 @@ impl SqliteStore {
     /// A database written by a newer SETMOV (migrations this build does not know) is refused.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            private_files::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
                 path: dir.to_owned(),
                 source,
             })?;
@@ -121,6 +123,21 @@ impl SqliteStore {
             path: path.to_owned(),
             source,
         };
+        let io_err = |source| StoreError::CreateFile {
+            path: path.to_owned(),
+            source,
+        };
+        // SQLite creates a file 0644 less the umask, and gives the -wal and -shm files the
+        // mode of the database: a database created empty and private keeps all three private.
+        if !private_files::create_empty_file(path).map_err(io_err)?
+            && let Some(mode) = private_files::readable_by_others(path).map_err(io_err)?
+        {
+            tracing::warn!(
+                "database {} is readable by other users (mode {mode:04o}): they can see VM names \
+                 and usage; `chmod 600` it (and its -wal and -shm files) to keep it private",
+                path.display()
+            );
+        }
         let mut conn = Connection::open(path).map_err(open_err)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
