@@ -4,6 +4,7 @@ pub mod chart;
 pub mod knee;
 pub mod migrate;
 pub mod recommend;
+pub mod recommend_script;
 pub mod report;
 
 use time::OffsetDateTime;

@@ -19,7 +19,8 @@
 //! The plan sums the recommendations of a host's VMs against its capacity (logical CPUs × the
 //! vCPU overcommit allowed, memory less a reserve for the host). Shrinking over-provisioned VMs
 //! frees capacity; growth that would still exceed it is cut, largest first, and reported as
-//! unmet. Nothing is applied: the output is a table, JSON, and a `virsh` script to review.
+//! unmet. Nothing is applied: the output is a table, JSON, and a `virsh` script to review
+//! ([`super::recommend_script`]).
 
 use serde::Serialize;
 
@@ -285,57 +286,6 @@ fn fit(
     }
 }
 
-/// The plan as a shell script of `virsh` commands to review and run by hand: the new sizes
-/// go into each domain's persistent definition and take effect at its next boot.
-pub fn virsh_script(plan: &Plan) -> String {
-    let mut script = String::from(
-        "#!/bin/sh\n# setmov recommend: review before running. Sizes take effect at the next boot\n\
-         # of each VM (--config); nothing here touches a running guest.\nset -e\n",
-    );
-    for r in &plan.vms {
-        let vcpus = r.recommended_vcpus.filter(|v| Some(*v) != r.vcpus);
-        let memory = r
-            .recommended_memory_bytes
-            .filter(|m| Some(*m) != r.memory_bytes);
-        if vcpus.is_none() && memory.is_none() {
-            continue;
-        }
-        script.push('\n');
-        for reason in &r.reasons {
-            script.push_str(&format!("# {}: {reason}\n", r.name));
-        }
-        let name = shell_quote(&r.name);
-        // The current size may never exceed the maximum: growing raises the maximum first,
-        // shrinking lowers the current size first.
-        if let Some(v) = vcpus {
-            let maximum = format!("virsh setvcpus {name} {v} --config --maximum\n");
-            let current = format!("virsh setvcpus {name} {v} --config\n");
-            let growing = r.vcpus.is_none_or(|now| v > now);
-            script.push_str(&if growing {
-                maximum + &current
-            } else {
-                current + &maximum
-            });
-        }
-        if let Some(m) = memory {
-            let kib = m >> 10;
-            let maximum = format!("virsh setmaxmem {name} {kib}KiB --config\n");
-            let current = format!("virsh setmem {name} {kib}KiB --config\n");
-            let growing = r.memory_bytes.is_none_or(|now| m > now);
-            script.push_str(&if growing {
-                maximum + &current
-            } else {
-                current + &maximum
-            });
-        }
-    }
-    script
-}
-
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -480,21 +430,5 @@ mod tests {
             full.unmet.iter().any(|u| u.contains("move VMs")),
             "{full:?}"
         );
-    }
-
-    #[test]
-    fn the_script_changes_only_what_differs_and_quotes_names() {
-        let plan = plan(&[vm("it's", 4.0, 25.0, 4.0, 1.0)], None);
-        let script = virsh_script(&plan);
-        assert!(
-            script.contains("virsh setvcpus 'it'\\''s' 2 --config --maximum"),
-            "{script}"
-        );
-        assert!(
-            script.contains("virsh setmem 'it'\\''s' 1310720KiB --config"),
-            "{script}"
-        );
-        let same = super::plan(&[vm("steady", 1.0, 50.0, 1.25, 1.0)], None);
-        assert!(!virsh_script(&same).contains("virsh"), "nothing to change");
     }
 }

@@ -148,7 +148,9 @@ pub struct RecommendArgs {
     #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
     pub host_reserve: u64,
 
-    /// Also write the plan as a `virsh` script to this file (to review, then run by hand).
+    /// Also write the plan as a `virsh` script to this file, to review, then run by hand on
+    /// the hosts: each host's section runs only on the machine that has the host's address
+    /// and is skipped elsewhere; VMs are addressed by UUID.
     #[arg(long, value_name = "FILE")]
     pub script: Option<PathBuf>,
 

@@ -4,7 +4,8 @@ use anyhow::{Context, bail};
 
 use super::{print, vms_of_host};
 use crate::analysis;
-use crate::analysis::recommend::{Capacity, virsh_script};
+use crate::analysis::recommend::Capacity;
+use crate::analysis::recommend_script::virsh_script;
 use crate::cli::RecommendArgs;
 use crate::show;
 use crate::store::Store;
@@ -35,8 +36,7 @@ pub async fn recommend(args: RecommendArgs) -> anyhow::Result<()> {
         plans.push((host.host_ip, analysis::recommend::plan(&vms, capacity)));
     }
     if let Some(path) = &args.script {
-        let script: String = plans.iter().map(|(_, p)| virsh_script(p)).collect();
-        std::fs::write(path, script)
+        std::fs::write(path, virsh_script(&plans))
             .with_context(|| format!("cannot write the script {}", path.display()))?;
         tracing::info!("wrote the plan as virsh commands to {}", path.display());
     }
