@@ -13,7 +13,7 @@ pub const FILE_MODE: u32 = 0o600;
 pub const DIR_MODE: u32 = 0o700;
 
 /// Creates `dir` and its missing parents, each [`DIR_MODE`]; folders already there are left
-/// as they are.
+/// as they are. Like [`fs::create_dir_all`], an error if `dir` is there but no folder.
 pub fn create_dir_all(dir: &Path) -> io::Result<()> {
     let missing: Vec<&Path> = dir
         .ancestors()
@@ -28,7 +28,11 @@ pub fn create_dir_all(dir: &Path) -> io::Result<()> {
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    if dir.is_dir() || dir.as_os_str().is_empty() {
+        Ok(())
+    } else {
+        Err(io::ErrorKind::NotADirectory.into())
+    }
 }
 
 /// Opens `path` for writing, emptied, created with [`FILE_MODE`] if missing.
@@ -85,6 +89,9 @@ mod tests {
         fs::set_permissions(&nested, Permissions::from_mode(0o755)).expect("chmod");
         create_dir_all(&nested).expect("again");
         assert_eq!(mode(&nested), 0o755);
+        let not_a_folder = top.path().join("a/file");
+        fs::write(&not_a_folder, b"").expect("file");
+        create_dir_all(&not_a_folder).expect_err("a file is no folder");
 
         let file = nested.join("f");
         create_file(&file).expect("file");
