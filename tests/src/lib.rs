@@ -5,6 +5,7 @@ pub mod bpftrace;
 pub mod guests;
 pub mod mariadb;
 pub mod monitor;
+pub mod mysql_run;
 pub mod reference;
 pub mod rollups;
 pub mod ticks;
@@ -17,6 +18,14 @@ pub fn fixture(relative: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures")
         .join(relative)
+}
+
+/// For the stores' calls: one thread, with tokio's I/O and timers.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 /// Whether the caller demands that nothing be skipped (CI sets `SETMOV_REQUIRE_ALL=1`).

@@ -12,6 +12,7 @@ use setmov::store::format_time;
 use setmov::store::rows::{Rows, TickRows, Value, tick_rows};
 use setmov::store::sqlite::SqliteStore;
 use setmov_tests::rollups::check_rollup_values;
+use setmov_tests::runtime;
 use setmov_tests::ticks::{FULL_TICK_VM, full_tick};
 
 const SETMOV: &str = env!("CARGO_BIN_EXE_setmov-cli");
@@ -317,8 +318,5 @@ fn a_schema_4_database_keeps_its_ebpf_rows_through_every_migration() {
 fn minute_and_hour_rollups_of_uneven_ticks_hold_the_values_computed_by_hand() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut store = SqliteStore::open(&dir.path().join("setmov.db")).expect("open");
-    tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("runtime")
-        .block_on(check_rollup_values(&mut store));
+    runtime().block_on(check_rollup_values(&mut store));
 }
