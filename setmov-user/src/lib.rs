@@ -21,6 +21,11 @@
 //! - [`logging`]: log lines to stderr or the journal;
 //! - [`progress`]: progress as a bar on a terminal or as log lines.
 
+// Outside tests, data from /proc, libvirt, the database, files, the command line and the network
+// must never panic the monitor: each remaining `expect` or index is a narrow `#[allow]` with the
+// internal invariant that makes it safe. (`unwrap_used` is on for the whole workspace.)
+#![cfg_attr(not(test), warn(clippy::expect_used, clippy::indexing_slicing))]
+
 pub mod analysis;
 pub mod cli;
 pub mod commands;

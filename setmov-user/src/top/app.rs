@@ -207,7 +207,8 @@ impl App {
     /// The VM the detail pane shows.
     pub fn selected_row(&self) -> Option<&VmRow> {
         let rows = self.visible_rows();
-        self.selected_index(&rows).map(|i| rows[i])
+        self.selected_index(&rows)
+            .and_then(|i| rows.get(i).copied())
     }
 
     pub fn coverage(&self) -> &Coverage {
@@ -255,9 +256,9 @@ impl App {
         let Some(current) = self.selected_index(&rows) else {
             return;
         };
-        let last = rows.len() - 1;
+        let last = rows.len().saturating_sub(1);
         let index = current.saturating_add_signed(step).min(last);
-        self.selected = Some(rows[index].uuid.clone());
+        self.selected = rows.get(index).map(|row| row.uuid.clone());
     }
 
     fn toggle_pause(&mut self) {
