@@ -16,6 +16,7 @@
 //! - [`experiment`]: `experiment mem-knee` in test guests;
 //! - [`show`]: stored rows, reports and plans rendered as a table, JSON or CSV;
 //! - [`config`]: the configuration file;
+//! - [`escape`]: names from outside made safe to print (control characters written out);
 //! - [`cli`]: the command line: its options, then parse and dispatch (`main`);
 //! - [`commands`]: one module per command, and the sources `run` and `top` start;
 //! - [`logging`]: log lines to stderr or the journal;
@@ -31,6 +32,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod ebpf;
+pub mod escape;
 pub mod experiment;
 pub mod export;
 pub mod host;
