@@ -531,4 +531,19 @@ mod tests {
         assert_eq!(j[0]["net_rx_bps"], serde_json::Value::Null);
         assert_eq!(csv_field("a,b"), "\"a,b\"");
     }
+
+    #[test]
+    fn control_characters_are_escaped_in_tables_and_csv() {
+        let rows = vec![vec!["evil\n\x1b[2J\tvm".to_owned(), "1".to_owned()]];
+        let t = table(&["vm", "n"], &rows, 1);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(
+            lines,
+            ["vm                 n", "evil\\n\\x1b[2J\\tvm  1"],
+            "{t:?}"
+        );
+        // Still one record a line, quoted when a comma or quote asks for it.
+        assert_eq!(csv_field("a\nb"), "a\\nb");
+        assert_eq!(csv_field("a\r\n\"b\",c"), "\"a\\r\\n\"\"b\"\",c\"");
+    }
 }
