@@ -375,6 +375,26 @@ mod tests {
     }
 
     #[test]
+    fn control_characters_in_vm_names_and_reasons_are_escaped_in_the_rows() {
+        let mut app = App::new(fixtures::coverage_all_on(), Duration::from_secs(1));
+        let mut tick = (*fixtures::tick(1)).clone();
+        tick.host.name = "hv\x1b[2J".into();
+        if let Some(vm) = tick.vms.first_mut() {
+            vm.name = "evil\n\x1b[2J\tvm".into();
+            vm.missing = Some("libvirt: \x1b]0;title\x07".into());
+        }
+        app.ingest(Arc::new(tick));
+        let row = app
+            .visible_rows()
+            .into_iter()
+            .find(|r| r.name.starts_with("evil"))
+            .cloned();
+        let row = row.expect("the row");
+        assert_eq!(row.name, "evil\\n\\x1b[2J\\tvm");
+        assert_eq!(row.missing.as_deref(), Some("libvirt: \\x1b]0;title\\x07"));
+    }
+
+    #[test]
     fn rows_start_sorted_by_cpu_largest_first_and_missing_figures_last() {
         let app = app();
         assert_eq!(names(&app), ["desk-busy", "desk-idle", "desk-away"]);

@@ -236,6 +236,23 @@ mod tests {
     use crate::top::view::screen::{app, assert_screen, draw, press};
 
     #[test]
+    fn control_characters_in_the_host_and_vm_names_are_drawn_escaped() {
+        let mut app = App::new(fixtures::coverage_all_on(), Duration::from_secs(1));
+        let mut tick = (*fixtures::tick(1)).clone();
+        tick.host.name = "hv\x1b[2J".into();
+        if let Some(vm) = tick.vms.first_mut() {
+            vm.name = "ev\n\x1b[2Jil".into();
+        }
+        app.ingest(std::sync::Arc::new(tick));
+        let screen = draw(&app, 120, 12).join("\n");
+        assert!(!screen.contains('\x1b'), "{screen}");
+        assert!(
+            screen.contains("hv\\x1b[2J") && screen.contains("ev\\n\\x1b[2Jil"),
+            "{screen}"
+        );
+    }
+
+    #[test]
     fn before_the_first_tick_it_says_it_waits() {
         let app = App::new(fixtures::coverage_all_on(), Duration::from_secs(1));
         assert_screen(
