@@ -116,8 +116,8 @@ impl ConfigFile {
         };
         let mut chosen: Vec<&Setting> = Vec::new();
         // Later (deeper) tables override earlier ones.
-        for depth in 0..=command.len() {
-            for setting in self.settings.iter().filter(|s| s.table == command[..depth]) {
+        for table in (0..=command.len()).filter_map(|depth| command.get(..depth)) {
+            for setting in self.settings.iter().filter(|s| s.table == table) {
                 if target
                     .get_arguments()
                     .any(|a| a.get_long() == Some(&setting.key))
@@ -299,7 +299,7 @@ impl Checker<'_> {
         let shown = item
             .as_value()
             .map_or_else(|| "a table".to_owned(), shown_value);
-        let (_, first) = holders[0];
+        let (_, first) = holders.first()?;
         let is_flag = matches!(first.get_action(), ArgAction::SetTrue);
         let many = matches!(first.get_action(), ArgAction::Append);
         // An option whose value may be left out (`--prometheus` alone) is also a switch.
@@ -771,7 +771,7 @@ mod tests {
             lines[2],
             "setmov.toml:3:12: [run] interval = \"fast\": invalid value 'fast' for \
              '--interval <DURATION>': expected number at 0 (try e.g. 1s or 100ms) (interval: \
-             Time between samples, e.g. `1s`, `100ms`, `5m`. At least 10ms)"
+             Time between samples, e.g. `1s`, `100ms`, `5m`: from 10ms to 1 day)"
         );
         assert_eq!(
             lines[3],
@@ -788,6 +788,38 @@ mod tests {
         );
         assert!(lines[6].starts_with("setmov.toml:9:2: unknown key `nope` at the top of the file"));
         assert_eq!(lines.len(), 7, "{problems}");
+    }
+
+    #[test]
+    fn ages_durations_and_sizes_out_of_range_are_problems() {
+        let problems = check(
+            "retain-raw = \"20000y\"\n[report]\nsince = \"20000y\"\n[run]\ninterval = \"0s\"\n\
+             spool-max = \"99999TiB\"\n",
+        )
+        .expect_err("invalid");
+        let lines: Vec<&str> = problems.lines().skip(1).collect();
+        let expected = [
+            (
+                "setmov.toml:1:14: retain-raw = \"20000y\"",
+                "at most 100 years",
+            ),
+            (
+                "setmov.toml:3:9: [report] since = \"20000y\"",
+                "at most 100 years",
+            ),
+            (
+                "setmov.toml:5:12: [run] interval = \"0s\"",
+                "must be at least 10ms",
+            ),
+            (
+                "setmov.toml:6:13: [run] spool-max = \"99999TiB\"",
+                "at most 16TiB",
+            ),
+        ];
+        assert_eq!(lines.len(), expected.len(), "{problems}");
+        for (line, (start, reason)) in lines.iter().zip(expected) {
+            assert!(line.starts_with(start) && line.contains(reason), "{line}");
+        }
     }
 
     #[test]

@@ -62,8 +62,8 @@ impl Assets {
         let json: serde_json::Value =
             serde_json::from_str(&text).with_context(|| format!("{GUEST_MANIFEST} is not JSON"))?;
         let field = |key: &str| -> anyhow::Result<String> {
-            json[key]
-                .as_str()
+            json.get(key)
+                .and_then(serde_json::Value::as_str)
                 .map(str::to_owned)
                 .with_context(|| format!("{GUEST_MANIFEST} has no {key:?}"))
         };

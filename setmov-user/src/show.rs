@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::analysis::migrate::MigrationPlan;
 use crate::analysis::recommend::Plan;
 use crate::analysis::report::OwnerReport;
+use crate::escape::escape_control;
 use crate::store::rollup::RollupRow;
 use crate::store::{HostUsageRow, VmUsageRow};
 
@@ -202,11 +203,12 @@ pub fn render_plans(plans: &[(String, Plan)], format: Format) -> Result<String, 
                 ]
             })
             .collect();
-        let _ = writeln!(out, "host {host}");
+        let _ = writeln!(out, "host {}", escape_control(host));
         out.push_str(&table(&["vm", "vcpus", "memory", "flags"], &rows, 4));
         for r in &plan.vms {
             for reason in &r.reasons {
-                let _ = writeln!(out, "  {}: {reason}", r.name);
+                let (name, reason) = (escape_control(&r.name), escape_control(reason));
+                let _ = writeln!(out, "  {name}: {reason}");
             }
         }
         let capacity = plan.capacity.map_or_else(
@@ -228,7 +230,7 @@ pub fn render_plans(plans: &[(String, Plan)], format: Format) -> Result<String, 
             human_bytes(plan.memory_planned as f64)
         );
         for unmet in &plan.unmet {
-            let _ = writeln!(out, "  unmet: {unmet}");
+            let _ = writeln!(out, "  unmet: {}", escape_control(unmet));
         }
     }
     Ok(out)
@@ -251,8 +253,15 @@ pub fn render_migration(plan: &MigrationPlan, format: Format) -> Result<String, 
         );
     }
     for (i, m) in plan.moves.iter().enumerate() {
-        let _ = writeln!(out, "{}. move {} from {} to {}", i + 1, m.vm, m.from, m.to);
-        let _ = writeln!(out, "   {}", m.reason);
+        let _ = writeln!(
+            out,
+            "{}. move {} from {} to {}",
+            i + 1,
+            escape_control(&m.vm),
+            escape_control(&m.from),
+            escape_control(&m.to)
+        );
+        let _ = writeln!(out, "   {}", escape_control(&m.reason));
     }
     let rows: Vec<Vec<String>> = plan
         .before
@@ -264,7 +273,7 @@ pub fn render_migration(plan: &MigrationPlan, format: Format) -> Result<String, 
         .collect();
     out.push_str(&table(&["host", "p95 load before", "after"], &rows, 1));
     for u in &plan.unresolved {
-        let _ = writeln!(out, "unresolved: {u}");
+        let _ = writeln!(out, "unresolved: {}", escape_control(u));
     }
     Ok(out)
 }
@@ -365,10 +374,15 @@ fn per_sec(v: f64) -> String {
     format!("{}/s", human_bytes(v))
 }
 
-/// Aligned columns: the first `text_columns` left-aligned, figures right-aligned.
+/// Aligned columns: the first `text_columns` left-aligned, figures right-aligned. Control
+/// characters in a cell (a VM's name can hold any) are written out as escapes.
 fn table(header: &[&str], rows: &[Vec<String>], text_columns: usize) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|c| escape_control(c).into_owned()).collect())
+        .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
+    for row in &rows {
         for (w, c) in widths.iter_mut().zip(row) {
             *w = (*w).max(c.len());
         }
@@ -387,7 +401,7 @@ fn table(header: &[&str], rows: &[Vec<String>], text_columns: usize) -> String {
         out.push('\n');
     };
     line(&mut out, header);
-    for row in rows {
+    for row in &rows {
         let refs: Vec<&str> = row.iter().map(String::as_str).collect();
         line(&mut out, &refs);
     }
@@ -438,12 +452,15 @@ fn json_fields<T: Serialize>(
     }
 }
 
-/// Quotes a field when CSV requires it (RFC 4180).
+/// Quotes a field when CSV requires it (RFC 4180), after writing out its control characters:
+/// one record is one line, and a terminal showing it obeys no escape sequence.
 fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
+    let s = escape_control(s);
+    // No line break is left to quote.
+    if s.contains([',', '"']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
-        s.to_owned()
+        s.into_owned()
     }
 }
 
@@ -513,5 +530,20 @@ mod tests {
                 .expect("json");
         assert_eq!(j[0]["net_rx_bps"], serde_json::Value::Null);
         assert_eq!(csv_field("a,b"), "\"a,b\"");
+    }
+
+    #[test]
+    fn control_characters_are_escaped_in_tables_and_csv() {
+        let rows = vec![vec!["evil\n\x1b[2J\tvm".to_owned(), "1".to_owned()]];
+        let t = table(&["vm", "n"], &rows, 1);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(
+            lines,
+            ["vm                 n", "evil\\n\\x1b[2J\\tvm  1"],
+            "{t:?}"
+        );
+        // Still one record a line, quoted when a comma or quote asks for it.
+        assert_eq!(csv_field("a\nb"), "a\\nb");
+        assert_eq!(csv_field("a\r\n\"b\",c"), "\"a\\r\\n\"\"b\"\",c\"");
     }
 }

@@ -237,4 +237,22 @@ mod tests {
         assert_eq!(records[0]["disk_read_bytes_s"], serde_json::Value::Null);
         assert_eq!(records[1]["missing"], "libvirt did not answer");
     }
+
+    #[test]
+    fn control_characters_in_names_are_escaped_in_csv_and_json() {
+        let mut tick = tick();
+        tick.vms.truncate(1);
+        if let Some(vm) = tick.vms.first_mut() {
+            vm.name = "evil\n\x1b[2J\tvm".into();
+        }
+        let mut header = false;
+        let csv = tick_lines(&tick, StreamFormat::Csv, &mut header).expect("csv");
+        assert_eq!(csv.lines().count(), 2, "{csv:?}");
+        assert!(csv.contains(",evil\\n\\x1b[2J\\tvm,u-1,"), "{csv:?}");
+        let json = tick_lines(&tick, StreamFormat::Json, &mut header).expect("json");
+        assert_eq!(json.lines().count(), 1, "{json:?}");
+        assert!(!json.contains('\x1b'), "serde escapes it: {json:?}");
+        let record: serde_json::Value = serde_json::from_str(&json).expect("json");
+        assert_eq!(record["vm"], "evil\n\x1b[2J\tvm");
+    }
 }

@@ -248,3 +248,177 @@ fn unreadable_paths_and_unwritable_databases_exit_2() {
         "no database at",
     );
 }
+
+#[test]
+fn ages_durations_and_sizes_out_of_range_exit_2_with_their_bound() {
+    let cases: &[(&[&str], &str)] = &[
+        // Each used to panic (report, show, plot, recommend, migrate-plan) or to poison the
+        // store and lose every tick after the first (run --retain-raw).
+        (&["report", "--since", "20000y"], "at most 100 years"),
+        (&["report", "--until", "101y"], "at most 100 years"),
+        (
+            &["report", "--since", "0s"],
+            "must reach back further than now",
+        ),
+        (&["show", "--since", "20000y"], "at most 100 years"),
+        (
+            &["plot", "--since", "20000y", "--out", "/nonexistent"],
+            "at most 100 years",
+        ),
+        (&["recommend", "--since", "20000y"], "at most 100 years"),
+        (&["migrate-plan", "--since", "20000y"], "at most 100 years"),
+        (&["run", "--retain-raw", "20000y"], "at most 100 years"),
+        (
+            &["run", "--retain-minutes", "0s"],
+            "must be at least 2 hours",
+        ),
+        (&["run", "--retain-hours=-1d"], "is not an age"),
+        (&["run", "--interval", "2d"], "at most 1 day"),
+        (&["run", "--interval", "0s"], "must be at least 10ms"),
+        (&["run", "--interval=-1s"], "invalid value '-1s'"),
+        (
+            &["top", "--interval", "9999999999999999999999s"],
+            "invalid value",
+        ),
+        (&["run", "--spool-max", "0"], "must be at least 1MiB"),
+        (&["run", "--spool-max", "17TiB"], "at most 16TiB"),
+        (&["run", "--spool-max", "99999999999TiB"], "is too large"),
+        (&["run", "--spool-max=-1GiB"], "is not a size"),
+        (
+            &["recommend", "--host-reserve", "2000TiB"],
+            "at most 1024TiB",
+        ),
+        (
+            &[
+                "experiment",
+                "mem-knee",
+                "--disk-limit",
+                "0",
+                "--out",
+                "/nonexistent",
+            ],
+            "must be at least 1MiB",
+        ),
+    ];
+    for (args, expected) in cases {
+        assert_clean_failure(&output(setmov().args(*args)), expected);
+    }
+}
+
+#[test]
+fn the_configuration_file_is_held_to_the_same_bounds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("setmov.toml");
+    std::fs::write(&config, "[report]\nsince = \"20000y\"\n").expect("write");
+    let out = output(setmov().env("SETMOV_CONFIG", &config).arg("report"));
+    assert_clean_failure(&out, "since = \"20000y\"");
+    assert!(
+        stderr(&out).contains("at most 100 years"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// A run of the captured tree whose `task` panics on its third tick (the test-only trigger of
+/// feature `test-panic-in-run`): the run must end at once, non-zero, with the panic in its log
+/// and every tick counted. Returns the log and the ticks stored.
+fn run_with_a_panic_in(task: &str) -> (String, u64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("setmov.db");
+    let out = output(
+        setmov()
+            .env("SETMOV_TEST_PANIC_IN_RUN", task)
+            .args([
+                "run",
+                "--count",
+                "50",
+                "--interval",
+                "50ms",
+                "--no-ebpf",
+                "--no-libvirt",
+            ])
+            .args(["--host-ip", "198.51.100.1", "--quiet"])
+            .arg("--proc-root")
+            .arg(fixture("golden/t1"))
+            .arg("--database")
+            .arg(&db),
+    );
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "exit code: {log}");
+    let summary = RunSummary::from_log(&log);
+    assert!(summary.ticks < 50, "stopped at once: {log}");
+    assert_eq!(summary.written, stored_ticks(&db), "{log}");
+    assert_eq!(summary.written + summary.lost, summary.ticks, "{log}");
+    (log, summary.written)
+}
+
+#[test]
+fn a_source_that_panics_ends_the_run_non_zero_and_what_was_sampled_is_stored() {
+    let (log, written) = run_with_a_panic_in("host");
+    assert!(
+        log.contains("the host source task panicked: a test panic (SETMOV_TEST_PANIC_IN_RUN=host)")
+            && log.contains("stopping the run"),
+        "{log}"
+    );
+    assert_eq!(written, 2, "ticks 1 and 2 are stored: {log}");
+}
+
+#[test]
+fn a_writer_that_panics_ends_the_run_non_zero_with_what_was_lost() {
+    let (log, written) = run_with_a_panic_in("writer");
+    assert!(
+        log.contains("the database writer stopped: it panicked: a test panic"),
+        "{log}"
+    );
+    assert_eq!(written, 2, "{log}");
+}
+
+#[test]
+fn control_characters_in_a_stored_vm_name_are_shown_escaped() {
+    use setmov::store::Store;
+    use setmov::vm::stats::DomainState;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("setmov.db");
+    let mut tick = setmov_tests::ticks::host_tick(1, time::Duration::seconds(60), 1.0, 5.0);
+    let name = "evil\n\x1b[2J\tname, \"quoted\"";
+    tick.vms = vec![setmov_tests::ticks::vm_sample(
+        "3f9a7c1e-0000-4000-8000-0000000000e1",
+        name,
+        DomainState::Running,
+        1.0,
+        12.0,
+    )];
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let mut store = setmov::store::sqlite::SqliteStore::open(&db).expect("store");
+        store.write_tick(&tick).await.expect("write");
+    });
+    let show = |format: &str| {
+        let out = output(
+            setmov()
+                .args(["show", "--vms", "--format", format, "--database"])
+                .arg(&db),
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let escaped = "evil\\n\\x1b[2J\\tname";
+    let table = show("table");
+    assert!(
+        !table.contains('\x1b') && !table.contains('\t'),
+        "{table:?}"
+    );
+    assert_eq!(table.lines().count(), 2, "a header and one row: {table:?}");
+    assert!(table.contains(escaped), "{table:?}");
+    let csv = show("csv");
+    assert_eq!(csv.lines().count(), 2, "a header and one record: {csv:?}");
+    assert!(
+        csv.contains(&format!("\"{escaped}, \"\"quoted\"\"\"")),
+        "quoted as CSV requires: {csv:?}"
+    );
+    // JSON keeps the name as it is, escaped the JSON way.
+    let json: serde_json::Value = serde_json::from_str(&show("json")).expect("json");
+    assert_eq!(json[0]["name"], name, "{json}");
+}

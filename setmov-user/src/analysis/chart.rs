@@ -52,10 +52,11 @@ fn scaled(mut v: f64, step: f64, units: &[&str]) -> String {
         v /= step;
         unit += 1;
     }
+    let unit = units.get(unit).copied().unwrap_or_default();
     if v.fract().abs() < 1e-9 || v.abs() >= 100.0 {
-        format!("{v:.0} {}", units[unit])
+        format!("{v:.0} {unit}")
     } else {
-        format!("{v:.1} {}", units[unit])
+        format!("{v:.1} {unit}")
     }
 }
 
@@ -87,6 +88,21 @@ const BOTTOM: f64 = 70.0;
 const COLOURS: [&str; 6] = [
     "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9",
 ];
+
+/// The colour of the `i`th line: the palette, again from its start past its end.
+fn colour(i: usize) -> &'static str {
+    COLOURS.get(i % COLOURS.len()).copied().unwrap_or("black")
+}
+
+/// Values of a larger magnitude are left out of a chart, as gaps: no figure SETMOV measures
+/// reaches it (10^15 bytes per second is a petabyte per second), so such a value is a broken
+/// counter, and it would squash every real value onto the axis.
+const MAX_PLOTTED: f64 = 1e15;
+
+/// A value that can be drawn: finite and within [`MAX_PLOTTED`].
+fn plotted(value: Option<f64>) -> Option<f64> {
+    value.filter(|v| v.is_finite() && v.abs() <= MAX_PLOTTED)
+}
 
 /// "Nice" axis steps: 1, 2 or 5 × 10^n (or the binary-looking 1, 2, 4, 8 steps would read
 /// worse for bytes: decimal steps are kept, the labels scale).
@@ -128,7 +144,8 @@ fn time_step(span: i64) -> i64 {
         .iter()
         .copied()
         .find(|step| span / step <= 8)
-        .unwrap_or(30 * 86_400)
+        // Beyond 16 weeks: 30-day steps, or longer ones so that there are at most about 8.
+        .unwrap_or((30 * 86_400i64).max(span / 8))
 }
 
 fn time_label(t: i64, step: i64) -> String {
@@ -149,8 +166,11 @@ fn time_label(t: i64, step: i64) -> String {
     }
 }
 
+/// `text` as XML character data: control characters (which XML 1.0 forbids) written out, then
+/// the markup characters as entities.
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
+    crate::escape::escape_control(text)
+        .replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
@@ -161,8 +181,7 @@ pub fn svg(chart: &Chart) -> String {
     let values = chart
         .series
         .iter()
-        .flat_map(|s| s.points.iter().filter_map(|p| p.1))
-        .filter(|v| v.is_finite());
+        .flat_map(|s| s.points.iter().filter_map(|p| plotted(p.1)));
     let max = values.fold(0.0f64, f64::max);
     let times = chart
         .series
@@ -172,13 +191,14 @@ pub fn svg(chart: &Chart) -> String {
     let (t0, t1) = if t0 > t1 {
         (0, 1)
     } else {
-        (t0, t1.max(t0 + 1))
+        (t0, t1.max(t0.saturating_add(1)))
     };
     let y_step = nice_step(if max > 0.0 { max } else { 1.0 }, 5.0);
     let y_max = (max / y_step).ceil().max(1.0) * y_step;
     let plot_w = WIDTH - LEFT - RIGHT;
     let plot_h = HEIGHT - TOP - BOTTOM;
-    let x = |t: i64| LEFT + (t - t0) as f64 / (t1 - t0) as f64 * plot_w;
+    // In f64: the span of two arbitrary stored times may not fit an i64.
+    let x = |t: i64| LEFT + (t as f64 - t0 as f64) / (t1 as f64 - t0 as f64) * plot_w;
     let y = |v: f64| TOP + plot_h - v / y_max * plot_h;
 
     let mut out = String::new();
@@ -192,8 +212,9 @@ pub fn svg(chart: &Chart) -> String {
     );
     // Value axis: grid lines and labels.
     let _ = writeln!(out, "<g class=\"y-axis\">");
-    let mut v = 0.0;
-    while v <= y_max + y_step / 2.0 {
+    // Counted, not accumulated: `v += y_step` can stop growing, and never reach the top.
+    let lines = (y_max / y_step).round().clamp(1.0, 20.0) as u32;
+    for v in (0..=lines).map(|i| f64::from(i) * y_step) {
         let _ = writeln!(
             out,
             "<line x1=\"{LEFT}\" x2=\"{right:.1}\" y1=\"{at:.1}\" y2=\"{at:.1}\" stroke=\"#ddd\"/>\
@@ -204,13 +225,13 @@ pub fn svg(chart: &Chart) -> String {
             label_y = y(v) + 4.0,
             label = escape(&chart.unit.format(v))
         );
-        v += y_step;
     }
     let _ = writeln!(out, "</g>");
     // Horizontal axis.
+    let span = t1.saturating_sub(t0);
     let step = match chart.x_axis {
-        XAxis::Time => time_step(t1 - t0),
-        XAxis::MemoryMib => (nice_step((t1 - t0) as f64, 6.0) as i64).max(1),
+        XAxis::Time => time_step(span),
+        XAxis::MemoryMib => (nice_step(span as f64, 6.0) as i64).max(1),
     };
     let label = |t: i64| match chart.x_axis {
         XAxis::Time => time_label(t, step),
@@ -223,7 +244,10 @@ pub fn svg(chart: &Chart) -> String {
         right = WIDTH - RIGHT,
         base = TOP + plot_h
     );
-    let mut t = (t0 + step - 1).div_euclid(step) * step;
+    let mut t = t0
+        .saturating_add(step - 1)
+        .div_euclid(step)
+        .saturating_mul(step);
     while t <= t1 {
         let _ = writeln!(
             out,
@@ -235,7 +259,10 @@ pub fn svg(chart: &Chart) -> String {
             TOP + plot_h + 20.0,
             label(t)
         );
-        t += step;
+        let Some(next) = t.checked_add(step) else {
+            break;
+        };
+        t = next;
     }
     let _ = writeln!(
         out,
@@ -250,7 +277,7 @@ pub fn svg(chart: &Chart) -> String {
     let _ = writeln!(out, "</g>");
     // Lines: one polyline per unbroken run of points.
     for (i, series) in chart.series.iter().enumerate() {
-        let colour = COLOURS[i % COLOURS.len()];
+        let colour = colour(i);
         let _ = writeln!(
             out,
             "<g class=\"series\" data-label=\"{}\" stroke=\"{colour}\" fill=\"none\" stroke-width=\"1.6\">",
@@ -264,7 +291,7 @@ pub fn svg(chart: &Chart) -> String {
             }
         };
         for &(t, value) in &series.points {
-            match value.filter(|v| v.is_finite()) {
+            match plotted(value) {
                 Some(v) => run.push(format!("{:.1},{:.1}", x(t), y(v))),
                 None => flush(&mut run, &mut out),
             }
@@ -273,7 +300,7 @@ pub fn svg(chart: &Chart) -> String {
         // Few points: each one marked, so that a reader sees where the measurements are.
         if series.points.len() <= 50 {
             for &(t, value) in &series.points {
-                if let Some(v) = value.filter(|v| v.is_finite()) {
+                if let Some(v) = plotted(value) {
                     let _ = writeln!(
                         out,
                         "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3.5\" fill=\"{colour}\"/>",
@@ -289,7 +316,7 @@ pub fn svg(chart: &Chart) -> String {
     let _ = writeln!(out, "<g class=\"legend\">");
     let mut lx = LEFT;
     for (i, series) in chart.series.iter().enumerate() {
-        let colour = COLOURS[i % COLOURS.len()];
+        let colour = colour(i);
         let ly = HEIGHT - 12.0;
         let _ = writeln!(
             out,
@@ -400,6 +427,63 @@ mod tests {
         assert_eq!(Unit::BytesPerSecond.format(1_572_864.0), "1.5 MiB/s");
         assert_eq!(Unit::BitsPerSecond.format(12_000_000.0), "12 Mbit/s");
         assert_eq!(Unit::Microseconds.format(2500.0), "2.5 ms");
+    }
+
+    #[test]
+    fn huge_and_non_finite_values_are_gaps_and_the_chart_still_finishes() {
+        let odd = [
+            f64::MAX,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            -f64::MAX,
+            1e300,
+        ];
+        for value in odd {
+            let mut chart = chart();
+            chart.series[1].points[0].1 = Some(value);
+            let text = svg(&chart);
+            let doc = roxmltree::Document::parse(&text).expect("well-formed SVG");
+            let y_labels = doc
+                .descendants()
+                .find(|n| n.attribute("class") == Some("y-axis"))
+                .map_or(0, |axis| {
+                    axis.children().filter(|n| n.has_tag_name("text")).count()
+                });
+            // The axis is the one of the other values (0 to 100 %), the odd one a gap.
+            assert!((2..=12).contains(&y_labels), "{value}: {y_labels} labels");
+            assert!(!text.contains("inf") && !text.contains("NaN"), "{value}");
+        }
+        // Every value odd: an empty chart, with its axis.
+        let mut chart = chart();
+        for series in &mut chart.series {
+            for point in &mut series.points {
+                point.1 = Some(f64::MAX);
+            }
+        }
+        assert!(svg(&chart).contains("y-axis"));
+    }
+
+    #[test]
+    fn the_largest_plotted_value_and_extreme_times_finish() {
+        let mut chart = chart();
+        chart.series[0].points = vec![(i64::MIN, Some(MAX_PLOTTED)), (i64::MAX, Some(1.0))];
+        let text = svg(&chart);
+        roxmltree::Document::parse(&text).expect("well-formed SVG");
+        assert!(text.matches("<text").count() < 100);
+    }
+
+    #[test]
+    fn control_characters_in_names_are_escaped_in_the_svg() {
+        let mut chart = chart();
+        chart.title = "desk\n\x1b[2J\t<1>".into();
+        let text = svg(&chart);
+        let doc = roxmltree::Document::parse(&text).expect("well-formed SVG");
+        let title = doc
+            .descendants()
+            .find(|n| n.attribute("class") == Some("title"))
+            .and_then(|n| n.text());
+        assert_eq!(title, Some("desk\\n\\x1b[2J\\t<1>"));
     }
 
     #[test]

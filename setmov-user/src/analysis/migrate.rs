@@ -82,11 +82,11 @@ fn correlation(a: &[f64], b: &[f64]) -> f64 {
     if n == 0 {
         return 0.0;
     }
-    let mean = |x: &[f64]| x[..n].iter().sum::<f64>() / n as f64;
+    let mean = |x: &[f64]| x.iter().take(n).sum::<f64>() / n as f64;
     let (ma, mb) = (mean(a), mean(b));
     let (mut cov, mut va, mut vb) = (0.0, 0.0, 0.0);
-    for i in 0..n {
-        let (da, db) = (a[i] - ma, b[i] - mb);
+    for (x, y) in a.iter().zip(b) {
+        let (da, db) = (x - ma, y - mb);
         cov += da * db;
         va += da * da;
         vb += db * db;
@@ -105,6 +105,9 @@ struct State<'a> {
     buckets: usize,
 }
 
+// Host and VM indexes here come from `0..hosts.len()` and `vms.iter().enumerate()`; the
+// placement holds only such host indexes (or usize::MAX, never looked up).
+#[allow(clippy::indexing_slicing)]
 impl State<'_> {
     fn curve(&self, host: usize) -> Vec<f64> {
         let mut curve = vec![0.0; self.buckets];
@@ -138,6 +141,8 @@ impl State<'_> {
 }
 
 /// The plan for `vms` on `hosts` with `threshold` (a fraction of a host's CPUs).
+// Indexes as in `State`: `0..hosts.len()` and `vms.iter().enumerate()`, never from the data.
+#[allow(clippy::indexing_slicing)]
 pub fn plan(hosts: &[HostLoad], vms: &[VmLoad], threshold: f64) -> MigrationPlan {
     let buckets = vms.iter().map(|v| v.load.len()).max().unwrap_or(0);
     let index = |name: &str| hosts.iter().position(|h| h.name == name);

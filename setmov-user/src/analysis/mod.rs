@@ -39,8 +39,12 @@ pub fn vm_loads(samples: &[(String, u32, report::ReportSample)]) -> Vec<migrate:
             });
         let value =
             |index: Option<usize>| index.and_then(|i| sample.values.get(i).copied().flatten());
-        if let (Some((share, _, _)), Ok(slot)) = (value(cpu), times.binary_search(&sample.time)) {
-            vm.load[slot] = share / 100.0 * f64::from(*cpus);
+        let slot = times
+            .binary_search(&sample.time)
+            .ok()
+            .and_then(|slot| vm.load.get_mut(slot));
+        if let (Some((share, _, _)), Some(slot)) = (value(cpu), slot) {
+            *slot = share / 100.0 * f64::from(*cpus);
         }
         if let Some((_, most, _)) = value(memory) {
             vm.memory_bytes = vm.memory_bytes.max(most as u64);

@@ -259,24 +259,25 @@ fn fit(
     if excess == 0 {
         return;
     }
-    let mut growers: Vec<usize> = (0..recs.len())
-        .filter(|&i| planned(&recs[i]) > current(&recs[i]))
+    let growth = |r: &VmRecommendation| {
+        planned(r)
+            .unwrap_or(0)
+            .saturating_sub(current(r).unwrap_or(0))
+    };
+    let mut growers: Vec<&mut VmRecommendation> = recs
+        .iter_mut()
+        .filter(|r| planned(r) > current(r))
         .collect();
-    growers.sort_by_key(|&i| {
-        std::cmp::Reverse(planned(&recs[i]).unwrap_or(0) - current(&recs[i]).unwrap_or(0))
-    });
-    for i in growers {
+    growers.sort_by_key(|r| std::cmp::Reverse(growth(r)));
+    for rec in growers {
         if excess == 0 {
             break;
         }
-        let (now, want) = (
-            current(&recs[i]).unwrap_or(0),
-            planned(&recs[i]).unwrap_or(0),
-        );
-        let cut = (want - now).min(excess);
-        set(&mut recs[i], want - cut);
+        let want = planned(rec).unwrap_or(0);
+        let cut = growth(rec).min(excess);
+        set(rec, want - cut);
         excess -= cut;
-        unmet.push(say(&recs[i], cut));
+        unmet.push(say(rec, cut));
     }
     if excess > 0 {
         // Even without growth the VMs want more than the host has: only moving VMs helps.

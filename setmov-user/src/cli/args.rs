@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use super::database::DatabaseArgs;
 use super::read_args::{MigratePlanArgs, PlotArgs, RecommendArgs, ReportArgs, ShowArgs};
-use super::values::{Age, parse_age, parse_interval, parse_size};
+use super::values::{Age, MIB, TIB, parse_interval, parse_retention, size_within};
 use crate::config::DEFAULT_CONFIG;
 use crate::host::devices::{DEFAULT_NET_TOTAL_EXCLUDED_PREFIXES, DEFAULT_SKIPPED_DISK_PREFIXES};
 use crate::stream::StreamFormat;
@@ -146,7 +146,7 @@ pub enum ConfigCommand {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Time between samples, e.g. `1s`, `100ms`, `5m`. At least 10ms.
+    /// Time between samples, e.g. `1s`, `100ms`, `5m`: from 10ms to 1 day.
     #[arg(value_name = "DURATION", help_heading = "Sampling", long, default_value = "1s", value_parser = parse_interval)]
     pub interval: Duration,
 
@@ -187,17 +187,18 @@ pub struct RunArgs {
     #[arg(help_heading = "Sources", long)]
     pub no_ebpf: bool,
 
-    /// How long raw ticks are kept (`forever` keeps them); per-minute and per-hour rollups
-    /// summarise them for longer analysis.
-    #[arg(help_heading = "Storage", long, value_name = "AGE", default_value = "14d", value_parser = parse_age)]
+    /// How long raw ticks are kept (`forever` keeps them), from 2 hours (the per-hour rollups
+    /// are computed from them) to 100 years; per-minute and per-hour rollups summarise them for
+    /// longer analysis.
+    #[arg(help_heading = "Storage", long, value_name = "AGE", default_value = "14d", value_parser = parse_retention)]
     pub retain_raw: Age,
 
-    /// How long per-minute rollups are kept.
-    #[arg(help_heading = "Storage", long, value_name = "AGE", default_value = "90d", value_parser = parse_age)]
+    /// How long per-minute rollups are kept: from 2 hours to 100 years, or `forever`.
+    #[arg(help_heading = "Storage", long, value_name = "AGE", default_value = "90d", value_parser = parse_retention)]
     pub retain_minutes: Age,
 
-    /// How long per-hour rollups are kept.
-    #[arg(help_heading = "Storage", long, value_name = "AGE", default_value = "forever", value_parser = parse_age)]
+    /// How long per-hour rollups are kept: from 2 hours to 100 years, or `forever`.
+    #[arg(help_heading = "Storage", long, value_name = "AGE", default_value = "forever", value_parser = parse_retention)]
     pub retain_hours: Age,
 
     /// Turn on the kernel's BPF statistics and report each eBPF program's mean cost per event
@@ -241,7 +242,8 @@ pub struct RunArgs {
 
 #[derive(Debug, Args)]
 pub struct TopArgs {
-    /// Time between samples, e.g. `1s`, `500ms`; `+` and `-` change it while running.
+    /// Time between samples, e.g. `1s`, `500ms`, from 10ms to 1 day; `+` and `-` change it
+    /// while running.
     #[arg(value_name = "DURATION", help_heading = "Sampling", long, default_value = "1s", value_parser = parse_interval)]
     pub interval: Duration,
 
@@ -291,8 +293,8 @@ pub struct MemKneeArgs {
     pub rounds: u32,
 
     /// The guests' disk bandwidth (libvirt iotune), so that a cache miss costs what it costs
-    /// on shared storage.
-    #[arg(long, value_name = "SIZE", default_value = "32MiB", value_parser = parse_size)]
+    /// on shared storage: from 1MiB to 1TiB per second.
+    #[arg(long, value_name = "SIZE", default_value = "32MiB", value_parser = size_within(MIB, TIB))]
     pub disk_limit: u64,
 
     /// Folder for the results: the recording, mem-knee.json and mem-knee.svg.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::Args;
 
-use super::values::parse_size;
+use super::values::{MIB, TIB, size_within};
 use crate::store::location::{self, DatabaseLocation};
 use crate::store::mysql::{MysqlConfig, MysqlStore};
 use crate::store::sqlite::SqliteStore;
@@ -57,9 +57,9 @@ pub struct DatabaseArgs {
     #[arg(long, help_heading = "Database", value_name = "DIR", default_value = DEFAULT_SPOOL_DIR)]
     pub spool_dir: PathBuf,
 
-    /// Most disk the spool may use, e.g. `512MiB`, `2GiB`; past it the oldest ticks are
-    /// dropped, each drop logged.
-    #[arg(long, help_heading = "Database", value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
+    /// Most disk the spool may use, e.g. `512MiB`, `2GiB` (from 1MiB to 16TiB); past it the
+    /// oldest ticks are dropped, each drop logged.
+    #[arg(long, help_heading = "Database", value_name = "SIZE", default_value = "1GiB", value_parser = size_within(MIB, 16 * TIB))]
     pub spool_max: u64,
 }
 

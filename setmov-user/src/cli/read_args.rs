@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::database::DatabaseArgs;
-use super::values::{ShowLevel, parse_size};
+use super::values::{ShowLevel, TIB, parse_since, parse_until, size_within};
 use crate::show::Format;
 
 #[derive(Debug, Args)]
@@ -31,10 +31,10 @@ pub struct ShowArgs {
     #[arg(value_name = "NAME|UUID", long, requires = "vms")]
     pub vm: Option<String>,
 
-    /// Only rows from this long ago on, e.g. `2h`, `3d`, `30d`. Without --level the window
-    /// picks the rows: raw ticks up to 6 hours, per-minute rollups up to a week, per-hour
-    /// beyond.
-    #[arg(long, value_name = "AGE", value_parser = humantime::parse_duration)]
+    /// Only rows from this long ago on, e.g. `2h`, `3d`, `30d` (at most 100 years). Without
+    /// --level the window picks the rows: raw ticks up to 6 hours, per-minute rollups up to a
+    /// week, per-hour beyond.
+    #[arg(long, value_name = "AGE", value_parser = parse_since)]
     pub since: Option<Duration>,
 
     /// Which rows: raw ticks, or per-minute or per-hour rollups (mean, 95th percentile and
@@ -60,12 +60,12 @@ pub struct ReportArgs {
     #[arg(value_name = "NAME|UUID", long)]
     pub vm: Option<String>,
 
-    /// Start of the window, as an age: `24h`, `7d`, `30d`.
-    #[arg(long, value_name = "AGE", default_value = "24h", value_parser = humantime::parse_duration)]
+    /// Start of the window, as an age: `24h`, `7d`, `30d` (at most 100 years).
+    #[arg(long, value_name = "AGE", default_value = "24h", value_parser = parse_since)]
     pub since: Duration,
 
-    /// End of the window, as an age (`0s` is now).
-    #[arg(long, value_name = "AGE", default_value = "0s", value_parser = humantime::parse_duration)]
+    /// End of the window, as an age (`0s` is now; at most 100 years).
+    #[arg(long, value_name = "AGE", default_value = "0s", value_parser = parse_until)]
     pub until: Duration,
 
     /// Which rows to read; by default the window picks them (raw up to 6 hours, per-minute
@@ -92,12 +92,12 @@ pub struct PlotArgs {
     #[arg(value_name = "NAME|UUID", long)]
     pub vm: Option<String>,
 
-    /// Start of the window, as an age: `1h`, `7d`.
-    #[arg(long, value_name = "AGE", default_value = "1h", value_parser = humantime::parse_duration)]
+    /// Start of the window, as an age: `1h`, `7d` (at most 100 years).
+    #[arg(long, value_name = "AGE", default_value = "1h", value_parser = parse_since)]
     pub since: Duration,
 
-    /// End of the window, as an age (`0s` is now).
-    #[arg(long, value_name = "AGE", default_value = "0s", value_parser = humantime::parse_duration)]
+    /// End of the window, as an age (`0s` is now; at most 100 years).
+    #[arg(long, value_name = "AGE", default_value = "0s", value_parser = parse_until)]
     pub until: Duration,
 
     /// Which rows to plot; by default the window picks them.
@@ -114,8 +114,8 @@ pub struct MigratePlanArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
 
-    /// The window of observed load, as an age: `7d`, `30d`.
-    #[arg(long, value_name = "AGE", default_value = "7d", value_parser = humantime::parse_duration)]
+    /// The window of observed load, as an age: `7d`, `30d` (at most 100 years).
+    #[arg(long, value_name = "AGE", default_value = "7d", value_parser = parse_since)]
     pub since: Duration,
 
     /// A host is overloaded when its 95th percentile CPU load is above this share of its CPUs.
@@ -136,16 +136,16 @@ pub struct RecommendArgs {
     #[arg(value_name = "IP", long)]
     pub host: Option<String>,
 
-    /// The window of observed use, as an age: `7d`, `30d`.
-    #[arg(long, value_name = "AGE", default_value = "7d", value_parser = humantime::parse_duration)]
+    /// The window of observed use, as an age: `7d`, `30d` (at most 100 years).
+    #[arg(long, value_name = "AGE", default_value = "7d", value_parser = parse_since)]
     pub since: Duration,
 
     /// vCPUs the plan may give per logical CPU of a host.
     #[arg(long, value_name = "RATIO", default_value_t = 4.0)]
     pub vcpus_per_cpu: f64,
 
-    /// Memory each host keeps for itself, e.g. `1GiB`.
-    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
+    /// Memory each host keeps for itself, e.g. `1GiB` (at most 1024TiB).
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = size_within(0, 1024 * TIB))]
     pub host_reserve: u64,
 
     /// Also write the plan as a `virsh` script to this file, to review, then run by hand on

@@ -2,7 +2,7 @@
 
 use anyhow::bail;
 
-use super::{print, vms_of_host};
+use super::{ago, print, vms_of_host};
 use crate::analysis;
 use crate::analysis::migrate::HostLoad;
 use crate::cli::MigratePlanArgs;
@@ -16,7 +16,7 @@ pub async fn migrate_plan(args: MigratePlanArgs) -> anyhow::Result<()> {
         bail!("--threshold is a percentage between 0 and 100");
     }
     let until = time::OffsetDateTime::now_utc();
-    let since = until - time::Duration::try_from(args.since)?;
+    let since = ago(until, args.since)?;
     let mut store = database.open().await?;
     let mut hosts = Vec::new();
     let mut samples = Vec::new();

@@ -18,7 +18,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 
 pub use completions::{completions, manpages};
 pub use config::{check_config, print_default_config};
@@ -51,12 +51,25 @@ fn window(
     until: Duration,
 ) -> anyhow::Result<(time::OffsetDateTime, time::OffsetDateTime)> {
     let now = time::OffsetDateTime::now_utc();
-    let ago = |age: Duration| time::Duration::try_from(age).map(|age| now - age);
-    let (since, until) = (ago(since)?, ago(until)?);
+    let (since, until) = (ago(now, since)?, ago(now, until)?);
     if since >= until {
         bail!("the window is empty: --since must reach further back than --until");
     }
     Ok((since, until))
+}
+
+/// The instant `age` before `now`. The command line bounds ages to a century; this is the
+/// last guard against a date before the year -9999.
+fn ago(now: time::OffsetDateTime, age: Duration) -> anyhow::Result<time::OffsetDateTime> {
+    time::Duration::try_from(age)
+        .ok()
+        .and_then(|age| now.checked_sub(age))
+        .with_context(|| {
+            format!(
+                "{} ago is before any date this program can hold",
+                humantime::format_duration(age)
+            )
+        })
 }
 
 /// The rows `--level` asks for, or those the window suits.

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, bail};
 
-use super::{print, vms_of_host};
+use super::{ago, print, vms_of_host};
 use crate::analysis;
 use crate::analysis::recommend::Capacity;
 use crate::analysis::recommend_script::virsh_script;
@@ -17,7 +17,7 @@ pub async fn recommend(args: RecommendArgs) -> anyhow::Result<()> {
         bail!("--vcpus-per-cpu must be a positive number");
     }
     let until = time::OffsetDateTime::now_utc();
-    let since = until - time::Duration::try_from(args.since)?;
+    let since = ago(until, args.since)?;
     let mut store = database.open().await?;
     let mut plans = Vec::new();
     for host in store.hosts().await? {

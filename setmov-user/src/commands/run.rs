@@ -95,6 +95,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         report.written,
         report.lost
     );
+    // A panic ends the run non-zero (systemd restarts the monitor), never silently.
+    if let Some(failure) = report.task_failure {
+        bail!(
+            "{failure}; stopped after {} ticks: {} written, {} lost",
+            report.ticks,
+            report.written,
+            report.lost
+        );
+    }
     if let Some(failure) = report.writer_failure {
         bail!(
             "the database writer stopped ({failure}); {} ticks were not stored",

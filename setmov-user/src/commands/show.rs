@@ -1,6 +1,6 @@
 //! `setmov show`: the newest stored rows of the host or of its VMs.
 
-use super::print;
+use super::{ago, print};
 use crate::cli::{ShowArgs, ShowLevel};
 use crate::show;
 use crate::store::rollup::{self, Level, RollupQuery};
@@ -11,10 +11,7 @@ pub async fn show(args: ShowArgs) -> anyhow::Result<()> {
     database.must_exist()?;
     let mut store = database.open().await?;
     let now = time::OffsetDateTime::now_utc();
-    let since = args
-        .since
-        .and_then(|age| time::Duration::try_from(age).ok())
-        .map(|age| now - age);
+    let since = args.since.map(|age| ago(now, age)).transpose()?;
     let level = match (args.level, since) {
         (Some(ShowLevel::Raw), _) | (None, None) => None,
         (Some(ShowLevel::Minute), _) => Some(Level::Minute),

@@ -77,7 +77,11 @@ impl BlockLayouts {
     pub fn read(tracefs: &Path) -> Result<Self, ProbeError> {
         let counting = [REQUEST_PROGRAMS, BIO_PROGRAMS]
             .into_iter()
-            .find(|programs| format_path(tracefs, CATEGORY, programs[0]).is_file())
+            .find(|programs| {
+                programs
+                    .first()
+                    .is_some_and(|first| format_path(tracefs, CATEGORY, first).is_file())
+            })
             .ok_or_else(|| {
                 ProbeError::NoTracepoint("block:block_io_start, block:block_bio_queue".into())
             })?;

@@ -9,6 +9,7 @@
 pub mod assemble;
 mod ebpf_source;
 pub mod summary;
+mod tasks;
 pub mod vm_source;
 
 use std::collections::VecDeque;
@@ -33,6 +34,7 @@ use crate::usage::host::host_usage;
 use crate::vm::libvirt::LibvirtCollector;
 use assemble::{AssembledTick, Assembler, Report, Source};
 pub use summary::summary_line;
+use tasks::{Tasks, panic_message};
 
 /// Ticks kept in memory while the store refuses writes; past this the oldest are dropped
 /// (and counted). At 1 s that is close to three hours.
@@ -82,6 +84,9 @@ pub struct RunReport {
     /// Why the database writer ended before the run did (it panicked): the run stopped then,
     /// and every tick it had not written is counted lost.
     pub writer_failure: Option<String>,
+    /// Which other task (the ticker, a source) panicked: the run stopped then, after the
+    /// writer stored what had been assembled.
+    pub task_failure: Option<String>,
 }
 
 /// Ticks the writer has written so far, readable while it runs: what a writer that dies
@@ -120,15 +125,19 @@ pub async fn run<S: Store>(
     let (record_tx, record_rx) = mpsc::unbounded_channel::<Arc<TickRecord>>();
 
     let mut sources = vec![Source::Host];
+    let mut tasks = Tasks::default();
     // Baselines are read before the first tick so tick 1 already has rates.
     let host_baseline = read_host(&reader);
-    tokio::spawn(host_source(
-        reader,
-        host_baseline,
-        config.net_total_excluded.clone(),
-        tick_rx.clone(),
-        report_tx.clone(),
-    ));
+    tasks.spawn(
+        "host source",
+        host_source(
+            reader,
+            host_baseline,
+            config.net_total_excluded.clone(),
+            tick_rx.clone(),
+            report_tx.clone(),
+        ),
+    );
     // The VM source tells the eBPF source which threads are vCPUs (for their run-queue wait).
     let (vcpu_tids_tx, vcpu_tids_rx) = match (&libvirt, &probe) {
         (Some(_), Some(_)) => {
@@ -139,22 +148,23 @@ pub async fn run<S: Store>(
     };
     if let Some(collector) = libvirt {
         sources.push(Source::Vm);
-        tokio::spawn(vm_source::vm_source(
-            collector,
-            config.interval,
-            tick_rx.clone(),
-            report_tx.clone(),
-            vcpu_tids_tx,
-        ));
+        tasks.spawn(
+            "VM source",
+            vm_source::vm_source(
+                collector,
+                config.interval,
+                tick_rx.clone(),
+                report_tx.clone(),
+                vcpu_tids_tx,
+            ),
+        );
     }
     if let Some(probe) = probe {
         sources.push(Source::Ebpf);
-        tokio::spawn(ebpf_source::ebpf_source(
-            probe,
-            tick_rx,
-            report_tx,
-            vcpu_tids_rx,
-        ));
+        tasks.spawn(
+            "eBPF source",
+            ebpf_source::ebpf_source(probe, tick_rx, report_tx, vcpu_tids_rx),
+        );
     } else {
         drop(report_tx);
     }
@@ -163,13 +173,16 @@ pub async fn run<S: Store>(
         let written = Arc::clone(&written_so_far);
         tokio::spawn(write_records(store, record_rx, config.retention, written))
     });
-    let ticker = tokio::spawn(ticker(
-        config.interval,
-        interval_changes,
-        config.count,
-        tick_tx,
-        shutdown,
-    ));
+    tasks.spawn(
+        "ticker",
+        ticker(
+            config.interval,
+            interval_changes,
+            config.count,
+            tick_tx,
+            shutdown,
+        ),
+    );
 
     let mut assembler = Assembler::new(&sources);
     let mut ticks = 0u64;
@@ -219,7 +232,7 @@ pub async fn run<S: Store>(
             let _ = record_tx.send(record);
         }
     };
-    let mut writer_failure = None;
+    let (mut writer_failure, mut task_failure) = (None, None);
     loop {
         let message = tokio::select! {
             message = report_rx.recv() => message,
@@ -229,7 +242,14 @@ pub async fn run<S: Store>(
                 let failure = describe_writer_end(ended);
                 tracing::error!("the database writer stopped: {failure}; stopping the run");
                 writer_failure = Some(failure);
-                ticker.abort();
+                tasks.abort_all();
+                break;
+            }
+            // What was assembled is still written: the writer is fine.
+            failure = tasks.panicked() => {
+                tracing::error!("{failure}; stopping the run");
+                task_failure = Some(failure);
+                tasks.abort_all();
                 break;
             }
         };
@@ -269,6 +289,7 @@ pub async fn run<S: Store>(
         written,
         lost,
         writer_failure,
+        task_failure,
     }
 }
 
@@ -287,15 +308,7 @@ async fn writer_ended(writer: &mut Option<tokio::task::JoinHandle<(u64, u64)>>) 
 fn describe_writer_end(outcome: WriterOutcome) -> String {
     match outcome {
         Ok(_) => "it ended while ticks were still coming".to_owned(),
-        Err(e) if e.is_panic() => {
-            let payload = e.into_panic();
-            let message = payload
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| payload.downcast_ref::<&str>().copied())
-                .unwrap_or("no message");
-            format!("it panicked: {message}")
-        }
+        Err(e) if e.is_panic() => format!("it panicked: {}", panic_message(e.into_panic())),
         Err(e) => e.to_string(),
     }
 }
@@ -395,10 +408,17 @@ async fn host_source(
     let (mut prev_at, mut prev) = baseline;
     let mut prev_seq = 0;
     let mut logged_problems: Vec<String> = Vec::new();
+    #[cfg(feature = "test-panic-in-run")]
+    let panic_wanted = tasks::test_panic_wanted("host");
     while ticks.changed().await.is_ok() {
         let Some(tick) = *ticks.borrow_and_update() else {
             continue;
         };
+        #[cfg(feature = "test-panic-in-run")]
+        assert!(
+            !(panic_wanted && tick.seq >= 3),
+            "a test panic (SETMOV_TEST_PANIC_IN_RUN=host)"
+        );
         let (at, now) = read_host(&reader);
         for problem in &now.problems {
             if !logged_problems.contains(problem) {
@@ -439,7 +459,14 @@ async fn write_records<S: Store>(
     let (mut written, mut lost) = (0u64, 0u64);
     let mut failing = false;
     let mut upkeep_failing = false;
+    #[cfg(feature = "test-panic-in-run")]
+    let panic_wanted = tasks::test_panic_wanted("writer");
     while let Some(record) = records.recv().await {
+        #[cfg(feature = "test-panic-in-run")]
+        assert!(
+            !(panic_wanted && record.seq >= 3),
+            "a test panic (SETMOV_TEST_PANIC_IN_RUN=writer)"
+        );
         if backlog.len() == MAX_BACKLOG {
             backlog.pop_front();
             lost += 1;

@@ -16,10 +16,11 @@ pub fn human_bytes(bytes: f64) -> String {
         value /= 1024.0;
         unit += 1;
     }
+    let name = UNITS.get(unit).copied().unwrap_or_default();
     if unit == 0 {
-        format!("{value:.0} {}", UNITS[unit])
+        format!("{value:.0} {name}")
     } else {
-        format!("{value:.1} {}", UNITS[unit])
+        format!("{value:.1} {name}")
     }
 }
 
@@ -32,7 +33,10 @@ pub fn human_bits(bps: f64) -> String {
         value /= 1000.0;
         unit += 1;
     }
-    format!("{value:.1} {}", UNITS[unit])
+    format!(
+        "{value:.1} {}",
+        UNITS.get(unit).copied().unwrap_or_default()
+    )
 }
 
 /// A tick is flagged late when it was read half an interval or more after its scheduled
@@ -114,7 +118,8 @@ pub fn summary_line(host: &HostIdentity, tick: &AssembledTick, interval: Duratio
             .filter_map(|s| Some((s, s.usage.as_ref()?.cpu_vcpu_pct?)))
             .max_by(|a, b| a.1.total_cmp(&b.1));
         if let Some((vm, pct)) = busiest {
-            let _ = write!(line, " busiest {} {pct:.1}%/vCPU", vm.name);
+            let name = crate::escape::escape_control(&vm.name);
+            let _ = write!(line, " busiest {name} {pct:.1}%/vCPU");
         }
         let missing = vms.samples.iter().filter(|s| s.missing.is_some()).count();
         if missing > 0 {

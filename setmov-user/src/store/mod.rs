@@ -300,11 +300,11 @@ impl Upkeep {
         now: OffsetDateTime,
         first: impl FnOnce() -> Option<OffsetDateTime>,
     ) -> Vec<OffsetDateTime> {
-        let slot = level as usize;
-        if self.next_bucket[slot].is_none() {
-            self.next_bucket[slot] = first().map(|t| level.bucket_start(t));
+        let slot = self.next_bucket_mut(level);
+        if slot.is_none() {
+            *slot = first().map(|t| level.bucket_start(t));
         }
-        let Some(mut next) = self.next_bucket[slot] else {
+        let Some(mut next) = *slot else {
             return Vec::new();
         };
         let span = level.time_span();
@@ -312,19 +312,35 @@ impl Upkeep {
         let mut due = Vec::new();
         while next < current && due.len() < BUCKETS_PER_CALL {
             due.push(next);
-            next += span;
+            // The first bucket comes from the database: near the end of time, stop there.
+            let Some(after) = next.checked_add(span) else {
+                break;
+            };
+            next = after;
         }
         due
     }
 
     /// Whether [`Upkeep::due_buckets`] will ask for the first bucket of `level`.
     fn needs_first(&self, level: rollup::Level) -> bool {
-        self.next_bucket[level as usize].is_none()
+        let [minute, hour] = &self.next_bucket;
+        match level {
+            rollup::Level::Minute => minute.is_none(),
+            rollup::Level::Hour => hour.is_none(),
+        }
     }
 
     fn rolled_up(&mut self, level: rollup::Level, bucket: OffsetDateTime) {
         let span = level.time_span();
-        self.next_bucket[level as usize] = Some(bucket + span);
+        *self.next_bucket_mut(level) = Some(bucket.checked_add(span).unwrap_or(bucket));
+    }
+
+    fn next_bucket_mut(&mut self, level: rollup::Level) -> &mut Option<OffsetDateTime> {
+        let [minute, hour] = &mut self.next_bucket;
+        match level {
+            rollup::Level::Minute => minute,
+            rollup::Level::Hour => hour,
+        }
     }
 
     fn purge_due(&mut self, now: OffsetDateTime) -> bool {
@@ -338,8 +354,9 @@ impl Upkeep {
 
 /// The oldest time kept under `keep`, if rows expire at all.
 fn cutoff(now: OffsetDateTime, keep: Option<std::time::Duration>) -> Option<OffsetDateTime> {
+    // A retention reaching back before the year -9999 keeps everything.
     keep.and_then(|k| time::Duration::try_from(k).ok())
-        .map(|k| now - k)
+        .and_then(|k| now.checked_sub(k))
 }
 
 /// The store chosen at run time.

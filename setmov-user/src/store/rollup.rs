@@ -133,7 +133,7 @@ pub fn nearest_rank(values: &mut [f64], q: f64) -> Option<f64> {
     }
     values.sort_by(f64::total_cmp);
     let rank = (q * values.len() as f64).ceil() as usize;
-    Some(values[rank.clamp(1, values.len()) - 1])
+    values.get(rank.clamp(1, values.len()) - 1).copied()
 }
 
 /// `None` when no tick had the figure; the percentile is the nearest rank.
@@ -141,7 +141,8 @@ pub fn summarize(values: &mut [f64]) -> Option<Summary> {
     let p95 = nearest_rank(values, 0.95)?;
     Some(Summary {
         avg: values.iter().sum::<f64>() / values.len() as f64,
-        max: values[values.len() - 1],
+        // Sorted by nearest_rank.
+        max: values.last().copied()?,
         p95,
     })
 }

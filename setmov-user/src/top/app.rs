@@ -207,7 +207,8 @@ impl App {
     /// The VM the detail pane shows.
     pub fn selected_row(&self) -> Option<&VmRow> {
         let rows = self.visible_rows();
-        self.selected_index(&rows).map(|i| rows[i])
+        self.selected_index(&rows)
+            .and_then(|i| rows.get(i).copied())
     }
 
     pub fn coverage(&self) -> &Coverage {
@@ -255,9 +256,9 @@ impl App {
         let Some(current) = self.selected_index(&rows) else {
             return;
         };
-        let last = rows.len() - 1;
+        let last = rows.len().saturating_sub(1);
         let index = current.saturating_add_signed(step).min(last);
-        self.selected = Some(rows[index].uuid.clone());
+        self.selected = rows.get(index).map(|row| row.uuid.clone());
     }
 
     fn toggle_pause(&mut self) {
@@ -371,6 +372,26 @@ mod tests {
         let mut app = App::new(fixtures::coverage_all_on(), Duration::from_secs(1));
         app.ingest(fixtures::tick(1));
         app
+    }
+
+    #[test]
+    fn control_characters_in_vm_names_and_reasons_are_escaped_in_the_rows() {
+        let mut app = App::new(fixtures::coverage_all_on(), Duration::from_secs(1));
+        let mut tick = (*fixtures::tick(1)).clone();
+        tick.host.name = "hv\x1b[2J".into();
+        if let Some(vm) = tick.vms.first_mut() {
+            vm.name = "evil\n\x1b[2J\tvm".into();
+            vm.missing = Some("libvirt: \x1b]0;title\x07".into());
+        }
+        app.ingest(Arc::new(tick));
+        let row = app
+            .visible_rows()
+            .into_iter()
+            .find(|r| r.name.starts_with("evil"))
+            .cloned();
+        let row = row.expect("the row");
+        assert_eq!(row.name, "evil\\n\\x1b[2J\\tvm");
+        assert_eq!(row.missing.as_deref(), Some("libvirt: \\x1b]0;title\\x07"));
     }
 
     #[test]

@@ -8,10 +8,11 @@ fn scaled(value: f64, base: f64, units: &[&str]) -> String {
         value /= base;
         unit += 1;
     }
+    let name = units.get(unit).copied().unwrap_or_default();
     match unit {
         0 => format!("{value:.0}"),
-        _ if value.abs() >= 100.0 => format!("{value:.0}{}", units[unit]),
-        _ => format!("{value:.1}{}", units[unit]),
+        _ if value.abs() >= 100.0 => format!("{value:.0}{name}"),
+        _ => format!("{value:.1}{name}"),
     }
 }
 

@@ -4,6 +4,7 @@
 use std::cmp::Ordering;
 use std::collections::VecDeque;
 
+use crate::escape::escape_control;
 use crate::store::VmSample;
 use crate::usage::host::{DiskTotals, NetTotals};
 use crate::usage::vm::VmMemUsage;
@@ -83,9 +84,13 @@ impl VmRow {
         };
         VmRow {
             uuid: vm.uuid.clone(),
-            name: vm.name.clone(),
+            // Written out here, once: every view of the row (table, detail, filter) is safe.
+            name: escape_control(&vm.name).into_owned(),
             status,
-            missing: vm.missing.clone(),
+            missing: vm
+                .missing
+                .as_deref()
+                .map(|m| escape_control(m).into_owned()),
             vcpus: usage.and_then(|u| u.vcpus),
             cpu_pct: usage.and_then(|u| u.cpu_host_pct),
             vcpu_pct: usage.and_then(|u| u.cpu_vcpu_pct),
@@ -175,11 +180,13 @@ impl Column {
     }
 
     pub(super) fn next(self) -> Column {
-        Column::ALL[(self.position() + 1) % Column::ALL.len()]
+        let next = (self.position() + 1) % Column::ALL.len();
+        Column::ALL.get(next).copied().unwrap_or(self)
     }
 
     pub(super) fn previous(self) -> Column {
-        Column::ALL[(self.position() + Column::ALL.len() - 1) % Column::ALL.len()]
+        let previous = (self.position() + Column::ALL.len() - 1) % Column::ALL.len();
+        Column::ALL.get(previous).copied().unwrap_or(self)
     }
 
     /// Names sort A to Z, figures largest first (as top does).

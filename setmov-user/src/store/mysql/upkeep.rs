@@ -86,7 +86,8 @@ async fn first_bucket(
     );
     if let Some(last) = seconds_of_first_row(conn, target, newest_rollup, host_ip).await? {
         let span = i64::try_from(level.span().as_secs()).unwrap_or(60);
-        return Ok(OffsetDateTime::from_unix_timestamp(last + span).ok());
+        let next = last.checked_add(span);
+        return Ok(next.and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok()));
     }
     let oldest_tick = format!(
         "SELECT {} FROM host_usage WHERE host_ip = ?",

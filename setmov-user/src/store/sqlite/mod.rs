@@ -299,13 +299,24 @@ impl rusqlite::ToSql for SqlValue<'_> {
     }
 }
 
+/// Runs `call` on a blocking thread. A panic there is raised again in the caller (the writer
+/// task, which then ends the run) rather than turned into an error a writer would retry for
+/// ever against a mutex the panic poisoned.
+async fn blocking<T: Send + 'static>(
+    call: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    match tokio::task::spawn_blocking(call).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(StoreError::Worker(e.to_string())),
+    }
+}
+
 impl Store for SqliteStore {
     async fn write_tick(&mut self, tick: &TickRecord) -> Result<(), StoreError> {
         let store = self.clone();
         let tick = tick.clone();
-        tokio::task::spawn_blocking(move || store.write_tick_blocking(&tick))
-            .await
-            .map_err(|e| StoreError::Worker(e.to_string()))?
+        blocking(move || store.write_tick_blocking(&tick)).await
     }
 
     async fn recent_host_usage(
@@ -314,9 +325,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<HostUsageRow>, StoreError> {
         let store = self.clone();
         let query = query.clone();
-        tokio::task::spawn_blocking(move || store.recent_host_usage_blocking(&query))
-            .await
-            .map_err(|e| StoreError::Worker(e.to_string()))?
+        blocking(move || store.recent_host_usage_blocking(&query)).await
     }
 
     async fn recent_vm_usage(
@@ -325,24 +334,18 @@ impl Store for SqliteStore {
     ) -> Result<Vec<VmUsageRow>, StoreError> {
         let store = self.clone();
         let query = query.clone();
-        tokio::task::spawn_blocking(move || store.recent_vm_usage_blocking(&query))
-            .await
-            .map_err(|e| StoreError::Worker(e.to_string()))?
+        blocking(move || store.recent_vm_usage_blocking(&query)).await
     }
 
     async fn rollups(&mut self, query: &RollupQuery) -> Result<Vec<RollupRow>, StoreError> {
         let store = self.clone();
         let query = query.clone();
-        tokio::task::spawn_blocking(move || store.rollups_blocking(&query))
-            .await
-            .map_err(|e| StoreError::Worker(e.to_string()))?
+        blocking(move || store.rollups_blocking(&query)).await
     }
 
     async fn hosts(&mut self) -> Result<Vec<HostRow>, StoreError> {
         let store = self.clone();
-        tokio::task::spawn_blocking(move || store.hosts_blocking())
-            .await
-            .map_err(|e| StoreError::Worker(e.to_string()))?
+        blocking(move || store.hosts_blocking()).await
     }
 
     async fn report_samples(
@@ -351,9 +354,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<ReportSample>, StoreError> {
         let store = self.clone();
         let query = query.clone();
-        tokio::task::spawn_blocking(move || store.report_samples_blocking(&query))
-            .await
-            .map_err(|e| StoreError::Worker(e.to_string()))?
+        blocking(move || store.report_samples_blocking(&query)).await
     }
 
     async fn maintain(
@@ -364,9 +365,7 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let store = self.clone();
         let (host_ip, retention) = (host_ip.to_owned(), *retention);
-        tokio::task::spawn_blocking(move || store.maintain_blocking(&host_ip, now, &retention))
-            .await
-            .map_err(|e| StoreError::Worker(e.to_string()))?
+        blocking(move || store.maintain_blocking(&host_ip, now, &retention)).await
     }
 }
 

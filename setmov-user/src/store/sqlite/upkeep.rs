@@ -58,7 +58,7 @@ fn first_bucket(conn: &Connection, host_ip: &str, level: Level) -> Option<Offset
     );
     if let Some(last) = seconds(&rolled) {
         let span = i64::try_from(level.span().as_secs()).unwrap_or(60);
-        return OffsetDateTime::from_unix_timestamp(last + span).ok();
+        return OffsetDateTime::from_unix_timestamp(last.checked_add(span)?).ok();
     }
     seconds("SELECT CAST(strftime('%s', MIN(time)) AS INTEGER) FROM host_usage WHERE host_ip = ?1")
         .and_then(|first| OffsetDateTime::from_unix_timestamp(first).ok())

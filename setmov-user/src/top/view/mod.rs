@@ -19,6 +19,7 @@ use time::macros::format_description;
 
 use super::app::{App, Availability, VmMemory};
 use super::format;
+use crate::escape::escape_control;
 use detail::render_detail;
 use help::render_help;
 use table::render_table;
@@ -85,7 +86,8 @@ fn render_host(app: &App, frame: &mut Frame, area: Rect) {
                 .time
                 .format(format_description!("[hour]:[minute]:[second]"))
                 .unwrap_or_default();
-            add(&mut first, format!("{} {}", tick.host.name, tick.host.ip));
+            let host = escape_control(&tick.host.name);
+            add(&mut first, format!("{host} {}", tick.host.ip));
             // The tick's number and time: what pausing freezes.
             add(&mut first, format!("tick {} {clock} UTC", tick.seq));
             let usage = tick.host_sample.as_ref().map(|s| &s.usage);
@@ -215,7 +217,9 @@ fn status_line(app: &App) -> Paragraph<'static> {
     }
     if let Some(warning) = app.warning() {
         // The newest message logged (warnings and errors: it names its level).
-        return Paragraph::new(warning.to_owned()).style(Style::new().fg(Color::Yellow));
+        // It may quote a VM's name, or libvirt's words about it.
+        return Paragraph::new(escape_control(warning).into_owned())
+            .style(Style::new().fg(Color::Yellow));
     }
     Paragraph::new(
         "q quit  ? help  s/S sort  r reverse  / filter  p pause  +/- interval  ↑/↓ select  Enter detail",
@@ -230,6 +234,23 @@ mod tests {
     use crate::top::app::App;
     use crate::top::fixtures;
     use crate::top::view::screen::{app, assert_screen, draw, press};
+
+    #[test]
+    fn control_characters_in_the_host_and_vm_names_are_drawn_escaped() {
+        let mut app = App::new(fixtures::coverage_all_on(), Duration::from_secs(1));
+        let mut tick = (*fixtures::tick(1)).clone();
+        tick.host.name = "hv\x1b[2J".into();
+        if let Some(vm) = tick.vms.first_mut() {
+            vm.name = "ev\n\x1b[2Jil".into();
+        }
+        app.ingest(std::sync::Arc::new(tick));
+        let screen = draw(&app, 120, 12).join("\n");
+        assert!(!screen.contains('\x1b'), "{screen}");
+        assert!(
+            screen.contains("hv\\x1b[2J") && screen.contains("ev\\n\\x1b[2Jil"),
+            "{screen}"
+        );
+    }
 
     #[test]
     fn before_the_first_tick_it_says_it_waits() {
