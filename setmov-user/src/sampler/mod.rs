@@ -258,7 +258,13 @@ pub async fn run<S: Store>(
                 emit(assembler.push(seq, time, report));
             }
             Some(SourceMessage::Stopped(source)) => emit(assembler.source_stopped(source)),
-            None => break,
+            None => {
+                if let Some(failure) = tasks.stop().await {
+                    tracing::error!("{failure}; stopping the run");
+                    task_failure = Some(failure);
+                }
+                break;
+            }
         }
     }
     if writer_failure.is_none() {

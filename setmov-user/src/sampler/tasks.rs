@@ -6,7 +6,7 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
 
-use tokio::task::{Id, JoinSet};
+use tokio::task::{Id, JoinError, JoinSet};
 
 #[derive(Default)]
 pub(super) struct Tasks {
@@ -32,19 +32,41 @@ impl Tasks {
             if let Err(e) = ended
                 && e.is_panic()
             {
-                let name = self.names.get(&e.id()).copied().unwrap_or("sampling");
-                return format!(
-                    "the {name} task panicked: {}",
-                    panic_message(e.into_panic())
-                );
+                return self.describe_panic(e);
             }
         }
         std::future::pending().await
     }
 
+    /// What a task's panic is logged and reported as.
+    fn describe_panic(&self, e: JoinError) -> String {
+        let name = self.names.get(&e.id()).copied().unwrap_or("sampling");
+        format!(
+            "the {name} task panicked: {}",
+            panic_message(e.into_panic())
+        )
+    }
+
     /// Stops every task still running.
     pub(super) fn abort_all(&mut self) {
         self.set.abort_all();
+    }
+
+    /// Stops every task still running and waits for all of them, with what happened if one
+    /// panicked. For the end of a run: a panicking source drops its report channel before
+    /// tokio records the panic, so the run can see the channel close first.
+    pub(super) async fn stop(&mut self) -> Option<String> {
+        self.set.abort_all();
+        let mut failure = None;
+        while let Some(ended) = self.set.join_next().await {
+            if let Err(e) = ended
+                && e.is_panic()
+                && failure.is_none()
+            {
+                failure = Some(self.describe_panic(e));
+            }
+        }
+        failure
     }
 }
 
