@@ -39,6 +39,18 @@ pub fn installed() -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Why a test of eBPF figures against bpftrace cannot run here, if it cannot (besides the
+/// guests, which say for themselves).
+pub fn why_unusable() -> Option<&'static str> {
+    if !crate::is_root() {
+        Some("the eBPF probes and bpftrace need root")
+    } else if !installed() {
+        Some("bpftrace is not installed")
+    } else {
+        None
+    }
+}
+
 impl Bpftrace {
     /// Starts `script` with positional parameters `args` (`$1`...), writing into `dir`, and
     /// returns once every probe is attached.

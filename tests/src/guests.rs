@@ -15,6 +15,9 @@ const URI: &str = "qemu:///system";
 /// Test guests take the addresses from .100 up in the bridge's /24; `up`'s guests use .11-.13.
 const FIRST_HOST: u8 = 100;
 
+/// How long a test guest may take to boot and reach a console marker of its workload.
+pub const BOOT: Duration = Duration::from_secs(90);
+
 /// What a guest does once booted, in this order. The default is to idle.
 #[derive(Clone, Debug, Default)]
 pub struct Workload {
@@ -314,6 +317,33 @@ impl Drop for Guest {
     }
 }
 
+/// [`Guest::start`], or None after `crate::skip` when the environment is not prepared.
+pub fn start_or_skip(name: &str, workload: &Workload) -> Option<Guest> {
+    match Guest::start(name, workload) {
+        Ok(guest) => Some(guest),
+        Err(reason) => {
+            crate::skip(&reason);
+            None
+        }
+    }
+}
+
+/// A guest whose vCPU burns for good, once it has started burning (or None after
+/// `crate::skip`, as [`start_or_skip`]).
+pub fn start_burning_or_skip(name: &str) -> Option<Guest> {
+    let guest = start_or_skip(
+        name,
+        &Workload {
+            burn_secs: -1,
+            ..Workload::default()
+        },
+    )?;
+    guest
+        .wait_for("SETMOV: burn-start", BOOT)
+        .expect("burn starts");
+    Some(guest)
+}
+
 /// What `cargo xtask guests up` / `cargo xtask test` prepared (see xtask/src/guests.rs).
 struct Manifest {
     kernel: String,
@@ -393,7 +423,7 @@ impl Manifest {
 }
 
 /// `virsh -c qemu:///system ARGS`: its stdout, or what failed in one line.
-fn virsh(args: &[&str]) -> Result<String, String> {
+pub fn virsh(args: &[&str]) -> Result<String, String> {
     let out = Command::new("virsh")
         .args(["-c", URI])
         .args(args)

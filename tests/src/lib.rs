@@ -2,12 +2,18 @@
 
 pub mod bpftool;
 pub mod bpftrace;
+pub mod checks;
 pub mod guests;
+pub mod image_layout;
+pub mod log2_hist;
 pub mod mariadb;
+pub mod memstat;
 pub mod monitor;
 pub mod mysql_run;
 pub mod reference;
 pub mod rollups;
+pub mod stored;
+pub mod streaming;
 pub mod ticks;
 pub mod window;
 
@@ -73,10 +79,7 @@ pub const NO_CONFIG: &str = "/dev/null";
 /// device numbers with no /sys/dev/block entry), or None when it is.
 pub fn not_on_block_device(dir: &std::path::Path) -> std::io::Result<Option<String>> {
     use std::os::unix::fs::MetadataExt as _;
-    let dev = std::fs::metadata(dir)?.dev();
-    // Linux's dev_t encoding (glibc's gnu_dev_major/minor).
-    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
-    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    let (major, minor) = major_minor(std::fs::metadata(dir)?.dev());
     if std::path::Path::new(&format!("/sys/dev/block/{major}:{minor}")).exists() {
         Ok(None)
     } else {
@@ -85,6 +88,14 @@ pub fn not_on_block_device(dir: &std::path::Path) -> std::io::Result<Option<Stri
             dir.display()
         )))
     }
+}
+
+/// The (major, minor) numbers of device number `dev`, in Linux's dev_t encoding (glibc's
+/// gnu_dev_major/minor).
+pub fn major_minor(dev: u64) -> (u64, u64) {
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    (major, minor)
 }
 
 /// The host's CPUs as the product counts them (the `cpuN` lines of /proc/stat, as libvirt's

@@ -42,6 +42,12 @@ impl Monitor {
         }
     }
 
+    /// Starts `binary run` storing into `db` every `interval`, without its eBPF probes: the
+    /// figures of /proc and libvirt only.
+    pub fn without_ebpf(binary: &str, db: &Path, interval: &str) -> Monitor {
+        Monitor::start(binary, db, &["--no-ebpf", "--interval", interval])
+    }
+
     /// The process ID of the running monitor (to stop and continue it, say).
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
