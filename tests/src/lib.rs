@@ -3,6 +3,7 @@
 pub mod bpftool;
 pub mod bpftrace;
 pub mod guests;
+pub mod latency;
 pub mod mariadb;
 pub mod monitor;
 pub mod reference;
