@@ -37,6 +37,42 @@ pub fn program_ids(pid: u32) -> BTreeSet<u64> {
         .collect()
 }
 
+/// The descriptor through which process `pid` holds its eBPF map `name` (as [`kernel_name`]:
+/// the kernel keeps 15 characters of a map's name too).
+pub fn map_fd(pid: u32, name: &str) -> u32 {
+    let out = Command::new("bpftool")
+        .args(["--json", "map", "show"])
+        .output()
+        .expect("bpftool");
+    assert!(out.status.success(), "bpftool: {out:?}");
+    let maps: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool json");
+    let named: BTreeSet<u64> = maps
+        .as_array()
+        .expect("a list of maps")
+        .iter()
+        .filter(|m| m["name"].as_str() == Some(kernel_name(name).as_str()))
+        .filter_map(|m| m["id"].as_u64())
+        .collect();
+    let dir = format!("/proc/{pid}/fdinfo");
+    std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let info = std::fs::read_to_string(e.path()).ok()?;
+            let id: u64 = info
+                .lines()
+                .find_map(|l| l.strip_prefix("map_id:"))?
+                .trim()
+                .parse()
+                .ok()?;
+            named
+                .contains(&id)
+                .then(|| e.file_name().to_str()?.parse().ok())?
+        })
+        .next()
+        .unwrap_or_else(|| panic!("process {pid} holds no map {name}"))
+}
+
 /// The kernel's run statistics of programs `ids` (`bpftool prog show`): name (as
 /// [`kernel_name`]) → (runs, ns), and the instant (Unix seconds) they were read at.
 pub fn run_stats(ids: &BTreeSet<u64>) -> (RunStats, f64) {

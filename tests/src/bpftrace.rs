@@ -12,6 +12,16 @@ use std::time::{Duration, Instant};
 /// it on stderr, later versions on stdout: both are read.
 const ATTACHED: &str = "__BPFTRACE_NOTIFY_PROBES_ATTACHED";
 
+/// The keys a bpftrace map may hold: as many as the product's map of requests in flight
+/// (`BLOCK_INFLIGHT_MAX_ENTRIES`). bpftrace's default, 4096, fills with the requests whose
+/// completion is never traced, after which it silently drops new ones.
+const MAP_KEYS_MAX: u32 = setmov_common::BLOCK_INFLIGHT_MAX_ENTRIES;
+
+/// Pages per CPU of the buffer bpftrace's `printf` lines go through (default 64, 256 KiB):
+/// a script printing one line per block request must not outrun bpftrace's reader while the
+/// machine is busy (lost lines fail the test, see [`Bpftrace::finish`]).
+const PERF_RB_PAGES: u32 = 1024;
+
 /// How long bpftrace may take to compile and attach; about 1 to 3 s are needed.
 const ATTACH_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -63,6 +73,8 @@ impl Bpftrace {
             .args(["-e", script])
             .args(args)
             .env(ATTACHED, "1")
+            .env("BPFTRACE_MAP_KEYS_MAX", MAP_KEYS_MAX.to_string())
+            .env("BPFTRACE_PERF_RB_PAGES", PERF_RB_PAGES.to_string())
             .stdin(Stdio::null())
             .stdout(writer.try_clone().map_err(|e| e.to_string())?)
             .stderr(writer)

@@ -82,6 +82,14 @@ impl Window {
         )
     }
 
+    /// Whether a row's tick (of table `alias`) closes an interval inside the window or opens
+    /// the first (the tick at its start), and that tick's instant in Unix seconds.
+    pub fn holds_from_opening(&self, alias: &str) -> (String, String) {
+        let at = unix_secs(alias);
+        let holds = format!("{at} BETWEEN {} AND {}", self.start - 0.5, self.end() + 0.5);
+        (holds, at)
+    }
+
     /// Σ figure × Δt over the window's ticks, for the rows of `from` that match `filter`
     /// (`clock`: the alias of the table whose `time` and `interval_s` count). Every figure must
     /// be non-NULL on every row (SUM would skip a NULL and so hide it) and the rows' Δt must
