@@ -83,3 +83,55 @@ pub fn histogram(values: &[u64]) -> BTreeMap<u32, u64> {
     }
     h
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_powers_of_two_and_ranks_are_nearest() {
+        assert_eq!(
+            [0, 1, 2, 3, 4, 1023, 1024].map(bucket),
+            [0, 0, 1, 1, 2, 9, 10]
+        );
+        let values: Vec<u64> = (1..=100).collect();
+        assert_eq!(nearest_rank(&values, 0.5), 50);
+        assert_eq!(nearest_rank(&values, 0.95), 95);
+        assert_eq!(nearest_rank(&values, 0.991), 100);
+        assert_eq!(nearest_rank(&[7], 0.01), 7);
+    }
+
+    #[test]
+    fn a_percentile_is_right_anywhere_in_the_exact_values_bucket_only() {
+        // 100 µs is in [65.536, 131.072) µs.
+        assert!(in_bucket_of(65.6, 100_000));
+        assert!(in_bucket_of(131.0, 100_000));
+        assert!(!in_bucket_of(140.0, 100_000));
+        assert!(!in_bucket_of(60.0, 100_000));
+        // 130 µs is within 10 µs of 131.072 µs: the next bucket counts too.
+        assert!(in_bucket_of(200.0, 130_000));
+        assert!(!in_bucket_of(270.0, 130_000));
+    }
+
+    #[test]
+    fn histograms_differ_by_more_than_the_requests_near_a_boundary() {
+        let stored = BTreeMap::from([(16, 2), (17, 1)]);
+        assert_eq!(
+            histogram_differs(&stored, &[70_000, 100_000, 140_000]),
+            None
+        );
+        // 131 µs is within 10 µs of 2^17 ns: it may be stored in either bucket.
+        assert_eq!(
+            histogram_differs(&stored, &[70_000, 100_000, 131_000]),
+            None
+        );
+        assert!(
+            histogram_differs(&stored, &[70_000, 150_000, 160_000])
+                .is_some_and(|why| why.contains("below 131072 ns"))
+        );
+        assert!(
+            histogram_differs(&stored, &[70_000])
+                .is_some_and(|why| why.contains("3 requests stored, bpftrace 1"))
+        );
+    }
+}

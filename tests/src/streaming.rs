@@ -7,12 +7,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::thread::JoinHandle;
 
-/// CLOCK_MONOTONIC in ns: the clock of bpftrace's `nsecs` (bpf_ktime_get_ns).
-pub fn monotonic_ns() -> u64 {
-    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("clock");
-    u64::try_from(now.tv_sec()).expect("seconds") * 1_000_000_000
-        + u64::try_from(now.tv_nsec()).expect("nanoseconds")
-}
+use crate::window::monotonic_ns;
 
 /// One streamed record of the guest: its fields, the CLOCK_MONOTONIC instant the test read it
 /// and what `sample` returned then.

@@ -158,6 +158,13 @@ impl Window {
     }
 }
 
+/// CLOCK_MONOTONIC in ns: the clock of bpftrace's `nsecs` (bpf_ktime_get_ns).
+pub fn monotonic_ns() -> u64 {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("clock");
+    u64::try_from(now.tv_sec()).expect("seconds") * 1_000_000_000
+        + u64::try_from(now.tv_nsec()).expect("nanoseconds")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

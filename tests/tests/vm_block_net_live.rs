@@ -16,7 +16,8 @@ use setmov_tests::guests::{self, BOOT, Guest, Workload};
 use setmov_tests::log2_hist::{self, histogram_differs, in_bucket_of, nearest_rank};
 use setmov_tests::skip;
 use setmov_tests::stored::{Cell, num, query};
-use setmov_tests::streaming::{Record, Streaming, monotonic_ns};
+use setmov_tests::streaming::{Record, Streaming};
+use setmov_tests::window::monotonic_ns;
 
 const SETMOV: &str = env!("CARGO_BIN_EXE_setmov-cli");
 
