@@ -5,6 +5,7 @@ pub mod bpftrace;
 pub mod checks;
 pub mod guests;
 pub mod image_layout;
+pub mod kvm_reference;
 pub mod latency;
 pub mod log2_hist;
 pub mod mariadb;

@@ -42,7 +42,7 @@ use nix::{
     unistd::Pid,
 };
 use setmov::ebpf::{KvmCounters, KvmEventKind, Probes};
-use setmov_tests::{is_root, skip};
+use setmov_tests::{is_root, kvm_reference, skip};
 
 /// The KVM events a firmware-only qemu makes on this machine, each of which the run must see.
 /// Its /dev/kvm is nested PVM, which runs the firmware in KVM's instruction emulator: its port
@@ -89,101 +89,18 @@ const QMP_DEADLINE: Duration = Duration::from_secs(10);
 /// 0.17 prints it on stderr, later versions on stdout: the test reads both.
 const BPFTRACE_ATTACHED: &str = "__BPFTRACE_NOTIFY_PROBES_ATTACHED";
 
-/// The reference: counts of the same tracepoints for process `$1`, each map keyed by the raw
-/// field our probe turns into a reason name. `kvm_userspace_exit` is split as our probe splits
-/// it: by exit reason, or by errno when `KVM_RUN` failed (the exit reason is then stale).
-const REFERENCE_SCRIPT: &str = r#"
-tracepoint:kvm:kvm_exit /pid == $1/ { @kvm_exit = count(); }
-tracepoint:kvm:kvm_userspace_exit /pid == $1 && args->errno >= 0/ {
-    @kvm_userspace_exit[args->reason] = count();
-}
-tracepoint:kvm:kvm_userspace_exit /pid == $1 && args->errno < 0/ {
-    @kvm_userspace_exit_errno[-args->errno] = count();
-}
-tracepoint:kvm:kvm_pio /pid == $1/ { @kvm_pio[args->rw] = count(); }
-tracepoint:kvm:kvm_mmio /pid == $1/ { @kvm_mmio[args->type] = count(); }
-tracepoint:kvm:kvm_halt_poll_ns /pid == $1/ { @kvm_halt_poll_ns[args->grow] = count(); }
-tracepoint:kvm:kvm_vcpu_wakeup /pid == $1/ { @kvm_vcpu_wakeup[args->waited] = count(); }
-"#;
-
-/// `KVM_EXIT_*` names by value (include/uapi/linux/kvm.h), as far as the kvm_userspace_exit
-/// tracepoint's table goes on this kernel; a later reason keeps its number there.
-const KVM_EXIT_NAMES: [&str; 31] = [
-    "UNKNOWN",
-    "EXCEPTION",
-    "IO",
-    "HYPERCALL",
-    "DEBUG",
-    "HLT",
-    "MMIO",
-    "IRQ_WINDOW_OPEN",
-    "SHUTDOWN",
-    "FAIL_ENTRY",
-    "INTR",
-    "SET_TPR",
-    "TPR_ACCESS",
-    "S390_SIEIC",
-    "S390_RESET",
-    "DCR",
-    "NMI",
-    "INTERNAL_ERROR",
-    "OSI",
-    "PAPR_HCALL",
-    "S390_UCONTROL",
-    "WATCHDOG",
-    "S390_TSCH",
-    "EPR",
-    "SYSTEM_EVENT",
-    "S390_STSI",
-    "IOAPIC_EOI",
-    "HYPERV",
-    "ARM_NISV",
-    "X86_RDMSR",
-    "X86_WRMSR",
-];
-
-/// `errno` of a `KVM_RUN` cut short by a signal, which the tracepoint calls "restart".
-const EINTR: u64 = 4;
-
-/// The reason name the kernel's print fmt gives the raw field bpftrace keyed `map` by.
+/// The probe's event kind and the reason name of the raw field bpftrace keyed `map` by.
 fn reason_name(map: &str, raw: u64) -> anyhow::Result<(KvmEventKind, String)> {
-    let two_way = |is_first: bool, first: &str, second: &str| {
-        if is_first { first } else { second }.to_owned()
+    let (event, reason) = kvm_reference::event_and_reason(map, raw).map_err(anyhow::Error::msg)?;
+    let kind = match event {
+        "kvm_userspace_exit" => KvmEventKind::UserspaceExit,
+        "kvm_pio" => KvmEventKind::Pio,
+        "kvm_mmio" => KvmEventKind::Mmio,
+        "kvm_halt_poll_ns" => KvmEventKind::HaltPollNs,
+        "kvm_vcpu_wakeup" => KvmEventKind::VcpuWakeup,
+        _ => bail!("no probe kind for {event}"),
     };
-    Ok(match map {
-        "@kvm_userspace_exit" => (
-            KvmEventKind::UserspaceExit,
-            usize::try_from(raw)
-                .ok()
-                .and_then(|value| KVM_EXIT_NAMES.get(value))
-                .map_or_else(|| raw.to_string(), |name| format!("KVM_EXIT_{name}")),
-        ),
-        "@kvm_userspace_exit_errno" if raw == EINTR => {
-            (KvmEventKind::UserspaceExit, "restart".to_owned())
-        }
-        "@kvm_userspace_exit_errno" => (KvmEventKind::UserspaceExit, format!("error {raw}")),
-        // `rw` is KVM_PIO_IN (0) or KVM_PIO_OUT (1); the print fmt reads any non-zero as out.
-        "@kvm_pio" => (KvmEventKind::Pio, two_way(raw != 0, "out", "in")),
-        // KVM_TRACE_MMIO_READ_UNSATISFIED, _READ and _WRITE (include/trace/events/kvm.h).
-        "@kvm_mmio" => {
-            let name = match raw {
-                0 => "unsatisfied-read",
-                1 => "read",
-                2 => "write",
-                _ => bail!("bpftrace saw a kvm_mmio type {raw}, which has no name"),
-            };
-            (KvmEventKind::Mmio, name.to_owned())
-        }
-        "@kvm_halt_poll_ns" => (
-            KvmEventKind::HaltPollNs,
-            two_way(raw != 0, "grow", "shrink"),
-        ),
-        "@kvm_vcpu_wakeup" => (
-            KvmEventKind::VcpuWakeup,
-            two_way(raw != 0, "waited", "polled"),
-        ),
-        _ => bail!("bpftrace printed a map {map} the script does not have"),
-    })
+    Ok((kind, reason))
 }
 
 /// What bpftrace counted: every kind but `kvm_exit` by reason name, as our probe names them,
@@ -355,7 +272,7 @@ impl Drop for Qemu {
     }
 }
 
-/// bpftrace running [`REFERENCE_SCRIPT`] for one process, its maps written to a file; killed
+/// bpftrace running [`kvm_reference::SCRIPT`] for one process, its maps written to a file; killed
 /// and reaped when dropped.
 struct Bpftrace {
     child: Child,
@@ -372,7 +289,7 @@ impl Bpftrace {
         let child = Command::new("bpftrace")
             .args(["-f", "json", "-o"])
             .arg(&maps_file)
-            .args(["-e", REFERENCE_SCRIPT])
+            .args(["-e", kvm_reference::SCRIPT])
             .arg(pid.to_string())
             .env(BPFTRACE_ATTACHED, "1")
             .stdin(Stdio::null())

@@ -13,88 +13,15 @@ use std::time::Duration;
 use setmov_tests::bpftrace::{self, Bpftrace};
 use setmov_tests::guests::Guest;
 use setmov_tests::monitor::Monitor;
-use setmov_tests::skip;
 use setmov_tests::stored::{Cell, num, query};
+use setmov_tests::{kvm_reference, skip};
 
 const SETMOV: &str = env!("CARGO_BIN_EXE_setmov-cli");
 
-/// The reference: counts of the kvm:* tracepoints for qemu process `$1`, each map keyed by the
-/// raw field the product turns into a reason name (as in tests/tests/ebpf_kvm.rs).
-const KVM_SCRIPT: &str = r#"
-tracepoint:kvm:kvm_exit /pid == $1/ { @kvm_exit = count(); }
-tracepoint:kvm:kvm_userspace_exit /pid == $1 && args->errno >= 0/ {
-    @kvm_userspace_exit[args->reason] = count();
-}
-tracepoint:kvm:kvm_userspace_exit /pid == $1 && args->errno < 0/ {
-    @kvm_userspace_exit_errno[-args->errno] = count();
-}
-tracepoint:kvm:kvm_pio /pid == $1/ { @kvm_pio[args->rw] = count(); }
-tracepoint:kvm:kvm_mmio /pid == $1/ { @kvm_mmio[args->type] = count(); }
-tracepoint:kvm:kvm_halt_poll_ns /pid == $1/ { @kvm_halt_poll_ns[args->grow] = count(); }
-tracepoint:kvm:kvm_vcpu_wakeup /pid == $1/ { @kvm_vcpu_wakeup[args->waited] = count(); }
-"#;
-
-/// `KVM_EXIT_*` names by value (include/uapi/linux/kvm.h), as the tracepoint's table has them.
-const KVM_EXIT_NAMES: [&str; 31] = [
-    "UNKNOWN",
-    "EXCEPTION",
-    "IO",
-    "HYPERCALL",
-    "DEBUG",
-    "HLT",
-    "MMIO",
-    "IRQ_WINDOW_OPEN",
-    "SHUTDOWN",
-    "FAIL_ENTRY",
-    "INTR",
-    "SET_TPR",
-    "TPR_ACCESS",
-    "S390_SIEIC",
-    "S390_RESET",
-    "DCR",
-    "NMI",
-    "INTERNAL_ERROR",
-    "OSI",
-    "PAPR_HCALL",
-    "S390_UCONTROL",
-    "WATCHDOG",
-    "S390_TSCH",
-    "EPR",
-    "SYSTEM_EVENT",
-    "S390_STSI",
-    "IOAPIC_EOI",
-    "HYPERV",
-    "ARM_NISV",
-    "X86_RDMSR",
-    "X86_WRMSR",
-];
-
-/// The stored (event, reason) of a raw key of bpftrace's map `map`: the names the kernel's
-/// print fmt gives those values.
+/// The stored (event, reason) of a raw key of bpftrace's map `map`.
 fn kvm_reason(map: &str, raw: u64) -> (String, String) {
-    let two_way = |first: bool, a: &str, b: &str| if first { a } else { b }.to_owned();
-    let (event, reason) = match map {
-        "@kvm_userspace_exit" => (
-            "kvm_userspace_exit",
-            usize::try_from(raw)
-                .ok()
-                .and_then(|v| KVM_EXIT_NAMES.get(v))
-                .map_or_else(|| raw.to_string(), |name| format!("KVM_EXIT_{name}")),
-        ),
-        // EINTR: a KVM_RUN cut short by a signal, which the tracepoint calls "restart".
-        "@kvm_userspace_exit_errno" if raw == 4 => ("kvm_userspace_exit", "restart".to_owned()),
-        "@kvm_userspace_exit_errno" => ("kvm_userspace_exit", format!("error {raw}")),
-        "@kvm_pio" => ("kvm_pio", two_way(raw != 0, "out", "in")),
-        "@kvm_mmio" => (
-            "kvm_mmio",
-            ["unsatisfied-read", "read", "write"]
-                .get(usize::try_from(raw).unwrap_or(usize::MAX))
-                .map_or_else(|| raw.to_string(), |s| (*s).to_owned()),
-        ),
-        "@kvm_halt_poll_ns" => ("kvm_halt_poll_ns", two_way(raw != 0, "grow", "shrink")),
-        "@kvm_vcpu_wakeup" => ("kvm_vcpu_wakeup", two_way(raw != 0, "waited", "polled")),
-        _ => panic!("bpftrace printed a map {map} the script does not have"),
-    };
+    let (event, reason) =
+        kvm_reference::event_and_reason(map, raw).unwrap_or_else(|e| panic!("{e}"));
     (event.to_owned(), reason)
 }
 
@@ -164,8 +91,8 @@ fn run_the_firmware_for_5_s(db: &Path, dir: &Path) -> Option<(Guest, bpftrace::O
         stored_rows() >= 1
     });
     let qemu = guest.qemu_pid().expect("qemu pid");
-    let reference =
-        Bpftrace::attach(KVM_SCRIPT, &[qemu.to_string()], dir).unwrap_or_else(|e| panic!("{e}"));
+    let reference = Bpftrace::attach(kvm_reference::SCRIPT, &[qemu.to_string()], dir)
+        .unwrap_or_else(|e| panic!("{e}"));
     guest.resume();
     std::thread::sleep(Duration::from_secs(5));
     guest.suspend();
