@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use setmov_tests::guests::{self, BOOT, Guest, Workload};
 use setmov_tests::monitor::Monitor;
-use setmov_tests::stored::query;
+use setmov_tests::stored::{query, unix_of};
+use setmov_tests::window::unix_now;
 
 const SETMOV: &str = env!("CARGO_BIN_EXE_setmov-cli");
 
@@ -32,7 +33,9 @@ fn vm_churn_a_suspended_guest_and_a_libvirtd_restart_lose_no_tick() {
     std::thread::sleep(Duration::from_secs(2));
     a.resume();
     let (b_uuid, b_name) = (b.uuid().to_owned(), b.name().to_owned());
+    let before_destroy = unix_now();
     drop(b);
+    let destroyed = (before_destroy, unix_now());
     let Some(c) = guests::start_or_skip("churn-c", &Workload::default()) else {
         return;
     };
@@ -40,11 +43,15 @@ fn vm_churn_a_suspended_guest_and_a_libvirtd_restart_lose_no_tick() {
     std::thread::sleep(Duration::from_secs(1));
     guests::restart_libvirtd().expect("libvirtd restarts");
     std::thread::sleep(Duration::from_secs(4));
+    let running = guests::virsh(&["list", "--state-running", "--name"]).expect("virsh list");
+    let running = running.lines().filter(|l| !l.trim().is_empty()).count();
+    std::thread::sleep(Duration::from_secs(1));
     let log = m.stop();
 
     let ticks = every_tick_was_written_on_time(&db, &log);
     a_has_a_row_on_every_tick_and_sampling_came_back(&db, ticks, &a, &c);
-    b_is_gone_and_no_rate_is_absurd(&db, &b_uuid, &b_name);
+    b_is_gone_and_no_rate_is_absurd(&db, &b_uuid, &b_name, destroyed);
+    the_vm_count_is_virshs(&db, running);
 }
 
 /// Every tick wrote its host row, whatever the VMs and libvirtd did, and none was held up.
@@ -117,8 +124,10 @@ fn a_has_a_row_on_every_tick_and_sampling_came_back(db: &Path, ticks: i64, a: &G
     }
 }
 
-/// b is gone, with the last time it was seen running; no rate anywhere is absurd.
-fn b_is_gone_and_no_rate_is_absurd(db: &Path, b_uuid: &str, b_name: &str) {
+/// b is gone, with the last time it was seen running: the last tick before it was destroyed
+/// (between `destroyed.0` and `.1` by the test's clock), so a tick stamped at most one interval
+/// (0.5 s) and the time libvirt took to answer before it; no rate anywhere is absurd.
+fn b_is_gone_and_no_rate_is_absurd(db: &Path, b_uuid: &str, b_name: &str, destroyed: (f64, f64)) {
     let conn = rusqlite::Connection::open(db).expect("db");
     let (state, lct): (String, Option<String>) = conn
         .query_row(
@@ -128,7 +137,16 @@ fn b_is_gone_and_no_rate_is_absurd(db: &Path, b_uuid: &str, b_name: &str) {
         )
         .expect("b's T3 row");
     assert_eq!(state, "gone", "{b_name}");
-    assert!(lct.is_some());
+    let lct = unix_of(&lct.expect("b's last connect time"));
+    eprintln!(
+        "b's LCT {:.3} s before the destroy began, which took {:.3} s",
+        destroyed.0 - lct,
+        destroyed.1 - destroyed.0
+    );
+    assert!(
+        (destroyed.0 - 1.0..=destroyed.1).contains(&lct),
+        "LCT {lct}, destroyed between {destroyed:?}"
+    );
     let (max_cpu, min_rate): (f64, f64) = conn
         .query_row(
             "SELECT MAX(cpu_vcpu_pct), MIN(MIN(COALESCE(disk_read_bytes_s, 0),
@@ -142,8 +160,14 @@ fn b_is_gone_and_no_rate_is_absurd(db: &Path, b_uuid: &str, b_name: &str) {
         (0.0..150.0).contains(&max_cpu) && min_rate >= 0.0,
         "{max_cpu} {min_rate}"
     );
+}
+
+/// T1's VMC, as the last tick left it, against the running domains `virsh list` counted a
+/// second before the monitor stopped (a and c, and any other guest on the machine).
+fn the_vm_count_is_virshs(db: &Path, running: usize) {
+    let conn = rusqlite::Connection::open(db).expect("db");
     let vmc: i64 = conn
         .query_row("SELECT vmc FROM hosts", [], |r| r.get(0))
         .expect("vmc");
-    assert!(vmc >= 2, "VMC {vmc}");
+    assert_eq!(usize::try_from(vmc).ok(), Some(running), "VMC {vmc}");
 }
