@@ -87,6 +87,39 @@ pub fn table(text: &str, marker: &str, key: &str) -> BTreeMap<String, Row> {
     rows
 }
 
+/// The mean of each figure over every report in `text` whose header holds `marker` (`mpstat
+/// -P ALL 1 N`: one table a second), by the `key` column; the tool's own "Average:" tables are
+/// left out. Their Average is the ratio of the window's totals, which is not the mean of the
+/// seconds' percentages when a CPU's counters do not add up to the same time every second
+/// (idle counted to the ns, busy time by ticks); the product stores one percentage a second.
+pub fn mean_of_reports(text: &str, marker: &str, key: &str) -> BTreeMap<String, Row> {
+    let reports: Vec<BTreeMap<String, Row>> = text
+        .split("\n\n")
+        .filter(|block| {
+            block
+                .lines()
+                .any(|l| l.split_whitespace().any(|f| f == marker))
+                && !block.trim_start().starts_with("Average:")
+        })
+        .map(|block| table(block, marker, key))
+        .collect();
+    assert!(!reports.is_empty(), "no report under {marker} in:\n{text}");
+    let mut mean: BTreeMap<String, Row> = BTreeMap::new();
+    for report in &reports {
+        for (name, row) in report {
+            let sums = mean.entry(name.clone()).or_default();
+            for (column, value) in row {
+                *sums.entry(column.clone()).or_default() += value / reports.len() as f64;
+            }
+        }
+    }
+    for (name, _) in reports.iter().flat_map(|r| r.iter()) {
+        let seen = reports.iter().filter(|r| r.contains_key(name)).count();
+        assert_eq!(seen, reports.len(), "{name} is missing from some reports");
+    }
+    mean
+}
+
 /// Prints both and fails unless they agree within `relative` (of the reference).
 pub fn assert_close(what: &str, ours: f64, theirs: f64, relative: f64) {
     let error = if theirs == 0.0 {
@@ -188,6 +221,30 @@ Average:      smvsar0     99.00     99.00     99.00     99.00     99.00      0.0
         // The time column before the key is no figure.
         assert_eq!(rows["0"].len(), 10);
         assert!(!rows["0"].contains_key("CPU"));
+    }
+
+    /// `mpstat -P 1 1 2` in the C locale: two one-second reports, then their average.
+    const MPSTAT_SECONDS: &str = "\
+Linux 6.18.44 (vm) \t2026-12-07 \t_x86_64_\t(2 CPU)
+
+03:45:01     CPU    %usr   %nice    %sys %iowait    %irq   %soft  %steal  %guest  %gnice   %idle
+03:45:02       1   10.00    0.00   20.00    5.00    0.00    0.00    0.00    0.00    0.00   65.00
+
+03:45:02     CPU    %usr   %nice    %sys %iowait    %irq   %soft  %steal  %guest  %gnice   %idle
+03:45:03       1   30.00    0.00    0.00    1.00    0.00    0.00    0.00    0.00    0.00   69.00
+
+Average:     CPU    %usr   %nice    %sys %iowait    %irq   %soft  %steal  %guest  %gnice   %idle
+Average:       1   99.00    0.00    1.00    0.00    0.00    0.00    0.00    0.00    0.00    0.00
+";
+
+    #[test]
+    fn the_mean_of_mpstats_seconds_leaves_its_average_out() {
+        let mean = mean_of_reports(MPSTAT_SECONDS, "%usr", "CPU");
+        assert_eq!(mean.keys().collect::<Vec<_>>(), ["1"]);
+        assert_eq!(mean["1"]["%usr"], 20.0);
+        assert_eq!(mean["1"]["%sys"], 10.0);
+        assert_eq!(mean["1"]["%iowait"], 3.0);
+        assert_eq!(mean["1"]["%idle"], 67.0);
     }
 
     #[test]
