@@ -251,6 +251,25 @@ impl MariaDb {
         }
     }
 
+    /// Kills the server by PID with SIGKILL (a crash: no flush, no clean shutdown), then waits
+    /// until the process is gone and the port refuses connections. The next [`MariaDb::start`]
+    /// runs InnoDB's crash recovery. Panics when it does not run or does not die.
+    pub fn kill(&self) {
+        let pid = self
+            .pid()
+            .unwrap_or_else(|| panic!("the test MariaDB does not run: nothing to kill"));
+        kill(Pid::from_raw(pid as i32), Signal::SIGKILL)
+            .unwrap_or_else(|e| panic!("cannot send SIGKILL to mariadbd {pid}: {e}"));
+        let began = Instant::now();
+        while self.is_ours(pid) || self.port_open() {
+            assert!(
+                began.elapsed() < STOP_TIMEOUT,
+                "mariadbd {pid} still there {STOP_TIMEOUT:?} after SIGKILL"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Starts the server again with the manifest's command line (detached in its own session,
     /// as xtask does) and waits until it accepts connections. Panics when it already runs or
     /// does not come up.

@@ -21,8 +21,9 @@ use setmov::ebpf::BlockTotals;
 use setmov::store::rollup::{Level, Retention, RollupQuery, RollupRow};
 use setmov::store::{Store, TickRecord};
 use setmov::usage::PacketRates;
+use setmov::usage::disk::DiskTotals;
 use setmov::usage::ebpf::{CpuReady, DirectionLatency, LatencySummary, VmEbpfFigures};
-use setmov::usage::host::{DiskTotals, MemUsage, NetTotals};
+use setmov::usage::host::{MemUsage, NetTotals};
 use setmov::usage::vm::{MemSource, VmMemUsage};
 use setmov::vm::stats::DomainState;
 use setmov_common::{DIR_READ, DIR_WRITE, Log2Hist};
@@ -129,9 +130,10 @@ const HOST: [Figure; 8] = [
 /// The VM's figures, in the order of `vm_usage_1m`'s columns. Its balloon figures (used %,
 /// usable bytes) and CPU ready are missing after the 0.5 s gaps; its eBPF figures in the third
 /// window. The integer columns (vCPUs, bytes) get whole numbers.
-const VM: [Figure; 20] = [
+const VM: [Figure; 23] = [
     ("cpu_pct", |p| Some(p.v / 2.0)),
     ("cpu_vcpu_pct", |p| Some(1.0 + 0.8 * p.v)),
+    ("cpu_vcpu_threads_pct", |p| Some(0.5 + 0.7 * p.v)),
     ("steal_pct", |p| Some(0.013 + 0.1 * p.w)),
     ("mem_used_pct", |p| {
         (p.turn != 1).then_some(30.0 + 0.4 * p.w)
@@ -151,6 +153,12 @@ const VM: [Figure; 20] = [
     }),
     ("mem_usable_bytes", |p| {
         (p.turn != 1).then_some(268_435_456.0 + 12_345.0 * p.w)
+    }),
+    ("mem_actual_less_usable_bytes", |p| {
+        (p.turn != 1).then_some(805_306_368.0 + 1_048_576.0 * p.w)
+    }),
+    ("mem_guest_cache_bytes", |p| {
+        (p.turn != 1).then_some(134_217_728.0 + 4_096.0 * p.v)
     }),
     ("swap_in_bytes_s", |p| Some(17.0 + 4096.0 * p.w)),
     ("major_faults_s", |p| Some(2.0 + 0.3 * p.v)),
@@ -216,9 +224,11 @@ fn tick(p: &Point, seq: u64) -> TickRecord {
         let u = &mut sample.usage;
         u.mem = host("mem_used_pct").map(|used_pct| MemUsage {
             total_bytes: 16 << 30,
+            used_bytes: ((16u64 << 30) as f64 * used_pct / 100.0) as u64,
             used_pct,
             nonfree_pct: 99.0,
-            unavailable_pct: Some(98.0),
+            noncache_pct: Some(97.0),
+            unavailable_pct: Some(used_pct),
         });
         u.disk_total = Some(DiskTotals {
             read_bytes_per_sec: host("disk_read_bytes_s").expect("every tick"),
@@ -235,6 +245,7 @@ fn tick(p: &Point, seq: u64) -> TickRecord {
     let usage = sample.usage.as_mut().expect("a running VM's usage");
     usage.cpu_host_pct = vm("cpu_pct");
     usage.cpu_vcpu_pct = vm("cpu_vcpu_pct");
+    usage.cpu_vcpu_threads_pct = vm("cpu_vcpu_threads_pct");
     usage.steal_pct = vm("steal_pct");
     usage.vcpus = whole(vm("vcpus")).map(|n| u32::try_from(n).expect("vCPUs"));
     usage.mem = VmMemUsage {
@@ -243,9 +254,11 @@ fn tick(p: &Point, seq: u64) -> TickRecord {
         used_bytes: whole(vm("mem_used_bytes")),
         used_pct: vm("mem_used_pct"),
         source: MemSource::BalloonUsable,
+        actual_less_usable_bytes: whole(vm("mem_actual_less_usable_bytes")),
         unused_bytes: None,
         usable_bytes: whole(vm("mem_usable_bytes")),
         available_bytes: None,
+        guest_cache_bytes: whole(vm("mem_guest_cache_bytes")),
         rss_bytes: Some(1 << 30),
         swap_in_bytes_per_sec: vm("swap_in_bytes_s"),
         swap_out_bytes_per_sec: Some(0.0),

@@ -8,9 +8,11 @@
 use std::time::Duration;
 
 use setmov::store::Store;
+use setmov::store::TickRecord;
 use setmov::store::mysql::MysqlStore;
+use setmov::store::mysql::mysql_time;
 use setmov::store::rollup::Retention;
-use setmov::store::rows::tick_rows;
+use setmov::store::rows::{Value, tick_rows};
 use setmov_tests::guests::{Guest, Workload};
 use setmov_tests::mariadb::MariaDb;
 use setmov_tests::monitor::RunSummary;
@@ -21,6 +23,24 @@ use setmov_tests::ticks::{HOST_IP, full_tick, instant};
 use setmov_tests::{fixture, runtime, skip};
 
 const SETMOV: Setmov = Setmov(env!("CARGO_BIN_EXE_setmov-cli"));
+
+/// The columns migrations/mysql/V3, V4 and V5 added to T2, T4 and the host's device tables.
+const ADDED_AFTER_SCHEMA_1: [&str; 7] = [
+    "cpu_user_excl_guest_pct",
+    "mem_used_bytes",
+    "mem_noncache_pct",
+    "mem_actual_less_usable_bytes",
+    "cpu_vcpu_threads_pct",
+    "mem_guest_cache_bytes",
+    "in_host_total",
+];
+/// The tables those migrations gave columns.
+const ALTERED_AFTER_SCHEMA_1: [&str; 4] = [
+    "host_usage",
+    "vm_usage",
+    "host_disk_usage",
+    "host_net_usage",
+];
 
 #[test]
 fn the_schema_has_the_papers_four_tables_and_their_relations() {
@@ -223,9 +243,80 @@ fn table_checksums(db: &MariaDb, database: &str) -> Vec<String> {
     db.query(database, &format!("CHECKSUM TABLE {}", tables.join(", ")))
 }
 
-/// A database of schema 1 with the rows the setmov of that schema wrote (the writer's rows of
-/// full ticks: schema 2 only added the rollup tables), then `setmov migrate`: every table
-/// holds the same rows, the schema is the newest, and the old rows roll up.
+/// The rows of `ticks` as the setmov of schema 1 wrote them: T1, T3 and each data table in
+/// the columns schema 1 has (schemas 3 and 4 added some), through plain INSERTs.
+async fn write_as_schema_1(db: &MariaDb, url: &str, ticks: &[TickRecord]) {
+    use mysql_async::prelude::Queryable as _;
+    let opts = mysql_async::OptsBuilder::from_opts(mysql_async::Opts::from_url(url).expect("URL"))
+        .pass(Some(db.password()));
+    let mut conn = mysql_async::Conn::new(opts).await.expect("connect");
+    let value = |v: &Value| match v {
+        Value::Null => mysql_async::Value::NULL,
+        Value::Int(v) => mysql_async::Value::Int(*v),
+        Value::Real(v) => mysql_async::Value::Double(*v),
+        Value::Text(v) => mysql_async::Value::Bytes(v.as_bytes().to_vec()),
+    };
+    for tick in ticks {
+        let rows = tick_rows(tick, &mysql_time(tick.time));
+        let h = &rows.host;
+        conn.exec_drop(
+            "INSERT INTO hosts (host_ip, host_name, vmc, mac, cpus, memory_bytes)
+             VALUES (?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE vmc = VALUES(vmc)",
+            (
+                &h.host_ip,
+                &h.host_name,
+                h.vmc.unwrap_or(0),
+                &h.mac,
+                h.cpus,
+                h.memory_bytes,
+            ),
+        )
+        .await
+        .expect("T1 row");
+        for vm in &rows.vms {
+            conn.exec_drop(
+                "INSERT INTO vms (uuid, host_ip, name, state, lct) VALUES (?, ?, ?, ?, ?)
+                 ON DUPLICATE KEY UPDATE state = VALUES(state), lct = VALUES(lct)",
+                (&vm.uuid, &vm.host_ip, &vm.name, &vm.state, &rows.time),
+            )
+            .await
+            .expect("T3 row");
+        }
+        for table in &rows.tables {
+            let existing: Vec<String> = conn
+                .exec(
+                    "SELECT column_name FROM information_schema.columns
+                     WHERE table_schema = DATABASE() AND table_name = ?",
+                    (&table.table,),
+                )
+                .await
+                .expect("columns");
+            let kept: Vec<usize> = (0..table.columns.len())
+                .filter(|i| existing.contains(&table.columns[*i]))
+                .collect();
+            let columns: Vec<&str> = kept.iter().map(|i| table.columns[*i].as_str()).collect();
+            let sql = format!(
+                "INSERT INTO {} ({}) VALUES ({})",
+                table.table,
+                columns.join(", "),
+                vec!["?"; kept.len()].join(", ")
+            );
+            for row in &table.rows {
+                let params: Vec<mysql_async::Value> =
+                    kept.iter().map(|i| value(&row[*i])).collect();
+                conn.exec_drop(&sql, params)
+                    .await
+                    .unwrap_or_else(|e| panic!("{}: {e}", table.table));
+            }
+        }
+    }
+    conn.disconnect().await.expect("disconnect");
+}
+
+/// A database of schema 1 with the rows the setmov of that schema wrote, then `setmov
+/// migrate`: every table holds the same rows (those schema 3 gave new columns: the same values
+/// in their old columns, the new ones filled from them), the schema is the newest, and the
+/// old rows roll up. The writer refuses the database until it is migrated.
 #[test]
 fn a_schema_1_database_keeps_its_rows_through_setmov_migrate() {
     let Some(set_up) = empty_database("schema_1") else {
@@ -236,14 +327,17 @@ fn a_schema_1_database_keeps_its_rows_through_setmov_migrate() {
         .collect();
     runtime().block_on(async {
         migrate_to(&set_up.db, &set_up.url, 1).await;
-        let mut store =
-            MysqlStore::open(store_config(&set_up.db, &set_up.url, set_up.spool.path()))
-                .await
-                .expect("a schema 1 database is open to the writer");
-        for tick in &ticks {
-            store.write_tick(tick).await.expect("write");
-        }
-        store.close().await;
+        write_as_schema_1(&set_up.db, &set_up.url, &ticks).await;
+        let refused = MysqlStore::open(store_config(&set_up.db, &set_up.url, set_up.spool.path()))
+            .await
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            refused
+                .as_deref()
+                .is_some_and(|e| e.contains("older than this setmov writes")),
+            "{refused:?}"
+        );
     });
     for table in &tick_rows(&ticks[0], "").tables {
         assert_eq!(
@@ -258,6 +352,21 @@ fn a_schema_1_database_keeps_its_rows_through_setmov_migrate() {
         );
     }
     let before = table_checksums(&set_up.db, &set_up.name);
+    let old_columns = |table: &str| {
+        let columns = setmov::store::tick_schema::table(table)
+            .expect("a known table")
+            .columns
+            .iter()
+            .filter(|c| !ADDED_AFTER_SCHEMA_1.contains(c))
+            .copied()
+            .collect::<Vec<_>>()
+            .join(", ");
+        set_up.db.query(
+            &set_up.name,
+            &format!("SELECT {columns} FROM {table} ORDER BY {columns}"),
+        )
+    };
+    let old_values = ALTERED_AFTER_SCHEMA_1.map(old_columns);
 
     SETMOV.migrate(&set_up.db, &set_up.url);
     let latest = embedded::migrations::runner()
@@ -275,10 +384,33 @@ fn a_schema_1_database_keeps_its_rows_through_setmov_migrate() {
         latest as u64
     );
     let after = table_checksums(&set_up.db, &set_up.name);
+    let altered = |line: &&String| {
+        ALTERED_AFTER_SCHEMA_1
+            .iter()
+            .any(|t| line.contains(&format!(".{t}\t")))
+    };
     assert!(
-        before.iter().all(|table| after.contains(table)),
+        before
+            .iter()
+            .filter(|t| !altered(t))
+            .all(|table| after.contains(table)),
         "a table changed: before {before:?}, after {after:?}"
     );
+    assert_eq!(
+        ALTERED_AFTER_SCHEMA_1.map(old_columns),
+        old_values,
+        "T2, T4 and the device tables keep their values"
+    );
+    // The full ticks' figures already have the new meanings (the host has MemAvailable, the
+    // guest reports no available): schema 3 fills the new columns from them.
+    let filled = set_up.db.query(
+        &set_up.name,
+        "SELECT COUNT(*) FROM host_usage h JOIN vm_usage v ON v.time = h.time
+         WHERE h.mem_used_bytes = ROUND(h.mem_total_bytes * h.mem_used_pct / 100e0)
+         AND h.cpu_user_excl_guest_pct IS NULL
+         AND v.mem_actual_less_usable_bytes = v.mem_alloc_bytes - v.mem_usable_bytes",
+    );
+    assert_eq!(filled, ["3"]);
 
     runtime().block_on(async {
         let mut store =

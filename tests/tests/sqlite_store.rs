@@ -43,7 +43,7 @@ fn has_table(conn: &Connection, table: &str) -> bool {
 
 /// A database of schema `version` at `path` as the setmov of that schema left it: its
 /// migrations applied by refinery, as the store applies them, then the rows of a full tick in
-/// every table the schema has. Returns the data rows written.
+/// every table the schema has, in the columns it has. Returns the data rows written.
 fn database_of_schema(path: &Path, version: i32) -> (TickRows, Vec<Rows>) {
     let mut conn = Connection::open(path).expect("open");
     embedded::migrations::runner()
@@ -76,7 +76,7 @@ fn database_of_schema(path: &Path, version: i32) -> (TickRows, Vec<Rows>) {
         .tables
         .iter()
         .filter(|t| has_table(&conn, &t.table))
-        .cloned()
+        .map(|t| in_columns_of_the_schema(&conn, t))
         .collect();
     for table in &written {
         let placeholders = vec!["?"; table.columns.len()].join(", ");
@@ -94,6 +94,33 @@ fn database_of_schema(path: &Path, version: i32) -> (TickRows, Vec<Rows>) {
         }
     }
     (rows, written)
+}
+
+/// `table` without the columns its table does not have at this schema (those a later
+/// migration added).
+fn in_columns_of_the_schema(conn: &Connection, table: &Rows) -> Rows {
+    let existing: Vec<String> = conn
+        .prepare(&format!(
+            "SELECT name FROM pragma_table_info('{}')",
+            table.table
+        ))
+        .expect("sql")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("columns");
+    let kept: Vec<usize> = (0..table.columns.len())
+        .filter(|i| existing.contains(&table.columns[*i]))
+        .collect();
+    Rows {
+        table: table.table.clone(),
+        columns: kept.iter().map(|i| table.columns[*i].clone()).collect(),
+        rows: table
+            .rows
+            .iter()
+            .map(|row| kept.iter().map(|i| row[*i].clone()).collect())
+            .collect(),
+    }
 }
 
 fn sqlite_value(value: &Value) -> SqliteValue {
@@ -312,6 +339,68 @@ fn a_schema_3_database_keeps_its_time_ordered_vm_rows_through_every_migration() 
 #[test]
 fn a_schema_4_database_keeps_its_ebpf_rows_through_every_migration() {
     an_earlier_schema_is_brought_up_to_date_with_its_rows(4);
+}
+
+#[test]
+fn a_schema_5_database_keeps_its_rollup_ready_rows_through_every_migration() {
+    an_earlier_schema_is_brought_up_to_date_with_its_rows(5);
+}
+
+/// Schema 6 rewrites the stored memory figures to their new meanings: the host's used memory
+/// becomes total − MemAvailable (it was total − free − buffers − cached), and a VM's the
+/// guest's own view, available − usable, when the guest reported available (it was actual −
+/// usable, which moves to its own column).
+#[test]
+fn schema_6_gives_stored_memory_used_its_new_meaning() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("setmov.db");
+    drop(database_of_schema(&db, 5));
+    const GIB: i64 = 1 << 30;
+    let conn = Connection::open(&db).expect("open");
+    // As schema 5's setmov stored a 16 GiB host with 8 GiB free, 0.5 buffers, 2 cached and
+    // 12 available, and a 4 GiB guest that reported 3.75 GiB of total and 3 usable.
+    conn.execute_batch(&format!(
+        "UPDATE host_usage SET mem_total_bytes = {}, mem_used_pct = 34.375,
+             mem_nonfree_pct = 50.0, mem_unavailable_pct = 25.0;
+         UPDATE vm_usage SET mem_alloc_bytes = {}, mem_available_bytes = {},
+             mem_usable_bytes = {}, mem_used_bytes = {}, mem_used_pct = 25.0,
+             mem_source = 'balloon-usable';",
+        16 * GIB,
+        4 * GIB,
+        15 * GIB / 4,
+        3 * GIB,
+        GIB
+    ))
+    .expect("schema 5 rows");
+    drop(conn);
+    drop(SqliteStore::open(&db).expect("migrate"));
+    let conn = Connection::open(&db).expect("open");
+    let host: (f64, i64, f64, Option<f64>) = conn
+        .query_row(
+            "SELECT mem_used_pct, mem_used_bytes, mem_nonfree_pct, mem_noncache_pct
+             FROM host_usage",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .expect("host row");
+    assert_eq!(host, (25.0, 4 * GIB, 50.0, None));
+    let vm: (i64, f64, String, i64) = conn
+        .query_row(
+            "SELECT mem_used_bytes, mem_used_pct, mem_source, mem_actual_less_usable_bytes
+             FROM vm_usage",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .expect("VM row");
+    assert_eq!(
+        vm,
+        (
+            3 * GIB / 4,
+            20.0,
+            "balloon-available-usable".to_owned(),
+            GIB
+        )
+    );
 }
 
 #[test]

@@ -3,13 +3,16 @@
 //! [`Store`] is what the sampler writes to and `setmov show` reads from. The embedded SQLite
 //! store is the default; other back ends implement the same trait.
 
+pub mod fit;
 pub mod location;
 pub mod mysql;
 pub mod private_files;
+pub mod quarantine;
 pub mod rollup;
 pub mod rows;
 pub mod spool;
 pub mod sqlite;
+pub mod tick_schema;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -205,6 +208,15 @@ pub enum StoreError {
     )]
     NoSchema { target: String },
     #[error(
+        "database {target} has schema version {found}, older than this setmov writes ({known}): \
+         bring it up to date with `setmov migrate --database {target}`"
+    )]
+    OlderSchema {
+        target: String,
+        found: u32,
+        known: u32,
+    },
+    #[error(
         "database {target} has schema version {found}, newer than this setmov knows ({known}): \
          upgrade setmov rather than write into it"
     )]
@@ -229,13 +241,29 @@ pub struct VmUsageQuery {
     pub limit: u32,
 }
 
+/// What became of a tick given to [`Store::write_tick`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// Stored, or kept on disk to be stored when the database answers again (the MySQL spool).
+    Stored,
+    /// Refused by the database for what it holds (no retry would change that): set aside in the
+    /// store's quarantine, with the error, so that it never blocks the ticks after it.
+    Quarantined,
+}
+
 /// A place ticks are written to and read back from.
 pub trait Store: Send + 'static {
-    /// Writes one tick atomically: either all of its rows land or none.
+    /// Writes one tick atomically: either all of its rows land or none. An error is an outage
+    /// (the database away, locked, full): the tick is kept and tried again.
     fn write_tick(
         &mut self,
         tick: &TickRecord,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send;
+
+    /// Keeps `ticks` on local disk, for this store to write first when it next opens (at the
+    /// end of a run, for what could not be written in time). Returns where they are. Must not
+    /// wait for the database.
+    fn spill(&mut self, ticks: &[std::sync::Arc<TickRecord>]) -> Result<PathBuf, StoreError>;
 
     /// The newest T2 rows matching `query`, oldest first.
     fn recent_host_usage(
@@ -376,10 +404,17 @@ impl AnyStore {
 }
 
 impl Store for AnyStore {
-    async fn write_tick(&mut self, tick: &TickRecord) -> Result<(), StoreError> {
+    async fn write_tick(&mut self, tick: &TickRecord) -> Result<WriteOutcome, StoreError> {
         match self {
             AnyStore::Sqlite(s) => s.write_tick(tick).await,
             AnyStore::Mysql(s) => s.write_tick(tick).await,
+        }
+    }
+
+    fn spill(&mut self, ticks: &[std::sync::Arc<TickRecord>]) -> Result<PathBuf, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.spill(ticks),
+            AnyStore::Mysql(s) => s.spill(ticks),
         }
     }
 
@@ -505,8 +540,58 @@ fn utc_millis(t: OffsetDateTime, separator: char, zone: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// The read half of [`Store`] for test stores that are only written to: every read is empty,
+    /// upkeep does nothing.
+    macro_rules! no_reads {
+        () => {
+            async fn recent_host_usage(
+                &mut self,
+                _query: &$crate::store::HostUsageQuery,
+            ) -> Result<Vec<$crate::store::HostUsageRow>, $crate::store::StoreError> {
+                Ok(Vec::new())
+            }
+
+            async fn recent_vm_usage(
+                &mut self,
+                _query: &$crate::store::VmUsageQuery,
+            ) -> Result<Vec<$crate::store::VmUsageRow>, $crate::store::StoreError> {
+                Ok(Vec::new())
+            }
+
+            async fn rollups(
+                &mut self,
+                _query: &$crate::store::rollup::RollupQuery,
+            ) -> Result<Vec<$crate::store::rollup::RollupRow>, $crate::store::StoreError> {
+                Ok(Vec::new())
+            }
+
+            async fn hosts(
+                &mut self,
+            ) -> Result<Vec<$crate::store::rows::HostRow>, $crate::store::StoreError> {
+                Ok(Vec::new())
+            }
+
+            async fn report_samples(
+                &mut self,
+                _query: &$crate::analysis::ReportQuery,
+            ) -> Result<Vec<$crate::analysis::report::ReportSample>, $crate::store::StoreError> {
+                Ok(Vec::new())
+            }
+
+            async fn maintain(
+                &mut self,
+                _host_ip: &str,
+                _now: time::OffsetDateTime,
+                _retention: &$crate::store::rollup::Retention,
+            ) -> Result<(), $crate::store::StoreError> {
+                Ok(())
+            }
+        };
+    }
+    pub(crate) use no_reads;
 
     #[test]
     fn times_are_utc_with_milliseconds() {

@@ -28,6 +28,7 @@ pub const HOST_FIGURES: &[&str] = &[
 pub const VM_FIGURES: &[&str] = &[
     "cpu_pct",
     "cpu_vcpu_pct",
+    "cpu_vcpu_threads_pct",
     "steal_pct",
     "mem_used_pct",
     "disk_read_bytes_s",
@@ -41,6 +42,8 @@ pub const VM_FIGURES: &[&str] = &[
     "mem_alloc_bytes",
     "mem_used_bytes",
     "mem_usable_bytes",
+    "mem_actual_less_usable_bytes",
+    "mem_guest_cache_bytes",
     "swap_in_bytes_s",
     "major_faults_s",
     // From vm_ebpf_usage (NULL without eBPF).

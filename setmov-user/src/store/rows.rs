@@ -1,11 +1,15 @@
 //! A tick as table rows: the one mapping from a [`TickRecord`] to the schema's tables, used by
 //! the MySQL store and its spool (which keeps ticks as these rows while the server is away).
 //!
+//! The tables and columns come from [`tick_schema`], which also judges rows read back from a
+//! spool file.
+//!
 //! Every data table has a primary key of owner and time, so writing the same rows twice changes
 //! nothing: a replayed tick is ignored row by row.
 
 use serde::{Deserialize, Serialize};
 
+use super::tick_schema::{self, TableSchema};
 use super::{HostSample, TickRecord, VmSample};
 use crate::usage::ebpf::{HostEbpfFigures, VmEbpfFigures, VmNicTraffic, direction_name};
 use crate::usage::host::NetRates;
@@ -83,10 +87,11 @@ pub struct Rows {
 }
 
 impl Rows {
-    fn new(table: &str, columns: &[&str]) -> Self {
+    /// Empty rows of a table a tick writes: its names come only from [`tick_schema`].
+    fn new(schema: &TableSchema) -> Self {
         Rows {
-            table: table.to_owned(),
-            columns: columns.iter().map(|c| (*c).to_owned()).collect(),
+            table: schema.name.to_owned(),
+            columns: schema.columns.iter().map(|c| (*c).to_owned()).collect(),
             rows: Vec::new(),
         }
     }
@@ -196,40 +201,7 @@ fn host_sample_rows(host_ip: &str, time: &str, s: &HostSample, tables: &mut Vec<
     let mem = u.mem.as_ref();
     let disk = u.disk_total.as_ref();
     let net = u.net_total.as_ref();
-    let mut t2 = Rows::new(
-        "host_usage",
-        &[
-            "host_ip",
-            "time",
-            "interval_s",
-            "late_ms",
-            "missed_ticks",
-            "cpu_pct",
-            "cpu_user_pct",
-            "cpu_system_pct",
-            "cpu_iowait_pct",
-            "cpu_steal_pct",
-            "cpu_guest_pct",
-            "mem_total_bytes",
-            "mem_used_pct",
-            "mem_nonfree_pct",
-            "mem_unavailable_pct",
-            "disk_read_bytes_s",
-            "disk_write_bytes_s",
-            "disk_bytes_s",
-            "disk_read_iops",
-            "disk_write_iops",
-            "net_rx_pps",
-            "net_tx_pps",
-            "net_rx_bytes_s",
-            "net_tx_bytes_s",
-            "net_rx_avg_pkt_bits",
-            "net_tx_avg_pkt_bits",
-            "net_rx_bps",
-            "net_tx_bps",
-            "problems",
-        ],
-    );
+    let mut t2 = Rows::new(&tick_schema::HOST_USAGE);
     t2.push(vec![
         host_ip.into(),
         time.into(),
@@ -242,9 +214,12 @@ fn host_sample_rows(host_ip: &str, time: &str, s: &HostSample, tables: &mut Vec<
         cpu.map(|c| c.iowait_pct).into(),
         cpu.map(|c| c.steal_pct).into(),
         cpu.map(|c| c.guest_pct).into(),
+        cpu.map(|c| c.user_excl_guest_pct).into(),
         mem.map(|m| m.total_bytes).into(),
         mem.map(|m| m.used_pct).into(),
+        mem.map(|m| m.used_bytes).into(),
         mem.map(|m| m.nonfree_pct).into(),
+        mem.and_then(|m| m.noncache_pct).into(),
         mem.and_then(|m| m.unavailable_pct).into(),
         disk.map(|d| d.read_bytes_per_sec).into(),
         disk.map(|d| d.write_bytes_per_sec).into(),
@@ -265,20 +240,7 @@ fn host_sample_rows(host_ip: &str, time: &str, s: &HostSample, tables: &mut Vec<
     ]);
     tables.push(t2);
 
-    let mut cpus = Rows::new(
-        "host_cpu_usage",
-        &[
-            "host_ip",
-            "time",
-            "cpu",
-            "busy_pct",
-            "user_pct",
-            "system_pct",
-            "iowait_pct",
-            "steal_pct",
-            "guest_pct",
-        ],
-    );
+    let mut cpus = Rows::new(&tick_schema::HOST_CPU_USAGE);
     for (index, c) in u.per_cpu.iter().enumerate() {
         if let Some(c) = c {
             cpus.push(vec![
@@ -296,22 +258,7 @@ fn host_sample_rows(host_ip: &str, time: &str, s: &HostSample, tables: &mut Vec<
     }
     tables.push(cpus);
 
-    let mut disks = Rows::new(
-        "host_disk_usage",
-        &[
-            "host_ip",
-            "time",
-            "device",
-            "is_partition",
-            "read_bytes_s",
-            "write_bytes_s",
-            "read_iops",
-            "write_iops",
-            "util_pct",
-            "read_await_ms",
-            "write_await_ms",
-        ],
-    );
+    let mut disks = Rows::new(&tick_schema::HOST_DISK_USAGE);
     for d in &u.disks {
         disks.push(vec![
             host_ip.into(),
@@ -325,41 +272,25 @@ fn host_sample_rows(host_ip: &str, time: &str, s: &HostSample, tables: &mut Vec<
             d.util_pct.into(),
             d.read_await_ms.into(),
             d.write_await_ms.into(),
+            u.disk_total_over.contains(&d.name).into(),
         ]);
     }
     tables.push(disks);
-    let mut nets = net_table("host_net_usage", "host_ip");
-    push_net_rows(&mut nets, host_ip, time, &u.nets);
+    let mut nets = Rows::new(&tick_schema::HOST_NET_USAGE);
+    push_net_rows(&mut nets, host_ip, time, &u.nets, Some(&u.net_total_over));
     tables.push(nets);
 }
 
-/// `host_net_usage` or `vm_nic_usage`, whose columns after the owner are the same.
-fn net_table(table: &str, owner_column: &str) -> Rows {
-    Rows::new(
-        table,
-        &[
-            owner_column,
-            "time",
-            "iface",
-            "rx_pps",
-            "tx_pps",
-            "rx_bytes_s",
-            "tx_bytes_s",
-            "rx_avg_pkt_bits",
-            "tx_avg_pkt_bits",
-            "rx_bps",
-            "tx_bps",
-            "rx_errs",
-            "rx_drop",
-            "tx_errs",
-            "tx_drop",
-        ],
-    )
-}
-
-fn push_net_rows(rows: &mut Rows, owner: &str, time: &str, nets: &[NetRates]) {
+/// Interface rows; `host_total_over` (the host's rows only) fills `in_host_total`.
+fn push_net_rows(
+    rows: &mut Rows,
+    owner: &str,
+    time: &str,
+    nets: &[NetRates],
+    host_total_over: Option<&[String]>,
+) {
     for n in nets {
-        rows.push(vec![
+        let mut row: Vec<Value> = vec![
             owner.into(),
             time.into(),
             n.name.as_str().into(),
@@ -375,29 +306,18 @@ fn push_net_rows(rows: &mut Rows, owner: &str, time: &str, nets: &[NetRates]) {
             n.rx_drop.into(),
             n.tx_errs.into(),
             n.tx_drop.into(),
-        ]);
+        ];
+        if let Some(over) = host_total_over {
+            row.push(over.contains(&n.name).into());
+        }
+        rows.push(row);
     }
 }
 
 fn host_ebpf_rows(host_ip: &str, time: &str, e: &HostEbpfFigures, tables: &mut Vec<Rows>) {
     let all = e.block_rates.as_ref();
     let other = e.unattributed_rates.as_ref();
-    let mut usage = Rows::new(
-        "host_ebpf_usage",
-        &[
-            "host_ip",
-            "time",
-            "interval_s",
-            "block_read_bytes_s",
-            "block_write_bytes_s",
-            "block_read_iops",
-            "block_write_iops",
-            "unattributed_read_bytes_s",
-            "unattributed_write_bytes_s",
-            "unattributed_read_iops",
-            "unattributed_write_iops",
-        ],
-    );
+    let mut usage = Rows::new(&tick_schema::HOST_EBPF_USAGE);
     usage.push(vec![
         host_ip.into(),
         time.into(),
@@ -412,19 +332,7 @@ fn host_ebpf_rows(host_ip: &str, time: &str, e: &HostEbpfFigures, tables: &mut V
         other.map(|r| r.write_iops).into(),
     ]);
     tables.push(usage);
-    let mut latency = Rows::new(
-        "host_disk_latency",
-        &[
-            "host_ip",
-            "time",
-            "device",
-            "direction",
-            "requests",
-            "p50_us",
-            "p95_us",
-            "p99_us",
-        ],
-    );
+    let mut latency = Rows::new(&tick_schema::HOST_DISK_LATENCY);
     for d in &e.devices {
         latency.push(vec![
             host_ip.into(),
@@ -438,10 +346,7 @@ fn host_ebpf_rows(host_ip: &str, time: &str, e: &HostEbpfFigures, tables: &mut V
         ]);
     }
     tables.push(latency);
-    let mut programs = Rows::new(
-        "ebpf_program_stats",
-        &["host_ip", "time", "program", "events_s", "mean_ns"],
-    );
+    let mut programs = Rows::new(&tick_schema::EBPF_PROGRAM_STATS);
     for p in &e.programs {
         programs.push(vec![
             host_ip.into(),
@@ -454,62 +359,11 @@ fn host_ebpf_rows(host_ip: &str, time: &str, e: &HostEbpfFigures, tables: &mut V
     tables.push(programs);
 }
 
-const VM_USAGE_COLUMNS: &[&str] = &[
-    "uuid",
-    "time",
-    "interval_s",
-    "state",
-    "missing",
-    "qemu_pid",
-    "vcpus",
-    "cpu_pct",
-    "cpu_vcpu_pct",
-    "steal_pct",
-    "mem_alloc_bytes",
-    "mem_max_bytes",
-    "mem_used_bytes",
-    "mem_used_pct",
-    "mem_source",
-    "mem_unused_bytes",
-    "mem_usable_bytes",
-    "mem_available_bytes",
-    "rss_bytes",
-    "swap_in_bytes_s",
-    "swap_out_bytes_s",
-    "major_faults_s",
-    "minor_faults_s",
-    "disk_read_bytes_s",
-    "disk_write_bytes_s",
-    "disk_read_iops",
-    "disk_write_iops",
-    "net_rx_pps",
-    "net_tx_pps",
-    "net_rx_bytes_s",
-    "net_tx_bytes_s",
-    "net_rx_avg_pkt_bits",
-    "net_tx_avg_pkt_bits",
-    "net_rx_bps",
-    "net_tx_bps",
-];
-
 /// T4 and its detail for every VM with a usage row, table by table (parents first).
 fn vm_rows(time: &str, vms: &[VmSample], tables: &mut Vec<Rows>) {
-    let mut usage = Rows::new("vm_usage", VM_USAGE_COLUMNS);
-    let mut disks = Rows::new(
-        "vm_disk_usage",
-        &[
-            "uuid",
-            "time",
-            "device",
-            "read_bytes_s",
-            "write_bytes_s",
-            "read_iops",
-            "write_iops",
-            "read_latency_ms",
-            "write_latency_ms",
-        ],
-    );
-    let mut nics = net_table("vm_nic_usage", "uuid");
+    let mut usage = Rows::new(&tick_schema::VM_USAGE);
+    let mut disks = Rows::new(&tick_schema::VM_DISK_USAGE);
+    let mut nics = Rows::new(&tick_schema::VM_NIC_USAGE);
     let mut ebpf = EbpfVmRows::new();
     for vm in vms.iter().filter(|vm| vm.has_usage_row()) {
         let uuid = vm.uuid.as_str();
@@ -533,6 +387,7 @@ fn vm_rows(time: &str, vms: &[VmSample], tables: &mut Vec<Rows>) {
             m.and_then(|m| m.used_bytes).into(),
             m.and_then(|m| m.used_pct).into(),
             m.map(|m| m.source.name()).into(),
+            m.and_then(|m| m.actual_less_usable_bytes).into(),
             m.and_then(|m| m.unused_bytes).into(),
             m.and_then(|m| m.usable_bytes).into(),
             m.and_then(|m| m.available_bytes).into(),
@@ -553,6 +408,8 @@ fn vm_rows(time: &str, vms: &[VmSample], tables: &mut Vec<Rows>) {
             net.and_then(|n| n.tx.avg_packet_bits).into(),
             net.map(|n| n.rx.bps).into(),
             net.map(|n| n.tx.bps).into(),
+            u.and_then(|u| u.cpu_vcpu_threads_pct).into(),
+            m.and_then(|m| m.guest_cache_bytes).into(),
         ]);
         let Some(u) = u else {
             continue;
@@ -570,7 +427,7 @@ fn vm_rows(time: &str, vms: &[VmSample], tables: &mut Vec<Rows>) {
                 d.write_latency_ms.into(),
             ]);
         }
-        push_net_rows(&mut nics, uuid, time, &u.nics);
+        push_net_rows(&mut nics, uuid, time, &u.nics, None);
         if let Some(e) = &vm.ebpf {
             ebpf.push(uuid, time, e);
         }
@@ -591,48 +448,11 @@ struct EbpfVmRows {
 impl EbpfVmRows {
     fn new() -> Self {
         EbpfVmRows {
-            usage: Rows::new(
-                "vm_ebpf_usage",
-                &[
-                    "uuid",
-                    "time",
-                    "interval_s",
-                    "block_read_bytes_s",
-                    "block_write_bytes_s",
-                    "block_read_iops",
-                    "block_write_iops",
-                    "read_latency_p50_us",
-                    "read_latency_p95_us",
-                    "read_latency_p99_us",
-                    "write_latency_p50_us",
-                    "write_latency_p95_us",
-                    "write_latency_p99_us",
-                    "cpu_ready_pct",
-                    "cpu_ready_p99_us",
-                    "kvm_events_s",
-                    "net_rx_pps",
-                    "net_tx_pps",
-                    "net_rx_bytes_s",
-                    "net_tx_bytes_s",
-                    "net_drops_s",
-                ],
-            ),
-            latency: Rows::new(
-                "vm_latency_hist",
-                &["uuid", "time", "direction", "bucket", "requests"],
-            ),
-            kvm: Rows::new(
-                "vm_kvm_events",
-                &["uuid", "time", "event", "reason", "count"],
-            ),
-            sizes: Rows::new(
-                "vm_nic_packet_sizes",
-                &["uuid", "time", "iface", "direction", "bucket", "packets"],
-            ),
-            drops: Rows::new(
-                "vm_nic_drops",
-                &["uuid", "time", "iface", "reason", "packets"],
-            ),
+            usage: Rows::new(&tick_schema::VM_EBPF_USAGE),
+            latency: Rows::new(&tick_schema::VM_LATENCY_HIST),
+            kvm: Rows::new(&tick_schema::VM_KVM_EVENTS),
+            sizes: Rows::new(&tick_schema::VM_NIC_PACKET_SIZES),
+            drops: Rows::new(&tick_schema::VM_NIC_DROPS),
         }
     }
 

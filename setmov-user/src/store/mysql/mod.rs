@@ -14,31 +14,31 @@
 
 pub mod decode;
 mod read;
+mod schema;
 mod upkeep;
+mod write;
 
-use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use mysql_async::prelude::Queryable;
-use mysql_async::{Opts, OptsBuilder, Pool, SslOpts, TxOpts};
+use mysql_async::{Opts, OptsBuilder, Pool, SslOpts};
 use time::OffsetDateTime;
 
+use self::schema::{known_version, schema_version};
 use super::location::redact;
+use super::quarantine::{self, Quarantine};
 use super::rollup::{Retention, RollupQuery, RollupRow};
-use super::rows::{HostRow, Rows, TickRows, Value, VmRow, tick_rows};
-use super::spool::Spool;
+use super::rows::{HostRow, Value, VmRow, tick_rows};
+use super::spool::{Spool, SpoolError};
 use super::{
     HostUsageQuery, HostUsageRow, Store, StoreError, TickRecord, Upkeep, VmUsageQuery, VmUsageRow,
+    WriteOutcome,
 };
 use crate::analysis::ReportQuery;
 use crate::analysis::report::ReportSample;
 use crate::progress::Progress;
 pub use decode::DecodeError;
-
-mod embedded {
-    refinery::embed_migrations!("../migrations/mysql");
-}
 
 /// Longest a tick's write may take before it goes to the spool instead.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -122,6 +122,8 @@ pub struct MysqlStore {
     opts: Opts,
     pool: Pool,
     spool: Spool,
+    /// Beside the spool; opened when first needed, so that none is made for nothing.
+    quarantine: Option<Quarantine>,
     target: String,
     written_host: Option<HostRow>,
     written_vms: HashMap<String, VmRow>,
@@ -138,23 +140,35 @@ pub struct MysqlStore {
 enum Reach {
     Ready,
     NoSchema,
+    /// The schema of an earlier SETMOV: its tables lack columns this one writes.
+    OlderSchema(u32),
     /// The server is down or slow: an outage, not a configuration error.
     Unreachable(String),
 }
 
 impl MysqlStore {
     /// Opens the store for `setmov run`. A wrong password, an unknown host or database, a
-    /// database without the schema, or one with a newer schema is an error. A server that does
+    /// database without the schema, or one with an older or a newer schema is an error. A server that does
     /// not answer is not: the monitor starts and spools until it does.
     pub async fn open(config: MysqlConfig) -> Result<Self, StoreError> {
         let opts = config.opts()?;
         let target = redact(&config.url);
         let spool = Spool::open(&config.spool_dir, config.spool_max_bytes)?;
+        // One already there is checked now: a folder others may write into stops the start.
+        let quarantine_dir = quarantine::beside(spool.dir());
+        let quarantine = match std::fs::symlink_metadata(&quarantine_dir) {
+            Ok(_) => Some(Quarantine::open(
+                &quarantine_dir,
+                quarantine::DEFAULT_MAX_BYTES,
+            )?),
+            Err(_) => None,
+        };
         let pool = Pool::new(opts.clone());
         let mut store = MysqlStore {
             opts,
             pool,
             spool,
+            quarantine,
             target,
             written_host: None,
             written_vms: HashMap::new(),
@@ -168,6 +182,13 @@ impl MysqlStore {
             Reach::NoSchema => {
                 return Err(StoreError::NoSchema {
                     target: store.target.clone(),
+                });
+            }
+            Reach::OlderSchema(found) => {
+                return Err(StoreError::OlderSchema {
+                    target: store.target.clone(),
+                    found,
+                    known: known_version(),
                 });
             }
             Reach::Unreachable(reason) => {
@@ -208,7 +229,7 @@ impl MysqlStore {
             message: e.to_string(),
         };
         let runner = || {
-            embedded::migrations::runner()
+            schema::embedded::migrations::runner()
                 .set_abort_divergent(true)
                 .set_abort_missing(true)
         };
@@ -263,6 +284,7 @@ impl MysqlStore {
             Ok(Ok(conn)) => conn,
         };
         Ok(match schema_version(conn, &self.target).await? {
+            Some(found) if found < known_version() => Reach::OlderSchema(found),
             Some(_) => Reach::Ready,
             None => Reach::NoSchema,
         })
@@ -298,107 +320,6 @@ impl MysqlStore {
         self.retry_after = FIRST_RETRY;
     }
 
-    /// Writes one tick's rows, or says why not.
-    async fn try_write(&mut self, rows: &TickRows) -> Result<(), String> {
-        match tokio::time::timeout(WRITE_TIMEOUT, self.write_rows(rows)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!(
-                "a tick's write took longer than {}",
-                humantime::format_duration(WRITE_TIMEOUT)
-            )),
-        }
-    }
-
-    async fn write_rows(&mut self, rows: &TickRows) -> Result<(), mysql_async::Error> {
-        let mut conn = self.pool.get_conn().await?;
-        let mut tx = conn.start_transaction(TxOpts::default()).await?;
-        let host_changed = self.written_host.as_ref() != Some(&rows.host);
-        if host_changed {
-            let h = &rows.host;
-            // What this tick did not know (libvirt unreachable) keeps the stored value.
-            tx.exec_drop(
-                "INSERT INTO hosts (host_ip, host_name, vmc, mac, cpus, memory_bytes)
-                 VALUES (?, ?, COALESCE(?, 0), ?, ?, ?)
-                 ON DUPLICATE KEY UPDATE host_name = VALUES(host_name), mac = VALUES(mac),
-                     vmc = COALESCE(?, vmc), cpus = COALESCE(?, cpus),
-                     memory_bytes = COALESCE(?, memory_bytes)",
-                (
-                    &h.host_ip,
-                    &h.host_name,
-                    h.vmc,
-                    &h.mac,
-                    h.cpus,
-                    h.memory_bytes,
-                    h.vmc,
-                    h.cpus,
-                    h.memory_bytes,
-                ),
-            )
-            .await?;
-        }
-        let changed_vms: Vec<&VmRow> = rows
-            .vms
-            .iter()
-            .filter(|vm| self.written_vms.get(&vm.uuid) != Some(*vm))
-            .collect();
-        // A tick older than rows already stored for a VM (a spool replayed late, after another
-        // host wrote the VM it had migrated to) leaves the VM's T3 row as the newer tick left
-        // it, and stays out of the cache so that a newer tick of this host writes it again.
-        let overtaken = vms_with_newer_rows(&mut tx, &changed_vms, &rows.time).await?;
-        let changed_vms: Vec<&VmRow> = changed_vms
-            .into_iter()
-            .filter(|vm| !overtaken.contains(&vm.uuid))
-            .collect();
-        for chunk in changed_vms.chunks(ROWS_PER_STATEMENT) {
-            let mut params = Vec::with_capacity(chunk.len() * 5);
-            for vm in chunk {
-                params.extend([
-                    vm.uuid.as_str().into(),
-                    vm.host_ip.as_str().into(),
-                    vm.name.as_str().into(),
-                    vm.state.as_str().into(),
-                    if rows.running.contains(&vm.uuid) {
-                        rows.time.as_str().into()
-                    } else {
-                        mysql_async::Value::NULL
-                    },
-                ]);
-            }
-            // A state libvirt could not tell (`unknown`) keeps the stored one; the last
-            // connect time never moves back (a replayed tick is older than the stored one).
-            let sql = format!(
-                "INSERT INTO vms (uuid, host_ip, name, state, lct) VALUES {}
-                 ON DUPLICATE KEY UPDATE host_ip = VALUES(host_ip), name = VALUES(name),
-                     state = IF(VALUES(state) = 'unknown', state, VALUES(state)),
-                     lct = GREATEST(COALESCE(lct, VALUES(lct)), COALESCE(VALUES(lct), lct))",
-                placeholders(5, chunk.len())
-            );
-            tx.exec_drop(sql, params).await?;
-        }
-        for chunk in rows.running.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "UPDATE vms SET lct = GREATEST(COALESCE(lct, ?), ?) WHERE uuid IN ({})",
-                vec!["?"; chunk.len()].join(", ")
-            );
-            let mut params: Vec<mysql_async::Value> =
-                vec![rows.time.as_str().into(), rows.time.as_str().into()];
-            params.extend(chunk.iter().map(|uuid| uuid.as_str().into()));
-            tx.exec_drop(sql, params).await?;
-        }
-        for table in &rows.tables {
-            write_rows(&mut tx, table, Conflict::Keep).await?;
-        }
-        tx.commit().await?;
-        if host_changed {
-            self.written_host = Some(rows.host.clone());
-        }
-        for vm in changed_vms {
-            self.written_vms.insert(vm.uuid.clone(), vm.clone());
-        }
-        Ok(())
-    }
-
     /// Writes spooled ticks, oldest first, until the spool is empty or a write fails.
     async fn replay(&mut self) -> Result<(), StoreError> {
         let mut replayed = 0usize;
@@ -409,7 +330,7 @@ impl MysqlStore {
         while let Some(front) = self.spool.front() {
             match front {
                 Ok(rows) => {
-                    if let Err(reason) = self.try_write(&rows).await {
+                    if let Err(reason) = self.write_or_quarantine(&rows).await {
                         self.failed(reason);
                         break;
                     }
@@ -417,11 +338,8 @@ impl MysqlStore {
                     replayed += 1;
                     progress.advance(1);
                 }
-                Err(e) => {
-                    // Nothing can write it; keeping it would stop every later tick.
-                    tracing::error!("{e}; the tick in it is lost");
-                    self.spool.pop_front()?;
-                }
+                // Nothing can write it; keeping it would stop every later tick.
+                Err(e) => self.set_aside_front(&e)?,
             }
         }
         if replayed > 0 {
@@ -433,6 +351,42 @@ impl MysqlStore {
             self.spool.len()
         ));
         Ok(())
+    }
+
+    /// Moves the oldest spool file, which cannot be written (`why`), to the quarantine; one
+    /// that cannot be moved stays where it is and is passed over until the next start.
+    fn set_aside_front(&mut self, why: &SpoolError) -> Result<(), StoreError> {
+        let Some(file) = self.spool.front_path().map(Path::to_owned) else {
+            return Ok(());
+        };
+        match self
+            .quarantine()
+            .and_then(|q| q.put_file(&file, &why.to_string()))
+        {
+            Ok(moved) => {
+                tracing::error!("{why}; set aside, never written, as {}", moved.display());
+                self.spool.pop_front()?;
+            }
+            Err(e) => {
+                tracing::error!(
+                    "{why}; it could not be set aside ({e}), and is passed over until the next \
+                     start"
+                );
+                self.spool.skip_front();
+            }
+        }
+        Ok(())
+    }
+
+    /// The quarantine beside the spool, opened (created) on first use.
+    fn quarantine(&mut self) -> Result<&mut Quarantine, SpoolError> {
+        match &mut self.quarantine {
+            Some(quarantine) => Ok(quarantine),
+            slot @ None => Ok(slot.insert(Quarantine::open(
+                &quarantine::beside(self.spool.dir()),
+                quarantine::DEFAULT_MAX_BYTES,
+            )?)),
+        }
     }
 
     /// Closes the pool's connections.
@@ -457,74 +411,6 @@ impl Drop for MysqlStore {
     }
 }
 
-/// The UUIDs among `vms` that have T4 rows later than `time`: for them a tick at `time` is late.
-async fn vms_with_newer_rows(
-    tx: &mut mysql_async::Transaction<'_>,
-    vms: &[&VmRow],
-    time: &str,
-) -> Result<HashSet<String>, mysql_async::Error> {
-    let mut newer = HashSet::new();
-    for chunk in vms.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "SELECT DISTINCT uuid FROM vm_usage WHERE time > ? AND uuid IN ({})",
-            vec!["?"; chunk.len()].join(", ")
-        );
-        let mut params: Vec<mysql_async::Value> = vec![time.into()];
-        params.extend(chunk.iter().map(|vm| vm.uuid.as_str().into()));
-        let found: Vec<mysql_async::Row> = tx.exec(sql, params).await?;
-        for row in &found {
-            // A CHAR column always reads as text; were it not to, the write fails (and the tick
-            // is spooled) rather than guess.
-            let uuid = decode::value::<String>(row, 0)
-                .map_err(|e| mysql_async::Error::Other(Box::new(e)))?;
-            newer.insert(uuid);
-        }
-    }
-    Ok(newer)
-}
-
-/// `(?, ?), (?, ?)` for `rows` rows of `columns` values.
-fn placeholders(columns: usize, rows: usize) -> String {
-    let row = format!("({})", vec!["?"; columns].join(", "));
-    vec![row; rows].join(", ")
-}
-
-/// What happens to a row whose key is already there.
-#[derive(Clone, Copy)]
-enum Conflict {
-    /// It is left as it is (a replayed tick).
-    Keep,
-    /// It is replaced (a rollup computed again).
-    Replace,
-}
-
-async fn write_rows(
-    tx: &mut mysql_async::Transaction<'_>,
-    table: &Rows,
-    conflict: Conflict,
-) -> Result<(), mysql_async::Error> {
-    let Some(first) = table.columns.first() else {
-        return Ok(());
-    };
-    for chunk in table.rows.chunks(ROWS_PER_STATEMENT) {
-        let columns = table.columns.join(", ");
-        let values = placeholders(table.columns.len(), chunk.len());
-        let sql = match conflict {
-            // The no-op update makes a row already there (a replayed tick) not an error.
-            Conflict::Keep => format!(
-                "INSERT INTO {} ({columns}) VALUES {values} ON DUPLICATE KEY UPDATE {first} = {first}",
-                table.table
-            ),
-            Conflict::Replace => {
-                format!("REPLACE INTO {} ({columns}) VALUES {values}", table.table)
-            }
-        };
-        let params: Vec<mysql_async::Value> = chunk.iter().flatten().map(to_mysql).collect();
-        tx.exec_drop(sql, params).await?;
-    }
-    Ok(())
-}
-
 fn to_mysql(value: &Value) -> mysql_async::Value {
     match value {
         Value::Null => mysql_async::Value::NULL,
@@ -532,48 +418,6 @@ fn to_mysql(value: &Value) -> mysql_async::Value {
         Value::Real(v) => mysql_async::Value::Double(*v),
         Value::Text(v) => mysql_async::Value::Bytes(v.as_bytes().to_vec()),
     }
-}
-
-/// The highest migration applied, `None` when the database has no SETMOV schema. A version
-/// this build does not know is an error.
-async fn schema_version(
-    mut conn: mysql_async::Conn,
-    target: &str,
-) -> Result<Option<u32>, StoreError> {
-    let mut first = async |sql: &str| -> Result<Option<u64>, StoreError> {
-        let row: Option<mysql_async::Row> = conn
-            .query_first(sql)
-            .await
-            .map_err(|e| mysql_error(target, &e))?;
-        row.map_or(Ok(None), |row| {
-            decode::nullable(&row, 0).map_err(decode_error(target))
-        })
-    };
-    let has_history = first(
-        "SELECT COUNT(*) FROM information_schema.tables
-         WHERE table_schema = DATABASE() AND table_name = 'refinery_schema_history'",
-    )
-    .await?;
-    if has_history.unwrap_or(0) == 0 {
-        return Ok(None);
-    }
-    let version = first("SELECT MAX(version) FROM refinery_schema_history")
-        .await?
-        .map(|v| u32::try_from(v).unwrap_or(u32::MAX));
-    let known = embedded::migrations::runner()
-        .get_migrations()
-        .iter()
-        .map(|m| u32::try_from(m.version()).unwrap_or(0))
-        .max()
-        .unwrap_or(0);
-    if let Some(found) = version.filter(|v| *v > known) {
-        return Err(StoreError::NewerSchema {
-            target: target.to_owned(),
-            found,
-            known,
-        });
-    }
-    Ok(version)
 }
 
 /// Whether `e` may pass by itself (the server down, restarting, overloaded), rather than a
@@ -631,13 +475,13 @@ fn iso(column: &str) -> String {
 }
 
 impl Store for MysqlStore {
-    async fn write_tick(&mut self, tick: &TickRecord) -> Result<(), StoreError> {
+    async fn write_tick(&mut self, tick: &TickRecord) -> Result<WriteOutcome, StoreError> {
         let rows = tick_rows(tick, &mysql_time(tick.time));
         if self.spool.is_empty() && self.may_try() {
-            match self.try_write(&rows).await {
-                Ok(()) => {
+            match self.write_or_quarantine(&rows).await {
+                Ok(outcome) => {
                     self.recovered();
-                    return Ok(());
+                    return Ok(outcome);
                 }
                 Err(reason) => self.failed(reason),
             }
@@ -647,7 +491,14 @@ impl Store for MysqlStore {
         if self.may_try() {
             self.replay().await?;
         }
-        Ok(())
+        Ok(WriteOutcome::Stored)
+    }
+
+    fn spill(&mut self, ticks: &[std::sync::Arc<TickRecord>]) -> Result<PathBuf, StoreError> {
+        for tick in ticks {
+            self.spool.push(&tick_rows(tick, &mysql_time(tick.time)))?;
+        }
+        Ok(self.spool.dir().to_owned())
     }
 
     async fn recent_host_usage(
@@ -742,6 +593,6 @@ mod tests {
     fn times_and_placeholders() {
         let t = time::macros::datetime!(2026-11-30 15:04:05.123_456 +09:00);
         assert_eq!(mysql_time(t), "2026-11-30 06:04:05.123");
-        assert_eq!(placeholders(2, 3), "(?, ?), (?, ?), (?, ?)");
+        assert_eq!(write::placeholders(2, 3), "(?, ?), (?, ?), (?, ?)");
     }
 }

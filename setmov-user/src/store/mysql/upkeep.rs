@@ -6,7 +6,8 @@ use mysql_async::{Conn, Row, Transaction, TxOpts};
 use time::OffsetDateTime;
 
 use super::decode::{nullable, value};
-use super::{Conflict, MysqlStore, decode_error, mysql_error, mysql_time, write_rows};
+use super::write::{Conflict, write_rows};
+use super::{MysqlStore, decode_error, mysql_error, mysql_time};
 use crate::store::rollup::{
     HOST_FIGURES, Level, Retention, VM_FIGURES, raw_host_sql, raw_vm_sql, rollup_rows,
 };

@@ -4,14 +4,16 @@
 //! power loss the last ticks before it may be missing, but the file is never corrupt. That
 //! keeps a tick's commit off the disk's flush path.
 
+mod kept;
 mod read;
 mod upkeep;
+mod write;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{Connection, Transaction, params};
+use rusqlite::Connection;
 
 use time::OffsetDateTime;
 
@@ -20,12 +22,13 @@ use crate::analysis::report::ReportSample;
 
 use super::private_files;
 use super::rollup::{Retention, RollupQuery, RollupRow};
-use super::rows::{HostRow, Rows, Value, VmRow, tick_rows};
+use super::rows::{HostRow, VmRow};
 use super::{
     HostUsageQuery, HostUsageRow, Store, StoreError, TickRecord, Upkeep, VmUsageQuery, VmUsageRow,
-    format_time,
+    WriteOutcome,
 };
 use crate::progress::Progress;
+use kept::KeptTicks;
 
 mod embedded {
     refinery::embed_migrations!("../migrations/sqlite");
@@ -37,6 +40,9 @@ mod embedded {
 pub struct SqliteStore {
     state: Arc<Mutex<OpenDatabase>>,
     path: PathBuf,
+    /// Ticks kept for later and ticks refused: apart from the connection, so that they can be
+    /// reached while a write waits on a locked database.
+    kept: Arc<Mutex<KeptTicks>>,
 }
 
 /// The connection and the T1 and T3 rows it last wrote.
@@ -155,6 +161,7 @@ impl SqliteStore {
                 upkeep: HashMap::new(),
             })),
             path: path.to_owned(),
+            kept: Arc::new(Mutex::new(KeptTicks::new(path))),
         })
     }
 
@@ -162,140 +169,10 @@ impl SqliteStore {
         &self.path
     }
 
-    /// Writes one tick in one transaction (the blocking half of [`Store::write_tick`]).
-    pub fn write_tick_blocking(&self, tick: &TickRecord) -> Result<(), StoreError> {
-        let rows = tick_rows(tick, &format_time(tick.time));
-        let mut guard = self.lock()?;
-        let state = &mut *guard;
-        // What libvirt could not tell this tick (it was unreachable) keeps its last value.
-        let last = state.written_host.clone();
-        let host = HostRow {
-            vmc: rows.host.vmc.or(last.as_ref().and_then(|h| h.vmc)),
-            cpus: rows.host.cpus.or(last.as_ref().and_then(|h| h.cpus)),
-            memory_bytes: rows
-                .host
-                .memory_bytes
-                .or(last.as_ref().and_then(|h| h.memory_bytes)),
-            ..rows.host.clone()
-        };
-        // T1 changes rarely; writing it only when it does saves a page write per tick.
-        let host_changed = last.as_ref() != Some(&host);
-        let tx = state.conn.transaction()?;
-        if host_changed {
-            tx.prepare_cached(
-                "INSERT INTO hosts (host_ip, host_name, vmc, mac, cpus, memory_bytes)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (host_ip) DO UPDATE SET host_name = excluded.host_name,
-                     vmc = excluded.vmc, mac = excluded.mac, cpus = excluded.cpus,
-                     memory_bytes = excluded.memory_bytes",
-            )?
-            .execute(params![
-                host.host_ip,
-                host.host_name,
-                host.vmc.unwrap_or(0),
-                host.mac,
-                host.cpus,
-                host.memory_bytes
-            ])?;
-        }
-        // T3 changes rarely too (name, state, host); the last connect time is set for all
-        // running VMs at once below.
-        let mut t3_written = Vec::new();
-        for vm in &rows.vms {
-            if state.written_vms.get(&vm.uuid) == Some(vm) {
-                continue;
-            }
-            // The state may be unknown this tick (libvirt unreachable): the stored one stays.
-            tx.prepare_cached(
-                "INSERT INTO vms (uuid, host_ip, name, state, lct) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (uuid) DO UPDATE SET host_ip = excluded.host_ip,
-                     name = excluded.name,
-                     state = CASE WHEN excluded.state = 'unknown' THEN vms.state
-                                  ELSE excluded.state END,
-                     lct = COALESCE(excluded.lct, vms.lct)",
-            )?
-            .execute(params![
-                vm.uuid,
-                vm.host_ip,
-                vm.name,
-                vm.state,
-                rows.running.contains(&vm.uuid).then_some(&rows.time)
-            ])?;
-            t3_written.push(vm.clone());
-        }
-        if !rows.running.is_empty() {
-            // One statement for every running VM's last connect time.
-            let uuids = serde_json::to_string(&rows.running)
-                .map_err(|e| StoreError::Worker(e.to_string()))?;
-            tx.prepare_cached(
-                "UPDATE vms SET lct = ?1 WHERE uuid IN (SELECT value FROM json_each(?2))",
-            )?
-            .execute(params![rows.time, uuids])?;
-        }
-        for table in &rows.tables {
-            write_rows(&tx, table, Conflict::Keep)?;
-        }
-        tx.commit()?;
-        // Only a committed tick changes what T1 and T3 hold.
-        for vm in t3_written {
-            state.written_vms.insert(vm.uuid.clone(), vm);
-        }
-        if host_changed {
-            state.written_host = Some(host);
-        }
-        Ok(())
-    }
-
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, OpenDatabase>, StoreError> {
         self.state
             .lock()
             .map_err(|_| StoreError::Worker("a database call panicked".into()))
-    }
-}
-
-/// What happens to a row whose key is already there.
-#[derive(Clone, Copy)]
-enum Conflict {
-    /// It is left as it is (a replayed tick).
-    Keep,
-    /// It is replaced (a rollup computed again).
-    Replace,
-}
-
-/// Writes every row of `table`.
-fn write_rows(tx: &Transaction, table: &Rows, conflict: Conflict) -> Result<(), StoreError> {
-    let placeholders = (1..=table.columns.len())
-        .map(|i| format!("?{i}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let (verb, tail) = match conflict {
-        Conflict::Keep => ("INSERT", " ON CONFLICT DO NOTHING"),
-        Conflict::Replace => ("REPLACE", ""),
-    };
-    let sql = format!(
-        "{verb} INTO {} ({}) VALUES ({placeholders}){tail}",
-        table.table,
-        table.columns.join(", ")
-    );
-    let mut stmt = tx.prepare_cached(&sql)?;
-    for row in &table.rows {
-        stmt.execute(rusqlite::params_from_iter(row.iter().map(SqlValue)))?;
-    }
-    Ok(())
-}
-
-/// A [`Value`] as SQLite takes it.
-struct SqlValue<'a>(&'a Value);
-
-impl rusqlite::ToSql for SqlValue<'_> {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        use rusqlite::types::{ToSqlOutput, ValueRef};
-        Ok(ToSqlOutput::Borrowed(match self.0 {
-            Value::Null => ValueRef::Null,
-            Value::Int(v) => ValueRef::Integer(*v),
-            Value::Real(v) => ValueRef::Real(*v),
-            Value::Text(v) => ValueRef::Text(v.as_bytes()),
-        }))
     }
 }
 
@@ -313,10 +190,14 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Store for SqliteStore {
-    async fn write_tick(&mut self, tick: &TickRecord) -> Result<(), StoreError> {
+    async fn write_tick(&mut self, tick: &TickRecord) -> Result<WriteOutcome, StoreError> {
         let store = self.clone();
         let tick = tick.clone();
         blocking(move || store.write_tick_blocking(&tick)).await
+    }
+
+    fn spill(&mut self, ticks: &[Arc<TickRecord>]) -> Result<PathBuf, StoreError> {
+        self.spill_blocking(ticks)
     }
 
     async fn recent_host_usage(
@@ -397,6 +278,7 @@ mod tests {
         let cpu = CpuUsage {
             busy_pct: 12.5,
             user_pct: 10.0,
+            user_excl_guest_pct: 10.0,
             nice_pct: 0.0,
             system_pct: 2.5,
             idle_pct: 87.5,
@@ -423,6 +305,8 @@ mod tests {
                 late_ms: 0.2,
                 missed_ticks: 0,
                 usage: HostUsage {
+                    disk_total_over: Vec::new(),
+                    net_total_over: Vec::new(),
                     cpu: Some(cpu),
                     per_cpu: vec![Some(cpu), None],
                     mem: None,
@@ -541,6 +425,14 @@ mod tests {
                 write_bytes: 20480,
                 ..BlockTotals::default()
             },
+            block_by_device: HashMap::from([(
+                254 << 20,
+                BlockTotals {
+                    write_ops: 5,
+                    write_bytes: 20480,
+                    ..BlockTotals::default()
+                },
+            )]),
             block_by_tgid: HashMap::from([(4300, writes)]),
             latency_by_device: HashMap::from([(
                 DeviceKey {
@@ -591,7 +483,12 @@ mod tests {
             },
         ));
         t.vms = vec![sample];
-        t.ebpf = Some(host_ebpf_figures(&interval, &HashSet::from([4300])));
+        let disks = ["vda".to_owned()];
+        t.ebpf = Some(host_ebpf_figures(
+            &interval,
+            &HashSet::from([4300]),
+            Some(&disks),
+        ));
         store.write_tick_blocking(&t).expect("write");
 
         let state = store.lock().expect("lock");

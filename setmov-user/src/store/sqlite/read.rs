@@ -2,7 +2,8 @@
 
 use rusqlite::params;
 
-use super::{SqlValue, SqliteStore};
+use super::SqliteStore;
+use super::write::SqlValue;
 use crate::analysis::report::{self, ReportSample};
 use crate::analysis::{ReportQuery, report_params, report_sql};
 use crate::store::rollup::{

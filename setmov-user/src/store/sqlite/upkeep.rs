@@ -4,7 +4,8 @@
 use rusqlite::{Connection, Transaction, params};
 use time::OffsetDateTime;
 
-use super::{Conflict, OpenDatabase, SqliteStore, write_rows};
+use super::write::{Conflict, write_rows};
+use super::{OpenDatabase, SqliteStore};
 use crate::store::rollup::{
     HOST_FIGURES, Level, Retention, VM_FIGURES, raw_host_sql, raw_vm_sql, rollup_rows,
 };

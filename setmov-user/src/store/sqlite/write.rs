@@ -1,0 +1,293 @@
+//! The write of a tick: its rows in one transaction, and what a refusal is.
+
+use rusqlite::{ErrorCode, Transaction, params};
+
+use super::SqliteStore;
+use crate::store::StoreError;
+use crate::store::rows::{HostRow, Rows, TickRows, Value};
+
+impl SqliteStore {
+    /// Writes one tick's rows in one transaction.
+    pub(super) fn write_rows_blocking(&self, rows: &TickRows) -> Result<(), StoreError> {
+        let mut guard = self.lock()?;
+        let state = &mut *guard;
+        // What libvirt could not tell this tick (it was unreachable) keeps its last value.
+        let last = state.written_host.clone();
+        let host = HostRow {
+            vmc: rows.host.vmc.or(last.as_ref().and_then(|h| h.vmc)),
+            cpus: rows.host.cpus.or(last.as_ref().and_then(|h| h.cpus)),
+            memory_bytes: rows
+                .host
+                .memory_bytes
+                .or(last.as_ref().and_then(|h| h.memory_bytes)),
+            ..rows.host.clone()
+        };
+        // T1 changes rarely; writing it only when it does saves a page write per tick.
+        let host_changed = last.as_ref() != Some(&host);
+        let tx = state.conn.transaction()?;
+        if host_changed {
+            tx.prepare_cached(
+                "INSERT INTO hosts (host_ip, host_name, vmc, mac, cpus, memory_bytes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (host_ip) DO UPDATE SET host_name = excluded.host_name,
+                     vmc = excluded.vmc, mac = excluded.mac, cpus = excluded.cpus,
+                     memory_bytes = excluded.memory_bytes",
+            )?
+            .execute(params![
+                host.host_ip,
+                host.host_name,
+                host.vmc.unwrap_or(0),
+                host.mac,
+                host.cpus,
+                host.memory_bytes
+            ])?;
+        }
+        // T3 changes rarely too (name, state, host); the last connect time is set for all
+        // running VMs at once below.
+        let mut t3_written = Vec::new();
+        for vm in &rows.vms {
+            if state.written_vms.get(&vm.uuid) == Some(vm) {
+                continue;
+            }
+            // The state may be unknown this tick (libvirt unreachable): the stored one stays.
+            tx.prepare_cached(
+                "INSERT INTO vms (uuid, host_ip, name, state, lct) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (uuid) DO UPDATE SET host_ip = excluded.host_ip,
+                     name = excluded.name,
+                     state = CASE WHEN excluded.state = 'unknown' THEN vms.state
+                                  ELSE excluded.state END,
+                     lct = COALESCE(excluded.lct, vms.lct)",
+            )?
+            .execute(params![
+                vm.uuid,
+                vm.host_ip,
+                vm.name,
+                vm.state,
+                rows.running.contains(&vm.uuid).then_some(&rows.time)
+            ])?;
+            t3_written.push(vm.clone());
+        }
+        if !rows.running.is_empty() {
+            // One statement for every running VM's last connect time.
+            let uuids = serde_json::to_string(&rows.running)
+                .map_err(|e| StoreError::Worker(e.to_string()))?;
+            tx.prepare_cached(
+                "UPDATE vms SET lct = ?1 WHERE uuid IN (SELECT value FROM json_each(?2))",
+            )?
+            .execute(params![rows.time, uuids])?;
+        }
+        for table in &rows.tables {
+            write_rows(&tx, table, Conflict::Keep)?;
+        }
+        tx.commit()?;
+        // Only a committed tick changes what T1 and T3 hold.
+        for vm in t3_written {
+            state.written_vms.insert(vm.uuid.clone(), vm);
+        }
+        if host_changed {
+            state.written_host = Some(host);
+        }
+        Ok(())
+    }
+
+    /// Forgets which T1 and T3 rows were written, so that the next write writes them again
+    /// (someone may have deleted them).
+    pub(super) fn forget_written(&self) -> Result<(), StoreError> {
+        let mut state = self.lock()?;
+        state.written_host = None;
+        state.written_vms.clear();
+        Ok(())
+    }
+}
+
+/// Whether SQLite refused a write for what it holds (a constraint, a value too big or of the
+/// wrong type): writing the same rows again would fail again. Anything else (busy, locked,
+/// full, an I/O error) may pass.
+pub(super) fn is_refusal(e: &StoreError) -> bool {
+    match e {
+        StoreError::Sql(rusqlite::Error::SqliteFailure(failure, _)) => matches!(
+            failure.code,
+            ErrorCode::ConstraintViolation | ErrorCode::TooBig | ErrorCode::TypeMismatch
+        ),
+        StoreError::Sql(rusqlite::Error::ToSqlConversionFailure(_)) => true,
+        _ => false,
+    }
+}
+
+/// What happens to a row whose key is already there.
+#[derive(Clone, Copy)]
+pub(super) enum Conflict {
+    /// It is left as it is (a replayed tick).
+    Keep,
+    /// It is replaced (a rollup computed again).
+    Replace,
+}
+
+/// Writes every row of `table`.
+pub(super) fn write_rows(
+    tx: &Transaction,
+    table: &Rows,
+    conflict: Conflict,
+) -> Result<(), StoreError> {
+    let placeholders = (1..=table.columns.len())
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (verb, tail) = match conflict {
+        Conflict::Keep => ("INSERT", " ON CONFLICT DO NOTHING"),
+        Conflict::Replace => ("REPLACE", ""),
+    };
+    let sql = format!(
+        "{verb} INTO {} ({}) VALUES ({placeholders}){tail}",
+        table.table,
+        table.columns.join(", ")
+    );
+    let mut stmt = tx.prepare_cached(&sql)?;
+    for row in &table.rows {
+        stmt.execute(rusqlite::params_from_iter(row.iter().map(SqlValue)))?;
+    }
+    Ok(())
+}
+
+/// A [`Value`] as SQLite takes it.
+pub(super) struct SqlValue<'a>(pub(super) &'a Value);
+
+impl rusqlite::ToSql for SqlValue<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(ToSqlOutput::Borrowed(match self.0 {
+            Value::Null => ValueRef::Null,
+            Value::Int(v) => ValueRef::Integer(*v),
+            Value::Real(v) => ValueRef::Real(*v),
+            Value::Text(v) => ValueRef::Text(v.as_bytes()),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::super::tests::tick;
+    use super::*;
+    use crate::store::{Store, WriteOutcome};
+
+    fn count(db: &std::path::Path, sql: &str) -> i64 {
+        let conn = rusqlite::Connection::open(db).expect("open");
+        conn.query_row(sql, [], |r| r.get(0)).expect("count")
+    }
+
+    #[test]
+    fn host_rows_deleted_behind_its_back_are_written_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("s.db");
+        let store = SqliteStore::open(&db).expect("open");
+        store.write_tick_blocking(&tick(1, 1_000)).expect("write");
+        // Another process, foreign keys off, deletes the host the store remembers writing.
+        let other = rusqlite::Connection::open(&db).expect("open");
+        other
+            .execute_batch("PRAGMA foreign_keys = OFF; DELETE FROM hosts;")
+            .expect("delete");
+        for seq in 2..=4 {
+            let outcome = store
+                .write_tick_blocking(&tick(seq, i64::try_from(seq).expect("seq") * 1_000))
+                .expect("write");
+            assert_eq!(outcome, WriteOutcome::Stored);
+        }
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM hosts"), 1);
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM host_usage"), 4);
+    }
+
+    #[test]
+    fn a_tick_the_database_refuses_is_quarantined_and_the_next_is_stored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("s.db");
+        let store = SqliteStore::open(&db).expect("open");
+        let other = rusqlite::Connection::open(&db).expect("open");
+        other
+            .execute_batch(
+                "CREATE TRIGGER refuse_second_two BEFORE INSERT ON host_usage
+                 WHEN NEW.time LIKE '%:02.%' BEGIN SELECT RAISE(ABORT, 'no'); END;",
+            )
+            .expect("trigger");
+        let outcomes: Vec<WriteOutcome> = (1..=3)
+            .map(|seq| {
+                store
+                    .write_tick_blocking(&tick(seq, i64::try_from(seq).expect("seq") * 1_000))
+                    .expect("write")
+            })
+            .collect();
+        assert_eq!(
+            outcomes,
+            [
+                WriteOutcome::Stored,
+                WriteOutcome::Quarantined,
+                WriteOutcome::Stored
+            ]
+        );
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM host_usage"), 2);
+        let quarantine = dir.path().join("s.db.quarantine");
+        let files: Vec<_> = std::fs::read_dir(&quarantine)
+            .expect("quarantine")
+            .map(|e| std::fs::read_to_string(e.expect("entry").path()).expect("read"))
+            .collect();
+        assert_eq!(files.len(), 1);
+        assert!(files[0].contains("no"), "{}", files[0]);
+    }
+
+    #[test]
+    fn a_locked_database_is_an_outage_not_a_refusal() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("s.db");
+        let store = SqliteStore::open(&db).expect("open");
+        store
+            .lock()
+            .expect("lock")
+            .conn
+            .busy_timeout(std::time::Duration::from_millis(50))
+            .expect("timeout");
+        let other = rusqlite::Connection::open(&db).expect("open");
+        other.execute_batch("BEGIN IMMEDIATE").expect("lock");
+        let e = store
+            .write_tick_blocking(&tick(1, 1_000))
+            .expect_err("locked");
+        assert!(!is_refusal(&e), "{e}");
+        other.execute_batch("COMMIT").expect("unlock");
+        assert_eq!(
+            store.write_tick_blocking(&tick(1, 1_000)).expect("write"),
+            WriteOutcome::Stored
+        );
+    }
+
+    #[tokio::test]
+    async fn ticks_kept_at_the_end_of_a_run_are_written_first_by_the_next() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("s.db");
+        let mut store = SqliteStore::open(&db).expect("open");
+        let kept: Vec<Arc<_>> = (1..=3)
+            .map(|seq| Arc::new(tick(seq, seq as i64 * 1_000)))
+            .collect();
+        let place = store.spill(&kept).expect("spill");
+        assert_eq!(place, dir.path().join("s.db.kept"));
+        drop(store);
+        let mut store = SqliteStore::open(&db).expect("reopen");
+        store.write_tick(&tick(4, 4_000)).await.expect("write");
+        let times: Vec<String> = {
+            let conn = rusqlite::Connection::open(&db).expect("open");
+            let mut stmt = conn
+                .prepare("SELECT time FROM host_usage ORDER BY time")
+                .expect("prepare");
+            stmt.query_map([], |r| r.get(0))
+                .expect("query")
+                .collect::<Result<_, _>>()
+                .expect("rows")
+        };
+        assert_eq!(times.len(), 4, "{times:?}");
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("s.db.kept"))
+                .expect("kept")
+                .count(),
+            0
+        );
+    }
+}
