@@ -20,6 +20,7 @@
 //! - [`cli`]: the command line: its options, then parse and dispatch (`main`);
 //! - [`commands`]: one module per command, and the sources `run` and `top` start;
 //! - [`logging`]: log lines to stderr or the journal;
+//! - [`privileges`]: the capabilities given up once `run` has started;
 //! - [`progress`]: progress as a bar on a terminal or as log lines.
 
 // Outside tests, data from /proc, libvirt, the database, files, the command line and the network
@@ -37,6 +38,7 @@ pub mod experiment;
 pub mod export;
 pub mod host;
 pub mod logging;
+pub mod privileges;
 pub mod progress;
 pub mod sampler;
 pub mod show;

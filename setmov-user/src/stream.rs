@@ -130,7 +130,7 @@ pub fn tick_lines(
 /// Writes every tick received to `out` until the sender closes or `out` does (a reader such
 /// as `head` went away: `Err`). Each tick is flushed at once, for live piping.
 pub fn write_stream(
-    mut ticks: tokio::sync::mpsc::UnboundedReceiver<std::sync::Arc<TickRecord>>,
+    mut ticks: tokio::sync::mpsc::Receiver<std::sync::Arc<TickRecord>>,
     format: StreamFormat,
     out: &mut impl Write,
 ) -> std::io::Result<()> {

@@ -108,7 +108,7 @@ fn stop_a_run_after_5_ticks(stop: impl FnOnce(Monitor) -> String) -> String {
         RunSummary {
             ticks: rows,
             written: rows,
-            lost: 0
+            ..RunSummary::default()
         },
         "{log}"
     );
@@ -126,6 +126,48 @@ fn sigint_stops_a_run_cleanly_and_keeps_every_tick() {
 fn sigterm_stops_a_run_cleanly_and_keeps_every_tick() {
     let log = stop_a_run_after_5_ticks(Monitor::terminate);
     assert!(log.contains("SIGTERM: finishing the current tick"), "{log}");
+}
+
+/// `run` has nothing to reload: SIGHUP (a closed terminal, a careless `kill -HUP`) is a
+/// graceful stop.
+#[test]
+fn sighup_stops_a_run_cleanly_and_keeps_every_tick() {
+    let log = stop_a_run_after_5_ticks(|m| m.signal("-HUP"));
+    assert!(log.contains("SIGHUP: finishing the current tick"), "{log}");
+}
+
+/// Signals are watched from the start: one that comes while the store is still being opened
+/// (here a MySQL server that accepts the connection and never greets, so opening waits out its
+/// 5 s timeout) stops the run before its first tick, with exit 0, instead of killing it
+/// half-way through its start-up.
+#[test]
+fn a_signal_during_start_up_stops_the_run_before_its_first_tick() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("a local port");
+    let port = silent.local_addr().expect("address").port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let child = setmov()
+        .args(["run", "--no-ebpf", "--no-libvirt", "--interval", "100ms"])
+        .arg("--database")
+        .arg(format!("mysql://setmov@127.0.0.1:{port}/silent"))
+        .arg("--spool-dir")
+        .arg(dir.path().join("spool"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("setmov starts");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(kill.is_ok_and(|s| s.success()));
+    let out = child.wait_with_output().expect("setmov ends");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}: {log}", out.status);
+    assert!(log.contains("SIGTERM: finishing the current tick"), "{log}");
+    assert!(
+        log.contains("stopped during start-up, before the first tick"),
+        "{log}"
+    );
+    drop(silent);
 }
 
 #[test]
@@ -303,6 +345,13 @@ fn ages_durations_and_sizes_out_of_range_exit_2_with_their_bound() {
     for (args, expected) in cases {
         assert_clean_failure(&output(setmov().args(*args)), expected);
     }
+    // MySQL keeps 255 characters of a host name: a longer one is refused at start, not by the
+    // database on every tick.
+    let long_name = "h".repeat(256);
+    assert_clean_failure(
+        &output(setmov().args(["run", "--host-name", &long_name])),
+        "at most 255 characters",
+    );
 }
 
 #[test]

@@ -10,7 +10,7 @@ use super::database::DatabaseArgs;
 use super::read_args::{MigratePlanArgs, PlotArgs, RecommendArgs, ReportArgs, ShowArgs};
 use super::values::{Age, MIB, TIB, parse_interval, parse_retention, size_within};
 use crate::config::DEFAULT_CONFIG;
-use crate::host::devices::{DEFAULT_NET_TOTAL_EXCLUDED_PREFIXES, DEFAULT_SKIPPED_DISK_PREFIXES};
+use crate::host::devices::DEFAULT_SKIPPED_DISK_PREFIXES;
 use crate::stream::StreamFormat;
 
 /// The procfs tree `run` and `top` read unless `--proc-root` says otherwise.
@@ -170,17 +170,25 @@ pub struct RunArgs {
     #[arg(value_name = "IP", help_heading = "Sampling", long)]
     pub host_ip: Option<String>,
 
-    /// This host's name as stored. Default: `<proc-root>/sys/kernel/hostname`.
-    #[arg(value_name = "NAME", help_heading = "Sampling", long)]
+    /// This host's name as stored (at most 255 characters). Default:
+    /// `<proc-root>/sys/kernel/hostname`.
+    #[arg(value_name = "NAME", help_heading = "Sampling", long, value_parser = crate::store::fit::check_host_name)]
     pub host_name: Option<String>,
 
     /// Block device name prefixes not to sample, comma-separated; `''` samples every device.
     #[arg(value_name = "PREFIXES", help_heading = "Sampling", long, value_delimiter = ',', default_values_t = DEFAULT_SKIPPED_DISK_PREFIXES.iter().map(|s| s.to_string()))]
     pub skip_disks: Vec<String>,
 
-    /// Interface name prefixes left out of the host network total (still stored per
-    /// interface), comma-separated; `''` counts every interface.
-    #[arg(value_name = "PREFIXES", help_heading = "Sampling", long, value_delimiter = ',', default_values_t = DEFAULT_NET_TOTAL_EXCLUDED_PREFIXES.iter().map(|s| s.to_string()))]
+    /// Interface name prefixes also left out of the host network total, comma-separated (say, a
+    /// storage NIC). The total counts the NICs on a bus from sysfs, never loopback, bonds,
+    /// VLANs, bridges, taps, veths or macvtaps, so none is needed for those; every interface
+    /// is still stored on its own.
+    #[arg(
+        value_name = "PREFIXES",
+        help_heading = "Sampling",
+        long,
+        value_delimiter = ','
+    )]
     pub net_total_exclude: Vec<String>,
 
     /// Do not load the eBPF programs.

@@ -25,7 +25,6 @@ use crate::config::{ConfigFile, DEFAULT_CONFIG};
 use crate::logging::LogTarget;
 
 /// Runs the command line; every error ends as one line on stderr and exit code 2.
-/// Runs the command line; every error ends as one line on stderr and exit code 2.
 pub fn main() -> ExitCode {
     let (cli, config) = match parse_with_config(std::env::args_os().collect()) {
         Ok(parsed) => parsed,
@@ -61,7 +60,11 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(dispatch(cli, top_log)) {
+    let result = runtime.block_on(dispatch(cli, top_log));
+    // A database call still waiting on a lock (a write given up at the end of a run) must not
+    // hold the exit: its transaction is rolled back when the process ends.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if log_target == LogTarget::Journal => {
             tracing::error!("{e:#}");

@@ -1,13 +1,15 @@
 //! `setmov run`: sample the host and its VMs, store every tick, and stream or export them.
 
-use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, bail};
+use tokio::sync::watch;
 
 use super::host_identity;
 use super::sources::{EbpfStatus, SourceOff, SourceOptions, SourceStatus, start_sources};
 use crate::cli::RunArgs;
-use crate::sampler::{self, SamplerConfig};
+use crate::sampler::{self, SamplerConfig, Stop, Subscriber};
 use crate::store::AnyStore;
 use crate::store::rollup::Retention;
 use crate::stream::write_stream;
@@ -17,6 +19,12 @@ fn non_empty(prefixes: Vec<String>) -> Vec<String> {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    // Watched before anything else: a signal during start-up (migrations, the eBPF load) stops
+    // the run before its first tick rather than killing it half-way.
+    let (stop_tx, stop) = watch::channel(Stop::Run);
+    let stop_sender = Arc::new(stop_tx);
+    let sampling = Arc::new(AtomicBool::new(false));
+    watch_signals(Arc::clone(&stop_sender), Arc::clone(&sampling))?;
     let (sources, status) = start_sources(SourceOptions {
         proc_root: &args.proc_root,
         skipped_disks: non_empty(args.skip_disks),
@@ -37,7 +45,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(addr) => Some(crate::export::MetricsServer::bind(addr).await?),
         None => None,
     };
+    if *stop.borrow() != Stop::Run {
+        tracing::info!("stopped during start-up, before the first tick");
+        return Ok(());
+    }
     log_sources(&status);
+    give_up_capabilities();
     tracing::info!(
         "sampling host {} ({}) every {} into {}",
         identity.ip,
@@ -48,35 +61,31 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .map_or_else(|| "no database (--no-store)".to_owned(), AnyStore::describe)
     );
     let mut outputs = sampler::Outputs::default();
-    if let Some(server) = prometheus {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        outputs.subscribers.push(tx);
+    if let Some(mut server) = prometheus {
+        if store.is_some() {
+            server.count_writes(Arc::clone(&outputs.writer_counts));
+        }
+        let (subscriber, rx) = Subscriber::new("Prometheus exporter");
+        outputs.subscribers.push(subscriber);
         tokio::spawn(server.serve(rx));
     }
-    // Resolves when the stream's reader has gone away: the run ends as a filter's would.
-    let (stream_closed_tx, stream_closed) = tokio::sync::oneshot::channel::<()>();
     if args.stream {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        outputs.subscribers.push(tx);
+        let (subscriber, rx) = Subscriber::new("stream output");
+        outputs.subscribers.push(subscriber);
         let format = args.format;
-        // Its own thread: a slow reader blocks the writes, never the sampling.
+        let stop_tx = Arc::clone(&stop_sender);
+        // Its own thread: a slow reader blocks the writes (and then misses ticks), never the
+        // sampling. A reader gone away ends the run, as a filter's would.
         std::thread::Builder::new()
             .name("setmov-stream".into())
             .spawn(move || {
                 if let Err(e) = write_stream(rx, format, &mut std::io::stdout().lock()) {
                     tracing::info!("stdout closed ({e}): stopping");
-                    let _ = stream_closed_tx.send(());
+                    stop_tx.send_if_modified(finish);
                 }
             })
             .context("cannot start the stream writer")?;
     }
-    let signal = shutdown_signal()?;
-    let shutdown = async move {
-        tokio::select! {
-            () = signal => {}
-            Ok(()) = stream_closed => {}
-        }
-    };
     let config = SamplerConfig {
         interval: args.interval,
         count: args.count,
@@ -88,11 +97,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             hour: args.retain_hours.0,
         },
     };
-    let report = sampler::run(config, identity, sources, store, outputs, shutdown).await;
+    sampling.store(true, Ordering::Relaxed);
+    let report = sampler::run(config, identity, sources, store, outputs, stop).await;
     tracing::info!(
-        "stopped after {} ticks: {} written, {} lost",
+        "stopped after {} ticks: {} written, {} quarantined, {} kept for the next start, {} lost",
         report.ticks,
         report.written,
+        report.quarantined,
+        report.kept,
         report.lost
     );
     // A panic ends the run non-zero (systemd restarts the monitor), never silently.
@@ -149,15 +161,57 @@ fn log_sources(status: &SourceStatus) {
     }
 }
 
-/// Resolves on the first SIGINT or SIGTERM.
-fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    Ok(async move {
-        tokio::select! {
-            _ = interrupt.recv() => tracing::info!("SIGINT: finishing the current tick"),
-            _ = terminate.recv() => tracing::info!("SIGTERM: finishing the current tick"),
+/// Start-up is over (probes attached, store open, exporter bound): what is left needs no
+/// capability (crate::privileges). A monitor that cannot drop them runs on.
+fn give_up_capabilities() {
+    use crate::privileges::{PrivilegeError, drop_capabilities};
+    match drop_capabilities() {
+        Ok((held, threads)) => {
+            tracing::info!("capabilities given up in all {threads} threads: {held}");
         }
-    })
+        Err(e @ PrivilegeError::Unprivileged(_)) => tracing::info!("{e}"),
+        Err(e) => tracing::warn!("{e}; running on with the capabilities left"),
+    }
+}
+
+/// Turns `stop` from [`Stop::Run`] to [`Stop::Finish`]; `true` if it changed.
+fn finish(stop: &mut Stop) -> bool {
+    let running = *stop == Stop::Run;
+    if running {
+        *stop = Stop::Finish;
+    }
+    running
+}
+
+/// Watches SIGINT, SIGTERM and SIGHUP (a graceful stop, as SIGTERM: `run` has no configuration
+/// to reload). The first finishes the current tick and writes what is waiting; a second stops
+/// at once: what is unwritten is kept for the next start, or counted lost. A second signal
+/// before sampling has begun exits at once.
+fn watch_signals(stop: Arc<watch::Sender<Stop>>, sampling: Arc<AtomicBool>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let watch =
+        |kind: SignalKind, name: &str| signal(kind).with_context(|| format!("cannot watch {name}"));
+    let mut interrupt = watch(SignalKind::interrupt(), "SIGINT")?;
+    let mut terminate = watch(SignalKind::terminate(), "SIGTERM")?;
+    let mut hangup = watch(SignalKind::hangup(), "SIGHUP")?;
+    tokio::spawn(async move {
+        loop {
+            let name = tokio::select! {
+                _ = interrupt.recv() => "SIGINT",
+                _ = terminate.recv() => "SIGTERM",
+                _ = hangup.recv() => "SIGHUP",
+            };
+            if stop.send_if_modified(finish) {
+                tracing::info!("{name}: finishing the current tick (again to stop at once)");
+            } else {
+                tracing::warn!("{name} again: stopping at once");
+                stop.send_replace(Stop::Now);
+                if !sampling.load(Ordering::Relaxed) {
+                    // Not sampling yet: nothing to write.
+                    std::process::exit(130);
+                }
+            }
+        }
+    });
+    Ok(())
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use super::host_identity;
 use super::sources::{EbpfStatus, SourceOptions, start_sources};
 use crate::cli::{DEFAULT_LIBVIRT_RUN_DIR, TopArgs};
-use crate::host::devices::{DEFAULT_NET_TOTAL_EXCLUDED_PREFIXES, DEFAULT_SKIPPED_DISK_PREFIXES};
+use crate::host::devices::DEFAULT_SKIPPED_DISK_PREFIXES;
 use crate::sampler::SamplerConfig;
 use crate::store::rollup::Retention;
 use crate::top::{Availability, Coverage};
@@ -39,10 +39,7 @@ pub async fn top(args: TopArgs, log: Option<crate::top::RecentLog>) -> anyhow::R
         interval: args.interval,
         count: None,
         print_summary: false,
-        net_total_excluded: DEFAULT_NET_TOTAL_EXCLUDED_PREFIXES
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
+        net_total_excluded: Vec::new(),
         retention: Retention::default(),
     };
     let result = crate::top::run(config, identity, sources, coverage, log.clone()).await;

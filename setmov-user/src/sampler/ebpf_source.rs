@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::assemble::{Report, Source};
 use super::{SourceMessage, Tick};
-use crate::ebpf::{EbpfError, Probes, ProgramRunStats};
+use crate::ebpf::{DropDevice, EbpfError, Probes, ProgramRunStats};
 use crate::usage::ebpf::{EbpfSnapshot, ebpf_interval, program_costs};
 
 /// How often the eBPF source drops the counters of exited processes from its maps.
@@ -22,7 +22,7 @@ const LOG_COSTS_EVERY: Duration = Duration::from_secs(10);
 pub(super) async fn ebpf_source(
     mut probes: Probes,
     mut ticks: watch::Receiver<Option<Tick>>,
-    reports: mpsc::UnboundedSender<SourceMessage>,
+    reports: mpsc::Sender<SourceMessage>,
     mut vcpu_tids: Option<watch::Receiver<Vec<u32>>>,
 ) {
     let mut prev_at = Instant::now();
@@ -55,9 +55,15 @@ pub(super) async fn ebpf_source(
             .zip(now.as_ref())
             .and_then(|(p, n)| ebpf_interval(p, n, at.duration_since(prev_at).as_secs_f64()));
         let interval = interval.map(|mut interval| {
-            for key in interval.latency_by_device.keys() {
-                if let Some(name) = device_names.get(key.dev) {
-                    interval.device_names.insert(key.dev, name);
+            let devs: Vec<u32> = interval
+                .latency_by_device
+                .keys()
+                .map(|key| key.dev)
+                .chain(interval.block_by_device.keys().copied())
+                .collect();
+            for dev in devs {
+                if let Some(name) = device_names.get(dev) {
+                    interval.device_names.insert(dev, name);
                 }
             }
             Box::new(interval)
@@ -90,14 +96,14 @@ pub(super) async fn ebpf_source(
             time: tick.time,
             report: Report::Ebpf(interval),
         };
-        if reports.send(message).is_err() {
+        if reports.send(message).await.is_err() {
             return;
         }
     }
     if let Some((started, start)) = &stats_start {
         log_costs("whole run,", started.elapsed(), start, &probes.run_stats());
     }
-    let _ = reports.send(SourceMessage::Stopped(Source::Ebpf));
+    let _ = reports.send(SourceMessage::Stopped(Source::Ebpf)).await;
 }
 
 /// One line per program: events per second and mean ns per event over `window`.
@@ -142,7 +148,7 @@ fn read_snapshot(probes: &Probes) -> Option<EbpfSnapshot> {
     let read = || -> Result<EbpfSnapshot, EbpfError> {
         let mut snapshot = EbpfSnapshot::default();
         if let Some(block) = &probes.block {
-            snapshot.block_total = block.totals()?;
+            snapshot.block_by_device = block.totals_by_device()?;
             snapshot.block_by_tgid = block.per_tgid()?;
             snapshot.latency_by_device = block.latency_by_device()?;
             snapshot.latency_by_tgid = block.latency_by_tgid()?;
@@ -155,7 +161,13 @@ fn read_snapshot(probes: &Probes) -> Option<EbpfSnapshot> {
             snapshot.net_drops = net
                 .drops()?
                 .into_iter()
-                .map(|(cause, count)| ((interface_name(cause.ifindex), cause.reason), count))
+                .map(|(cause, count)| {
+                    let device = match cause.device {
+                        DropDevice::Ifindex(ifindex) => interface_name(ifindex),
+                        DropDevice::Name(name) => name,
+                    };
+                    ((device, cause.reason), count)
+                })
                 .collect();
         }
         if let Some(sched) = &probes.sched {
@@ -183,7 +195,9 @@ fn interface_name(ifindex: u32) -> String {
 }
 
 /// Block device names by kernel `dev_t`, from `/sys/dev/block/MAJOR:MINOR/uevent`, asked once
-/// per device.
+/// per device. A partition (`DEVTYPE=partition`; bios on kernels without `block_io_start`
+/// carry one) goes by its disk's name, the folder its sysfs folder is in, so that the host
+/// total finds it among the whole disks.
 #[derive(Default)]
 struct DeviceNames {
     known: HashMap<u32, Option<String>>,
@@ -195,9 +209,13 @@ impl DeviceNames {
             .entry(dev)
             .or_insert_with(|| {
                 let (major, minor) = setmov_common::dev_major_minor(dev);
-                let uevent =
-                    std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/uevent"))
-                        .ok()?;
+                let sys = format!("/sys/dev/block/{major}:{minor}");
+                let uevent = std::fs::read_to_string(format!("{sys}/uevent")).ok()?;
+                if uevent.lines().any(|line| line == "DEVTYPE=partition") {
+                    let link = std::fs::read_link(&sys).ok()?;
+                    let disk = link.parent()?.file_name()?;
+                    return Some(disk.to_string_lossy().into_owned());
+                }
                 devname_of_uevent(&uevent)
             })
             .clone()

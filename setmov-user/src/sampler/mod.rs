@@ -3,20 +3,24 @@
 //! The ticker publishes ticks on a watch channel. Each source (host, VMs, eBPF) runs on its own
 //! task, reads when a tick arrives and reports to the assembler; a slow source simply sees the
 //! newest tick next (its missed ticks are counted), so it never holds up the others. The
-//! assembler joins reports per tick and hands records to the writer task, which owns the store;
-//! the writer keeps a backlog when the store fails, so sampling never waits on the database.
+//! assembler joins reports per tick and hands records to the writer task ([`writer`]), which owns
+//! the store; the writer keeps a backlog when the store fails, so sampling never waits on the
+//! database.
+//!
+//! Every queue is bounded. Sources wait for the assembler (it only joins reports). The writer
+//! and the outputs are offered each tick without waiting: the writer takes them at once (its
+//! policy for a slow store is in [`writer`]); an output that is behind by [`OUTPUT_QUEUE`] ticks
+//! (a stream's reader that does not read) misses ticks, counted and logged.
 
 pub mod assemble;
 mod ebpf_source;
 pub mod summary;
 mod tasks;
 pub mod vm_source;
+mod writer;
 
-use std::collections::VecDeque;
-use std::future::Future;
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -35,10 +39,63 @@ use crate::vm::libvirt::LibvirtCollector;
 use assemble::{AssembledTick, Assembler, Report, Source};
 pub use summary::summary_line;
 use tasks::{Tasks, panic_message};
+pub use writer::WriterCounts;
 
-/// Ticks kept in memory while the store refuses writes; past this the oldest are dropped
-/// (and counted). At 1 s that is close to three hours.
-const MAX_BACKLOG: usize = 10_000;
+/// Reports the sources may have sent before the assembler takes them.
+const REPORT_QUEUE: usize = 64;
+/// Ticks an output (stream, exporter, live view) may be behind before it misses some.
+pub const OUTPUT_QUEUE: usize = 64;
+
+/// Whether sampling should go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    Run,
+    /// Finish the current tick, write what is waiting (for a few seconds at most) and stop.
+    Finish,
+    /// Stop writing at once: what is unwritten is kept on disk for the next start, or counted.
+    Now,
+}
+
+/// A receiver of every tick, fed without waiting: when it is [`OUTPUT_QUEUE`] ticks behind, it
+/// misses the newest ones (counted, and logged now and then). Dropped once its receiver is.
+pub struct Subscriber {
+    name: &'static str,
+    tx: mpsc::Sender<Arc<TickRecord>>,
+    missed: u64,
+}
+
+impl Subscriber {
+    /// A subscriber named `name` in log lines, and the receiving end to read ticks from.
+    pub fn new(name: &'static str) -> (Subscriber, mpsc::Receiver<Arc<TickRecord>>) {
+        let (tx, rx) = mpsc::channel(OUTPUT_QUEUE);
+        let subscriber = Subscriber {
+            name,
+            tx,
+            missed: 0,
+        };
+        (subscriber, rx)
+    }
+
+    /// Offers `tick`; `false` once the receiver is gone.
+    fn offer(&mut self, tick: &Arc<TickRecord>) -> bool {
+        match self.tx.try_send(Arc::clone(tick)) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.missed += 1;
+                if self.missed.is_power_of_two() {
+                    tracing::warn!(
+                        "the {} is {OUTPUT_QUEUE} ticks behind: it missed tick {} ({} so far)",
+                        self.name,
+                        tick.seq,
+                        self.missed
+                    );
+                }
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct SamplerConfig {
@@ -69,9 +126,11 @@ struct Tick {
 pub struct Outputs {
     /// Each receives every assembled tick, in order (stream output, exporter, live view). A
     /// closed receiver is dropped from the list; sampling goes on.
-    pub subscribers: Vec<mpsc::UnboundedSender<Arc<TickRecord>>>,
+    pub subscribers: Vec<Subscriber>,
     /// New sampling intervals; the next tick follows the new one.
     pub interval: Option<watch::Receiver<Duration>>,
+    /// The writer's counts, for whoever reports them while the run goes on (the exporter).
+    pub writer_counts: Arc<WriterCounts>,
 }
 
 /// What a run did, for the caller's last message.
@@ -79,7 +138,11 @@ pub struct Outputs {
 pub struct RunReport {
     pub ticks: u64,
     pub written: u64,
-    /// Ticks dropped because the backlog was full, or still unwritten at exit.
+    /// Refused by the store for what they hold, and set aside in its quarantine.
+    pub quarantined: u64,
+    /// Unwritten at the end and kept on disk, for the next start to write first.
+    pub kept: u64,
+    /// Dropped because the backlog was full, or unwritten at exit and not kept.
     pub lost: u64,
     /// Why the database writer ended before the run did (it panicked): the run stopped then,
     /// and every tick it had not written is counted lost.
@@ -89,11 +152,6 @@ pub struct RunReport {
     pub task_failure: Option<String>,
 }
 
-/// Ticks the writer has written so far, readable while it runs: what a writer that dies
-/// leaves behind is still counted right.
-#[derive(Debug, Default)]
-struct Written(AtomicU64);
-
 /// The collectors to run; the host is always sampled, VMs and eBPF when available.
 pub struct Sources {
     pub host: HostReader,
@@ -101,7 +159,7 @@ pub struct Sources {
     pub ebpf: Option<Probes>,
 }
 
-/// Samples until `shutdown` resolves or `config.count` ticks were taken, writing every tick to
+/// Samples until `stop` says so or `config.count` ticks were taken, writing every tick to
 /// `store` (when there is one) and handing it to `outputs`.
 pub async fn run<S: Store>(
     config: SamplerConfig,
@@ -109,11 +167,12 @@ pub async fn run<S: Store>(
     collectors: Sources,
     store: Option<S>,
     outputs: Outputs,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    stop: watch::Receiver<Stop>,
 ) -> RunReport {
     let Outputs {
         mut subscribers,
         interval: interval_changes,
+        writer_counts: counts,
     } = outputs;
     let Sources {
         host: reader,
@@ -121,8 +180,8 @@ pub async fn run<S: Store>(
         ebpf: probe,
     } = collectors;
     let (tick_tx, tick_rx) = watch::channel(None::<Tick>);
-    let (report_tx, mut report_rx) = mpsc::unbounded_channel::<SourceMessage>();
-    let (record_tx, record_rx) = mpsc::unbounded_channel::<Arc<TickRecord>>();
+    let (report_tx, mut report_rx) = mpsc::channel::<SourceMessage>(REPORT_QUEUE);
+    let (record_tx, record_rx) = mpsc::channel::<Arc<TickRecord>>(writer::QUEUE);
 
     let mut sources = vec![Source::Host];
     let mut tasks = Tasks::default();
@@ -168,10 +227,15 @@ pub async fn run<S: Store>(
     } else {
         drop(report_tx);
     }
-    let written_so_far = Arc::new(Written::default());
+    let had_store = store.is_some();
     let mut writer = store.map(|store| {
-        let written = Arc::clone(&written_so_far);
-        tokio::spawn(write_records(store, record_rx, config.retention, written))
+        tokio::spawn(writer::write_records(
+            store,
+            record_rx,
+            config.retention,
+            Arc::clone(&counts),
+            stop.clone(),
+        ))
     });
     tasks.spawn(
         "ticker",
@@ -180,7 +244,7 @@ pub async fn run<S: Store>(
             interval_changes,
             config.count,
             tick_tx,
-            shutdown,
+            stop,
         ),
     );
 
@@ -215,7 +279,12 @@ pub async fn run<S: Store>(
                     vm.ebpf = Some(vm_ebpf_figures(&interval, owner));
                 }
                 let vm_tgids = vms.iter().filter_map(|vm| vm.qemu_pid).collect();
-                host_ebpf_figures(&interval, &vm_tgids)
+                // The host's block total over the disks its procfs total counts.
+                let disks = tick
+                    .host
+                    .as_ref()
+                    .map(|h| h.usage.disk_total_over.as_slice());
+                host_ebpf_figures(&interval, &vm_tgids, disks)
             });
             let record = Arc::new(TickRecord {
                 seq: tick.seq,
@@ -227,9 +296,15 @@ pub async fn run<S: Store>(
                 vms,
                 ebpf,
             });
-            subscribers.retain(|s| s.send(Arc::clone(&record)).is_ok());
-            // Without a store nobody receives; with one, the writer outlives this loop.
-            let _ = record_tx.send(record);
+            subscribers.retain_mut(|s| s.offer(&record));
+            // Without a store nobody receives; with one, the writer outlives this loop and takes
+            // ticks as they come, so the queue is full only if it is stuck: the tick is lost.
+            if let Err(mpsc::error::TrySendError::Full(record)) = record_tx.try_send(record) {
+                tracing::error!("the database writer is stuck: tick {} is lost", record.seq);
+                counts
+                    .dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
         }
     };
     let (mut writer_failure, mut task_failure) = (None, None);
@@ -271,38 +346,50 @@ pub async fn run<S: Store>(
         emit(assembler.drain());
     }
     drop(record_tx);
-    let outcome = match writer {
-        Some(writer) => Some(writer.await),
-        None => None,
-    };
-    let (written, lost) = match outcome {
-        None if writer_failure.is_some() => {
-            let written = written_so_far.0.load(Ordering::Relaxed);
-            (written, ticks.saturating_sub(written))
+    for subscriber in &subscribers {
+        if subscriber.missed > 0 {
+            tracing::warn!(
+                "the {} missed {} ticks: it read them too slowly",
+                subscriber.name,
+                subscriber.missed
+            );
         }
-        None => (0, 0),
-        Some(Ok(counts)) => counts,
-        Some(Err(e)) => {
-            let failure = describe_writer_end(Err(e));
-            tracing::error!("the database writer stopped: {failure}");
-            writer_failure = Some(failure);
-            let written = written_so_far.0.load(Ordering::Relaxed);
-            (written, ticks.saturating_sub(written))
-        }
+    }
+    if let Some(writer) = writer
+        && let Err(e) = writer.await
+    {
+        let failure = describe_writer_end(Err(e));
+        tracing::error!("the database writer stopped: {failure}");
+        writer_failure = Some(failure);
+    }
+    let get = WriterCounts::get;
+    let (written, quarantined, kept) = (
+        get(&counts.written),
+        get(&counts.quarantined),
+        get(&counts.spilled),
+    );
+    // Without a store nothing is written, and nothing lost; with one, every tick taken is
+    // written, quarantined, kept for the next start, or lost.
+    let lost = if had_store {
+        ticks.saturating_sub(written + quarantined + kept)
+    } else {
+        0
     };
     RunReport {
         ticks,
         written,
+        quarantined,
+        kept,
         lost,
         writer_failure,
         task_failure,
     }
 }
 
-type WriterOutcome = Result<(u64, u64), tokio::task::JoinError>;
+type WriterOutcome = Result<(), tokio::task::JoinError>;
 
 /// Resolves when the writer task ends (and forgets it); never without one.
-async fn writer_ended(writer: &mut Option<tokio::task::JoinHandle<(u64, u64)>>) -> WriterOutcome {
+async fn writer_ended(writer: &mut Option<tokio::task::JoinHandle<()>>) -> WriterOutcome {
     let Some(handle) = writer.as_mut() else {
         return std::future::pending().await;
     };
@@ -333,9 +420,15 @@ async fn ticker(
     mut changes: Option<watch::Receiver<Duration>>,
     count: Option<u64>,
     tx: watch::Sender<Option<Tick>>,
-    shutdown: impl Future<Output = ()>,
+    mut stop: watch::Receiver<Stop>,
 ) {
-    tokio::pin!(shutdown);
+    let stopped = async move {
+        // A sender gone (nobody can ask any more) means run on.
+        if stop.wait_for(|s| *s != Stop::Run).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::pin!(stopped);
     // Slots count from `start` in steps of `period`, after the `base` slots of earlier periods.
     let (mut start, mut base) = (Instant::now(), 0u64);
     let mut interval = schedule(start, period);
@@ -344,7 +437,7 @@ async fn ticker(
     while count.is_none_or(|c| emitted < c) {
         let scheduled = tokio::select! {
             at = interval.tick() => at,
-            () = &mut shutdown => break,
+            () = &mut stopped => break,
             new = next_interval(&mut changes) => {
                 if new != period {
                     (start, base, period) = (Instant::now(), last_seq, new);
@@ -409,7 +502,7 @@ async fn host_source(
     baseline: (Instant, HostSnapshot),
     net_total_excluded: Vec<String>,
     mut ticks: watch::Receiver<Option<Tick>>,
-    reports: mpsc::UnboundedSender<SourceMessage>,
+    reports: mpsc::Sender<SourceMessage>,
 ) {
     let (mut prev_at, mut prev) = baseline;
     let mut prev_seq = 0;
@@ -446,102 +539,11 @@ async fn host_source(
             time: tick.time,
             report: Report::Host(Box::new(sample)),
         };
-        if reports.send(message).is_err() {
+        if reports.send(message).await.is_err() {
             return;
         }
     }
-    let _ = reports.send(SourceMessage::Stopped(Source::Host));
-}
-
-/// Writes records in order; on failure keeps them and retries with the next record.
-/// Returns (written, lost).
-async fn write_records<S: Store>(
-    mut store: S,
-    mut records: mpsc::UnboundedReceiver<Arc<TickRecord>>,
-    retention: Retention,
-    written_so_far: Arc<Written>,
-) -> (u64, u64) {
-    let mut backlog: VecDeque<Arc<TickRecord>> = VecDeque::new();
-    let (mut written, mut lost) = (0u64, 0u64);
-    let mut failing = false;
-    let mut upkeep_failing = false;
-    #[cfg(feature = "test-panic-in-run")]
-    let panic_wanted = tasks::test_panic_wanted("writer");
-    while let Some(record) = records.recv().await {
-        #[cfg(feature = "test-panic-in-run")]
-        assert!(
-            !(panic_wanted && record.seq >= 3),
-            "a test panic (SETMOV_TEST_PANIC_IN_RUN=writer)"
-        );
-        if backlog.len() == MAX_BACKLOG {
-            backlog.pop_front();
-            lost += 1;
-            tracing::error!("database backlog full: dropped the oldest tick ({lost} so far)");
-        }
-        let (host_ip, time) = (record.host.ip.clone(), record.time);
-        backlog.push_back(record);
-        written += flush(&mut store, &mut backlog, &mut failing).await;
-        written_so_far.0.store(written, Ordering::Relaxed);
-        // Rollups and purges once everything up to this tick is stored.
-        if backlog.is_empty() {
-            match store.maintain(&host_ip, time, &retention).await {
-                Ok(()) if upkeep_failing => {
-                    tracing::info!("rollups and purges work again");
-                    upkeep_failing = false;
-                }
-                Ok(()) => {}
-                Err(e) if !upkeep_failing => {
-                    tracing::warn!("cannot roll up or purge old rows: {e}; retrying next tick");
-                    upkeep_failing = true;
-                }
-                Err(_) => {}
-            }
-        }
-    }
-    // At shutdown give a failing store a few more chances before giving up.
-    for _ in 0..3 {
-        if backlog.is_empty() {
-            break;
-        }
-        written += flush(&mut store, &mut backlog, &mut failing).await;
-        written_so_far.0.store(written, Ordering::Relaxed);
-        if !backlog.is_empty() {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
-    if !backlog.is_empty() {
-        tracing::error!("{} ticks could not be written", backlog.len());
-        lost += backlog.len() as u64;
-    }
-    (written, lost)
-}
-
-async fn flush<S: Store>(
-    store: &mut S,
-    backlog: &mut VecDeque<Arc<TickRecord>>,
-    failing: &mut bool,
-) -> u64 {
-    let mut written = 0;
-    while let Some(record) = backlog.front() {
-        match store.write_tick(record).await {
-            Ok(()) => {
-                backlog.pop_front();
-                written += 1;
-                if *failing {
-                    tracing::info!("database writes work again");
-                    *failing = false;
-                }
-            }
-            Err(e) => {
-                if !*failing {
-                    tracing::error!("cannot write tick {}: {e}; keeping it to retry", record.seq);
-                    *failing = true;
-                }
-                break;
-            }
-        }
-    }
-    written
+    let _ = reports.send(SourceMessage::Stopped(Source::Host)).await;
 }
 
 #[cfg(test)]
@@ -555,6 +557,8 @@ pub(crate) mod tests {
             late_ms: 0.0,
             missed_ticks: 0,
             usage: HostUsage {
+                disk_total_over: Vec::new(),
+                net_total_over: Vec::new(),
                 cpu: None,
                 per_cpu: Vec::new(),
                 mem: None,
@@ -567,123 +571,28 @@ pub(crate) mod tests {
         }
     }
 
-    /// Fails its first `failures` writes, then keeps what it is given; panics on the write of
-    /// tick `panic_at`.
-    struct FlakyStore {
-        failures: u32,
-        panic_at: Option<u64>,
-        written: Arc<std::sync::Mutex<Vec<u64>>>,
-    }
-
-    impl Store for FlakyStore {
-        async fn write_tick(&mut self, tick: &TickRecord) -> Result<(), crate::store::StoreError> {
-            if self
-                .panic_at
-                .is_some_and(|at| self.written.lock().map_or(0, |w| w.len()) + 1 >= at as usize)
-            {
-                panic!("Could not retrieve a value");
-            }
-            if self.failures > 0 {
-                self.failures -= 1;
-                return Err(crate::store::StoreError::Worker("database away".into()));
-            }
-            self.written
-                .lock()
-                .map_err(|_| crate::store::StoreError::Worker("poisoned".into()))?
-                .push(tick.seq);
-            Ok(())
-        }
-
-        async fn recent_host_usage(
-            &mut self,
-            _query: &crate::store::HostUsageQuery,
-        ) -> Result<Vec<crate::store::HostUsageRow>, crate::store::StoreError> {
-            Ok(Vec::new())
-        }
-
-        async fn recent_vm_usage(
-            &mut self,
-            _query: &crate::store::VmUsageQuery,
-        ) -> Result<Vec<crate::store::VmUsageRow>, crate::store::StoreError> {
-            Ok(Vec::new())
-        }
-
-        async fn rollups(
-            &mut self,
-            _query: &crate::store::rollup::RollupQuery,
-        ) -> Result<Vec<crate::store::rollup::RollupRow>, crate::store::StoreError> {
-            Ok(Vec::new())
-        }
-
-        async fn hosts(
-            &mut self,
-        ) -> Result<Vec<crate::store::rows::HostRow>, crate::store::StoreError> {
-            Ok(Vec::new())
-        }
-
-        async fn report_samples(
-            &mut self,
-            _query: &crate::analysis::ReportQuery,
-        ) -> Result<Vec<crate::analysis::report::ReportSample>, crate::store::StoreError> {
-            Ok(Vec::new())
-        }
-
-        async fn maintain(
-            &mut self,
-            _host_ip: &str,
-            _now: OffsetDateTime,
-            _retention: &Retention,
-        ) -> Result<(), crate::store::StoreError> {
-            Ok(())
-        }
-    }
-
     #[tokio::test]
-    async fn a_failing_store_loses_nothing_and_keeps_order() {
-        let written = Arc::default();
-        let store = FlakyStore {
-            failures: 3,
-            panic_at: None,
-            written: Arc::clone(&written),
-        };
-        let (tx, rx) = mpsc::unbounded_channel();
-        let writer = tokio::spawn(write_records(
-            store,
-            rx,
-            Retention::default(),
-            Arc::default(),
-        ));
-        for seq in 1..=5 {
-            let record = TickRecord {
-                seq,
-                time: OffsetDateTime::UNIX_EPOCH,
-                host: HostIdentity {
-                    name: "hv1".into(),
-                    ip: "192.0.2.2".into(),
-                    mac: None,
-                    interface: None,
-                },
-                vm_count: Some(0),
-                node: None,
-                host_sample: Some(host_sample()),
-                vms: Vec::new(),
-                ebpf: None,
-            };
-            tx.send(Arc::new(record)).expect("send");
+    async fn an_output_that_does_not_read_misses_ticks_and_one_gone_is_dropped() {
+        let (mut subscriber, mut rx) = Subscriber::new("stream output");
+        let tick = writer::tests::record(1);
+        for _ in 0..OUTPUT_QUEUE + 10 {
+            assert!(subscriber.offer(&tick));
         }
-        drop(tx);
-        assert_eq!(writer.await.expect("writer"), (5, 0));
-        let written = written.lock().expect("lock").clone();
-        assert_eq!(written, [1, 2, 3, 4, 5]);
+        assert_eq!(subscriber.missed, 10);
+        assert!(rx.recv().await.is_some());
+        assert!(subscriber.offer(&tick), "room again");
+        assert_eq!(subscriber.missed, 10);
+        drop(rx);
+        assert!(!subscriber.offer(&tick));
     }
 
     #[tokio::test]
     async fn a_writer_that_dies_stops_the_run_at_once_and_the_counts_stay_true() {
         let written = Arc::default();
-        let store = FlakyStore {
-            failures: 0,
+        let store = writer::tests::FlakyStore {
             panic_at: Some(3),
             written: Arc::clone(&written),
+            ..Default::default()
         };
         let config = SamplerConfig {
             interval: Duration::from_millis(10),
@@ -709,7 +618,7 @@ pub(crate) mod tests {
             sources,
             Some(store),
             Outputs::default(),
-            std::future::pending(),
+            watch::channel(Stop::Run).1,
         )
         .await;
         let failure = report
@@ -731,7 +640,13 @@ pub(crate) mod tests {
         let period = Duration::from_millis(100);
         let (tx, mut rx) = watch::channel(None);
         let start = Instant::now();
-        tokio::spawn(ticker(period, None, Some(3), tx, std::future::pending()));
+        tokio::spawn(ticker(
+            period,
+            None,
+            Some(3),
+            tx,
+            watch::channel(Stop::Run).1,
+        ));
         rx.changed().await.expect("tick 1");
         let first = rx.borrow_and_update().expect("tick");
         assert_eq!((first.seq, first.scheduled - start), (1, period));
@@ -757,7 +672,13 @@ pub(crate) mod tests {
         let period = Duration::from_millis(100);
         let (tx, mut rx) = watch::channel(None);
         let start = Instant::now();
-        tokio::spawn(ticker(period, None, Some(3), tx, std::future::pending()));
+        tokio::spawn(ticker(
+            period,
+            None,
+            Some(3),
+            tx,
+            watch::channel(Stop::Run).1,
+        ));
         rx.changed().await.expect("tick 1");
         let _ = rx.borrow_and_update();
         // Stuck until 290 ms: the 200 ms tick is read 90 ms late, the next is at 300 ms.
@@ -779,7 +700,7 @@ pub(crate) mod tests {
             Some(interval_rx),
             Some(4),
             tx,
-            std::future::pending(),
+            watch::channel(Stop::Run).1,
         ));
         let mut next = async || {
             rx.changed().await.expect("tick");

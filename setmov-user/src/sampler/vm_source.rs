@@ -28,6 +28,21 @@ struct Previous {
     id: Option<u32>,
     at: Instant,
     stats: DomainStats,
+    /// Samples since this one that libvirt cut short (see [`cut_short_by_a_job`]).
+    cut_short: u32,
+}
+
+/// How many samples in a row may be cut short before one is taken as it is: a disk removed
+/// for good would otherwise keep a VM unsampled.
+const CUT_SHORT_AT_MOST: u32 = 3;
+
+/// Whether libvirt left out the statistics that need the domain's job (block counters, the
+/// balloon's guest figures and qemu's RSS), which it does under the NOWAIT flag while another
+/// client (a `virsh dommemstat`, another monitor) holds the job: the disks `prev` had are gone,
+/// or qemu's RSS, which libvirt gives whenever it has the job, is.
+fn cut_short_by_a_job(prev: &DomainStats, now: &DomainStats) -> bool {
+    (!prev.disks.is_empty() && now.disks.is_empty())
+        || (prev.balloon.rss_kib.is_some() && now.balloon.rss_kib.is_none())
 }
 
 /// Turns libvirt snapshots into per-VM samples; pure apart from the clock readings it is given.
@@ -58,19 +73,28 @@ impl VmTracker {
                 continue;
             }
             // A new runtime id means the domain was started again: its counters restarted.
-            let prev = self.previous.remove(&d.uuid).filter(|p| p.id == d.id);
-            if d.stats.cpu_time_ns.is_none() {
-                // NOWAIT gave only the state: the domain is busy with a job. Keep the old
-                // baseline so the next full sample spans the gap.
+            let mut prev = self.previous.remove(&d.uuid).filter(|p| p.id == d.id);
+            // NOWAIT gave only the state, or left out what needs the job: the domain is busy
+            // with a job. Keep the old baseline so the next full sample spans the gap (its
+            // rates cover both intervals, and nothing is lost).
+            let busy = if d.stats.cpu_time_ns.is_none() {
+                Some("libvirt reported only the state (a job holds the domain)")
+            } else {
+                prev.as_mut()
+                    .filter(|p| {
+                        p.cut_short < CUT_SHORT_AT_MOST && cut_short_by_a_job(&p.stats, &d.stats)
+                    })
+                    .map(|p| {
+                        p.cut_short += 1;
+                        "libvirt left out the block and balloon statistics (a job holds the \
+                         domain)"
+                    })
+            };
+            if let Some(reason) = busy {
                 samples.push(VmSample {
                     qemu_pid: d.qemu.pid,
                     vcpu_tids: d.qemu.vcpu_tids.clone(),
-                    ..VmSample::without_figures(
-                        &d.uuid,
-                        &d.name,
-                        state,
-                        Some("libvirt reported only the state (a job holds the domain)"),
-                    )
+                    ..VmSample::without_figures(&d.uuid, &d.name, state, Some(reason))
                 });
                 if let Some(p) = prev {
                     previous.insert(d.uuid.clone(), p);
@@ -102,6 +126,7 @@ impl VmTracker {
                     id: d.id,
                     at,
                     stats: d.stats.clone(),
+                    cut_short: 0,
                 },
             );
         }
@@ -171,13 +196,14 @@ pub(super) async fn vm_source(
     collector: LibvirtCollector,
     interval: Duration,
     mut ticks: watch::Receiver<Option<Tick>>,
-    reports: mpsc::UnboundedSender<SourceMessage>,
+    reports: mpsc::Sender<SourceMessage>,
     vcpu_tids: Option<watch::Sender<Vec<u32>>>,
 ) {
     // The baseline's deadline; each tick's follows its own interval.
     let mut deadline = interval.max(MIN_DEADLINE);
     let (request_tx, request_rx) = std::sync::mpsc::sync_channel::<u64>(1);
-    let (answer_tx, mut answers) = mpsc::unbounded_channel::<Answer>();
+    // One request at a time (`busy`), so one answer at most waits.
+    let (answer_tx, mut answers) = mpsc::channel::<Answer>(1);
     let spawned = std::thread::Builder::new()
         .name("setmov-libvirt".into())
         .spawn(move || {
@@ -185,18 +211,18 @@ pub(super) async fn vm_source(
             while let Ok(seq) = request_rx.recv() {
                 let at = Instant::now();
                 let result = collector.sample();
-                if answer_tx.send((seq, at, result)).is_err() {
+                if answer_tx.blocking_send((seq, at, result)).is_err() {
                     return;
                 }
             }
         });
     if let Err(e) = spawned {
         tracing::error!("cannot start the libvirt thread: {e}; VMs are not sampled");
-        let _ = reports.send(SourceMessage::Stopped(Source::Vm));
+        let _ = reports.send(SourceMessage::Stopped(Source::Vm)).await;
         return;
     }
     let mut tracker = VmTracker::default();
-    // Until when libvirt is known to be unreachable (the collector backs off), and why.
+    // Until when libvirt is known to be unreachable (the collector tries again a little later), and why.
     let mut unavailable: Option<(Instant, String)> = None;
     // The baseline, so the first tick already has rates.
     let mut busy = request_tx.send(0).is_ok();
@@ -272,11 +298,11 @@ pub(super) async fn vm_source(
             time: tick.time,
             report: Report::Vm(report),
         };
-        if reports.send(message).is_err() {
+        if reports.send(message).await.is_err() {
             return;
         }
     }
-    let _ = reports.send(SourceMessage::Stopped(Source::Vm));
+    let _ = reports.send(SourceMessage::Stopped(Source::Vm)).await;
 }
 
 #[cfg(test)]
@@ -284,6 +310,7 @@ mod tests {
     use super::*;
     use crate::vm::libvirt::{DomainSample, NodeFacts};
     use crate::vm::runfiles::QemuProcess;
+    use crate::vm::stats::VmDiskCounters;
 
     fn domain(uuid: &str, id: u32, state: DomainState, cpu_s: Option<f64>) -> DomainSample {
         DomainSample {
@@ -342,6 +369,52 @@ mod tests {
             "a paused domain without counters"
         );
         assert_eq!(second.vm_count, Some(2));
+    }
+
+    #[test]
+    fn a_sample_a_job_cut_short_is_missing_and_the_next_spans_both_intervals() {
+        let with_disk = |cpu_s: f64, written_mib: u64, rss: Option<u64>| {
+            let mut d = domain("a", 1, DomainState::Running, Some(cpu_s));
+            if written_mib > 0 {
+                d.stats.disks = vec![VmDiskCounters {
+                    name: "vda".into(),
+                    wr_reqs: written_mib,
+                    wr_bytes: written_mib << 20,
+                    ..VmDiskCounters::default()
+                }];
+            }
+            d.stats.balloon.rss_kib = rss;
+            d
+        };
+        let mut t = VmTracker::default();
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        t.sample(at(0), &snapshot(vec![with_disk(1.0, 10, Some(1000))]));
+        // Block counters left out (the disk without them is dropped by the parser).
+        let cut = t.sample(at(1), &snapshot(vec![with_disk(1.5, 0, Some(1000))]));
+        assert!(cut.samples[0].missing.is_some(), "{:?}", cut.samples[0]);
+        assert!(cut.samples[0].usage.is_none());
+        // The next full sample spans both seconds: 40 MiB in 2 s, 1 s of CPU in 2 s.
+        let next = t.sample(at(2), &snapshot(vec![with_disk(2.0, 50, Some(1000))]));
+        let s = &next.samples[0];
+        assert_eq!(s.interval_secs, Some(2.0));
+        let usage = s.usage.as_ref().expect("usage");
+        assert_eq!(usage.cpu_vcpu_pct, Some(50.0));
+        assert_eq!(
+            usage.disk_total.map(|d| d.write_bytes_per_sec),
+            Some(20.0 * 1_048_576.0)
+        );
+        // qemu's RSS left out: the balloon group was cut short.
+        let cut = t.sample(at(3), &snapshot(vec![with_disk(2.5, 60, None)]));
+        assert!(cut.samples[0].missing.is_some());
+        // A disk removed for good: after a few samples the domain is sampled without it.
+        let mut last = None;
+        for s in 4..10 {
+            last = Some(t.sample(at(s), &snapshot(vec![with_disk(s as f64, 0, Some(1000))])));
+        }
+        let last = last.expect("samples");
+        assert!(last.samples[0].missing.is_none(), "{:?}", last.samples[0]);
+        assert!(last.samples[0].usage.is_some());
     }
 
     #[test]
