@@ -22,20 +22,6 @@ const BOOT: Duration = Duration::from_secs(90);
 /// The guests compete for the same two cores: one test at a time.
 static MACHINE: Mutex<()> = Mutex::new(());
 
-/// A port free right now on loopback.
-/// The address a monitor started with `--prometheus 127.0.0.1:0` serves on, as it logs it: the
-/// kernel picks a free port at bind time, so no other process can take it in between.
-fn served_address(monitor: &Monitor) -> String {
-    let line = monitor
-        .wait_for_log("Prometheus metrics on http://", Duration::from_secs(60))
-        .expect("the monitor says where it serves");
-    line.split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split("/metrics").next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_owned()
-}
-
 /// `GET path` over plain HTTP/1.0; the status line and the body.
 fn get(addr: &str, path: &str) -> Result<(String, String), String> {
     let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
@@ -171,7 +157,7 @@ fn a_busy_guest_is_exported_with_plausible_figures_and_promtool_accepts_it() {
             "127.0.0.1:0",
         ],
     );
-    let addr = served_address(&monitor);
+    let addr = monitor.prometheus_address();
     guest
         .wait_for("SETMOV: burn-start", BOOT)
         .expect("burn starts");
@@ -343,7 +329,7 @@ fn with_ebpf_a_guests_block_io_is_exported_and_promtool_accepts_it() {
         &dir.path().join("setmov.db"),
         &["--interval", "500ms", "--prometheus", "127.0.0.1:0"],
     );
-    let addr = served_address(&monitor);
+    let addr = monitor.prometheus_address();
     let guest = match Guest::start(
         "prom-io",
         &Workload {

@@ -52,6 +52,18 @@ pub const FAMILIES: &[Family] = &[
         "Ticks the exporter received since it started.",
     ),
     counter(
+        "setmov_ticks_stored_total",
+        "Ticks the database writer stored (or spooled, for MySQL, to store when it answers).",
+    ),
+    counter(
+        "setmov_ticks_quarantined_total",
+        "Ticks the database refused for what they hold, set aside in the quarantine folder.",
+    ),
+    counter(
+        "setmov_ticks_dropped_total",
+        "Ticks dropped because the database was too far behind (the writer's memory bound).",
+    ),
+    counter(
         "setmov_missed_ticks_total",
         "Scheduled ticks the host sampling skipped (the next interval spans them).",
     ),
@@ -90,7 +102,7 @@ pub const FAMILIES: &[Family] = &[
     ),
     gauge(
         "setmov_host_cpu_usage_ratio",
-        "Busy share of all the host's CPUs over the newest interval, top's way: all but idle and iowait.",
+        "Busy share of all the host's CPUs over the newest interval: user, nice, system, irq, softirq and steal (guest time is inside user and nice).",
     ),
     gauge(
         "setmov_host_cpu_iowait_ratio",
@@ -103,7 +115,7 @@ pub const FAMILIES: &[Family] = &[
     gauge("setmov_host_memory_total_bytes", "MemTotal of the host."),
     gauge(
         "setmov_host_memory_used_ratio",
-        "(MemTotal - MemFree - Buffers - Cached) / MemTotal: top's used memory.",
+        "(MemTotal - MemAvailable) / MemTotal: used memory as free and top (procps 4) show it.",
     ),
     gauge(
         "setmov_host_memory_nonfree_ratio",
@@ -432,7 +444,8 @@ mod tests {
 
     #[test]
     fn a_full_tick_emits_every_family_with_its_type_and_help() {
-        let mut e = PrometheusExporter::new();
+        let counts = std::sync::Arc::new(crate::sampler::WriterCounts::default());
+        let mut e = PrometheusExporter::counting_writes(counts);
         e.observe(&full_tick(1));
         e.observe(&full_tick(2));
         let text = e.render();

@@ -5,11 +5,12 @@ use crate::ebpf::BlockTotals;
 use crate::host::identity::HostIdentity;
 use crate::store::{HostSample, TickRecord, VmSample};
 use crate::usage::PacketRates;
+use crate::usage::disk::DiskRates;
 use crate::usage::ebpf::{
     CpuReady, DeviceLatency, DirectionLatency, HostEbpfFigures, LatencySummary, VmEbpfFigures,
     VmNicTraffic,
 };
-use crate::usage::host::{CpuUsage, DiskRates, HostUsage, MemUsage, NetRates, NetTotals};
+use crate::usage::host::{CpuUsage, HostUsage, MemUsage, NetRates, NetTotals};
 use crate::usage::vm::{MemSource, VmDiskRates, VmMemUsage, VmUsage};
 use crate::vm::libvirt::NodeFacts;
 use crate::vm::stats::DomainState;
@@ -55,9 +56,11 @@ fn no_mem() -> VmMemUsage {
         used_bytes: None,
         used_pct: None,
         source: MemSource::AllocationOnly,
+        actual_less_usable_bytes: None,
         unused_bytes: None,
         usable_bytes: None,
         available_bytes: None,
+        guest_cache_bytes: None,
         rss_bytes: None,
         swap_in_bytes_per_sec: None,
         swap_out_bytes_per_sec: None,
@@ -70,6 +73,7 @@ pub fn vm_usage(cpu_vcpu_pct: f64) -> VmUsage {
     VmUsage {
         cpu_host_pct: Some(cpu_vcpu_pct / 2.0),
         cpu_vcpu_pct: Some(cpu_vcpu_pct),
+        cpu_vcpu_threads_pct: Some(cpu_vcpu_pct),
         steal_pct: None,
         vcpu_pct: Vec::new(),
         vcpus: Some(1),
@@ -92,8 +96,10 @@ pub fn vm(uuid: &str, name: &str, usage: Option<VmUsage>) -> VmSample {
 pub fn mem(used_pct: f64) -> MemUsage {
     MemUsage {
         total_bytes: 8 << 30,
+        used_bytes: ((8u64 << 30) as f64 * used_pct / 100.0) as u64,
         used_pct,
         nonfree_pct: 50.0,
+        noncache_pct: None,
         unavailable_pct: None,
     }
 }
@@ -114,6 +120,7 @@ pub fn full_tick(seq: u64) -> TickRecord {
     let cpu = CpuUsage {
         busy_pct: 40.0,
         user_pct: 30.0,
+        user_excl_guest_pct: 10.0,
         nice_pct: 1.0,
         system_pct: 9.0,
         idle_pct: 55.0,
@@ -139,10 +146,13 @@ pub fn full_tick(seq: u64) -> TickRecord {
         tx_drop: 0,
     };
     let usage = HostUsage {
+        disk_total_over: Vec::new(),
+        net_total_over: Vec::new(),
         cpu: Some(cpu),
         per_cpu: vec![Some(cpu), Some(cpu)],
         mem: Some(MemUsage {
-            unavailable_pct: Some(30.0),
+            noncache_pct: Some(20.0),
+            unavailable_pct: Some(25.0),
             ..mem(25.0)
         }),
         disks: vec![
@@ -258,8 +268,8 @@ pub fn full_tick(seq: u64) -> TickRecord {
     });
     t.ebpf = Some(HostEbpfFigures {
         interval_secs: 2.0,
-        block,
-        unattributed: BlockTotals::default(),
+        block: Some(block),
+        unattributed: Some(BlockTotals::default()),
         block_rates: None,
         unattributed_rates: None,
         devices: vec![DeviceLatency {

@@ -23,11 +23,12 @@
 //! The parts: `families.rs` (every family's name, type and help), `observe.rs` (a tick, the
 //! counter and gauge primitives, the network interfaces) with `observe_host.rs` and
 //! `observe_vm.rs` (the host's and each VM's figures), `render.rs` (the exposition text and
-//! its escaping) and `server.rs` (the HTTP side).
+//! its escaping), `server.rs` (the HTTP side) and `connections.rs` (its limits).
 
+mod connections;
 mod families;
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 mod observe;
 mod observe_host;
 mod observe_vm;
@@ -38,6 +39,10 @@ use std::collections::{BTreeMap, HashMap};
 
 pub use families::{FAMILIES, Family, MetricKind, family};
 pub use server::{CONTENT_TYPE_0_0_4, DEFAULT_ADDRESS, ExportError, MetricsServer};
+
+use std::sync::Arc;
+
+use crate::sampler::WriterCounts;
 
 /// Whose series: the exporter's own, the host's, or a VM's (by UUID).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -59,10 +64,20 @@ pub struct PrometheusExporter {
     vm_names: HashMap<String, String>,
     counters: BTreeMap<&'static str, Series>,
     gauges: BTreeMap<&'static str, Series>,
+    /// The database writer's counts, when there is a database.
+    writer: Option<Arc<WriterCounts>>,
 }
 
 impl PrometheusExporter {
     pub fn new() -> PrometheusExporter {
         PrometheusExporter::default()
+    }
+
+    /// An exporter that also reports what the database writer did with the ticks.
+    pub fn counting_writes(counts: Arc<WriterCounts>) -> PrometheusExporter {
+        PrometheusExporter {
+            writer: Some(counts),
+            ..PrometheusExporter::default()
+        }
     }
 }

@@ -5,6 +5,7 @@
 
 use super::families::{InterfaceFamilies, MetricKind, family};
 use super::{Labels, Owner, PrometheusExporter};
+use crate::sampler::WriterCounts;
 use crate::store::TickRecord;
 use crate::usage::host::NetRates;
 
@@ -15,6 +16,16 @@ impl PrometheusExporter {
         self.host = Some(tick.host.name.clone());
         let host = Owner::Host;
         self.add("setmov_ticks_total", &host, vec![], 1.0);
+        if let Some(writer) = self.writer.clone() {
+            let get = WriterCounts::get;
+            for (name, count) in [
+                ("setmov_ticks_stored_total", get(&writer.written)),
+                ("setmov_ticks_quarantined_total", get(&writer.quarantined)),
+                ("setmov_ticks_dropped_total", get(&writer.dropped)),
+            ] {
+                self.raise_to(name, &host, count as f64);
+            }
+        }
         self.set(
             "setmov_last_tick_timestamp_seconds",
             &host,
@@ -59,6 +70,17 @@ impl PrometheusExporter {
                 .or_default()
                 .insert((owner.clone(), labels), value);
         }
+    }
+
+    /// Raises a counter kept elsewhere to its `total` (it never goes back).
+    fn raise_to(&mut self, name: &'static str, owner: &Owner, total: f64) {
+        let now = self
+            .counters
+            .get(name)
+            .and_then(|series| series.get(&(owner.clone(), Vec::new())))
+            .copied()
+            .unwrap_or(0.0);
+        self.add(name, owner, Vec::new(), (total - now).max(0.0));
     }
 
     /// Adds `increment` to a counter; a negative or non-finite increment is ignored (counters

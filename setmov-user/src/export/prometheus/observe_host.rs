@@ -170,25 +170,26 @@ impl PrometheusExporter {
 
     pub(super) fn observe_host_ebpf(&mut self, ebpf: &HostEbpfFigures) {
         let host = Owner::Host;
-        let counts = [
-            ("setmov_host_block_read_bytes_total", ebpf.block.read_bytes),
-            (
-                "setmov_host_block_write_bytes_total",
-                ebpf.block.write_bytes,
-            ),
-            ("setmov_host_block_reads_total", ebpf.block.read_ops),
-            ("setmov_host_block_writes_total", ebpf.block.write_ops),
-            (
-                "setmov_host_block_unattributed_read_bytes_total",
-                ebpf.unattributed.read_bytes,
-            ),
-            (
-                "setmov_host_block_unattributed_write_bytes_total",
-                ebpf.unattributed.write_bytes,
-            ),
-        ];
-        for (name, count) in counts {
-            self.add(name, &host, vec![], count as f64);
+        // Without the host's list of disks this tick the totals are unknown: the counters do
+        // not move rather than count stacked devices twice.
+        if let (Some(block), Some(unattributed)) = (&ebpf.block, &ebpf.unattributed) {
+            let counts = [
+                ("setmov_host_block_read_bytes_total", block.read_bytes),
+                ("setmov_host_block_write_bytes_total", block.write_bytes),
+                ("setmov_host_block_reads_total", block.read_ops),
+                ("setmov_host_block_writes_total", block.write_ops),
+                (
+                    "setmov_host_block_unattributed_read_bytes_total",
+                    unattributed.read_bytes,
+                ),
+                (
+                    "setmov_host_block_unattributed_write_bytes_total",
+                    unattributed.write_bytes,
+                ),
+            ];
+            for (name, count) in counts {
+                self.add(name, &host, vec![], count as f64);
+            }
         }
         for device in &ebpf.devices {
             self.set(
@@ -216,6 +217,7 @@ mod tests {
         let cpu = CpuUsage {
             busy_pct: 40.0,
             user_pct: 30.0,
+            user_excl_guest_pct: 10.0,
             nice_pct: 0.0,
             system_pct: 10.0,
             idle_pct: 60.0,

@@ -144,7 +144,7 @@ setmov_host_running_vms{{host="hv-1"}} 1
 # HELP setmov_host_memory_total_bytes MemTotal of the host.
 # TYPE setmov_host_memory_total_bytes gauge
 setmov_host_memory_total_bytes{{host="hv-1"}} 8589934592
-# HELP setmov_host_memory_used_ratio (MemTotal - MemFree - Buffers - Cached) / MemTotal: top's used memory.
+# HELP setmov_host_memory_used_ratio (MemTotal - MemAvailable) / MemTotal: used memory as free and top (procps 4) show it.
 # TYPE setmov_host_memory_used_ratio gauge
 setmov_host_memory_used_ratio{{host="hv-1"}} 0.25
 # HELP setmov_host_memory_nonfree_ratio (MemTotal - MemFree) / MemTotal: page cache counted as used.
