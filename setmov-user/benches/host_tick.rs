@@ -6,7 +6,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use setmov::host::devices::{DEFAULT_NET_TOTAL_EXCLUDED_PREFIXES, DEFAULT_SKIPPED_DISK_PREFIXES};
+use setmov::host::devices::DEFAULT_SKIPPED_DISK_PREFIXES;
 use setmov::host::identity::HostIdentity;
 use setmov::host::read::HostReader;
 use setmov::store::sqlite::SqliteStore;
@@ -21,7 +21,7 @@ fn strings(list: &[&str]) -> Vec<String> {
 fn host_tick(c: &mut Criterion) {
     let reader = HostReader::new("/proc", strings(DEFAULT_SKIPPED_DISK_PREFIXES))
         .expect("/proc is readable");
-    let excluded = strings(DEFAULT_NET_TOTAL_EXCLUDED_PREFIXES);
+    let excluded: Vec<String> = Vec::new();
     let dir = tempfile::tempdir().expect("tempdir");
     let store = SqliteStore::open(&dir.path().join("bench.db")).expect("store");
     let identity = HostIdentity {

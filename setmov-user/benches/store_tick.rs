@@ -34,6 +34,7 @@ fn counters(secs: u64) -> DomainStats {
             unused_kib: Some(1 << 20),
             available_kib: Some(4 << 20),
             usable_kib: Some(2 << 20),
+            disk_caches_kib: Some(1 << 19),
             rss_kib: Some(3 << 20),
             swap_in_kib: Some(0),
             swap_out_kib: Some(0),

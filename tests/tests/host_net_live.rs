@@ -11,7 +11,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use setmov::host::devices::DEFAULT_NET_TOTAL_EXCLUDED_PREFIXES;
 use setmov_tests::monitor::Monitor;
 use setmov_tests::reference::{self, Row, assert_close, assert_within, missing_tools, table};
 use setmov_tests::skip;
@@ -31,8 +30,9 @@ const SETMOV: &str = env!("CARGO_BIN_EXE_setmov-cli");
 ///   window (sar prints rates with 2 decimals: ±0.06 per 12 s). veth counts no errors: those
 ///   are 0 on both sides; the drops are made to be at least 200.
 /// - `host_usage` network totals against sar's rows summed over the interfaces the product
-///   counts (all but its excluded prefixes: lo, taps, bridges named br*/virbr*, veth*, ...;
-///   the test's veth is named smv* and so counted), within 2 %.
+///   counts: the NICs on a bus (a `device` link in /sys/class/net), not loopback and not the
+///   test's veth, whose frames a NIC would carry again; within 2 %. Every interface keeps its
+///   row, and `in_host_total` marks exactly the counted ones.
 #[test]
 fn interface_figures_match_sar_over_the_same_interval() {
     if let Some(reason) = missing_tools(&["sar", "ip", "ping"]) {
@@ -176,13 +176,25 @@ fn check_host_total(db: &Path, window: &Window, pair: &VethPair, dev: &BTreeMap<
     let counted: Vec<&String> = dev
         .keys()
         .filter(|name| {
-            !DEFAULT_NET_TOTAL_EXCLUDED_PREFIXES
-                .iter()
-                .any(|p| name.starts_with(p))
+            Path::new("/sys/class/net")
+                .join(name)
+                .join("device")
+                .exists()
         })
         .collect();
     eprintln!("host network total over {counted:?}");
-    assert!(counted.contains(&&pair.host_end));
+    assert!(!counted.contains(&&pair.host_end), "a veth is no NIC");
+    // Interface-seconds: Σ Δt over the interface rows of the window's ticks.
+    let joined = "host_net_usage d JOIN host_usage u USING (host_ip, time)";
+    let flagged = window.sparse_sums(db, joined, "u", "d.in_host_total = 1", &["1"])[0];
+    let all = window.sparse_sums(db, joined, "u", "1", &["1"])[0];
+    eprintln!("interface-seconds stored: {all:.2}, in the host total: {flagged:.2}");
+    let expected = WINDOW_SECS as f64 * counted.len() as f64;
+    assert!(
+        (flagged - expected).abs() <= 0.15 * counted.len() as f64,
+        "in_host_total marks {flagged:.2} interface-seconds, {expected} expected"
+    );
+    assert!(all > flagged, "the uncounted interfaces keep their rows");
     let ours = window.sums(
         db,
         "host_usage u",
@@ -216,6 +228,18 @@ fn check_traffic<'a>(label: &str, ours: &[f64], rows: impl IntoIterator<Item = &
     for (at, side) in [(0, "rx"), (1, "tx")] {
         let packets = sums[&format!("{side}pck/s")];
         let bytes = sums[&format!("{side}kB/s")] * 1024.0;
+        if packets == 0.0 {
+            // An idle NIC (the host total here, when nothing crossed the real NIC): nothing on
+            // either side, and no average packet size to compare.
+            for (what, value) in [
+                ("packets", ours[at]),
+                ("bytes", ours[2 + at]),
+                ("bits", ours[6 + at]),
+            ] {
+                assert_within(&format!("{label} {side} {what} (idle)"), value, 0.0, 0.0);
+            }
+            continue;
+        }
         assert_close(&format!("{label} {side} packets"), ours[at], packets, 0.02);
         assert_close(
             &format!("{label} {side} KiB"),

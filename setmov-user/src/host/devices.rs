@@ -1,16 +1,12 @@
-//! Which block devices and interfaces count, and which block devices are partitions.
+//! Which block devices are sampled, and which are partitions. Which devices the host totals
+//! count is the topology's answer ([`super::topology`]).
 
 use super::snapshot::DeviceKind;
 
-/// Block device name prefixes skipped unless configured otherwise: loop and RAM disks carry
-/// no hypervisor I/O worth storing and would only add rows.
+/// Block device name prefixes not sampled unless configured otherwise: loop and RAM disks
+/// would only add rows (idle loop devices are many on some hosts). Sampled or not, they are
+/// never in the host disk total, which counts only the disks nothing sits below.
 pub const DEFAULT_SKIPPED_DISK_PREFIXES: &[&str] = &["loop", "ram"];
-
-/// Interface name prefixes left out of the host's network total (they are still stored per
-/// interface). Loopback is local traffic; taps, bridges and veths carry traffic that the
-/// physical NIC counts again, so adding them would count VM traffic twice.
-pub const DEFAULT_NET_TOTAL_EXCLUDED_PREFIXES: &[&str] =
-    &["lo", "vnet", "tap", "virbr", "br", "veth", "docker", "ifb"];
 
 /// True when `name` starts with any of `prefixes`.
 pub fn has_prefix(name: &str, prefixes: &[String]) -> bool {

@@ -3,5 +3,7 @@
 
 pub mod devices;
 pub mod identity;
+mod meminfo;
 pub mod read;
 pub mod snapshot;
+pub mod topology;

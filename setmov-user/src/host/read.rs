@@ -3,16 +3,20 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use procfs::net::InterfaceDeviceStatus;
 use procfs::{
-    DiskStat, ExplicitSystemInfo, FromBufRead, FromBufReadSI, KernelStats, Meminfo, PartitionEntry,
+    DiskStat, ExplicitSystemInfo, FromBufRead, FromBufReadSI, KernelStats, PartitionEntry,
     ProcError,
 };
 
 use super::devices::{classify, has_prefix};
-use super::snapshot::{CpuTimes, Disk, DiskCounters, HostSnapshot, MemInfo, NetCounters};
+use super::meminfo::parse_meminfo;
+use super::snapshot::{CpuTimes, DeviceKind, Disk, DiskCounters, HostSnapshot, NetCounters};
+use super::topology::{
+    disk_facts, disk_role, disk_role_by_name, net_facts, net_role, net_role_by_name,
+};
 
 /// The one file a procfs root must have for the host collector to start.
 #[derive(Debug, thiserror::Error)]
@@ -40,11 +44,22 @@ fn describe(e: &ProcError) -> String {
 #[derive(Debug, Clone)]
 pub struct HostReader {
     proc_root: PathBuf,
+    /// The sysfs tree beside `proc_root` (`/sys` for `/proc`), when there is one.
+    sys_root: Option<PathBuf>,
     skipped_disk_prefixes: Vec<String>,
 }
 
+/// The `sys` beside a procfs root (`/sys` for `/proc`, `<capture>/sys` for `<capture>/proc`),
+/// when it has block devices or interfaces to read.
+fn sys_beside(proc_root: &Path) -> Option<PathBuf> {
+    let sys = proc_root.parent()?.join("sys");
+    (sys.join("block").is_dir() || sys.join("class/net").is_dir()).then_some(sys)
+}
+
 impl HostReader {
-    /// Checks that `proc_root/stat` is readable, so a wrong `--proc-root` fails at start.
+    /// Checks that `proc_root/stat` is readable, so a wrong `--proc-root` fails at start. The
+    /// device topology is read from the `sys` beside it; without one (a proc tree captured
+    /// alone), the host totals judge devices by their names, which is said in the log.
     pub fn new(
         proc_root: impl Into<PathBuf>,
         skipped_disk_prefixes: Vec<String>,
@@ -55,8 +70,16 @@ impl HostReader {
             path: proc_root.clone(),
             source,
         })?;
+        let sys_root = sys_beside(&proc_root);
+        if sys_root.is_none() {
+            tracing::info!(
+                "no sysfs beside {}: the host disk and network totals judge devices by name",
+                proc_root.display()
+            );
+        }
         Ok(HostReader {
             proc_root,
+            sys_root,
             skipped_disk_prefixes,
         })
     }
@@ -83,17 +106,9 @@ impl HostReader {
         }
         match self
             .open("meminfo")
-            .and_then(|r| Meminfo::from_buf_read(r).map_err(|e| describe(&e)))
+            .and_then(|r| parse_meminfo(r).map_err(|e| e.to_string()))
         {
-            Ok(m) => {
-                snap.mem = Some(MemInfo {
-                    total: m.mem_total,
-                    free: m.mem_free,
-                    buffers: m.buffers,
-                    cached: m.cached,
-                    available: m.mem_available,
-                })
-            }
+            Ok(m) => snap.mem = Some(m),
             Err(e) => snap.problems.push(format!("meminfo: {e}")),
         }
         self.read_disks(&mut snap);
@@ -122,7 +137,35 @@ impl HostReader {
             }
             Err(e) => snap.problems.push(format!("net/dev: {e}")),
         }
+        self.mark_totals(&mut snap);
         snap
+    }
+
+    /// Fills `disk_total_over` and `net_total_over` from the device topology. A device sysfs
+    /// does not list (gone since procfs was read) is not counted.
+    fn mark_totals(&self, snap: &mut HostSnapshot) {
+        let sys = self.sys_root.as_deref();
+        snap.disk_total_over = snap
+            .disks
+            .iter()
+            .filter(|d| d.kind == DeviceKind::Disk)
+            .map(|d| d.counters.name.as_str())
+            .filter(|name| match sys {
+                Some(sys) => disk_facts(sys, name).is_some_and(|f| disk_role(name, &f).counted()),
+                None => disk_role_by_name(name).counted(),
+            })
+            .map(str::to_owned)
+            .collect();
+        snap.net_total_over = snap
+            .nets
+            .iter()
+            .map(|n| n.name.as_str())
+            .filter(|name| match sys {
+                Some(sys) => net_facts(sys, name).is_some_and(|f| net_role(&f).counted()),
+                None => net_role_by_name(name).counted(),
+            })
+            .map(str::to_owned)
+            .collect();
     }
 
     fn read_disks(&self, snap: &mut HostSnapshot) {

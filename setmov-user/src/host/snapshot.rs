@@ -60,6 +60,9 @@ pub struct MemInfo {
     pub cached: u64,
     /// `MemAvailable`, absent before Linux 3.14.
     pub available: Option<u64>,
+    /// `SReclaimable`, the slab the kernel can reclaim (procps 3.3 counts it as cache);
+    /// absent before Linux 2.6.19.
+    pub s_reclaimable: Option<u64>,
 }
 
 /// Whether a block device is a whole disk or a partition of one.
@@ -121,6 +124,11 @@ pub struct HostSnapshot {
     pub mem: Option<MemInfo>,
     pub disks: Vec<Disk>,
     pub nets: Vec<NetCounters>,
+    /// The whole disks of `disks` the host disk total counts: those nothing sits below (see
+    /// [`super::topology`]).
+    pub disk_total_over: Vec<String>,
+    /// The interfaces of `nets` the host network total counts: the NICs on a bus.
+    pub net_total_over: Vec<String>,
     /// Files that could not be read or lines that were skipped, one sentence each.
     pub problems: Vec<String>,
 }

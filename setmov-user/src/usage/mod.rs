@@ -5,9 +5,12 @@
 //!   restart) or wrapped: that interval gives no rate (`None`), never a negative or huge one.
 //! - Δt is in seconds from a monotonic clock; Δt ≤ 0 gives no rate.
 
+pub mod disk;
 pub mod ebpf;
 pub mod hist;
 pub mod host;
+pub mod host_cpu;
+pub mod host_mem;
 pub mod vm;
 
 /// Bytes of Ethernet framing per packet that interface counters leave out: preamble (7),
