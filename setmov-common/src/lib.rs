@@ -12,10 +12,13 @@ pub const BLOCK_IO_MAP: &str = "BLOCK_IO";
 /// Capacity of [`BLOCK_IO_MAP`]: two directions per process, so ~8000 live submitting
 /// processes. The map is per-CPU and not preallocated: each live key costs 16 bytes per CPU.
 pub const BLOCK_IO_MAX_ENTRIES: u32 = 16384;
-/// Name of the per-CPU array of all processes' block I/O, indexed by direction
-/// ([`DIR_READ`], [`DIR_WRITE`]) -> `BlockValue`: the whole host's figure in two lookups, and
-/// complete even when the per-process map is full.
+/// Name of the per-CPU hash of all processes' block I/O by device and direction
+/// (`DeviceKey` -> `BlockValue`): complete even when the per-process map is full, and per
+/// device so that the host total can count the same devices as /proc/diskstats' (the disks
+/// nothing sits below; a loop device's requests reach the disk under its file again).
 pub const BLOCK_IO_TOTAL_MAP: &str = "BLOCK_IO_TOTAL";
+/// Capacity of [`BLOCK_IO_TOTAL_MAP`]: two keys per block device that ever did I/O.
+pub const BLOCK_IO_TOTAL_MAX_ENTRIES: u32 = 1024;
 /// Name of the per-CPU array (one `u64`) counting events that found the counter map full.
 pub const BLOCK_IO_LOST_MAP: &str = "BLOCK_IO_LOST";
 

@@ -15,12 +15,24 @@ pub const NET_DEVICE_MAX_ENTRIES: u32 = 4096;
 pub const NET_DROP_MAP: &str = "NET_DROP";
 /// Capacity of [`NET_DROP_MAP`]: pairs of device and reason seen since load.
 pub const NET_DROP_MAX_ENTRIES: u32 = 4096;
+/// Name of the per-CPU hash map of packets a driver did not accept and that no `kfree_skb`
+/// counted (`NetDeviceKey` with [`NET_TX`] -> `u64` packets): keyed by the tracepoint's own
+/// device name, since the buffer may already be freed.
+pub const NET_XMIT_FAILED_MAP: &str = "NET_XMIT_FAILED";
+/// Capacity of [`NET_XMIT_FAILED_MAP`]: devices whose driver refused a packet since load.
+pub const NET_XMIT_FAILED_MAX_ENTRIES: u32 = 2048;
+/// Name of the per-CPU array (one `u64`) holding the address of the last socket buffer
+/// `skb:kfree_skb` counted on this CPU: a driver that frees a packet it refuses (a tap whose
+/// ring is full) fires `kfree_skb` and then `net_dev_xmit` with rc != 0 for the same buffer,
+/// which must count once.
+pub const NET_LAST_FREED_MAP: &str = "NET_LAST_FREED";
 /// Name of the per-CPU array counting events not counted because a map was full, indexed by
 /// [`NET_LOST_DEVICE`] and [`NET_LOST_DROP`].
 pub const NET_LOST_MAP: &str = "NET_LOST";
 /// Slot of [`NET_LOST_MAP`] for packets [`NET_DEVICE_MAP`] had no room for.
 pub const NET_LOST_DEVICE: u32 = 0;
-/// Slot of [`NET_LOST_MAP`] for drops [`NET_DROP_MAP`] had no room for.
+/// Slot of [`NET_LOST_MAP`] for drops [`NET_DROP_MAP`] or [`NET_XMIT_FAILED_MAP`] had no room
+/// for.
 pub const NET_LOST_DROP: u32 = 1;
 
 /// Longest network device name with its terminating NUL (the kernel's `IFNAMSIZ`).
@@ -31,9 +43,16 @@ pub const NET_RX: u32 = 0;
 /// Direction of a packet: transmitted by the host on the device (`net:net_dev_xmit`, rc 0).
 pub const NET_TX: u32 = 1;
 
-/// Drop reason of our own, outside the kernel's `enum skb_drop_reason`: the driver did not
-/// accept a packet handed to it (`net:net_dev_xmit` with rc != 0).
-pub const DROP_REASON_XMIT_FAILED: u32 = u32::MAX;
+/// `net:net_dev_xmit`'s rc when the driver is busy: the kernel keeps the packet and hands it
+/// over again, so it is neither sent nor dropped yet.
+pub const NETDEV_TX_BUSY: i32 = 0x10;
+
+/// Whether `net:net_dev_xmit`'s `rc` means the driver did not take the packet and it is gone:
+/// anything but sent (0) and busy ([`NETDEV_TX_BUSY`]), i.e. `NET_XMIT_DROP`, `NET_XMIT_CN`
+/// or a negative errno.
+pub const fn xmit_failed(rc: i32) -> bool {
+    rc != 0 && rc != NETDEV_TX_BUSY
+}
 
 /// Key of [`NET_DEVICE_MAP`].
 #[repr(C)]
@@ -144,6 +163,16 @@ mod tests {
         assert_eq!(data_loc_offset(3 << 16 | 24), 24);
         assert_eq!(data_loc_offset(0xffff_ffff), 0xffff);
         assert_eq!(data_loc_offset(0), 0);
+    }
+
+    #[test]
+    fn refused_packets_are_those_neither_sent_nor_busy() {
+        assert!(!xmit_failed(0));
+        assert!(!xmit_failed(NETDEV_TX_BUSY));
+        // NET_XMIT_DROP, NET_XMIT_CN, -ENOBUFS.
+        assert!(xmit_failed(1));
+        assert!(xmit_failed(2));
+        assert!(xmit_failed(-105));
     }
 
     #[test]

@@ -24,9 +24,9 @@ use aya_log_ebpf::warn;
 
 use crate::EEXIST;
 use setmov_common::{
-    BLOCK_INFLIGHT_MAX_ENTRIES, BLOCK_IO_MAX_ENTRIES, BLOCK_LATENCY_DEVICE_MAX_ENTRIES,
-    BLOCK_LATENCY_TGID_MAX_ENTRIES, BlockKey, BlockTpLayout, BlockValue, DeviceKey, InflightKey,
-    InflightValue, Log2Hist, direction_from_rwbs, log2_bucket,
+    BLOCK_INFLIGHT_MAX_ENTRIES, BLOCK_IO_MAX_ENTRIES, BLOCK_IO_TOTAL_MAX_ENTRIES,
+    BLOCK_LATENCY_DEVICE_MAX_ENTRIES, BLOCK_LATENCY_TGID_MAX_ENTRIES, BlockKey, BlockTpLayout,
+    BlockValue, DeviceKey, InflightKey, InflightValue, Log2Hist, direction_from_rwbs, log2_bucket,
 };
 
 /// `nr_sector` counts 512-byte sectors whatever the device's block size.
@@ -39,9 +39,10 @@ const SECTOR_BYTES: u64 = 512;
 static BLOCK_IO: PerCpuHashMap<BlockKey, BlockValue> =
     PerCpuHashMap::with_max_entries(BLOCK_IO_MAX_ENTRIES, BPF_F_NO_PREALLOC);
 
-/// All processes together, by direction (see `BLOCK_IO_TOTAL_MAP`).
+/// All processes together, by device and direction (see `BLOCK_IO_TOTAL_MAP`).
 #[map]
-static BLOCK_IO_TOTAL: PerCpuArray<BlockValue> = PerCpuArray::with_max_entries(2, 0);
+static BLOCK_IO_TOTAL: PerCpuHashMap<DeviceKey, BlockValue> =
+    PerCpuHashMap::with_max_entries(BLOCK_IO_TOTAL_MAX_ENTRIES, BPF_F_NO_PREALLOC);
 
 /// Events not counted because `BLOCK_IO` was full (slot 0, per CPU).
 #[map]
@@ -106,7 +107,7 @@ fn try_block_io_start(ctx: &TracePointContext) -> Result<u32, u32> {
             tgid: bpf_get_current_pid_tgid() >> 32,
         };
         BLOCK_INFLIGHT
-            .insert(&key, &value, u64::from(BPF_ANY))
+            .insert(key, value, u64::from(BPF_ANY))
             .map_err(|_| 1u32)?;
     }
     counted
@@ -160,10 +161,10 @@ fn try_block_bio_frontmerge(ctx: &TracePointContext) -> Result<u32, u32> {
             ..new_key
         };
         // SAFETY: the value is copied out before the entry is removed.
-        if let Some(value) = unsafe { BLOCK_INFLIGHT.get(&old_key) }.copied() {
-            let _ = BLOCK_INFLIGHT.remove(&old_key);
+        if let Some(value) = unsafe { BLOCK_INFLIGHT.get(old_key) }.copied() {
+            let _ = BLOCK_INFLIGHT.remove(old_key);
             BLOCK_INFLIGHT
-                .insert(&new_key, &value, u64::from(BPF_ANY))
+                .insert(new_key, value, u64::from(BPF_ANY))
                 .map_err(|_| 1u32)?;
         }
     }
@@ -187,7 +188,7 @@ fn try_block_rq_issue(ctx: &TracePointContext) -> Result<u32, u32> {
     };
     // SAFETY: a helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    if let Some(value) = BLOCK_INFLIGHT.get_ptr_mut(&key) {
+    if let Some(value) = BLOCK_INFLIGHT.get_ptr_mut(key) {
         // SAFETY: a live element of the map; a racing writer could only store a time too.
         unsafe { (*value).issue_ns = now };
         return Ok(0);
@@ -197,7 +198,7 @@ fn try_block_rq_issue(ctx: &TracePointContext) -> Result<u32, u32> {
         tgid: 0,
     };
     BLOCK_INFLIGHT
-        .insert(&key, &value, u64::from(BPF_ANY))
+        .insert(key, value, u64::from(BPF_ANY))
         .map_err(|_| 1u32)?;
     Ok(0)
 }
@@ -219,10 +220,10 @@ fn try_block_rq_complete(ctx: &TracePointContext) -> Result<u32, u32> {
         return Ok(0);
     };
     // SAFETY: the value is copied out before the entry is removed.
-    let Some(value) = (unsafe { BLOCK_INFLIGHT.get(&key) }).copied() else {
+    let Some(value) = (unsafe { BLOCK_INFLIGHT.get(key) }).copied() else {
         return Ok(0);
     };
-    let _ = BLOCK_INFLIGHT.remove(&key);
+    let _ = BLOCK_INFLIGHT.remove(key);
     // SAFETY: a helper without preconditions.
     let latency_ns = unsafe { bpf_ktime_get_ns() }.saturating_sub(value.issue_ns);
     let bucket = log2_bucket(latency_ns);
@@ -257,9 +258,9 @@ fn count(ctx: &TracePointContext, layout: BlockTpLayout, ops: u64) -> Result<u32
     let nr_sector: u32 =
         unsafe { ctx.read_at(layout.nr_sector_offset as usize) }.map_err(|_| 1u32)?;
     let bytes = u64::from(nr_sector) * SECTOR_BYTES;
-    if let Some(total) = BLOCK_IO_TOTAL.get_ptr_mut(direction) {
-        add(total, ops, bytes);
-    }
+    // SAFETY: as above.
+    let dev: u32 = unsafe { ctx.read_at(layout.dev_offset as usize) }.map_err(|_| 1u32)?;
+    add_to_total(DeviceKey { dev, direction }, ops, bytes);
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let key = BlockKey { tgid, direction };
 
@@ -278,6 +279,31 @@ fn count(ctx: &TracePointContext, layout: BlockTpLayout, ops: u64) -> Result<u32
             None => Err(record_lost(ctx, tgid)),
         },
         Err(_) => Err(record_lost(ctx, tgid)),
+    }
+}
+
+/// Adds to the device's entry of `BLOCK_IO_TOTAL`, creating it if needed; a full map (more
+/// than 512 devices) counts the event as lost.
+#[inline(always)]
+fn add_to_total(key: DeviceKey, ops: u64, bytes: u64) {
+    if let Some(value) = BLOCK_IO_TOTAL.get_ptr_mut(key) {
+        add(value, ops, bytes);
+        return;
+    }
+    match BLOCK_IO_TOTAL.insert(key, BlockValue { ops, bytes }, u64::from(BPF_NOEXIST)) {
+        Ok(()) => {}
+        // Another CPU created the entry between our lookup and insert; it zeroed our slot.
+        Err(err) if err == -EEXIST => {
+            if let Some(value) = BLOCK_IO_TOTAL.get_ptr_mut(key) {
+                add(value, ops, bytes);
+            }
+        }
+        Err(_) => {
+            if let Some(lost) = BLOCK_IO_LOST.get_ptr_mut(0) {
+                // SAFETY: a per-CPU slot, and tracepoint programs do not nest on one CPU.
+                unsafe { *lost += 1 };
+            }
+        }
     }
 }
 

@@ -3,10 +3,16 @@
 //!
 //! `net:netif_receive_skb` is a packet the host received on a device (it fires in
 //! `__netif_receive_skb_core`, whatever the entry path); `net:net_dev_xmit` one the host handed
-//! to a device's driver, counted as sent when the driver accepted it (rc 0) and as a drop of
-//! reason `DROP_REASON_XMIT_FAILED` otherwise. `skb:kfree_skb` fires for dropped packets only
-//! (packets consumed normally go through `consume_skb`) and carries the kernel's reason but no
-//! device: the device comes from `skb->dev->ifindex`, at offsets the loader read from BTF.
+//! to a device's driver, counted as sent when the driver accepted it (rc 0). `skb:kfree_skb`
+//! fires for dropped packets only (packets consumed normally go through `consume_skb`) and
+//! carries the kernel's reason but no device: the device comes from `skb->dev->ifindex`, at
+//! offsets the loader read from BTF, while the buffer is still alive.
+//!
+//! A packet the driver refused (rc neither 0 nor busy) counts once: a driver that frees it
+//! first (a tap whose ring is full: `kfree_skb` with reason `FULL_RING`, then rc
+//! `NET_XMIT_DROP`) has had it counted by `kfree_skb`, found by the buffer's address in
+//! `NET_LAST_FREED`; otherwise it is counted in `NET_XMIT_FAILED` under the tracepoint's own
+//! device name, never through the buffer, which may be freed by then.
 
 use aya_ebpf::{
     EbpfContext as _, Global,
@@ -20,9 +26,9 @@ use aya_log_ebpf::warn;
 use setmov_common::{
     Log2Hist, log2_bucket,
     net::{
-        DROP_REASON_XMIT_FAILED, IFNAMSIZ, KfreeSkbTpLayout, NET_DEVICE_MAX_ENTRIES,
-        NET_DROP_MAX_ENTRIES, NET_LOST_DEVICE, NET_LOST_DROP, NET_RX, NET_TX, NetDevTpLayout,
-        NetDeviceKey, NetDeviceValue, NetDropKey, SkbDevLayout, data_loc_offset,
+        IFNAMSIZ, KfreeSkbTpLayout, NET_DEVICE_MAX_ENTRIES, NET_DROP_MAX_ENTRIES, NET_LOST_DEVICE,
+        NET_LOST_DROP, NET_RX, NET_TX, NET_XMIT_FAILED_MAX_ENTRIES, NetDevTpLayout, NetDeviceKey,
+        NetDeviceValue, NetDropKey, SkbDevLayout, data_loc_offset, xmit_failed,
     },
 };
 
@@ -36,6 +42,15 @@ static NET_DEVICE: PerCpuHashMap<NetDeviceKey, NetDeviceValue> =
 #[map]
 static NET_DROP: PerCpuHashMap<NetDropKey, u64> =
     PerCpuHashMap::with_max_entries(NET_DROP_MAX_ENTRIES, BPF_F_NO_PREALLOC);
+
+/// Packets a driver refused that no `kfree_skb` counted, by device name (direction tx).
+#[map]
+static NET_XMIT_FAILED: PerCpuHashMap<NetDeviceKey, u64> =
+    PerCpuHashMap::with_max_entries(NET_XMIT_FAILED_MAX_ENTRIES, BPF_F_NO_PREALLOC);
+
+/// The last buffer `kfree_skb` counted on this CPU (slot 0).
+#[map]
+static NET_LAST_FREED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Events not counted because a map was full, per CPU: slot `NET_LOST_DEVICE` or `NET_LOST_DROP`.
 #[map]
@@ -106,16 +121,35 @@ fn try_net_dev_xmit(ctx: &TracePointContext) -> Result<u32, u32> {
     }
     // SAFETY: offsets from this kernel's format file; read_at checks the access.
     let rc: i32 = unsafe { ctx.read_at(layout.rc_offset as usize) }.map_err(|_| 1u32)?;
-    if rc != 0 {
-        // SAFETY: as above.
-        let skb: u64 = unsafe { ctx.read_at(layout.skbaddr_offset as usize) }.map_err(|_| 1u32)?;
-        let key = NetDropKey {
-            ifindex: ifindex_of(skb),
-            reason: DROP_REASON_XMIT_FAILED,
-        };
-        return count_drop(ctx, key);
+    if rc == 0 {
+        return count_packet(ctx, layout, NET_TX);
     }
-    count_packet(ctx, layout, NET_TX)
+    if !xmit_failed(rc) {
+        // Busy: the kernel hands the same packet over again.
+        return Ok(0);
+    }
+    // SAFETY: as above. The address is only compared, never followed.
+    let skb: u64 = unsafe { ctx.read_at(layout.skbaddr_offset as usize) }.map_err(|_| 1u32)?;
+    if let Some(last) = NET_LAST_FREED.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot; tracepoint programs do not nest on one CPU.
+        unsafe {
+            if *last == skb {
+                // Counted by kfree_skb, with the kernel's reason.
+                *last = 0;
+                return Ok(0);
+            }
+        }
+    }
+    let key = NetDeviceKey {
+        name: record_device_name(ctx, layout)?,
+        direction: NET_TX,
+    };
+    let Some(count) = entry(&NET_XMIT_FAILED, &key, &NET_DROP_ZERO) else {
+        return Err(record_lost(ctx, NET_LOST_DROP));
+    };
+    // SAFETY: as in count_packet.
+    unsafe { *count += 1 };
+    Ok(0)
 }
 
 #[tracepoint]
@@ -139,6 +173,10 @@ fn try_kfree_skb(ctx: &TracePointContext) -> Result<u32, u32> {
         ifindex: ifindex_of(skb),
         reason,
     };
+    if let Some(last) = NET_LAST_FREED.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot; tracepoint programs do not nest on one CPU.
+        unsafe { *last = skb };
+    }
     count_drop(ctx, key)
 }
 
@@ -154,19 +192,10 @@ fn count_packet(
     }
     // SAFETY: offsets from this kernel's format file; read_at checks the access.
     let len: u32 = unsafe { ctx.read_at(layout.len_offset as usize) }.map_err(|_| 1u32)?;
-    // SAFETY: as above.
-    let name_loc: u32 = unsafe { ctx.read_at(layout.name_offset as usize) }.map_err(|_| 1u32)?;
-    let mut key = NetDeviceKey {
-        name: [0; IFNAMSIZ],
+    let key = NetDeviceKey {
+        name: record_device_name(ctx, layout)?,
         direction,
     };
-    // SAFETY: the __data_loc offset points into this record; the helper stops at the NUL or
-    // after IFNAMSIZ bytes and leaves the rest of the zeroed name as it was, so equal names
-    // make equal keys.
-    unsafe {
-        let name = (ctx.as_ptr() as *const u8).add(data_loc_offset(name_loc));
-        bpf_probe_read_kernel_str_bytes(name, &mut key.name).map_err(|_| 1u32)?;
-    }
     let Some(value) = entry(&NET_DEVICE, &key, &NET_DEVICE_ZERO) else {
         return Err(record_lost(ctx, NET_LOST_DEVICE));
     };
@@ -185,6 +214,25 @@ fn count_packet(
         }
     }
     Ok(0)
+}
+
+/// The record's device name, NUL-padded.
+#[inline(always)]
+fn record_device_name(
+    ctx: &TracePointContext,
+    layout: NetDevTpLayout,
+) -> Result<[u8; IFNAMSIZ], u32> {
+    // SAFETY: offset from this kernel's format file; read_at checks the access.
+    let name_loc: u32 = unsafe { ctx.read_at(layout.name_offset as usize) }.map_err(|_| 1u32)?;
+    let mut name = [0; IFNAMSIZ];
+    // SAFETY: the __data_loc offset points into this record; the helper stops at the NUL or
+    // after IFNAMSIZ bytes and leaves the rest of the zeroed name as it was, so equal names
+    // make equal keys.
+    unsafe {
+        let at = (ctx.as_ptr() as *const u8).add(data_loc_offset(name_loc));
+        bpf_probe_read_kernel_str_bytes(at, &mut name).map_err(|_| 1u32)?;
+    }
+    Ok(name)
 }
 
 /// Adds one drop to `NET_DROP`.

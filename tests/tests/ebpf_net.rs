@@ -17,7 +17,9 @@ use std::{
 };
 
 use anyhow::{Context as _, bail, ensure};
-use setmov::ebpf::{DropCause, NetDeviceCounters, NetProbe, Probes, net::NetDeviceValue};
+use setmov::ebpf::{
+    DropCause, DropDevice, NetDeviceCounters, NetProbe, Probes, net::NetDeviceValue,
+};
 use setmov::usage::hist::{hist_count, hist_delta};
 use setmov_tests::{is_root, skip};
 
@@ -189,7 +191,7 @@ fn device(probe: &NetProbe, name: &str) -> anyhow::Result<NetDeviceCounters> {
 
 fn drops(probe: &NetProbe, ifindex: u32, reason: &str) -> anyhow::Result<u64> {
     let cause = DropCause {
-        ifindex,
+        device: DropDevice::Ifindex(ifindex),
         reason: reason.to_owned(),
     };
     Ok(probe.drops()?.get(&cause).copied().unwrap_or(0))
@@ -324,10 +326,10 @@ fn udp_over_a_veth_pair_is_counted_on_the_host_device() -> anyhow::Result<()> {
         "removed devices still have counters"
     );
     ensure!(
-        !probe
-            .drops()?
-            .keys()
-            .any(|cause| cause.ifindex == pair.host_ifindex || cause.ifindex == pair.guest_ifindex),
+        !probe.drops()?.keys().any(|cause| match &cause.device {
+            DropDevice::Ifindex(i) => *i == pair.host_ifindex || *i == pair.guest_ifindex,
+            DropDevice::Name(name) => name == host || name == guest,
+        }),
         "removed devices still have drops"
     );
     ensure!(probe.lost_events()? == 0, "a net map overflowed");

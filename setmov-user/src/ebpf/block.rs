@@ -4,7 +4,10 @@
 //! plus `block_bio_backmerge`/`block_bio_frontmerge` (a bio merged into an existing request,
 //! which `block_io_start` never sees). `ops` are then requests, as in /proc/diskstats, and
 //! `bytes` everything submitted. Older kernels get `block:block_bio_queue`: `ops` are bios, and
-//! I/O through stacked devices (device-mapper, md) is counted once per layer.
+//! I/O through stacked devices (device-mapper, md) is counted once per layer. The all-process
+//! counters are kept per device, so that the host total can count only the disks nothing sits
+//! below, as the /proc/diskstats total does (a loop device's requests, for one, reach the disk
+//! under its file again).
 //!
 //! I/O is credited to the process that submits it to the block layer. Buffered writes are
 //! submitted later by writeback kworkers and are credited to those.
@@ -133,7 +136,7 @@ impl BlockLayouts {
 /// The block programs' maps; the programs stay attached while the loaded object lives.
 pub struct BlockProbe {
     counters: PerCpuHashMap<MapData, BlockKey, BlockValue>,
-    total: PerCpuArray<MapData, BlockValue>,
+    total: PerCpuHashMap<MapData, DeviceKey, BlockValue>,
     lost: PerCpuArray<MapData, u64>,
     latency_by_device: PerCpuHashMap<MapData, DeviceKey, Log2Hist>,
     latency_by_tgid: PerCpuHashMap<MapData, BlockKey, Log2Hist>,
@@ -179,17 +182,40 @@ impl BlockProbe {
         self.attached.clone()
     }
 
-    /// Cumulative counters since load, summed over all processes (forgotten ones included).
+    /// Cumulative counters since load, every device and process together (stacked devices
+    /// and the disks below them both count).
     pub fn totals(&self) -> Result<BlockTotals, EbpfError> {
-        let mut totals = BlockTotals::default();
-        for direction in [DIR_READ, DIR_WRITE] {
-            let values = self
-                .total
-                .get(&direction, 0)
-                .map_err(map_error(BLOCK_IO_TOTAL_MAP))?;
-            totals.add(direction, sum_cpus(&values));
+        let mut sum = BlockTotals::default();
+        for io in self.totals_by_device()?.values() {
+            sum.add(
+                DIR_READ,
+                BlockValue {
+                    ops: io.read_ops,
+                    bytes: io.read_bytes,
+                },
+            );
+            sum.add(
+                DIR_WRITE,
+                BlockValue {
+                    ops: io.write_ops,
+                    bytes: io.write_bytes,
+                },
+            );
         }
-        Ok(totals)
+        Ok(sum)
+    }
+
+    /// Cumulative counters since load per device (kernel `dev_t`), summed over all processes
+    /// (forgotten ones included).
+    pub fn totals_by_device(&self) -> Result<HashMap<u32, BlockTotals>, EbpfError> {
+        let mut out = HashMap::<u32, BlockTotals>::new();
+        for entry in self.total.iter() {
+            let (key, values) = entry.map_err(map_error(BLOCK_IO_TOTAL_MAP))?;
+            out.entry(key.dev)
+                .or_default()
+                .add(key.direction, sum_cpus(&values));
+        }
+        Ok(out)
     }
 
     /// Cumulative counters per process (tgid) since load, for the processes still in the map.

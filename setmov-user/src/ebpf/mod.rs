@@ -25,7 +25,7 @@ use aya_log::EbpfLogger;
 pub use block::{BlockProbe, BlockTotals};
 pub use format::{FormatError, TracepointField};
 pub use kvm::{KvmCounters, KvmEventKind, KvmProbe};
-pub use net::{DropCause, NetDeviceCounters, NetProbe};
+pub use net::{DropCause, DropDevice, NetDeviceCounters, NetProbe};
 pub use sched::{RunqWait, SchedProbe};
 
 /// Where tracefs lives; the first one is where we mount it if neither is mounted.

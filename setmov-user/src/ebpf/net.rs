@@ -10,10 +10,12 @@
 //! header has already been pulled (14 bytes less per packet than /proc/net/dev on Ethernet);
 //! on tx it is included.
 //!
-//! Drops come from `skb:kfree_skb` (dropped packets only, with the kernel's reason) and from
-//! `net_dev_xmit` with rc != 0 (reason `XMIT_FAILED`; this includes `NETDEV_TX_BUSY`, which the
-//! kernel retries). A dropped packet's device is `skb->dev->ifindex` at offsets read from the
-//! kernel's BTF; without BTF drops are counted under ifindex 0 (unknown device).
+//! Drops come from `skb:kfree_skb` (dropped packets only, with the kernel's reason; the device
+//! is `skb->dev->ifindex` at offsets read from the kernel's BTF, ifindex 0 (unknown device)
+//! without BTF) and from `net_dev_xmit` with an rc that says the driver refused the packet
+//! (reason `XMIT_FAILED`, under the tracepoint's own device name; not `NETDEV_TX_BUSY`, which
+//! the kernel hands over again). A refused packet the driver freed itself (a tap whose ring is
+//! full) is counted once, by `kfree_skb`, with the kernel's reason.
 //!
 //! Device names and ifindexes are those of the packet's network namespace: a device of the
 //! same name in another namespace adds to the same counters.
@@ -31,9 +33,9 @@ use aya::{
 use setmov_common::{
     Log2Hist,
     net::{
-        DROP_REASON_XMIT_FAILED, KfreeSkbTpLayout, NET_DEVICE_MAP, NET_DROP_MAP, NET_LOST_DEVICE,
-        NET_LOST_DROP, NET_LOST_MAP, NET_RX, NET_TX, NetDevTpLayout, NetDeviceKey, NetDropKey,
-        SkbDevLayout, device_name,
+        KfreeSkbTpLayout, NET_DEVICE_MAP, NET_DROP_MAP, NET_LOST_DEVICE, NET_LOST_DROP,
+        NET_LOST_MAP, NET_RX, NET_TX, NET_XMIT_FAILED_MAP, NetDevTpLayout, NetDeviceKey,
+        NetDropKey, SkbDevLayout, device_name,
     },
 };
 
@@ -44,7 +46,7 @@ use super::{EbpfError, ProbeError, attach_tracepoint, map_error, take_map};
 
 /// Where the kernel's own BTF is.
 const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
-/// Name given to drops of [`DROP_REASON_XMIT_FAILED`].
+/// Reason given to packets a driver refused (`net_dev_xmit` with a failing rc).
 pub const XMIT_FAILED: &str = "XMIT_FAILED";
 
 /// The net programs: tracepoint category, program (= tracepoint) name, layout global.
@@ -63,11 +65,19 @@ pub struct NetDeviceCounters {
     pub tx: NetDeviceValue,
 }
 
+/// The device a drop was counted under.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum DropDevice {
+    /// `skb->dev->ifindex` (in its network namespace) at `kfree_skb`; 0 when unknown.
+    Ifindex(u32),
+    /// The name `net_dev_xmit` gave, for a packet its driver refused.
+    Name(String),
+}
+
 /// Where and why packets were dropped.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DropCause {
-    /// The device's ifindex (in its network namespace); 0 when unknown.
-    pub ifindex: u32,
+    pub device: DropDevice,
     /// The kernel's drop reason (`NO_SOCKET`, `NETFILTER_DROP`, ...), [`XMIT_FAILED`], or
     /// `UNKNOWN_<n>` for a number the kernel's table does not name.
     pub reason: String,
@@ -153,7 +163,7 @@ impl NetLayouts {
                 )
             }));
         }
-        if layouts.programs.iter().any(|p| p.name != RECEIVE.1) {
+        if layouts.programs.iter().any(|p| p.name == KFREE_SKB.1) {
             match fs::read(KERNEL_BTF)
                 .map_err(|error| BtfError::Read(error.to_string()))
                 .and_then(|btf| skb_dev_layout(&btf))
@@ -188,6 +198,7 @@ impl NetLayouts {
 pub struct NetProbe {
     devices: PerCpuHashMap<MapData, NetDeviceKey, NetDeviceValue>,
     drops: PerCpuHashMap<MapData, NetDropKey, u64>,
+    xmit_failed: PerCpuHashMap<MapData, NetDeviceKey, u64>,
     lost: PerCpuArray<MapData, u64>,
     drop_reasons: HashMap<u32, String>,
     attached: Vec<String>,
@@ -218,6 +229,7 @@ impl NetProbe {
         Ok(Self {
             devices: take_map(ebpf, NET_DEVICE_MAP)?,
             drops: take_map(ebpf, NET_DROP_MAP)?,
+            xmit_failed: take_map(ebpf, NET_XMIT_FAILED_MAP)?,
             lost: take_map(ebpf, NET_LOST_MAP)?,
             drop_reasons: layouts.drop_reasons.clone(),
             attached,
@@ -261,8 +273,19 @@ impl NetProbe {
         for entry in self.drops.iter() {
             let (key, values) = entry.map_err(map_error(NET_DROP_MAP))?;
             let cause = DropCause {
-                ifindex: key.ifindex,
+                device: DropDevice::Ifindex(key.ifindex),
                 reason: drop_reason_name(&self.drop_reasons, key.reason),
+            };
+            let count: &mut u64 = out.entry(cause).or_default();
+            *count = values.iter().fold(*count, |sum, v| sum.wrapping_add(*v));
+        }
+        for entry in self.xmit_failed.iter() {
+            let (key, values) = entry.map_err(map_error(NET_XMIT_FAILED_MAP))?;
+            let cause = DropCause {
+                device: DropDevice::Name(
+                    String::from_utf8_lossy(device_name(&key.name)).into_owned(),
+                ),
+                reason: XMIT_FAILED.to_owned(),
             };
             let count: &mut u64 = out.entry(cause).or_default();
             *count = values.iter().fold(*count, |sum, v| sum.wrapping_add(*v));
@@ -286,19 +309,9 @@ impl NetProbe {
     /// has. Drops are kept when the directory cannot be listed. Returns how many map entries
     /// were removed.
     pub fn forget_vanished_devices(&mut self, sys_class_net: &Path) -> Result<usize, EbpfError> {
-        let mut removed = 0;
-        let keys = self
-            .devices
-            .keys()
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(map_error(NET_DEVICE_MAP))?;
-        for key in keys {
-            let name = String::from_utf8_lossy(device_name(&key.name)).into_owned();
-            if name.is_empty() || sys_class_net.join(&name).exists() {
-                continue;
-            }
-            removed += remove(&mut self.devices, &key, NET_DEVICE_MAP)?;
-        }
+        let mut removed = forget_vanished_names(&mut self.devices, NET_DEVICE_MAP, sys_class_net)?;
+        removed +=
+            forget_vanished_names(&mut self.xmit_failed, NET_XMIT_FAILED_MAP, sys_class_net)?;
 
         let Some(live) = live_ifindexes(sys_class_net) else {
             return Ok(removed);
@@ -316,6 +329,28 @@ impl NetProbe {
         }
         Ok(removed)
     }
+}
+
+/// Removes the entries of `map` (keyed by device name) whose device is not in
+/// `sys_class_net`; returns how many.
+fn forget_vanished_names<V: aya::Pod>(
+    map: &mut PerCpuHashMap<MapData, NetDeviceKey, V>,
+    name: &'static str,
+    sys_class_net: &Path,
+) -> Result<usize, EbpfError> {
+    let keys = map
+        .keys()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(map_error(name))?;
+    let mut removed = 0;
+    for key in keys {
+        let device = String::from_utf8_lossy(device_name(&key.name)).into_owned();
+        if device.is_empty() || sys_class_net.join(&device).exists() {
+            continue;
+        }
+        removed += remove(map, &key, name)?;
+    }
+    Ok(removed)
 }
 
 /// Removes `key`; 1 when it was there, 0 when another reader removed it first.
@@ -358,9 +393,6 @@ fn add_hist(sum: &mut Log2Hist, hist: &Log2Hist) {
 
 /// The name of drop reason `reason`.
 fn drop_reason_name(names: &HashMap<u32, String>, reason: u32) -> String {
-    if reason == DROP_REASON_XMIT_FAILED {
-        return XMIT_FAILED.to_owned();
-    }
     names
         .get(&reason)
         .cloned()
@@ -590,10 +622,6 @@ mod tests {
         assert!(!reasons.contains_key(&1));
         assert_eq!(drop_reason_name(&reasons, 3), "NO_SOCKET");
         assert_eq!(drop_reason_name(&reasons, 0x3_0001), "UNKNOWN_196609");
-        assert_eq!(
-            drop_reason_name(&reasons, DROP_REASON_XMIT_FAILED),
-            "XMIT_FAILED"
-        );
     }
 
     #[test]

@@ -21,8 +21,8 @@ use setmov_common::net::NetDeviceValue;
 /// Every probe's cumulative counters at one instant.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EbpfSnapshot {
-    /// All block I/O since load, forgotten processes included.
-    pub block_total: BlockTotals,
+    /// All block I/O since load by device (kernel `dev_t`), forgotten processes included.
+    pub block_by_device: HashMap<u32, BlockTotals>,
     pub block_by_tgid: HashMap<u32, BlockTotals>,
     /// Issue-to-completion nanoseconds.
     pub latency_by_device: HashMap<DeviceKey, Log2Hist>,
@@ -44,11 +44,15 @@ pub struct EbpfSnapshot {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EbpfInterval {
     pub interval_secs: f64,
+    /// All block I/O, every device together (stacked ones and the disks below them).
     pub block_total: BlockTotals,
+    /// All block I/O by device (kernel `dev_t`).
+    pub block_by_device: HashMap<u32, BlockTotals>,
     pub block_by_tgid: HashMap<u32, BlockTotals>,
     pub latency_by_device: HashMap<DeviceKey, Log2Hist>,
     pub latency_by_tgid: HashMap<BlockKey, Log2Hist>,
-    /// Names of the devices in `latency_by_device`, by kernel `dev_t` (`vda`, `nvme0n1`).
+    /// Names of the devices in `latency_by_device` and `block_by_device`, by kernel `dev_t`
+    /// (`vda`, `nvme0n1`); a partition goes by its disk's name.
     pub device_names: HashMap<u32, String>,
     /// Each program's cost, when the kernel's statistics are on.
     pub programs: Vec<ProgramCost>,
@@ -73,7 +77,8 @@ pub fn ebpf_interval(
 ) -> Option<EbpfInterval> {
     Some(EbpfInterval {
         interval_secs,
-        block_total: block_delta(&prev.block_total, &now.block_total)?,
+        block_total: block_delta(&all_devices(prev), &all_devices(now))?,
+        block_by_device: deltas(&prev.block_by_device, &now.block_by_device, block_delta),
         block_by_tgid: deltas(&prev.block_by_tgid, &now.block_by_tgid, block_delta),
         latency_by_device: deltas(&prev.latency_by_device, &now.latency_by_device, hist_delta),
         latency_by_tgid: deltas(&prev.latency_by_tgid, &now.latency_by_tgid, hist_delta),
@@ -170,6 +175,21 @@ pub fn program_costs(
             })
         })
         .collect()
+}
+
+/// The I/O of every device of `snapshot` together.
+fn all_devices(snapshot: &EbpfSnapshot) -> BlockTotals {
+    sum_block(snapshot.block_by_device.values())
+}
+
+fn sum_block<'a>(io: impl IntoIterator<Item = &'a BlockTotals>) -> BlockTotals {
+    io.into_iter()
+        .fold(BlockTotals::default(), |sum, io| BlockTotals {
+            read_ops: sum.read_ops.wrapping_add(io.read_ops),
+            read_bytes: sum.read_bytes.wrapping_add(io.read_bytes),
+            write_ops: sum.write_ops.wrapping_add(io.write_ops),
+            write_bytes: sum.write_bytes.wrapping_add(io.write_bytes),
+        })
 }
 
 fn block_delta(prev: &BlockTotals, now: &BlockTotals) -> Option<BlockTotals> {
@@ -446,10 +466,11 @@ pub struct DeviceLatency {
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostEbpfFigures {
     pub interval_secs: f64,
-    /// All block I/O submitted on the host.
-    pub block: BlockTotals,
+    /// The block I/O of the disks the host disk total counts (those nothing sits below), so
+    /// that no request is counted twice; `None` without that list of disks.
+    pub block: Option<BlockTotals>,
     /// The part no VM's qemu process submitted.
-    pub unattributed: BlockTotals,
+    pub unattributed: Option<BlockTotals>,
     pub block_rates: Option<BlockRates>,
     pub unattributed_rates: Option<BlockRates>,
     /// Per device and direction with completed requests, by device name.
@@ -459,37 +480,43 @@ pub struct HostEbpfFigures {
 }
 
 /// The host's figures; `vm_tgids` are the qemu processes of the VMs, whose I/O is theirs.
-pub fn host_ebpf_figures(interval: &EbpfInterval, vm_tgids: &HashSet<u32>) -> HostEbpfFigures {
-    let mut attributed = BlockTotals::default();
-    for (tgid, io) in &interval.block_by_tgid {
-        if vm_tgids.contains(tgid) {
-            attributed.read_ops = attributed.read_ops.wrapping_add(io.read_ops);
-            attributed.read_bytes = attributed.read_bytes.wrapping_add(io.read_bytes);
-            attributed.write_ops = attributed.write_ops.wrapping_add(io.write_ops);
-            attributed.write_bytes = attributed.write_bytes.wrapping_add(io.write_bytes);
-        }
-    }
-    let total = interval.block_total;
-    // The totals are read a moment after the per-process map, so they can only be larger.
-    let unattributed = BlockTotals {
+/// `disks` are the devices the host disk total counts this tick (the host reading's
+/// `disk_total_over`): the block total sums the same ones, so that it agrees with it.
+pub fn host_ebpf_figures(
+    interval: &EbpfInterval,
+    vm_tgids: &HashSet<u32>,
+    disks: Option<&[String]>,
+) -> HostEbpfFigures {
+    let attributed = sum_block(
+        interval
+            .block_by_tgid
+            .iter()
+            .filter(|(tgid, _)| vm_tgids.contains(tgid))
+            .map(|(_, io)| io),
+    );
+    let total = disks.map(|disks| {
+        sum_block(
+            interval
+                .block_by_device
+                .iter()
+                .filter(|(dev, _)| disks.contains(&device_name(interval, **dev)))
+                .map(|(_, io)| io),
+        )
+    });
+    // What a VM submitted to a stacked device reaches a counted disk too, so the difference
+    // is taken as a floor of 0.
+    let unattributed = total.map(|total| BlockTotals {
         read_ops: total.read_ops.saturating_sub(attributed.read_ops),
         read_bytes: total.read_bytes.saturating_sub(attributed.read_bytes),
         write_ops: total.write_ops.saturating_sub(attributed.write_ops),
         write_bytes: total.write_bytes.saturating_sub(attributed.write_bytes),
-    };
+    });
     let mut devices: Vec<DeviceLatency> = interval
         .latency_by_device
         .iter()
         .filter_map(|(key, hist)| {
             Some(DeviceLatency {
-                device: interval
-                    .device_names
-                    .get(&key.dev)
-                    .cloned()
-                    .unwrap_or_else(|| {
-                        let (major, minor) = dev_major_minor(key.dev);
-                        format!("{major}:{minor}")
-                    }),
+                device: device_name(interval, key.dev),
                 direction: key.direction,
                 summary: latency_summary(hist)?,
             })
@@ -500,11 +527,19 @@ pub fn host_ebpf_figures(interval: &EbpfInterval, vm_tgids: &HashSet<u32>) -> Ho
         interval_secs: interval.interval_secs,
         block: total,
         unattributed,
-        block_rates: block_rates(&total, interval.interval_secs),
-        unattributed_rates: block_rates(&unattributed, interval.interval_secs),
+        block_rates: total.and_then(|io| block_rates(&io, interval.interval_secs)),
+        unattributed_rates: unattributed.and_then(|io| block_rates(&io, interval.interval_secs)),
         devices,
         programs: interval.programs.clone(),
     }
+}
+
+/// The name of device `dev`, or `major:minor` when it has none.
+fn device_name(interval: &EbpfInterval, dev: u32) -> String {
+    interval.device_names.get(&dev).cloned().unwrap_or_else(|| {
+        let (major, minor) = dev_major_minor(dev);
+        format!("{major}:{minor}")
+    })
 }
 
 #[cfg(test)]
@@ -539,6 +574,8 @@ mod tests {
     }
     /// The kernel's `dev_t` of 254:0 (`vda`).
     const VDA: u32 = 254 << 20;
+    /// 7:0 (`loop0`).
+    const LOOP0: u32 = 7 << 20;
     const KWORKER: u32 = 77;
 
     fn snapshots() -> (EbpfSnapshot, EbpfSnapshot) {
@@ -551,15 +588,19 @@ mod tests {
             direction: DIR_WRITE,
         };
         let prev = EbpfSnapshot {
-            block_total: io(0, 0, 10, 40_960),
+            block_by_device: HashMap::from([(VDA, io(0, 0, 10, 40_960))]),
             block_by_tgid: HashMap::from([(QEMU, io(0, 0, 10, 40_960))]),
             latency_by_device: HashMap::from([(vda, hist(&[(17, 10)]))]),
             latency_by_tgid: HashMap::from([(write(QEMU), hist(&[(17, 10)]))]),
             ..EbpfSnapshot::default()
         };
         let now = EbpfSnapshot {
-            // qemu wrote 30 more requests, a kworker 5 (new this interval).
-            block_total: io(0, 0, 45, 204_800),
+            // qemu wrote 30 more requests, a kworker 5 (new this interval); loop0 over a
+            // file on vda passed on 3 of them (counted on vda again).
+            block_by_device: HashMap::from([
+                (VDA, io(0, 0, 45, 204_800)),
+                (LOOP0, io(0, 0, 3, 12_288)),
+            ]),
             block_by_tgid: HashMap::from([
                 (QEMU, io(0, 0, 40, 163_840)),
                 (KWORKER, io(0, 0, 5, 40_960)),
@@ -593,13 +634,18 @@ mod tests {
         assert!((131.0..263.0).contains(&vm.latency[0].summary.p50_us));
         assert!(vm.latency[0].summary.p99_us > 1_000.0);
 
-        let host = host_ebpf_figures(&interval, &HashSet::from([QEMU]));
-        assert_eq!(host.block, io(0, 0, 35, 163_840));
+        interval.device_names.insert(LOOP0, "loop0".into());
+        assert_eq!(interval.block_total, io(0, 0, 38, 176_128), "every device");
+        let disks = ["vda".to_owned()];
+        let host = host_ebpf_figures(&interval, &HashSet::from([QEMU]), Some(&disks));
+        assert_eq!(host.block, Some(io(0, 0, 35, 163_840)), "vda's alone");
         assert_eq!(
             host.unattributed,
-            io(0, 0, 5, 40_960),
+            Some(io(0, 0, 5, 40_960)),
             "the kworker's writes"
         );
+        let unknown = host_ebpf_figures(&interval, &HashSet::from([QEMU]), None);
+        assert_eq!((unknown.block, unknown.block_rates), (None, None));
         assert_eq!(host.devices.len(), 1);
         assert_eq!(host.devices[0].device, "vda");
         assert_eq!(host.devices[0].summary.count, 35);
@@ -611,7 +657,7 @@ mod tests {
         assert_eq!(ebpf_interval(&now, &prev, 1.0), None);
         let mut reused = now.clone();
         reused.block_by_tgid.insert(QEMU, io(0, 0, 1, 4096));
-        reused.block_total = io(0, 0, 50, 250_000);
+        reused.block_by_device.insert(VDA, io(0, 0, 50, 250_000));
         let interval = ebpf_interval(&now, &reused, 1.0).expect("interval");
         assert_eq!(interval.block_by_tgid.get(&QEMU), Some(&io(0, 0, 1, 4096)));
         // Unchanged keys are left out.
@@ -756,8 +802,9 @@ mod tests {
         let idle = vm_ebpf_figures(&interval, qemu_only(9999));
         assert_eq!(idle.block, BlockTotals::default());
         assert!(idle.latency.is_empty());
-        let host = host_ebpf_figures(&interval, &HashSet::new());
+        let host = host_ebpf_figures(&interval, &HashSet::new(), Some(&["254:0".to_owned()]));
         assert_eq!(host.unattributed, host.block);
+        assert!(host.block.is_some());
         assert_eq!(
             host.devices[0].device, "254:0",
             "unnamed devices show major:minor"
