@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 const MANIFEST: &str = "/var/lib/setmov-guests/guests.json";
 const URI: &str = "qemu:///system";
+/// Where the libvirtd that `cargo xtask guests` starts writes its PID (xtask/src/guests/daemons.rs).
+const LIBVIRTD_PID_FILE: &str = "/run/setmov-guests/libvirtd.pid";
 /// Test guests take the addresses from .100 up in the bridge's /24; `up`'s guests use .11-.13.
 const FIRST_HOST: u8 = 100;
 
@@ -445,15 +447,40 @@ pub fn virsh(args: &[&str]) -> Result<String, String> {
 /// again with its own command line (and the clean environment `cargo xtask guests` gives it),
 /// then wait until it answers. Running guests keep running meanwhile.
 pub fn restart_libvirtd() -> Result<(), String> {
-    let out = Command::new("pgrep")
-        .args(["-x", "libvirtd"])
-        .output()
-        .map_err(|e| format!("cannot run pgrep: {e}"))?;
-    let pid = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .map(|l| l.trim().to_owned())
-        .ok_or("no libvirtd runs")?;
+    let stopped = stop_libvirtd("-TERM")?;
+    stopped.start_again()
+}
+
+/// libvirtd as it was before [`stop_libvirtd`] ended it: its command line, to start it again.
+#[derive(Debug)]
+pub struct StoppedLibvirtd {
+    argv: Vec<String>,
+}
+
+/// Ends the running libvirtd with `signal` (`kill`'s spelling: `-TERM`, `-KILL`) and waits
+/// until it has exited. Its PID is the one in the PID file `cargo xtask guests` gives it, or
+/// any process named libvirtd.
+pub fn stop_libvirtd(signal: &str) -> Result<StoppedLibvirtd, String> {
+    let pid = fs::read_to_string(LIBVIRTD_PID_FILE)
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|pid| {
+            fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "libvirtd")
+        });
+    let pid = match pid {
+        Some(pid) => pid,
+        None => {
+            let out = Command::new("pgrep")
+                .args(["-x", "libvirtd"])
+                .output()
+                .map_err(|e| format!("cannot run pgrep: {e}"))?;
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .next()
+                .map(|l| l.trim().to_owned())
+                .ok_or("no libvirtd runs")?
+        }
+    };
     let cmdline = fs::read(format!("/proc/{pid}/cmdline"))
         .map_err(|e| format!("cannot read libvirtd's command line: {e}"))?;
     let argv: Vec<String> = cmdline
@@ -461,10 +488,12 @@ pub fn restart_libvirtd() -> Result<(), String> {
         .filter(|a| !a.is_empty())
         .map(|a| String::from_utf8_lossy(a).into_owned())
         .collect();
-    let (program, args) = argv.split_first().ok_or("libvirtd has no command line")?;
-    let killed = Command::new("kill").arg(&pid).status();
+    if argv.is_empty() {
+        return Err("libvirtd has no command line".into());
+    }
+    let killed = Command::new("kill").args([signal, &pid]).status();
     if !killed.is_ok_and(|s| s.success()) {
-        return Err(format!("cannot stop libvirtd {pid}"));
+        return Err(format!("cannot send {signal} to libvirtd {pid}"));
     }
     // Gone, or a zombie waiting for a slow init to reap it.
     let exited = || {
@@ -480,26 +509,37 @@ pub fn restart_libvirtd() -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let status = Command::new(program)
-        .args(args)
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env(
-            "LIBVIRT_LOG_OUTPUTS",
-            "3:file:/var/log/libvirt/libvirtd.log",
-        )
-        .stdin(Stdio::null())
-        .status()
-        .map_err(|e| format!("cannot start {program}: {e}"))?;
-    if !status.success() {
-        return Err(format!("{program} did not start again: {status}"));
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while virsh(&["version"]).is_err() {
-        if Instant::now() > deadline {
-            return Err("libvirtd does not answer after its restart".into());
+    Ok(StoppedLibvirtd { argv })
+}
+
+impl StoppedLibvirtd {
+    /// Starts libvirtd again with its own command line, then waits until it answers.
+    pub fn start_again(self) -> Result<(), String> {
+        let (program, args) = self
+            .argv
+            .split_first()
+            .ok_or("libvirtd has no command line")?;
+        let status = Command::new(program)
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env(
+                "LIBVIRT_LOG_OUTPUTS",
+                "3:file:/var/log/libvirt/libvirtd.log",
+            )
+            .stdin(Stdio::null())
+            .status()
+            .map_err(|e| format!("cannot start {program}: {e}"))?;
+        if !status.success() {
+            return Err(format!("{program} did not start again: {status}"));
         }
-        std::thread::sleep(Duration::from_millis(200));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while virsh(&["version"]).is_err() {
+            if Instant::now() > deadline {
+                return Err("libvirtd does not answer after its restart".into());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(())
     }
-    Ok(())
 }

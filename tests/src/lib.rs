@@ -1,8 +1,10 @@
 //! Helpers shared by SETMOV's integration tests.
 
+pub mod block_devices;
 pub mod bpftool;
 pub mod bpftrace;
 pub mod checks;
+pub mod faults;
 pub mod guests;
 pub mod image_layout;
 pub mod kvm_reference;

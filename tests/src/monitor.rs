@@ -71,6 +71,41 @@ impl Monitor {
         }
     }
 
+    /// The address a monitor started with `--prometheus 127.0.0.1:0` serves on, as it logs it:
+    /// the kernel picks a free port at bind time, so no other process can take it in between.
+    pub fn prometheus_address(&self) -> String {
+        let line = self
+            .wait_for_log("Prometheus metrics on http://", Duration::from_secs(60))
+            .expect("the monitor says where it serves");
+        line.split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split("/metrics").next())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_owned()
+    }
+
+    /// Sends `signal` (`kill`'s spelling, e.g. `-TERM`) and returns at once.
+    pub fn send(&self, signal: &str) {
+        let pid = self.pid().to_string();
+        let kill = Command::new("kill").args([signal, &pid]).status();
+        assert!(
+            kill.is_ok_and(|s| s.success()),
+            "cannot signal setmov ({signal})"
+        );
+    }
+
+    /// Its resident memory now (VmRSS), in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("the monitor's status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kib| kib * 1024)
+            .expect("VmRSS")
+    }
+
     /// Waits until it stops by itself (`--count`); panics unless it exits 0. Returns what it
     /// logged.
     pub fn wait(mut self) -> String {
@@ -88,14 +123,31 @@ impl Monitor {
         self.signal("-TERM")
     }
 
-    /// Sends `signal` (`kill`'s spelling, e.g. `-INT`), then waits as [`Monitor::wait`] does.
-    fn signal(mut self, signal: &str) -> String {
-        let pid = self.child.as_ref().expect("running").id().to_string();
-        let kill = Command::new("kill").args([signal, &pid]).status();
-        assert!(
-            kill.is_ok_and(|s| s.success()),
-            "cannot signal setmov ({signal})"
+    /// SIGKILL, as a crash or the OOM killer ends it: no shutdown, no summary. Panics unless it
+    /// dies of that signal. Returns what it logged.
+    pub fn kill(mut self) -> String {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("SIGKILL to setmov");
+        let status = child.wait().expect("wait for setmov");
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        let log = self
+            .log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9),
+            "setmov ended otherwise ({status}): {log}"
         );
+        log
+    }
+
+    /// Sends `signal` (`kill`'s spelling, e.g. `-INT`), then waits as [`Monitor::wait`] does.
+    pub fn signal(mut self, signal: &str) -> String {
+        self.send(signal);
         self.finish()
     }
 
@@ -125,33 +177,45 @@ impl Drop for Monitor {
     }
 }
 
-/// What a run logs as it ends: `stopped after N ticks: W written, L lost`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a run logs as it ends:
+/// `stopped after N ticks: W written, Q quarantined, K kept for the next start, L lost`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RunSummary {
     pub ticks: u64,
     pub written: u64,
+    /// Refused by the database and set aside.
+    pub quarantined: u64,
+    /// Unwritten at the end, kept on disk for the next start.
+    pub kept: u64,
     pub lost: u64,
 }
 
 impl RunSummary {
     /// The summary in a run's log; panics when there is none.
     pub fn from_log(log: &str) -> RunSummary {
-        let numbers: Option<Vec<u64>> = log
+        let Some((_, rest)) = log
             .lines()
             .find_map(|line| line.split_once("stopped after "))
-            .map(|(_, rest)| {
-                rest.split(|c: char| !c.is_ascii_digit())
-                    .filter(|n| !n.is_empty())
-                    .map(|n| n.parse().expect("digits"))
-                    .collect()
-            });
-        match numbers.as_deref() {
-            Some(&[ticks, written, lost]) => RunSummary {
-                ticks,
-                written,
-                lost,
-            },
-            _ => panic!("no `stopped after N ticks: W written, L lost` in the log: {log}"),
+        else {
+            panic!("no `stopped after N ticks: ...` in the log: {log}");
+        };
+        let words: Vec<&str> = rest
+            .split(|c: char| c.is_whitespace() || c == ',' || c == ':')
+            .filter(|w| !w.is_empty())
+            .collect();
+        let count = |name: &str| {
+            words
+                .windows(2)
+                .find(|pair| pair[1] == name)
+                .and_then(|pair| pair[0].parse().ok())
+                .unwrap_or_else(|| panic!("no count of `{name}` in `stopped after {rest}`"))
+        };
+        RunSummary {
+            ticks: count("ticks"),
+            written: count("written"),
+            quarantined: count("quarantined"),
+            kept: count("kept"),
+            lost: count("lost"),
         }
     }
 }

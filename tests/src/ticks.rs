@@ -3,7 +3,7 @@
 //! value by value.
 
 use setmov::ebpf::BlockTotals;
-use setmov::host::devices::{DEFAULT_NET_TOTAL_EXCLUDED_PREFIXES, DEFAULT_SKIPPED_DISK_PREFIXES};
+use setmov::host::devices::DEFAULT_SKIPPED_DISK_PREFIXES;
 use setmov::host::identity::HostIdentity;
 use setmov::host::read::HostReader;
 use setmov::host::snapshot::NetCounters;
@@ -34,6 +34,7 @@ pub fn host_tick(seq: u64, at: time::Duration, interval_secs: f64, cpu: f64) -> 
     let usage = CpuUsage {
         busy_pct: cpu,
         user_pct: cpu,
+        user_excl_guest_pct: cpu,
         nice_pct: 0.0,
         system_pct: 0.0,
         idle_pct: 100.0 - cpu,
@@ -102,12 +103,7 @@ pub fn full_tick(seq: u64, at: time::Duration) -> TickRecord {
             .expect("golden proc tree")
             .read()
     };
-    let host = host_usage(
-        &read("golden/t0"),
-        &read("golden/t1"),
-        2.0,
-        &strings(DEFAULT_NET_TOTAL_EXCLUDED_PREFIXES),
-    );
+    let host = host_usage(&read("golden/t0"), &read("golden/t1"), 2.0, &[]);
     let mut tick = host_tick(seq, at, 2.0, 0.0);
     if let Some(sample) = &mut tick.host_sample {
         sample.usage = host;
@@ -196,8 +192,8 @@ fn host_ebpf() -> HostEbpfFigures {
         interval_secs: 2.0,
         block_rates: block_rates(&block, 2.0),
         unattributed_rates: block_rates(&unattributed, 2.0),
-        block,
-        unattributed,
+        block: Some(block),
+        unattributed: Some(unattributed),
         devices: vec![DeviceLatency {
             device: "sda".into(),
             direction: DIR_READ,

@@ -63,7 +63,7 @@ fn every_tick_was_written_on_time(db: &Path, log: &str) -> i64 {
         .expect("ticks");
     assert!(
         log.contains(&format!(
-            "stopped after {ticks} ticks: {ticks} written, 0 lost"
+            "stopped after {ticks} ticks: {ticks} written, 0 quarantined, 0 kept for the next start, 0 lost"
         )),
         "{log}"
     );

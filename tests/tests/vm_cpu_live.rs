@@ -31,18 +31,20 @@ fn a_burning_vcpu_reads_full_per_vcpu_and_its_share_of_the_host() {
 }
 
 /// Runs the monitor at 1 s over 3 s of ticks of the burning guest, with libvirt's CPU time of
-/// the domain read every 20 ms through the run: the span of ticks and the (Unix seconds, ns)
-/// readings.
-fn store_while_polling_libvirt(db: &Path, guest: &Guest) -> (Span, Vec<(f64, f64)>) {
+/// the domain and the kernel's run time of its vCPU threads read every 20 ms through the run:
+/// the span of ticks and the (Unix seconds, domain ns, vCPU threads ns) readings.
+fn store_while_polling_libvirt(db: &Path, guest: &Guest) -> (Span, Vec<(f64, f64, f64)>) {
     let m = Monitor::without_ebpf(SETMOV, db, "1s");
     // libvirt's CPU time of the domain, read every 20 ms through the run.
     let stop = AtomicBool::new(false);
     let (from, to, readings) = std::thread::scope(|scope| {
         let poller = scope.spawn(|| {
             let mut readings = Vec::new();
+            let threads = guest.vcpu_threads();
+            assert!(!threads.is_empty(), "no vCPU thread of the guest");
             while !stop.load(Ordering::Relaxed) {
                 let ns = guest.cpu_time_ns().expect("libvirt's CPU time");
-                readings.push((unix_now(), ns as f64));
+                readings.push((unix_now(), ns as f64, vcpu_threads_ns(guest, &threads)));
                 std::thread::sleep(Duration::from_millis(20));
             }
             readings
@@ -57,13 +59,37 @@ fn store_while_polling_libvirt(db: &Path, guest: &Guest) -> (Span, Vec<(f64, f64
     (Span { from, to }, readings)
 }
 
+/// The kernel's run time of the guest's vCPU threads, ns: Σ the first field of
+/// /proc/PID/task/TID/schedstat.
+fn vcpu_threads_ns(guest: &Guest, threads: &[u32]) -> f64 {
+    let pid = guest.qemu_pid().expect("qemu pid");
+    threads
+        .iter()
+        .map(|tid| {
+            let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat"))
+                .expect("a vCPU thread's schedstat");
+            text.split_whitespace()
+                .next()
+                .and_then(|ns| ns.parse::<f64>().ok())
+                .expect("run time")
+        })
+        .sum()
+}
+
 /// Equation (2) undone over the window of rows stamped after `from` up to `to`:
 /// Σ cpu_pct / 100 × host CPUs × Δt and Σ cpu_vcpu_pct / 100 × vCPUs × Δt are the domain's
 /// CPU seconds, whose mean rate must be libvirt's (cpu.time, all of qemu's threads, as
 /// virt-top reads it) between the two ticks' stamps, within 1 point of a vCPU. The guest burns
 /// at a steady rate, so the few ms to a few hundred ms between a stamp and libvirt's answer
-/// to the monitor change the mean rate by far less.
-fn stored_cpu_is_libvirts_cpu_time(db: &Path, guest: &Guest, span: &Span, readings: &[(f64, f64)]) {
+/// to the monitor change the mean rate by far less. The vCPU threads' figure
+/// (`cpu_vcpu_threads_pct`) the same way against the kernel's run time of those threads
+/// (schedstat); the rest of the process's time is qemu's own work for the guest.
+fn stored_cpu_is_libvirts_cpu_time(
+    db: &Path,
+    guest: &Guest,
+    span: &Span,
+    readings: &[(f64, f64, f64)],
+) {
     let cores = setmov_tests::host_cpus() as f64;
     let conn = rusqlite::Connection::open(db).expect("db");
     let sums = stored::window_sums(
@@ -73,16 +99,25 @@ fn stored_cpu_is_libvirts_cpu_time(db: &Path, guest: &Guest, span: &Span, readin
             format!("u.interval_s * u.cpu_pct / 100.0 * {cores}"),
             "u.interval_s * u.cpu_vcpu_pct / 100.0 * u.vcpus".to_owned(),
             "u.interval_s".to_owned(),
+            "u.interval_s * u.cpu_vcpu_threads_pct / 100.0 * u.vcpus".to_owned(),
         ],
         guest.uuid(),
         span,
         3,
     );
-    let libvirt_pct = {
-        let at = |t: f64| interpolate(readings, t);
+    let rate_of = |column: fn(&(f64, f64, f64)) -> f64| {
+        let points: Vec<(f64, f64)> = readings.iter().map(|r| (r.0, column(r))).collect();
+        let at = |t: f64| interpolate(&points, t);
         let (t0, t1) = (stored::unix_of(&span.from), stored::unix_of(&span.to));
         (at(t1) - at(t0)) / 1e9 / (t1 - t0) * 100.0
     };
+    let libvirt_pct = rate_of(|r| r.1);
+    let threads_pct = rate_of(|r| r.2);
+    eprintln!(
+        "whole qemu process {libvirt_pct:.2} % of a vCPU (libvirt), vCPU threads {threads_pct:.2} % \
+         (schedstat): qemu's own work {:.2} %",
+        libvirt_pct - threads_pct
+    );
     let mut checks = Checks::default();
     checks.near(
         "CPU % of a vCPU from cpu_pct",
@@ -94,6 +129,12 @@ fn stored_cpu_is_libvirts_cpu_time(db: &Path, guest: &Guest, span: &Span, readin
         "CPU % of a vCPU from cpu_vcpu_pct",
         sums[1] / sums[2] * 100.0,
         libvirt_pct,
+        1.0,
+    );
+    checks.near(
+        "vCPU threads' CPU % from cpu_vcpu_threads_pct, against schedstat",
+        sums[3] / sums[2] * 100.0,
+        threads_pct,
         1.0,
     );
     checks.finish();

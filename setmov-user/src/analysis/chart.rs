@@ -6,58 +6,14 @@ use std::fmt::Write;
 
 use time::OffsetDateTime;
 
+pub use super::axis_labels::Unit;
+
 /// One line of a chart.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
     pub label: String,
     /// (seconds since the epoch, value), in time order; gaps (no value) break the line.
     pub points: Vec<(i64, Option<f64>)>,
-}
-
-/// How the value axis reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unit {
-    Percent,
-    BytesPerSecond,
-    BitsPerSecond,
-    Microseconds,
-    PerSecond,
-    MibPerSecond,
-}
-
-impl Unit {
-    fn format(self, v: f64) -> String {
-        match self {
-            Unit::Percent => format!("{v:.0} %"),
-            Unit::BytesPerSecond => format!("{}/s", scaled(v, 1024.0, &["B", "KiB", "MiB", "GiB"])),
-            Unit::BitsPerSecond => {
-                format!("{}/s", scaled(v, 1000.0, &["bit", "kbit", "Mbit", "Gbit"]))
-            }
-            Unit::Microseconds => {
-                if v >= 1000.0 {
-                    format!("{:.1} ms", v / 1000.0)
-                } else {
-                    format!("{v:.0} µs")
-                }
-            }
-            Unit::PerSecond => format!("{v:.0}/s"),
-            Unit::MibPerSecond => format!("{v:.0} MiB/s"),
-        }
-    }
-}
-
-fn scaled(mut v: f64, step: f64, units: &[&str]) -> String {
-    let mut unit = 0;
-    while v.abs() >= step && unit + 1 < units.len() {
-        v /= step;
-        unit += 1;
-    }
-    let unit = units.get(unit).copied().unwrap_or_default();
-    if v.fract().abs() < 1e-9 || v.abs() >= 100.0 {
-        format!("{v:.0} {unit}")
-    } else {
-        format!("{v:.1} {unit}")
-    }
 }
 
 /// What the horizontal axis holds.
@@ -176,6 +132,23 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// The time step past which two neighbouring points of a series are not joined: twice the
+/// series' usual (median) interval, so that a monitor that stopped leaves a gap instead of a
+/// straight line over the hours it measured nothing. `None` with fewer than two points.
+fn gap_after(points: &[(i64, Option<f64>)]) -> Option<i64> {
+    let mut steps: Vec<i64> = points
+        .windows(2)
+        .filter_map(|pair| match pair {
+            [(a, _), (b, _)] => Some(b.saturating_sub(*a)),
+            _ => None,
+        })
+        .filter(|step| *step > 0)
+        .collect();
+    steps.sort_unstable();
+    let usual = steps.get(steps.len() / 2)?;
+    Some(usual.saturating_mul(2))
+}
+
 /// The chart as a standalone SVG document.
 pub fn svg(chart: &Chart) -> String {
     let values = chart
@@ -223,7 +196,7 @@ pub fn svg(chart: &Chart) -> String {
             at = y(v),
             label_x = LEFT - 8.0,
             label_y = y(v) + 4.0,
-            label = escape(&chart.unit.format(v))
+            label = escape(&chart.unit.format(v, y_step))
         );
     }
     let _ = writeln!(out, "</g>");
@@ -290,7 +263,18 @@ pub fn svg(chart: &Chart) -> String {
                 run.clear();
             }
         };
+        let gap = match chart.x_axis {
+            XAxis::Time => gap_after(&series.points),
+            XAxis::MemoryMib => None,
+        };
+        let mut last_t: Option<i64> = None;
         for &(t, value) in &series.points {
+            let broken =
+                matches!((last_t, gap), (Some(last), Some(gap)) if t.saturating_sub(last) > gap);
+            if broken {
+                flush(&mut run, &mut out);
+            }
+            last_t = Some(t);
             match plotted(value) {
                 Some(v) => run.push(format!("{:.1},{:.1}", x(t), y(v))),
                 None => flush(&mut run, &mut out),
@@ -424,9 +408,14 @@ mod tests {
         assert_eq!(nice_step(3.2e6, 5.0), 1e6);
         assert_eq!(time_step(3600), 600);
         assert_eq!(time_step(7 * 86_400), 86_400);
-        assert_eq!(Unit::BytesPerSecond.format(1_572_864.0), "1.5 MiB/s");
-        assert_eq!(Unit::BitsPerSecond.format(12_000_000.0), "12 Mbit/s");
-        assert_eq!(Unit::Microseconds.format(2500.0), "2.5 ms");
+        assert_eq!(
+            Unit::BytesPerSecond.format(1_572_864.0, 524_288.0),
+            "1.5 MiB/s"
+        );
+        assert_eq!(Unit::BitsPerSecond.format(12e6, 2e6), "12 Mbit/s");
+        assert_eq!(Unit::Microseconds.format(2500.0, 500.0), "2.5 ms");
+        assert_eq!(Unit::Percent.format(0.5, 0.5), "0.5 %");
+        assert_eq!(Unit::Percent.format(1.0, 0.5), "1.0 %");
     }
 
     #[test]
@@ -491,5 +480,51 @@ mod tests {
         let page = html("desk-1", &[chart(), chart()]);
         assert_eq!(page.matches("<svg ").count(), 2);
         assert!(page.starts_with("<!DOCTYPE html>"));
+    }
+
+    #[test]
+    fn an_idle_percent_axis_reads_its_half_percent_ticks() {
+        let mut chart = chart();
+        chart.series = vec![Series {
+            label: "CPU".into(),
+            points: vec![(0, Some(0.3)), (60, Some(2.1))],
+        }];
+        let text = svg(&chart);
+        assert!(
+            text.contains(">0.5 %<") && text.contains(">1.5 %<"),
+            "{text}"
+        );
+    }
+
+    fn polylines(chart: &Chart) -> Vec<usize> {
+        let text = svg(chart);
+        let doc = roxmltree::Document::parse(&text).expect("well-formed SVG");
+        doc.descendants()
+            .filter(|n| n.has_tag_name("polyline"))
+            .map(|p| p.attribute("points").unwrap_or("").split(' ').count())
+            .collect()
+    }
+
+    #[test]
+    fn a_time_gap_in_a_series_breaks_its_line_in_two() {
+        let mut chart = chart();
+        // Every 10 s, then the monitor stopped for an hour, then every 10 s again.
+        let times = [0, 10, 20, 30, 3630, 3640, 3650];
+        chart.series = vec![Series {
+            label: "CPU".into(),
+            points: times.iter().map(|&t| (t, Some(5.0))).collect(),
+        }];
+        assert_eq!(polylines(&chart), [4, 3]);
+        // Jitter below twice the usual interval keeps the line whole.
+        chart.series[0].points = [0, 10, 29, 40].iter().map(|&t| (t, Some(5.0))).collect();
+        assert_eq!(polylines(&chart), [4]);
+        // A NaN value is a gap too.
+        chart.series[0].points = vec![
+            (0, Some(1.0)),
+            (10, Some(f64::NAN)),
+            (20, Some(2.0)),
+            (30, Some(2.0)),
+        ];
+        assert_eq!(polylines(&chart), [1, 2]);
     }
 }

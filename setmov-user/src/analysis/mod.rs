@@ -1,5 +1,6 @@
 //! Analysis of stored usage (the paper's §3.5–3.6): what each host and VM really used.
 
+mod axis_labels;
 pub mod chart;
 pub mod knee;
 pub mod migrate;

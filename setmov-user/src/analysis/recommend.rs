@@ -2,14 +2,20 @@
 //! idle and starved VMs, and a host-level plan that stays within the host's capacity.
 //!
 //! The rule, per VM (all figures over the window, from [`super::report`]):
-//! - **CPU demand** in vCPUs is the 95th percentile of per-vCPU CPU × vCPUs. The recommendation
-//!   is that demand plus [`CPU_HEADROOM`], rounded up, at least 1, and never below the mean
-//!   demand rounded up (what the guest actively used). A VM at 100 % of one of its 4 vCPUs has a
-//!   demand of 1 vCPU and gets 2.
+//! - **CPU demand** in vCPUs is the 95th percentile of the vCPU threads' CPU (Σ `vcpu.N.time`,
+//!   `cpu_vcpu_threads_pct`) × vCPUs: what the guest itself ran. qemu's own work for the VM
+//!   (emulator and I/O threads, vhost workers: the whole process's CPU less its vCPU threads')
+//!   is reported beside it and is no vCPU demand: more vCPUs would not take it. Windows stored
+//!   before the vCPU threads' figure existed fall back to the whole process, and say so. The
+//!   recommendation is that demand plus [`CPU_HEADROOM`], rounded up, at least 1, and never
+//!   below the mean demand rounded up (what the guest actively used). A VM at 100 % of one of
+//!   its 4 vCPUs has a demand of 1 vCPU and gets 2.
 //! - **Memory demand** is the 95th percentile of the memory the guest reports as used (balloon
 //!   statistics). The recommendation is that demand plus [`MEMORY_HEADROOM`] (at least
 //!   [`MEMORY_HEADROOM_MIN`]), rounded up to [`MEMORY_STEP`], and never below the most the
-//!   guest used. A guest that reports nothing keeps its allocation.
+//!   guest used. A guest that reports nothing keeps its allocation. A recommendation that
+//!   shrinks the guest below what it uses plus its page cache (its balloon's `disk_caches`, at
+//!   p95) says so: the guest will read again from its disks what it no longer caches.
 //! - **Idle**: per-vCPU CPU p95 under 5 %, disk under 64 KiB/s and network under 64 kbit/s (p95).
 //! - **Starved**: steal or CPU ready p95 over 10 % (its vCPUs wait for host CPUs), per-vCPU CPU
 //!   p95 of 90 % or more (saturated), balloon usable memory under 5 % of the allocation on
@@ -84,7 +90,10 @@ fn mib(bytes: u64) -> String {
 pub fn recommend_vm(vm: &OwnerReport) -> VmRecommendation {
     let mut reasons = Vec::new();
     let vcpus = figure(vm, "vcpus").map(|f| f.max.round() as u32);
-    let per_vcpu = figure(vm, "cpu_vcpu_pct");
+    let whole_process = figure(vm, "cpu_vcpu_pct");
+    let vcpu_threads = figure(vm, "cpu_vcpu_threads_pct");
+    // The guest's own demand; the whole process only for windows without the threads' figure.
+    let per_vcpu = vcpu_threads.or(whole_process);
     let pct = |name: &str| figure(vm, name).map(|f| f.p95);
     let disk = pct("disk_read_bytes_s").unwrap_or(0.0) + pct("disk_write_bytes_s").unwrap_or(0.0);
     let net = pct("net_rx_bps").unwrap_or(0.0) + pct("net_tx_bps").unwrap_or(0.0);
@@ -136,6 +145,19 @@ pub fn recommend_vm(vm: &OwnerReport) -> VmRecommendation {
     }
     starved |= memory_starved;
 
+    if let (Some(n), Some(whole), Some(threads)) = (vcpus, whole_process, vcpu_threads) {
+        let overhead = (whole.mean - threads.mean).max(0.0) / 100.0 * f64::from(n);
+        reasons.push(format!(
+            "qemu's own work (emulator, I/O threads, vhost): {overhead:.2} vCPUs on average, \
+             beside the vCPUs (not vCPU demand)"
+        ));
+    } else if vcpu_threads.is_none() && whole_process.is_some() {
+        reasons.push(
+            "CPU: the window has no vCPU threads' figure (stored before it existed): demand \
+             is the whole qemu process, emulator and I/O threads included"
+                .into(),
+        );
+    }
     let recommended_vcpus = vcpus.zip(per_vcpu).map(|(n, c)| {
         let demand_p95 = c.p95 / 100.0 * f64::from(n);
         let demand_mean = c.mean / 100.0 * f64::from(n);
@@ -157,7 +179,11 @@ pub fn recommend_vm(vm: &OwnerReport) -> VmRecommendation {
     }
 
     let recommended_memory_bytes = alloc.map(|alloc| {
-        let Some(used) = figure(vm, "mem_used_bytes") else {
+        // Sized from the allocation's side (actual − usable): the guest's own "used" leaves
+        // out what its kernel keeps below MemTotal, which the allocation must hold too.
+        let Some(used) =
+            figure(vm, "mem_actual_less_usable_bytes").or_else(|| figure(vm, "mem_used_bytes"))
+        else {
             reasons.push(format!(
                 "memory: the guest reports no use (balloon statistics off); {} kept",
                 mib(alloc)
@@ -181,6 +207,18 @@ pub fn recommend_vm(vm: &OwnerReport) -> VmRecommendation {
             mib(r),
             mib(alloc)
         ));
+        if let Some(cache) = figure(vm, "mem_guest_cache_bytes")
+            && r < alloc
+            && (r as f64) < demand + cache.p95
+        {
+            reasons.push(format!(
+                "memory: {} is less than the guest uses plus its page cache ({} + {} at p95): \
+                 it will read again from its disks what it no longer caches",
+                mib(r),
+                mib(demand as u64),
+                mib(cache.p95 as u64)
+            ));
+        }
         r
     });
     VmRecommendation {
@@ -347,6 +385,81 @@ mod tests {
         // mean would give 768 MiB, the most used (1.1 GiB) 1152 MiB.
         assert_eq!(r.recommended_memory_bytes, Some(1280 << 20));
         assert!(!r.idle && !r.starved, "{:?}", r.reasons);
+    }
+
+    #[test]
+    fn an_io_heavy_desktop_is_sized_by_its_vcpu_threads_not_qemus_io_work() {
+        // One vCPU: the whole qemu process at 98 % of it (p95), its vCPU thread at 40 %.
+        let mut desk = vm("io-heavy", 1.0, 98.0, 2.0, 1.0);
+        desk.figures
+            .insert("cpu_vcpu_threads_pct".into(), spread(40.0, 2.0));
+        let r = recommend_vm(&desk);
+        // 0.40 vCPU + 25 % → 1; not saturated.
+        assert_eq!(r.recommended_vcpus, Some(1), "{:?}", r.reasons);
+        assert!(!r.starved, "{:?}", r.reasons);
+        // Mean whole 43.12 % − mean threads 17.6 % of 1 vCPU.
+        assert!(
+            r.reasons
+                .iter()
+                .any(|s| s.starts_with("qemu's own work") && s.contains("0.26 vCPUs")),
+            "{:?}",
+            r.reasons
+        );
+        // Without the threads' figure (an old window) the whole process is the demand, and
+        // the reasons say so.
+        let old = recommend_vm(&vm("io-heavy", 1.0, 98.0, 2.0, 1.0));
+        assert!(old.starved && old.recommended_vcpus == Some(2), "{old:?}");
+        assert!(
+            old.reasons.iter().any(|s| s.contains("whole qemu process")),
+            "{:?}",
+            old.reasons
+        );
+    }
+
+    #[test]
+    fn memory_is_sized_from_the_allocations_side_when_it_is_known() {
+        // The guest's own view says 1 GiB used; actual − usable, what the allocation must
+        // hold (the guest kernel's reserve included), 1.5 GiB: 1536 + 20 % → 1920 MiB.
+        let mut desk = vm("desk", 2.0, 25.0, 4.0, 1.0);
+        desk.figures.insert(
+            "mem_actual_less_usable_bytes".into(),
+            spread(1.5 * GIB, 1.1),
+        );
+        let r = recommend_vm(&desk);
+        assert_eq!(
+            r.recommended_memory_bytes,
+            Some(1920 << 20),
+            "{:?}",
+            r.reasons
+        );
+    }
+
+    #[test]
+    fn shrinking_below_the_guests_page_cache_is_said() {
+        // 4 GiB, 1 GiB used at p95 → 1280 MiB recommended; the guest caches 1.5 GiB.
+        let mut reader = vm("reader", 2.0, 25.0, 4.0, 1.0);
+        reader
+            .figures
+            .insert("mem_guest_cache_bytes".into(), spread(1.5 * GIB, 1.1));
+        let r = recommend_vm(&reader);
+        assert_eq!(r.recommended_memory_bytes, Some(1280 << 20));
+        assert!(
+            r.reasons
+                .iter()
+                .any(|s| s.contains("page cache (1024 MiB + 1536 MiB at p95)")),
+            "{:?}",
+            r.reasons
+        );
+        // A cache that fits in the headroom says nothing.
+        reader
+            .figures
+            .insert("mem_guest_cache_bytes".into(), spread(0.1 * GIB, 1.1));
+        let r = recommend_vm(&reader);
+        assert!(
+            !r.reasons.iter().any(|s| s.contains("page cache")),
+            "{:?}",
+            r.reasons
+        );
     }
 
     #[test]

@@ -11,8 +11,9 @@ use super::app::{Availability, Coverage};
 use crate::host::identity::HostIdentity;
 use crate::store::{HostSample, TickRecord, VmSample};
 use crate::usage::PacketRates;
+use crate::usage::disk::DiskTotals;
 use crate::usage::ebpf::{BlockRates, DirectionLatency, LatencySummary, VmEbpfFigures};
-use crate::usage::host::{CpuUsage, DiskTotals, HostUsage, MemUsage, NetTotals};
+use crate::usage::host::{CpuUsage, HostUsage, MemUsage, NetTotals};
 use crate::usage::vm::{MemSource, VmMemUsage, VmUsage};
 use crate::vm::libvirt::NodeFacts;
 use crate::vm::stats::DomainState;
@@ -51,6 +52,7 @@ fn cpu(busy_pct: f64) -> CpuUsage {
     CpuUsage {
         busy_pct,
         user_pct: busy_pct,
+        user_excl_guest_pct: busy_pct,
         nice_pct: 0.0,
         system_pct: 0.0,
         idle_pct: 100.0 - busy_pct,
@@ -68,13 +70,17 @@ fn host_sample() -> HostSample {
         late_ms: 0.0,
         missed_ticks: 0,
         usage: HostUsage {
+            disk_total_over: Vec::new(),
+            net_total_over: Vec::new(),
             cpu: Some(cpu(37.5)),
             per_cpu: Vec::new(),
             mem: Some(MemUsage {
                 total_bytes: 4096 * MIB,
+                used_bytes: 1024 * MIB,
                 used_pct: 25.0,
                 nonfree_pct: 60.0,
-                unavailable_pct: Some(30.0),
+                noncache_pct: Some(20.0),
+                unavailable_pct: Some(25.0),
             }),
             disks: Vec::new(),
             disk_total: Some(DiskTotals {
@@ -100,9 +106,11 @@ fn mem(used_bytes: Option<u64>, allocated_bytes: u64, source: MemSource) -> VmMe
         used_bytes,
         used_pct: used_bytes.map(|u| 100.0 * u as f64 / allocated_bytes as f64),
         source,
+        actual_less_usable_bytes: used_bytes,
         unused_bytes: None,
         usable_bytes: None,
         available_bytes: None,
+        guest_cache_bytes: None,
         rss_bytes: Some(allocated_bytes / 2),
         swap_in_bytes_per_sec: None,
         swap_out_bytes_per_sec: None,
@@ -159,6 +167,7 @@ fn busy(seq: u64) -> VmSample {
             cpu_host_pct: Some(vcpu_pct),
             // Two vCPUs on the fixture's two cores: the same share.
             cpu_vcpu_pct: Some(vcpu_pct),
+            cpu_vcpu_threads_pct: Some(vcpu_pct),
             steal_pct: Some(1.5),
             vcpu_pct: vec![Some(vcpu_pct * 1.5), Some(vcpu_pct / 2.0)],
             vcpus: Some(2),
@@ -187,6 +196,7 @@ fn idle() -> VmSample {
         usage: Some(VmUsage {
             cpu_host_pct: Some(0.4),
             cpu_vcpu_pct: Some(0.8),
+            cpu_vcpu_threads_pct: Some(0.8),
             steal_pct: Some(0.0),
             vcpu_pct: vec![Some(0.8)],
             vcpus: Some(1),

@@ -12,13 +12,13 @@ use crossterm::event::{Event, EventStream, KeyEventKind};
 use futures_util::StreamExt;
 use ratatui::DefaultTerminal;
 use tokio::signal::unix::{Signal, SignalKind, signal};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 use super::app::{Action, App, Coverage, handle_key};
 use super::log::RecentLog;
 use super::view;
 use crate::host::identity::HostIdentity;
-use crate::sampler::{self, Outputs, SamplerConfig, Sources};
+use crate::sampler::{self, Outputs, SamplerConfig, Sources, Stop, Subscriber};
 use crate::store::{AnyStore, TickRecord};
 
 #[derive(Debug, thiserror::Error)]
@@ -45,13 +45,14 @@ pub async fn run(
 ) -> Result<(), TopError> {
     let mut signals = Signals::new()?;
     let terminal = TerminalGuard::enter()?;
-    let (tick_tx, ticks) = mpsc::unbounded_channel();
+    let (subscriber, ticks) = Subscriber::new("live view");
     let (interval_tx, interval_rx) = watch::channel(config.interval);
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (stop_tx, stop_rx) = watch::channel(Stop::Run);
     let app = App::new(coverage, config.interval);
     let outputs = Outputs {
-        subscribers: vec![tick_tx],
+        subscribers: vec![subscriber],
         interval: Some(interval_rx),
+        ..Outputs::default()
     };
     let sampler = sampler::run(
         config,
@@ -59,9 +60,7 @@ pub async fn run(
         sources,
         None::<AnyStore>,
         outputs,
-        async move {
-            let _ = stop_rx.await;
-        },
+        stop_rx,
     );
     let view = async move {
         let mut terminal = terminal;
@@ -76,7 +75,7 @@ pub async fn run(
         .await;
         // The terminal is the user's again before the sampler finishes its last tick.
         drop(terminal);
-        let _ = stop_tx.send(());
+        stop_tx.send_replace(Stop::Finish);
         result
     };
     let (_, result) = tokio::join!(sampler, view);
@@ -86,7 +85,7 @@ pub async fn run(
 async fn show(
     terminal: &mut DefaultTerminal,
     mut app: App,
-    mut ticks: mpsc::UnboundedReceiver<Arc<TickRecord>>,
+    mut ticks: mpsc::Receiver<Arc<TickRecord>>,
     interval: watch::Sender<Duration>,
     signals: &mut Signals,
     log: Option<&RecentLog>,

@@ -6,7 +6,8 @@ use std::collections::VecDeque;
 
 use crate::escape::escape_control;
 use crate::store::VmSample;
-use crate::usage::host::{DiskTotals, NetTotals};
+use crate::usage::disk::DiskTotals;
+use crate::usage::host::NetTotals;
 use crate::usage::vm::VmMemUsage;
 
 use super::app::HISTORY_LEN;

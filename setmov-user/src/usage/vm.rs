@@ -1,13 +1,17 @@
 //! VM usage: equation (2) and the VM forms of (3)–(7), over two samples of one domain.
 
 use super::{counter_delta, percent, positive_seconds};
-use crate::usage::host::{DiskTotals, NetRates, NetTotals, matched_nets, net_rates, net_total};
+use crate::usage::disk::DiskTotals;
+use crate::usage::host::{NetRates, NetTotals, matched_nets, net_rates, net_total};
 use crate::vm::stats::{BalloonCounters, DomainStats, VmDiskCounters};
 
 /// Where a VM's memory-used figure comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MemSource {
-    /// The guest reports MemAvailable through its balloon driver: used = actual − usable.
+    /// The guest reports its MemTotal and MemAvailable through its balloon driver: used =
+    /// available − usable, of available. The guest's own view: what `free` in it shows.
+    BalloonAvailableUsable,
+    /// The guest reports MemAvailable but not MemTotal: used = actual − usable, of actual.
     BalloonUsable,
     /// The guest reports only MemFree: used = actual − unused.
     BalloonUnused,
@@ -19,6 +23,7 @@ pub enum MemSource {
 impl MemSource {
     pub fn name(self) -> &'static str {
         match self {
+            Self::BalloonAvailableUsable => "balloon-available-usable",
             Self::BalloonUsable => "balloon-usable",
             Self::BalloonUnused => "balloon-unused",
             Self::AllocationOnly => "allocation-only",
@@ -32,14 +37,21 @@ pub struct VmMemUsage {
     /// What the guest has now (balloon "actual").
     pub allocated_bytes: Option<u64>,
     pub max_bytes: Option<u64>,
+    /// As [`Self::source`] says; the guest's own view when it reports enough.
     pub used_bytes: Option<u64>,
-    /// (3) for a VM: 100 × used / allocated.
+    /// (3) for a VM: 100 × used / the total it is taken from (available or actual).
     pub used_pct: Option<f64>,
     pub source: MemSource,
+    /// actual − usable, the used figure before the guest's own view: it also counts what
+    /// the guest kernel keeps out of its MemTotal (firmware, kernel image, crash kernel) as
+    /// used. `None` unless the guest reports usable.
+    pub actual_less_usable_bytes: Option<u64>,
     /// As the guest reports them (what `virsh dommemstat` shows as unused, usable, available).
     pub unused_bytes: Option<u64>,
     pub usable_bytes: Option<u64>,
     pub available_bytes: Option<u64>,
+    /// As the guest reports it: its page cache and buffers.
+    pub guest_cache_bytes: Option<u64>,
     /// Host-side resident set of the qemu process.
     pub rss_bytes: Option<u64>,
     pub swap_in_bytes_per_sec: Option<f64>,
@@ -67,6 +79,10 @@ pub struct VmUsage {
     pub cpu_host_pct: Option<f64>,
     /// The same ÷ the VM's vCPUs: 100 means every vCPU busy all the time.
     pub cpu_vcpu_pct: Option<f64>,
+    /// The vCPU threads alone, ÷ the vCPUs: 100 × ΣΔvcpu.N.time / (Δt × vCPUs × 10⁹), what
+    /// the guest ran. `cpu_vcpu_pct` less this is qemu's own work (its emulator and I/O
+    /// threads, vhost workers) in the same unit. `None` unless every vCPU's time is known.
+    pub cpu_vcpu_threads_pct: Option<f64>,
     /// Time the vCPUs waited on the host's run queue, per vCPU: 100 × ΣΔdelay / (Δt × vCPUs × 10⁹).
     pub steal_pct: Option<f64>,
     /// Each vCPU's busy share in vCPU order: 100 × Δvcpu.N.time / (Δt × 10⁹). Empty without
@@ -87,16 +103,35 @@ pub fn vm_mem_usage(
     dt_secs: f64,
 ) -> VmMemUsage {
     let kib = |v: Option<u64>| v.map(|v| v.saturating_mul(1024));
-    let (used_kib, source) = match (now.current_kib, now.usable_kib, now.unused_kib) {
-        (Some(actual), Some(usable), _) => (
-            Some(actual.saturating_sub(usable)),
-            MemSource::BalloonUsable,
+    let actual_less_usable = now
+        .current_kib
+        .zip(now.usable_kib)
+        .map(|(actual, usable)| actual.saturating_sub(usable));
+    let (used_kib, of_kib, source) = match now {
+        BalloonCounters {
+            available_kib: Some(available),
+            usable_kib: Some(usable),
+            ..
+        } => (
+            Some(available.saturating_sub(*usable)),
+            Some(*available),
+            MemSource::BalloonAvailableUsable,
         ),
-        (Some(actual), None, Some(unused)) => (
-            Some(actual.saturating_sub(unused)),
+        BalloonCounters {
+            current_kib: Some(actual),
+            usable_kib: Some(_),
+            ..
+        } => (actual_less_usable, Some(*actual), MemSource::BalloonUsable),
+        BalloonCounters {
+            current_kib: Some(actual),
+            unused_kib: Some(unused),
+            ..
+        } => (
+            Some(actual.saturating_sub(*unused)),
+            Some(*actual),
             MemSource::BalloonUnused,
         ),
-        _ => (None, MemSource::AllocationOnly),
+        _ => (None, None, MemSource::AllocationOnly),
     };
     let rate = |p: Option<u64>, n: Option<u64>, scale: f64| {
         let dt = positive_seconds(dt_secs)?;
@@ -108,12 +143,14 @@ pub fn vm_mem_usage(
         max_bytes: kib(now.maximum_kib),
         used_bytes: kib(used_kib),
         used_pct: used_kib
-            .zip(now.current_kib)
-            .and_then(|(u, a)| percent(u as f64, a as f64)),
+            .zip(of_kib)
+            .and_then(|(u, of)| percent(u as f64, of as f64)),
         source,
+        actual_less_usable_bytes: kib(actual_less_usable),
         unused_bytes: kib(now.unused_kib),
         usable_bytes: kib(now.usable_kib),
         available_bytes: kib(now.available_kib),
+        guest_cache_bytes: kib(now.disk_caches_kib),
         rss_bytes: kib(now.rss_kib),
         swap_in_bytes_per_sec: rate(p.swap_in_kib, now.swap_in_kib, 1024.0),
         swap_out_bytes_per_sec: rate(p.swap_out_kib, now.swap_out_kib, 1024.0),
@@ -189,6 +226,10 @@ pub fn vm_usage(
             .collect(),
         _ => Vec::new(),
     };
+    let cpu_vcpu_threads_pct = (!vcpu_pct.is_empty())
+        .then(|| vcpu_pct.iter().copied().sum::<Option<f64>>())
+        .flatten()
+        .map(|sum| sum / vcpu_pct.len() as f64);
     let disks: Vec<VmDiskRates> = match prev {
         Some(p) => now
             .disks
@@ -215,6 +256,7 @@ pub fn vm_usage(
     VmUsage {
         cpu_host_pct: cpu_over(host_cpus),
         cpu_vcpu_pct: vcpus.and_then(cpu_over),
+        cpu_vcpu_threads_pct,
         steal_pct,
         vcpu_pct,
         vcpus,
@@ -268,6 +310,29 @@ mod tests {
     }
 
     #[test]
+    fn vcpu_threads_leave_out_qemus_own_work() {
+        // 2 vCPUs over 2 s: the whole process ran 3.6 s, the vCPU threads 1 s and 1.6 s.
+        let vcpu = |s: f64| VcpuCounters {
+            time_ns: Some((s * 1e9) as u64),
+            delay_ns: Some(0),
+        };
+        let at = |cpu_s: f64, vcpus: [f64; 2]| DomainStats {
+            cpu_time_ns: Some((cpu_s * 1e9) as u64),
+            vcpus_current: Some(2),
+            vcpus: vcpus.iter().map(|&s| vcpu(s)).collect(),
+            ..DomainStats::default()
+        };
+        let u = vm_usage(Some(&at(10.0, [4.0, 4.0])), &at(13.6, [5.0, 5.6]), 2.0, 4);
+        assert_eq!(u.cpu_vcpu_pct, Some(90.0));
+        assert_eq!(u.cpu_vcpu_threads_pct, Some(65.0));
+        // One vCPU's time unknown: no figure rather than half of one.
+        let mut now = at(13.6, [5.0, 5.6]);
+        now.vcpus[1].time_ns = None;
+        let u = vm_usage(Some(&at(10.0, [4.0, 4.0])), &now, 2.0, 4);
+        assert_eq!(u.cpu_vcpu_threads_pct, None);
+    }
+
+    #[test]
     fn disks_and_nics_use_the_host_equations() {
         let u = vm_usage(
             Some(&stats(1.0, 0, 10, 100)),
@@ -311,6 +376,7 @@ mod tests {
         assert_eq!(m.source, MemSource::BalloonUsable);
         assert_eq!(m.used_bytes, Some(32 << 20));
         assert_eq!(m.used_pct, Some(25.0));
+        assert_eq!(m.actual_less_usable_bytes, Some(32 << 20));
         assert_eq!(m.rss_bytes, Some(200_000 * 1024));
         assert_eq!(m.major_faults_per_sec, None);
         let prev = b;
@@ -320,7 +386,12 @@ mod tests {
             Some(10.0)
         );
         b.usable_kib = None;
-        assert_eq!(vm_mem_usage(None, &b, 1.0).used_pct, Some(50.0));
+        let m = vm_mem_usage(None, &b, 1.0);
+        assert_eq!(
+            (m.source, m.used_pct),
+            (MemSource::BalloonUnused, Some(50.0))
+        );
+        assert_eq!(m.actual_less_usable_bytes, None);
         let alloc_only = BalloonCounters {
             current_kib: Some(131_072),
             ..BalloonCounters::default()
@@ -328,5 +399,24 @@ mod tests {
         let m = vm_mem_usage(None, &alloc_only, 1.0);
         assert_eq!((m.source, m.used_pct), (MemSource::AllocationOnly, None));
         assert_eq!(m.allocated_bytes, Some(128 << 20));
+    }
+
+    #[test]
+    fn used_memory_is_the_guests_own_view_when_it_reports_its_total() {
+        // 128 MiB given; the guest's MemTotal is 120 MiB (8 MiB kept by its kernel and
+        // firmware), 90 MiB of it available: the guest's `free` says 30 MiB used.
+        let b = BalloonCounters {
+            current_kib: Some(131_072),
+            available_kib: Some(122_880),
+            usable_kib: Some(92_160),
+            unused_kib: Some(40_000),
+            ..BalloonCounters::default()
+        };
+        let m = vm_mem_usage(None, &b, 1.0);
+        assert_eq!(m.source, MemSource::BalloonAvailableUsable);
+        assert_eq!(m.used_bytes, Some(30 << 20));
+        assert_eq!(m.used_pct, Some(25.0));
+        // The figure from the allocation is kept beside it: 38 MiB.
+        assert_eq!(m.actual_less_usable_bytes, Some(38 << 20));
     }
 }

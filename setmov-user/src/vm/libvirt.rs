@@ -4,7 +4,7 @@
 //! statistics records and panic in `Drop` when libvirt reports an error; every pointer is owned
 //! by a small guard here. The calls block, so [`LibvirtCollector`] runs on a thread of its own.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{CStr, CString, c_char, c_int};
 use std::path::PathBuf;
 use std::ptr;
@@ -29,8 +29,10 @@ const STATS_FLAGS: u32 = sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT;
 
 const NODE_FACTS_EVERY: Duration = Duration::from_secs(60);
 
-const FIRST_RETRY: Duration = Duration::from_millis(500);
-const LAST_RETRY: Duration = Duration::from_secs(30);
+/// How often an unreachable libvirt is tried again. A failed connect to a dead socket costs a
+/// syscall, so there is no backoff: the VMs are sampled again within a tick or two of libvirtd
+/// answering (at a 250 ms interval or longer).
+const RETRY_EVERY: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum LibvirtError {
@@ -256,7 +258,6 @@ pub struct LibvirtCollector {
     run_dir: PathBuf,
     connection: Option<Connection>,
     retry_at: Option<Instant>,
-    retry_after: Duration,
     /// The last failure logged, so an outage is reported once, not every tick.
     logged_failure: Option<String>,
     /// Each domain run's qemu process by UUID, with the runtime id it was read for: the run
@@ -265,6 +266,8 @@ pub struct LibvirtCollector {
     qemu: HashMap<String, (Option<u32>, QemuProcess)>,
     /// The node's facts and when they were asked.
     node: Option<(Instant, NodeFacts)>,
+    /// Domains whose name is too long to store, already warned about.
+    long_names: HashSet<String>,
 }
 
 impl LibvirtCollector {
@@ -278,16 +281,33 @@ impl LibvirtCollector {
             run_dir: run_dir.into(),
             connection: None,
             retry_at: None,
-            retry_after: FIRST_RETRY,
             logged_failure: None,
             qemu: HashMap::new(),
             node: None,
+            long_names: HashSet::new(),
+        }
+    }
+
+    /// Cuts names too long to store, with a warning once per domain.
+    fn fit_names(&mut self, domains: &mut [DomainSample]) {
+        for domain in domains {
+            if let Some(cut) = crate::store::fit::cut_name(&domain.name) {
+                if self.long_names.insert(domain.uuid.clone()) {
+                    tracing::warn!(
+                        "VM {}: its name is longer than {} characters; stored cut to `{}`",
+                        domain.uuid,
+                        crate::store::fit::NAME_CHARS,
+                        crate::escape::escape_control(&cut)
+                    );
+                }
+                domain.name = cut;
+            }
         }
     }
 
     /// One sample of the node and every domain. While libvirt is unreachable this returns
-    /// at once with [`LibvirtError::Waiting`] until the next attempt is due (backing off from
-    /// 0.5 s to 30 s), so a missing libvirtd costs nothing per tick.
+    /// at once with [`LibvirtError::Waiting`] until the next attempt is due ([`RETRY_EVERY`]),
+    /// so a missing libvirtd costs next to nothing per tick.
     pub fn sample(&mut self) -> Result<VmSnapshot, LibvirtError> {
         if self.connection.is_none() {
             if let Some(at) = self.retry_at {
@@ -327,11 +347,11 @@ impl LibvirtCollector {
                     self.node = Some((Instant::now(), node));
                 }
                 self.attach_qemu(&mut domains);
+                self.fit_names(&mut domains);
                 if self.logged_failure.take().is_some() {
                     tracing::info!("libvirt at {} answers again", self.uri);
                 }
                 self.retry_at = None;
-                self.retry_after = FIRST_RETRY;
                 Ok(VmSnapshot { node, domains })
             }
             Err(e) => {
@@ -376,8 +396,7 @@ impl LibvirtCollector {
             );
             self.logged_failure = Some(message);
         }
-        self.retry_at = Some(Instant::now() + self.retry_after);
-        self.retry_after = (self.retry_after * 2).min(LAST_RETRY);
+        self.retry_at = Some(Instant::now() + RETRY_EVERY);
         error
     }
 }
@@ -403,7 +422,7 @@ mod tests {
     }
 
     #[test]
-    fn an_unreachable_libvirt_backs_off_and_says_so() {
+    fn an_unreachable_libvirt_is_tried_again_a_little_later_and_says_so() {
         let mut collector = LibvirtCollector::new(
             "qemu+unix:///system?socket=/nonexistent/sock",
             "/nonexistent",

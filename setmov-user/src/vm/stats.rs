@@ -108,6 +108,9 @@ pub struct BalloonCounters {
     pub available_kib: Option<u64>,
     /// Guest-reported: memory usable without swapping (MemAvailable).
     pub usable_kib: Option<u64>,
+    /// Guest-reported: its page cache and buffers (Buffers + Cached), what it could give back
+    /// at the cost of reading from its disks again.
+    pub disk_caches_kib: Option<u64>,
     /// Host side: resident set of the qemu process.
     pub rss_kib: Option<u64>,
     pub swap_in_kib: Option<u64>,
@@ -166,6 +169,7 @@ pub fn parse_domain_stats<'a>(
             "balloon.unused" => b.unused_kib = value.as_u64(),
             "balloon.available" => b.available_kib = value.as_u64(),
             "balloon.usable" => b.usable_kib = value.as_u64(),
+            "balloon.disk_caches" => b.disk_caches_kib = value.as_u64(),
             "balloon.rss" => b.rss_kib = value.as_u64(),
             "balloon.swap_in" => b.swap_in_kib = value.as_u64(),
             "balloon.swap_out" => b.swap_out_kib = value.as_u64(),
@@ -254,6 +258,7 @@ mod tests {
             u("balloon.available", 110_000),
             u("balloon.usable", 80_000),
             u("balloon.rss", 190_000),
+            u("balloon.disk_caches", 2_484),
             u("vcpu.current", 1),
             u("vcpu.maximum", 1),
             i("vcpu.0.state", 1),
@@ -305,6 +310,7 @@ mod tests {
         assert_eq!(s.balloon.current_kib, Some(131_072));
         assert_eq!(s.balloon.usable_kib, Some(80_000));
         assert_eq!(s.balloon.rss_kib, Some(190_000));
+        assert_eq!(s.balloon.disk_caches_kib, Some(2_484));
         assert_eq!(s.balloon.major_faults, Some(120));
         assert_eq!(s.disks.len(), 1);
         assert_eq!(s.disks[0].name, "vda");

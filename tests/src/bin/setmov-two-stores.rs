@@ -17,7 +17,7 @@ use anyhow::{Context, bail};
 use setmov::analysis::ReportQuery;
 use setmov::analysis::report::ReportSample;
 use setmov::commands::sources::{EbpfStatus, SourceOptions, start_sources};
-use setmov::host::devices::{DEFAULT_NET_TOTAL_EXCLUDED_PREFIXES, DEFAULT_SKIPPED_DISK_PREFIXES};
+use setmov::host::devices::DEFAULT_SKIPPED_DISK_PREFIXES;
 use setmov::host::identity::HostIdentity;
 use setmov::sampler::{self, Outputs, SamplerConfig};
 use setmov::store::mysql::{MysqlConfig, MysqlStore};
@@ -26,6 +26,7 @@ use setmov::store::rows::HostRow;
 use setmov::store::sqlite::SqliteStore;
 use setmov::store::{
     HostUsageQuery, HostUsageRow, Store, StoreError, TickRecord, VmUsageQuery, VmUsageRow,
+    WriteOutcome,
 };
 use time::OffsetDateTime;
 
@@ -44,14 +45,28 @@ fn write_only() -> StoreError {
 }
 
 impl Store for TwoStores {
-    async fn write_tick(&mut self, tick: &TickRecord) -> Result<(), StoreError> {
-        self.sqlite.write_tick(tick).await?;
-        self.mysql.write_tick(tick).await?;
+    async fn write_tick(&mut self, tick: &TickRecord) -> Result<WriteOutcome, StoreError> {
+        // Both stores must store every tick: a quarantined one is a failure here.
+        for outcome in [
+            self.sqlite.write_tick(tick).await?,
+            self.mysql.write_tick(tick).await?,
+        ] {
+            if outcome != WriteOutcome::Stored {
+                return Err(StoreError::Worker(format!(
+                    "tick {}: {outcome:?}",
+                    tick.seq
+                )));
+            }
+        }
         self.ticks
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(tick.clone());
-        Ok(())
+        Ok(WriteOutcome::Stored)
+    }
+
+    fn spill(&mut self, _: &[Arc<TickRecord>]) -> Result<PathBuf, StoreError> {
+        Err(write_only())
     }
 
     async fn recent_host_usage(
@@ -164,10 +179,7 @@ async fn two_stores(args: &[String]) -> anyhow::Result<()> {
         interval,
         count: Some(count),
         print_summary: false,
-        net_total_excluded: DEFAULT_NET_TOTAL_EXCLUDED_PREFIXES
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
+        net_total_excluded: Vec::new(),
         retention: Retention::default(),
     };
     let identity = HostIdentity {
@@ -182,7 +194,7 @@ async fn two_stores(args: &[String]) -> anyhow::Result<()> {
         sources,
         Some(store),
         Outputs::default(),
-        std::future::pending(),
+        tokio::sync::watch::channel(sampler::Stop::Run).1,
     )
     .await;
     println!(

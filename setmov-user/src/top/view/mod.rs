@@ -102,10 +102,9 @@ fn render_host(app: &App, frame: &mut Frame, area: Rect) {
                 &mut second,
                 match usage.and_then(|u| u.mem) {
                     Some(mem) => {
-                        let used = mem.total_bytes as f64 * mem.used_pct / 100.0;
                         format!(
                             "MEM {}/{} B ({:.1}% used)",
-                            format::bytes(used),
+                            format::bytes(mem.used_bytes as f64),
                             format::bytes(mem.total_bytes as f64),
                             mem.used_pct
                         )
