@@ -3,6 +3,7 @@
 //! It only orchestrates: installs what is missing, then calls cargo and the built binary.
 //! The eBPF object itself is built by `setmov-user/build.rs`.
 
+mod fuzz;
 mod guests;
 mod install;
 mod mariadb;
@@ -35,13 +36,31 @@ enum Task {
         args: Vec<String>,
     },
     /// Set up, check formatting and lints, prepare the test guests, start the test MariaDB,
-    /// run every test, and take the guests and MariaDB down again. Every test must run for
-    /// real: one that cannot (no root, a service missing) fails, unless --allow-skips.
+    /// run every test, take the guests and MariaDB down again, then fuzz each parser for 20 s.
+    /// Every test must run for real: one that cannot (no root, a service missing) fails,
+    /// unless --allow-skips.
     Test {
         /// Let tests that cannot run here skip (each says why; the lines are listed at the
         /// end) instead of failing: for a local run without root or services.
         #[arg(long)]
         allow_skips: bool,
+    },
+    /// Fuzz every parser of outside text (cargo-fuzz on nightly, both installed when missing):
+    /// each target in turn, seeded from the fixtures; prints executions and crashes per target
+    /// and fails on a crash.
+    Fuzz {
+        /// One target (proc_stat, config_check, ...); all of them without it.
+        target: Option<String>,
+        /// How long each target runs.
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+        /// Build without optimisation: a quicker build, fewer executions (CI's smoke run).
+        #[arg(long)]
+        dev: bool,
+        /// cargo-fuzz's target folder, which also holds the corpora, crash artifacts and logs
+        /// [default: <CARGO_TARGET_DIR or target>/fuzz].
+        #[arg(long)]
+        target_dir: Option<PathBuf>,
     },
     /// Real test guests (tiny VMs under libvirt on an isolated bridge); needs root.
     Guests {
@@ -148,8 +167,23 @@ fn main() -> anyhow::Result<()> {
             if let (Err(_), Err(e)) = (&tested, &cleaned) {
                 eprintln!("xtask: {e:#}");
             }
-            tested.and(cleaned)
+            tested.and(cleaned)?;
+            fuzz_smoke(&root)
         }
+        Task::Fuzz {
+            target,
+            seconds,
+            dev,
+            target_dir,
+        } => fuzz::fuzz(
+            &root,
+            &fuzz::FuzzOptions {
+                target,
+                seconds,
+                dev,
+                target_dir: target_dir.unwrap_or_else(|| fuzz::default_target_dir(&root)),
+            },
+        ),
         Task::Guests { action } => match action {
             GuestsAction::Up => guests::up(),
             GuestsAction::Prepare => guests::prepare(),
@@ -173,6 +207,28 @@ fn main() -> anyhow::Result<()> {
             },
         ),
     }
+}
+
+/// Every fuzz target for 20 s after the tests: a smoke test that the targets build and that
+/// their seeds and first mutations do not crash; the real runs are `cargo xtask fuzz`.
+fn fuzz_smoke(root: &Path) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let fuzzed = fuzz::fuzz(
+        root,
+        &fuzz::FuzzOptions {
+            target: None,
+            seconds: 20,
+            // Built without optimisation: minutes less on a fresh clone, and 20 s of a slower
+            // target still runs every seed and thousands of mutations.
+            dev: true,
+            target_dir: fuzz::default_target_dir(root),
+        },
+    );
+    eprintln!(
+        "xtask: fuzz smoke test took {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    fuzzed
 }
 
 fn workspace_root() -> PathBuf {

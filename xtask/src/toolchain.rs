@@ -43,7 +43,7 @@ fn cargo() -> Command {
 }
 
 /// Whether `program args` runs and prints `expected`.
-fn installed(program: &str, args: &[&str], expected: &str) -> bool {
+pub fn installed(program: &str, args: &[&str], expected: &str) -> bool {
     Command::new(program)
         .args(args)
         .output()
