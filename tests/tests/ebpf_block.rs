@@ -12,7 +12,8 @@ use std::{
 use anyhow::{Context as _, bail, ensure};
 use setmov::ebpf::{BlockProbe, BlockTotals, Probes};
 use setmov::usage::hist::{hist_count, hist_quantile};
-use setmov_common::{BlockKey, DIR_READ, DIR_WRITE};
+use setmov_common::{BlockKey, DIR_READ, DIR_WRITE, DeviceKey, PairingCounters};
+use setmov_tests::block_devices::LoopDevice;
 
 const MIB: u64 = 1 << 20;
 const DD_MIB: u64 = 64;
@@ -273,5 +274,126 @@ fn latency_percentiles_of_fio_match_fios_own() -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// Reads fio completes in the loop device test: 128 passes over its 16 blocks.
+const HOT_READS: u64 = 2048;
+
+/// Requests to the same device, direction and first sector in flight together: fio reads
+/// 4 KiB blocks at random from the first 64 KiB of a loop device, up to 32 at a time
+/// (`--size=64k --bs=4k --iodepth=32`, libaio, direct I/O, `--norandommap`: with its random map
+/// fio reads each block once per pass and keeps at most one pass of 16 reads in flight, so two
+/// reads of a block rarely overlap). fio keeps 4 to 16 reads in flight here, so a block often
+/// has two or more. Merging is off on the loop device
+/// (`queue/nomerges` = 2), so each of fio's reads is one request. Over fio's run:
+///
+/// - the loop device's read latency histogram gains exactly fio's completed reads (its JSON
+///   `read.total_ios`), and the probe's started read requests as many: no latency lost or
+///   counted twice;
+/// - the probe counted collisions (starts finding their key in flight: the case a pairing map
+///   keyed by sector alone would overwrite), and no overflow and no unpaired completion.
+#[test]
+fn reads_in_flight_to_one_sector_each_get_their_latency() -> anyhow::Result<()> {
+    let mut probes = match Probes::load() {
+        Ok(probes) => probes,
+        Err(error) if error.is_missing_prerequisite() => return skip(&error.to_string()),
+        Err(error) => return Err(error.into()),
+    };
+    let probe = probes.block.as_mut().context("the block probe is off")?;
+    let dir = tempfile::Builder::new()
+        .prefix("setmov-ebpf-pairing")
+        .tempdir_in("/var/tmp")?;
+    if let Some(reason) = setmov_tests::not_on_block_device(dir.path())? {
+        return skip(&reason);
+    }
+    let file = dir.path().join("loop.img");
+    std::fs::File::create(&file)?.set_len(MIB)?;
+    let lo = match LoopDevice::attach(&file) {
+        Ok(lo) => lo,
+        Err(reason) => return skip(&reason),
+    };
+    std::fs::write(format!("/sys/block/{}/queue/nomerges", lo.name()), "2")
+        .context("turning merges off on the loop device")?;
+    // udev probes a new device (reads its first blocks): let it finish first.
+    let _ = Command::new("udevadm").arg("settle").status();
+    let dev = setmov_tests::latency::dev_t(lo.name());
+    let key = DeviceKey {
+        dev,
+        direction: DIR_READ,
+    };
+    let reading = |probe: &BlockProbe| -> anyhow::Result<(u64, u64, PairingCounters)> {
+        let latencies = probe.latency_by_device()?.get(&key).map_or(0, hist_count);
+        let started = probe
+            .totals_by_device()?
+            .get(&dev)
+            .map_or(0, |io| io.read_ops);
+        let pairing = probe.pairing()?.get(&key).copied().unwrap_or_default();
+        Ok((latencies, started, pairing))
+    };
+    let before = reading(probe)?;
+    let report = dir.path().join("fio.json");
+    let status = match Command::new("fio")
+        .args([
+            "--name=pairing",
+            &format!("--filename={}", lo.device),
+            "--direct=1",
+            "--rw=randread",
+            "--bs=4k",
+            "--size=64k",
+            &format!("--io_size={}k", HOT_READS * 4),
+            "--iodepth=32",
+            "--ioengine=libaio",
+            "--norandommap",
+            "--output-format=json",
+        ])
+        .arg(format!("--output={}", report.display()))
+        .stdout(Stdio::null())
+        .status()
+    {
+        Ok(status) => status,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return skip("fio is missing: `cargo xtask setup` installs it");
+        }
+        Err(e) => return Err(e).context("spawning fio"),
+    };
+    ensure!(status.success(), "fio failed");
+    let after = reading(probe)?;
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report)?)?;
+    let completed = json["jobs"][0]["read"]["total_ios"]
+        .as_u64()
+        .with_context(|| format!("no read.total_ios in fio's report: {json}"))?;
+    let latencies = after.0 - before.0;
+    let started = after.1 - before.1;
+    let pairing = PairingCounters {
+        collided: after.2.collided - before.2.collided,
+        overflowed: after.2.overflowed - before.2.overflowed,
+        unpaired: after.2.unpaired - before.2.unpaired,
+    };
+    eprintln!(
+        "{}: fio completed {completed} reads; probe: {started} read requests started, \
+         {latencies} latencies, {} collisions, {} overflows, {} unpaired completions",
+        lo.name(),
+        pairing.collided,
+        pairing.overflowed,
+        pairing.unpaired
+    );
+    ensure!(completed == HOT_READS, "fio completed {completed} reads");
+    ensure!(
+        latencies == completed,
+        "{latencies} latencies in the histogram for {completed} reads fio completed"
+    );
+    ensure!(
+        started == completed,
+        "{started} requests started for {completed} reads"
+    );
+    ensure!(
+        pairing.collided > 0,
+        "no collision counted with 32 reads in flight over 16 blocks"
+    );
+    ensure!(
+        pairing.overflowed == 0 && pairing.unpaired == 0,
+        "{pairing:?}"
+    );
     Ok(())
 }
