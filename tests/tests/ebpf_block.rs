@@ -161,19 +161,23 @@ fn direct_io_of_dd_is_credited_to_dd() -> anyhow::Result<()> {
 
 /// The probe's latency of fio's own requests against fio's completion-latency percentiles
 /// of the same requests: direct 4 KiB random reads and writes one at a time, so each request
-/// is issued as soon as it is submitted and both measure the device's service time. The
-/// medians must agree within the log2 histogram's bucket (a factor of 2).
+/// is issued as soon as it is submitted and both measure the device's service time.
 ///
-/// The tails are checked one way only. The probe times a request from `block_rq_issue` to
-/// `block_rq_complete`, both inside fio's pread/pwrite (checked per request with bpftrace:
-/// no request outlasted its syscall in 14 runs), so its p95/p99 may not exceed fio's by
-/// more than the bucket error (a factor of 2: a quantile is interpolated inside a bucket
-/// spanning [2^i, 2^(i+1))). They may be far below fio's: fio's clat also holds the wake-up
-/// after completion, which on a loaded 2-CPU host made fio's p99 up to 8 times the probe's.
+/// The probe times a request from `block_rq_issue` to `block_rq_complete`, both inside fio's
+/// pread/pwrite (checked per request with bpftrace: no request outlasted its syscall in 14
+/// runs), so none of its p50/p95/p99 may exceed fio's by more than the bucket error: 12.5 %
+/// (a quantile is interpolated inside a log-linear bucket at most 1/8 of its lower bound
+/// wide), plus fio's own (its percentiles come from buckets 1/64 of a power of two wide), so
+/// at most 1.15× fio's. Below fio's they are by fio's software path: the system call, the
+/// copy and the wake-up after completion, which the device's time does not hold. Measured
+/// here (2-vCPU VM, virtio disk, 4 s): p50 probe 45.6 µs against fio 80.4 µs for reads,
+/// 45.2 against 81.4 µs for writes, a path of ~35 µs (0.56× to 0.57×); p99 89.5 against 142.3
+/// µs (0.63×). So the median must be at least 0.4× fio's; the tails are checked from above
+/// only (on a loaded 2-CPU host fio's p99 was up to 8 times the probe's: its wake-ups).
 ///
 /// The file is laid out by a first fio process: laying it out, the measured fio would write
 /// 64 MiB through the page cache and fsync it, ~60 requests of ~1 MiB taking 0.5-1 ms that
-/// are rightly its I/O but not in its clat, enough to lift the probe's write p99 past 2×.
+/// are rightly its I/O but not in its clat, enough to lift the probe's write p99 past fio's.
 #[test]
 fn latency_percentiles_of_fio_match_fios_own() -> anyhow::Result<()> {
     let mut probes = match Probes::load() {
@@ -239,15 +243,15 @@ fn latency_percentiles_of_fio_match_fios_own() -> anyhow::Result<()> {
             })
             .with_context(|| format!("fio (pid {pid}) has no {name} latency histogram"))?;
         let clat = &json["jobs"][0][name]["clat_ns"]["percentile"];
-        let buckets: Vec<(usize, u64)> = hist
+        let buckets: Vec<(u64, u64)> = hist
             .buckets
             .iter()
             .enumerate()
             .filter(|(_, n)| **n > 0)
-            .map(|(b, n)| (b, *n))
+            .map(|(b, n)| (setmov_common::lat_bucket_low(b), *n))
             .collect();
         eprintln!(
-            "fio {name}: {} requests by fio, clat max {} ns; probe (log2 ns bucket, requests) \
+            "fio {name}: {} requests by fio, clat max {} ns; probe (bucket low ns, requests) \
              {buckets:?}",
             json["jobs"][0][name]["total_ios"], json["jobs"][0][name]["clat_ns"]["max"]
         );
@@ -258,18 +262,20 @@ fn latency_percentiles_of_fio_match_fios_own() -> anyhow::Result<()> {
             let ours = hist_quantile(hist, q).context("an empty histogram")?;
             let ratio = ours / theirs;
             eprintln!(
-                "{name} p{}: probe {:.1} µs over {} requests, fio {:.1} µs ({ratio:.2}×)",
+                "{name} p{}: probe {:.1} µs over {} requests, fio {:.1} µs ({ratio:.2}×, fio's \
+                 path {:.1} µs)",
                 q * 100.0,
                 ours / 1e3,
                 hist_count(hist),
-                theirs / 1e3
+                theirs / 1e3,
+                (theirs - ours) / 1e3
             );
             // The median both ways; the tails only from above (see the function's comment).
-            let lowest = if q == 0.5 { 0.5 } else { 0.0 };
+            let lowest = if q == 0.5 { 0.4 } else { 0.0 };
             ensure!(
-                (lowest..=2.0).contains(&ratio),
+                (lowest..=1.15).contains(&ratio),
                 "{name} latency p{}: probe {ours} ns, fio {theirs} ns ({ratio:.2}×, allowed \
-                 {lowest}× to 2×)",
+                 {lowest}× to 1.15×)",
                 q * 100.0
             );
         }
