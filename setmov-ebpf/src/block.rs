@@ -12,9 +12,10 @@
 //! `block_rq_issue`, and paired at `block_rq_complete`, which adds issue-to-completion time to
 //! the device's and the submitter's log-linear histograms. Several requests may be in flight
 //! under one key (a block read again before its first read completed): each key holds up to
-//! `INFLIGHT_SLOTS` of them, paired first in, first out; `BLOCK_PAIRING` counts such
-//! collisions, requests that found every slot taken, and completions with no request to pair,
-//! so that no latency is lost silently. One map lookup per event on the common path.
+//! `INFLIGHT_SLOTS` of them, the newest issued taken first (see `InflightValue`);
+//! `BLOCK_PAIRING` counts such collisions, requests that found every slot taken, and
+//! completions with no request to pair, so that no latency is lost silently. One map lookup
+//! per event on the common path.
 //!
 //! The slots of a key are read and written without a lock: a start and a completion of the
 //! same key on two CPUs at the same instant may lose a slot, which then shows as an unpaired
@@ -197,9 +198,11 @@ pub fn block_rq_issue(ctx: TracePointContext) -> u32 {
     }
 }
 
-/// The request goes to the device: latency is measured from here. A request not seen at
-/// start (started before the programs were attached, or a kernel without `block_io_start`)
-/// is remembered now with an unknown submitter (tgid 0).
+/// The request goes to the device: latency is measured from here. A request issued again
+/// after the driver gave it back (a requeue) is timed from its last issue (see
+/// `InflightValue::issue`). A request not seen at start (started before the programs were
+/// attached, or a kernel without `block_io_start`) is remembered now with an unknown
+/// submitter (tgid 0).
 fn try_block_rq_issue(ctx: &TracePointContext) -> Result<u32, u32> {
     let Some(key) = inflight_key(ctx, BLOCK_RQ_ISSUE_LAYOUT.load())? else {
         return Ok(0);
@@ -229,7 +232,7 @@ pub fn block_rq_complete(ctx: TracePointContext) -> u32 {
     }
 }
 
-/// Pairs the completion with its request (the oldest issued under its key) and adds the
+/// Pairs the completion with its request (the newest issued under its key) and adds the
 /// issue-to-completion time to the device's and the submitter's histograms. A request
 /// completed in parts is paired at its first part (later parts report a sector further on and
 /// find nothing, counted unpaired): one latency per request, as one op was counted per request.
@@ -282,17 +285,17 @@ fn remember(key: &InflightKey, slot: InflightSlot) {
                 Err(err) if err == -EEXIST => match BLOCK_INFLIGHT.get_ptr_mut(key) {
                     // SAFETY: as above.
                     Some(value) => unsafe { (*value).remember(slot) },
-                    None => Remembered::Dropped,
+                    None => Remembered::Replaced,
                 },
-                // Not seen in an LRU map (it evicts), but counted if it ever happens.
-                Err(_) => Remembered::Dropped,
+                // Not seen in an LRU map (it evicts), but counted as an overflow if it happens.
+                Err(_) => Remembered::Replaced,
             }
         }
     };
     match remembered {
         Remembered::Kept { collided: false } => {}
         Remembered::Kept { collided: true } => count_pairing(key, |c| c.collided += 1),
-        Remembered::Replaced | Remembered::Dropped => count_pairing(key, |c| {
+        Remembered::Replaced => count_pairing(key, |c| {
             c.collided += 1;
             c.overflowed += 1;
         }),

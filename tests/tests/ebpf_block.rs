@@ -107,7 +107,9 @@ fn direct_io_of_dd_is_credited_to_dd() -> anyhow::Result<()> {
     ensure!(read.read_ops > 0, "reads counted without any op");
 
     // Every request counted got exactly one latency, paired from issue to completion.
+    eprintln!("pairing by device: {:?}", probe.pairing()?);
     let latencies = probe.latency_by_tgid()?;
+
     for (pid, direction, ops) in [
         (writer, DIR_WRITE, written.write_ops),
         (reader, DIR_READ, read.read_ops),
@@ -170,9 +172,9 @@ fn direct_io_of_dd_is_credited_to_dd() -> anyhow::Result<()> {
 /// wide), plus fio's own (its percentiles come from buckets 1/64 of a power of two wide), so
 /// at most 1.15× fio's. Below fio's they are by fio's software path: the system call, the
 /// copy and the wake-up after completion, which the device's time does not hold. Measured
-/// here (2-vCPU VM, virtio disk, 4 s): p50 probe 45.6 µs against fio 80.4 µs for reads,
-/// 45.2 against 81.4 µs for writes, a path of ~35 µs (0.56× to 0.57×); p99 89.5 against 142.3
-/// µs (0.63×). So the median must be at least 0.4× fio's; the tails are checked from above
+/// here (2-vCPU VM, virtio disk, 4 s, 7 runs): p50 probe 34–46 µs against fio 55–81 µs, a
+/// path of 17–35 µs (0.56× to 0.69×); p99 0.49× to 0.66×. So the median must be at least
+/// 0.4× fio's; the tails are checked from above
 /// only (on a loaded 2-CPU host fio's p99 was up to 8 times the probe's: its wake-ups).
 ///
 /// The file is laid out by a first fio process: laying it out, the measured fio would write
