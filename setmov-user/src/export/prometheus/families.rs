@@ -502,6 +502,17 @@ mod tests {
             ),
             Some(0.001)
         );
+        // The block probe's pairing counts of both ticks (3 × seq collisions, seq unpaired).
+        for (name, count) in [("collisions", 9.0), ("overflows", 0.0), ("unpaired", 3.0)] {
+            assert_eq!(
+                value(
+                    &text,
+                    &format!(r#"setmov_host_block_latency_{name}_total{{host="hv-1"}}"#)
+                ),
+                Some(count),
+                "{name}"
+            );
+        }
         // 3 % of 1 vCPU over 2 s, twice.
         let ready =
             value(&text, &format!("setmov_vm_cpu_ready_seconds_total{{{vm}}}")).expect("ready");
