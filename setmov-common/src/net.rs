@@ -75,7 +75,8 @@ pub struct NetDeviceValue {
     /// been pulled (14 bytes less per packet than /proc/net/dev on Ethernet); on transmit it is
     /// included.
     pub bytes: u64,
-    /// Packets by `len`, log2 buckets.
+    /// Packets by `len`, log2 buckets: a size's order of magnitude is enough here (latencies
+    /// use the finer [`crate::LatHist`]).
     pub sizes: Log2Hist,
 }
 

@@ -1,7 +1,7 @@
 //! Run-queue wait of watched threads (a VM's "CPU ready"): the time from the moment a thread
 //! becomes runnable (woken, or preempted while still runnable) until it is switched in.
 
-use crate::Log2Hist;
+use crate::LatHist;
 
 /// Name of the hash map of watched thread ids (tid -> 1), written by user space only: the
 /// programs track no other thread.
@@ -25,8 +25,8 @@ pub struct RunqWait {
     pub wait_ns: u64,
     /// Number of waits (each ends with the thread being switched in).
     pub waits: u64,
-    /// The waits in nanoseconds, by [`crate::log2_bucket`].
-    pub hist: Log2Hist,
+    /// The waits in nanoseconds, by [`crate::lat_bucket`] (2200-byte values in all).
+    pub hist: LatHist,
 }
 
 /// Where `sched:sched_switch` keeps what the program reads, set by the loader from the format
@@ -77,7 +77,7 @@ mod pod {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::LOG2_BUCKETS;
+    use crate::LAT_BUCKETS;
 
     /// `S|D|T|t|X|Z|P|I` as printed by sched_switch on 6.18.
     const SLEEP_MASK_6_18: u32 = 0xff;
@@ -104,7 +104,7 @@ mod tests {
 
     #[test]
     fn map_types_have_no_padding() {
-        assert_eq!(size_of::<RunqWait>(), 16 + 8 * LOG2_BUCKETS);
+        assert_eq!(size_of::<RunqWait>(), 16 + 8 * LAT_BUCKETS);
         assert_eq!(size_of::<SchedSwitchLayout>(), 16);
         assert_eq!(size_of::<SchedWakeupLayout>(), 4);
     }

@@ -10,11 +10,20 @@
 //! Latency: a request is remembered in `BLOCK_INFLIGHT` from `block_io_start` (with the
 //! submitter) under its device, direction and first sector, stamped again at
 //! `block_rq_issue`, and paired at `block_rq_complete`, which adds issue-to-completion time to
-//! the device's and the submitter's histograms.
+//! the device's and the submitter's log-linear histograms. Several requests may be in flight
+//! under one key (a block read again before its first read completed): each key holds up to
+//! `INFLIGHT_SLOTS` of them, the newest issued taken first (see `InflightValue`);
+//! `BLOCK_PAIRING` counts such collisions, requests that found every slot taken, and
+//! completions with no request to pair, so that no latency is lost silently. One map lookup
+//! per event on the common path.
+//!
+//! The slots of a key are read and written without a lock: a start and a completion of the
+//! same key on two CPUs at the same instant may lose a slot, which then shows as an unpaired
+//! completion (counted), never as a wrong latency.
 
 use aya_ebpf::{
     Global,
-    bindings::{BPF_ANY, BPF_F_NO_PREALLOC, BPF_NOEXIST},
+    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{map, tracepoint},
     maps::{LruHashMap, PerCpuArray, PerCpuHashMap},
@@ -25,8 +34,10 @@ use aya_log_ebpf::warn;
 use crate::EEXIST;
 use setmov_common::{
     BLOCK_INFLIGHT_MAX_ENTRIES, BLOCK_IO_MAX_ENTRIES, BLOCK_IO_TOTAL_MAX_ENTRIES,
-    BLOCK_LATENCY_DEVICE_MAX_ENTRIES, BLOCK_LATENCY_TGID_MAX_ENTRIES, BlockKey, BlockTpLayout,
-    BlockValue, DeviceKey, InflightKey, InflightValue, Log2Hist, direction_from_rwbs, log2_bucket,
+    BLOCK_LATENCY_DEVICE_MAX_ENTRIES, BLOCK_LATENCY_TGID_MAX_ENTRIES, BLOCK_PAIRING_MAX_ENTRIES,
+    BlockKey, BlockTpLayout, BlockValue, DeviceKey, InflightKey, InflightSlot, InflightValue,
+    LatHist, PairingCounters, Remembered, SLOT_ISSUED, SLOT_STARTED, direction_from_rwbs,
+    lat_bucket,
 };
 
 /// `nr_sector` counts 512-byte sectors whatever the device's block size.
@@ -55,17 +66,23 @@ static BLOCK_INFLIGHT: LruHashMap<InflightKey, InflightValue> =
 
 /// Issue-to-completion nanoseconds per device and direction.
 #[map]
-static BLOCK_LATENCY_DEVICE: PerCpuHashMap<DeviceKey, Log2Hist> =
+static BLOCK_LATENCY_DEVICE: PerCpuHashMap<DeviceKey, LatHist> =
     PerCpuHashMap::with_max_entries(BLOCK_LATENCY_DEVICE_MAX_ENTRIES, BPF_F_NO_PREALLOC);
 
 /// Issue-to-completion nanoseconds per submitting process and direction.
 #[map]
-static BLOCK_LATENCY_TGID: PerCpuHashMap<BlockKey, Log2Hist> =
+static BLOCK_LATENCY_TGID: PerCpuHashMap<BlockKey, LatHist> =
     PerCpuHashMap::with_max_entries(BLOCK_LATENCY_TGID_MAX_ENTRIES, BPF_F_NO_PREALLOC);
 
 /// Never written: the zeroed value new histogram entries are inserted from.
 #[map]
-static ZERO_HIST: PerCpuArray<Log2Hist> = PerCpuArray::with_max_entries(1, 0);
+static ZERO_HIST: PerCpuArray<LatHist> = PerCpuArray::with_max_entries(1, 0);
+
+/// How requests and completions were paired per device and direction (see
+/// `BLOCK_PAIRING_MAP`); touched only on a collision or an unpaired completion.
+#[map]
+static BLOCK_PAIRING: PerCpuHashMap<DeviceKey, PairingCounters> =
+    PerCpuHashMap::with_max_entries(BLOCK_PAIRING_MAX_ENTRIES, BPF_F_NO_PREALLOC);
 
 const LAYOUT_UNSET: BlockTpLayout = BlockTpLayout {
     dev_offset: 0,
@@ -101,14 +118,13 @@ fn try_block_io_start(ctx: &TracePointContext) -> Result<u32, u32> {
     let counted = count(ctx, layout, 1);
     // A new request: remember its submitter until it completes.
     if let Some(key) = inflight_key(ctx, layout)? {
-        let value = InflightValue {
+        let slot = InflightSlot {
             // SAFETY: a helper without preconditions.
-            issue_ns: unsafe { bpf_ktime_get_ns() },
-            tgid: bpf_get_current_pid_tgid() >> 32,
+            stamp_ns: unsafe { bpf_ktime_get_ns() },
+            tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+            state: SLOT_STARTED,
         };
-        BLOCK_INFLIGHT
-            .insert(key, value, u64::from(BPF_ANY))
-            .map_err(|_| 1u32)?;
+        remember(&key, slot);
     }
     counted
 }
@@ -160,12 +176,15 @@ fn try_block_bio_frontmerge(ctx: &TracePointContext) -> Result<u32, u32> {
             sector: new_key.sector.wrapping_add(u64::from(nr_sector)),
             ..new_key
         };
-        // SAFETY: the value is copied out before the entry is removed.
-        if let Some(value) = unsafe { BLOCK_INFLIGHT.get(old_key) }.copied() {
-            let _ = BLOCK_INFLIGHT.remove(old_key);
-            BLOCK_INFLIGHT
-                .insert(new_key, value, u64::from(BPF_ANY))
-                .map_err(|_| 1u32)?;
+        if let Some(value) = BLOCK_INFLIGHT.get_ptr_mut(old_key) {
+            // SAFETY: a live element (see the module's note on races).
+            let value = unsafe { &mut *value };
+            if let Some(slot) = value.take_newest_started() {
+                if value.is_empty() {
+                    let _ = BLOCK_INFLIGHT.remove(old_key);
+                }
+                remember(&new_key, slot);
+            }
         }
     }
     counted
@@ -179,9 +198,11 @@ pub fn block_rq_issue(ctx: TracePointContext) -> u32 {
     }
 }
 
-/// The request goes to the device: latency is measured from here. A request not seen at
-/// start (started before the programs were attached, or a kernel without `block_io_start`)
-/// is remembered now with an unknown submitter (tgid 0).
+/// The request goes to the device: latency is measured from here. A request issued again
+/// after the driver gave it back (a requeue) is timed from its last issue (see
+/// `InflightValue::issue`). A request not seen at start (started before the programs were
+/// attached, or a kernel without `block_io_start`) is remembered now with an unknown
+/// submitter (tgid 0).
 fn try_block_rq_issue(ctx: &TracePointContext) -> Result<u32, u32> {
     let Some(key) = inflight_key(ctx, BLOCK_RQ_ISSUE_LAYOUT.load())? else {
         return Ok(0);
@@ -189,17 +210,17 @@ fn try_block_rq_issue(ctx: &TracePointContext) -> Result<u32, u32> {
     // SAFETY: a helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     if let Some(value) = BLOCK_INFLIGHT.get_ptr_mut(key) {
-        // SAFETY: a live element of the map; a racing writer could only store a time too.
-        unsafe { (*value).issue_ns = now };
-        return Ok(0);
+        // SAFETY: a live element (see the module's note on races).
+        if unsafe { (*value).issue(now) } {
+            return Ok(0);
+        }
     }
-    let value = InflightValue {
-        issue_ns: now,
+    let slot = InflightSlot {
+        stamp_ns: now,
         tgid: 0,
+        state: SLOT_ISSUED,
     };
-    BLOCK_INFLIGHT
-        .insert(key, value, u64::from(BPF_ANY))
-        .map_err(|_| 1u32)?;
+    remember(&key, slot);
     Ok(0)
 }
 
@@ -211,33 +232,92 @@ pub fn block_rq_complete(ctx: TracePointContext) -> u32 {
     }
 }
 
-/// Pairs the completion with its request and adds the issue-to-completion time to the
-/// device's and the submitter's histograms. A request completed in parts is paired at its
-/// first part (later parts report a sector further on and find nothing): one latency per
-/// request, as one op was counted per request.
+/// Pairs the completion with its request (the newest issued under its key) and adds the
+/// issue-to-completion time to the device's and the submitter's histograms. A request
+/// completed in parts is paired at its first part (later parts report a sector further on and
+/// find nothing, counted unpaired): one latency per request, as one op was counted per request.
 fn try_block_rq_complete(ctx: &TracePointContext) -> Result<u32, u32> {
     let Some(key) = inflight_key(ctx, BLOCK_RQ_COMPLETE_LAYOUT.load())? else {
         return Ok(0);
     };
-    // SAFETY: the value is copied out before the entry is removed.
-    let Some(value) = (unsafe { BLOCK_INFLIGHT.get(key) }).copied() else {
+    let slot = match BLOCK_INFLIGHT.get_ptr_mut(key) {
+        Some(value) => {
+            // SAFETY: a live element (see the module's note on races).
+            let value = unsafe { &mut *value };
+            let slot = value.complete();
+            if value.is_empty() {
+                let _ = BLOCK_INFLIGHT.remove(key);
+            }
+            slot
+        }
+        None => None,
+    };
+    let Some(slot) = slot else {
+        count_pairing(&key, |c| c.unpaired += 1);
         return Ok(0);
     };
-    let _ = BLOCK_INFLIGHT.remove(key);
     // SAFETY: a helper without preconditions.
-    let latency_ns = unsafe { bpf_ktime_get_ns() }.saturating_sub(value.issue_ns);
-    let bucket = log2_bucket(latency_ns);
+    let latency_ns = unsafe { bpf_ktime_get_ns() }.saturating_sub(slot.stamp_ns);
+    let bucket = lat_bucket(latency_ns);
     let device = DeviceKey {
         dev: key.dev,
         direction: key.direction,
     };
     add_to_histogram(&BLOCK_LATENCY_DEVICE, &device, bucket)?;
     let submitter = BlockKey {
-        tgid: value.tgid as u32,
+        tgid: slot.tgid,
         direction: key.direction,
     };
     add_to_histogram(&BLOCK_LATENCY_TGID, &submitter, bucket)?;
     Ok(0)
+}
+
+/// Adds a request to those in flight under `key`, counting collisions and overflows.
+#[inline(always)]
+fn remember(key: &InflightKey, slot: InflightSlot) {
+    let remembered = match BLOCK_INFLIGHT.get_ptr_mut(key) {
+        // SAFETY: a live element (see the module's note on races).
+        Some(value) => unsafe { (*value).remember(slot) },
+        None => {
+            match BLOCK_INFLIGHT.insert(key, InflightValue::one(slot), u64::from(BPF_NOEXIST)) {
+                Ok(()) => Remembered::Kept { collided: false },
+                // Another CPU remembered a request under this key meanwhile.
+                Err(err) if err == -EEXIST => match BLOCK_INFLIGHT.get_ptr_mut(key) {
+                    // SAFETY: as above.
+                    Some(value) => unsafe { (*value).remember(slot) },
+                    None => Remembered::Replaced,
+                },
+                // Not seen in an LRU map (it evicts), but counted as an overflow if it happens.
+                Err(_) => Remembered::Replaced,
+            }
+        }
+    };
+    match remembered {
+        Remembered::Kept { collided: false } => {}
+        Remembered::Kept { collided: true } => count_pairing(key, |c| c.collided += 1),
+        Remembered::Replaced => count_pairing(key, |c| {
+            c.collided += 1;
+            c.overflowed += 1;
+        }),
+    }
+}
+
+/// Applies `f` to this CPU's pairing counters of `key`'s device and direction, creating them
+/// if needed.
+#[inline(always)]
+fn count_pairing(key: &InflightKey, f: impl FnOnce(&mut PairingCounters)) {
+    let device = DeviceKey {
+        dev: key.dev,
+        direction: key.direction,
+    };
+    if BLOCK_PAIRING.get_ptr_mut(device).is_none() {
+        // BPF_NOEXIST: another CPU may have created it meanwhile, which is just as good.
+        let _ = BLOCK_PAIRING.insert(device, PairingCounters::default(), u64::from(BPF_NOEXIST));
+    }
+    if let Some(counters) = BLOCK_PAIRING.get_ptr_mut(device) {
+        // SAFETY: this CPU's slot of a live element; tracepoint programs do not nest on a CPU.
+        f(unsafe { &mut *counters });
+    }
 }
 
 /// Adds one event of the current process to `BLOCK_IO`. Flushes, discards and other
@@ -364,17 +444,17 @@ fn inflight_key(
 
 /// Adds one value in `bucket` to this CPU's histogram under `key`, creating it if needed.
 #[inline(always)]
-fn add_to_histogram<K>(
-    map: &PerCpuHashMap<K, Log2Hist>,
-    key: &K,
-    bucket: usize,
-) -> Result<(), u32> {
+fn add_to_histogram<K>(map: &PerCpuHashMap<K, LatHist>, key: &K, bucket: usize) -> Result<(), u32> {
     if map.get_ptr_mut(key).is_none() {
         let zero = ZERO_HIST.get(0).ok_or(1u32)?;
         // BPF_NOEXIST: another CPU may have created it meanwhile, which is just as good.
         let _ = map.insert(key, zero, u64::from(BPF_NOEXIST));
     }
     let hist = map.get_ptr_mut(key).ok_or(1u32)?;
+    // LLVM may prove the bucket in range and drop the bounds check, which the verifier cannot
+    // follow through `lat_bucket`'s bit operations: a volatile read hides the value.
+    // SAFETY: a read of a local.
+    let bucket = unsafe { core::ptr::read_volatile(&bucket) };
     // SAFETY: this CPU's slot of a live element; tracepoint programs do not nest on a CPU.
     if let Some(count) = unsafe { (*hist).buckets.get_mut(bucket) } {
         *count += 1;

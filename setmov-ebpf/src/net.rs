@@ -200,6 +200,8 @@ fn count_packet(
         return Err(record_lost(ctx, NET_LOST_DEVICE));
     };
     let len = u64::from(len);
+    // Sizes stay in log2 buckets (their order of magnitude is what is read off them);
+    // latencies use the finer log-linear `LatHist`.
     // LLVM knows the bucket of a u32 is below 32 and drops the bounds check, but the verifier
     // cannot follow that proof: a volatile read hides the value so the check stays.
     let bucket = log2_bucket(len);

@@ -27,7 +27,7 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use setmov_common::{
-    log2_bucket,
+    lat_bucket,
     sched::{
         RUNQ_MAX_ENTRIES, RunqWait, SchedSwitchLayout, SchedWakeupLayout, prev_state_is_runnable,
     },
@@ -187,6 +187,11 @@ fn switched_in(ctx: &TracePointContext, tid: u32, now: u64) -> Result<u32, u32> 
         return Ok(0);
     }
     let wait = now.saturating_sub(since);
+    // The verifier cannot follow `lat_bucket`'s bit operations to the bucket's range: a
+    // volatile read hides the value so that the bounds check stays.
+    let bucket = lat_bucket(wait);
+    // SAFETY: a read of a local.
+    let bucket = unsafe { core::ptr::read_volatile(&bucket) };
     let total = RUNQ_WAIT
         .get_ptr_mut(tid)
         .ok_or_else(|| record_lost(ctx, tid))?;
@@ -195,7 +200,7 @@ fn switched_in(ctx: &TracePointContext, tid: u32, now: u64) -> Result<u32, u32> 
     unsafe {
         (*total).wait_ns = (*total).wait_ns.wrapping_add(wait);
         (*total).waits = (*total).waits.wrapping_add(1);
-        if let Some(count) = (*total).hist.buckets.get_mut(log2_bucket(wait)) {
+        if let Some(count) = (*total).hist.buckets.get_mut(bucket) {
             *count = count.wrapping_add(1);
         }
     }

@@ -2,6 +2,45 @@
 //! tests compare its host totals over.
 
 use std::path::Path;
+use std::process::Command;
+
+/// A loop device with direct I/O over a file, detached on drop.
+pub struct LoopDevice {
+    /// `/dev/loopN`.
+    pub device: String,
+}
+
+impl LoopDevice {
+    /// Attaches the first free loop device to `file`, with direct I/O (its requests reach the
+    /// file's disk at once, not at writeback).
+    pub fn attach(file: &Path) -> Result<LoopDevice, String> {
+        let out = Command::new("losetup")
+            .args(["--find", "--show", "--direct-io=on"])
+            .arg(file)
+            .output()
+            .map_err(|e| format!("losetup: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "losetup cannot attach a loop device with direct I/O: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(LoopDevice {
+            device: String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        })
+    }
+
+    /// `loop3` for `/dev/loop3`.
+    pub fn name(&self) -> &str {
+        self.device.trim_start_matches("/dev/")
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.device]).status();
+    }
+}
 
 /// The whole disks nothing sits below, from /sys/block: no `slaves`, not under
 /// `devices/virtual` (dm, md, loop, zram, nbd, ram), not an optical drive.

@@ -26,7 +26,7 @@ use setmov::usage::ebpf::{CpuReady, DirectionLatency, LatencySummary, VmEbpfFigu
 use setmov::usage::host::{MemUsage, NetTotals};
 use setmov::usage::vm::{MemSource, VmMemUsage};
 use setmov::vm::stats::DomainState;
-use setmov_common::{DIR_READ, DIR_WRITE, Log2Hist};
+use setmov_common::{DIR_READ, DIR_WRITE, LatHist};
 use time::Duration;
 
 use crate::ticks::{HOST_IP, host_tick, instant, vm_sample};
@@ -205,7 +205,7 @@ fn rates(pps: f64, bps: Option<f64>) -> Option<PacketRates> {
 fn latency(direction: u32, p99: Option<f64>) -> Option<DirectionLatency> {
     p99.map(|p99_us| DirectionLatency {
         direction,
-        hist: Log2Hist::default(),
+        hist: LatHist::default(),
         summary: LatencySummary {
             count: 1,
             p50_us: p99_us / 4.0,

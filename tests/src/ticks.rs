@@ -17,7 +17,7 @@ use setmov::usage::vm::vm_usage;
 use setmov::vm::libvirt::NodeFacts;
 use setmov::vm::stats::{BalloonCounters, DomainState, DomainStats, VmDiskCounters};
 use setmov_common::net::NetDeviceValue;
-use setmov_common::{DIR_READ, DIR_WRITE, Log2Hist};
+use setmov_common::{DIR_READ, DIR_WRITE, LatHist, Log2Hist, lat_bucket};
 use time::OffsetDateTime;
 
 /// The host of the synthetic ticks.
@@ -157,6 +157,15 @@ fn domain_stats(step: u64) -> DomainStats {
     }
 }
 
+/// A latency histogram with `counts` (requests, ns) pairs.
+fn latency_hist(counts: &[(u64, u64)]) -> LatHist {
+    let mut hist = LatHist::default();
+    for &(requests, ns) in counts {
+        hist.buckets[lat_bucket(ns)] += requests;
+    }
+    hist
+}
+
 /// A log2 histogram with `counts` in buckets `first`, `first + 1`, ...
 fn hist(first: usize, counts: &[u64]) -> Log2Hist {
     let mut hist = Log2Hist::default();
@@ -199,6 +208,11 @@ fn host_ebpf() -> HostEbpfFigures {
             direction: DIR_READ,
             summary: latency(120),
         }],
+        pairing: setmov_common::PairingCounters {
+            collided: 12,
+            overflowed: 1,
+            unpaired: 2,
+        },
         programs: vec![ProgramCost {
             program: "block_io_done".into(),
             events_per_sec: 85.0,
@@ -215,7 +229,9 @@ fn vm_ebpf() -> VmEbpfFigures {
         block,
         latency: vec![DirectionLatency {
             direction: DIR_WRITE,
-            hist: hist(16, &[30, 8, 2]),
+            // In distinct log2 buckets too (tests/tests/sqlite_store.rs writes them to the
+            // schemas before 9).
+            hist: latency_hist(&[(30, 70_000), (8, 140_000), (2, 300_000)]),
             summary: latency(40),
         }],
         cpu_ready: Some(CpuReady {

@@ -12,7 +12,8 @@ use std::{
 use anyhow::{Context as _, bail, ensure};
 use setmov::ebpf::{BlockProbe, BlockTotals, Probes};
 use setmov::usage::hist::{hist_count, hist_quantile};
-use setmov_common::{BlockKey, DIR_READ, DIR_WRITE};
+use setmov_common::{BlockKey, DIR_READ, DIR_WRITE, DeviceKey, PairingCounters};
+use setmov_tests::block_devices::LoopDevice;
 
 const MIB: u64 = 1 << 20;
 const DD_MIB: u64 = 64;
@@ -106,7 +107,9 @@ fn direct_io_of_dd_is_credited_to_dd() -> anyhow::Result<()> {
     ensure!(read.read_ops > 0, "reads counted without any op");
 
     // Every request counted got exactly one latency, paired from issue to completion.
+    eprintln!("pairing by device: {:?}", probe.pairing()?);
     let latencies = probe.latency_by_tgid()?;
+
     for (pid, direction, ops) in [
         (writer, DIR_WRITE, written.write_ops),
         (reader, DIR_READ, read.read_ops),
@@ -160,19 +163,23 @@ fn direct_io_of_dd_is_credited_to_dd() -> anyhow::Result<()> {
 
 /// The probe's latency of fio's own requests against fio's completion-latency percentiles
 /// of the same requests: direct 4 KiB random reads and writes one at a time, so each request
-/// is issued as soon as it is submitted and both measure the device's service time. The
-/// medians must agree within the log2 histogram's bucket (a factor of 2).
+/// is issued as soon as it is submitted and both measure the device's service time.
 ///
-/// The tails are checked one way only. The probe times a request from `block_rq_issue` to
-/// `block_rq_complete`, both inside fio's pread/pwrite (checked per request with bpftrace:
-/// no request outlasted its syscall in 14 runs), so its p95/p99 may not exceed fio's by
-/// more than the bucket error (a factor of 2: a quantile is interpolated inside a bucket
-/// spanning [2^i, 2^(i+1))). They may be far below fio's: fio's clat also holds the wake-up
-/// after completion, which on a loaded 2-CPU host made fio's p99 up to 8 times the probe's.
+/// The probe times a request from `block_rq_issue` to `block_rq_complete`, both inside fio's
+/// pread/pwrite (checked per request with bpftrace: no request outlasted its syscall in 14
+/// runs), so none of its p50/p95/p99 may exceed fio's by more than the bucket error: 12.5 %
+/// (a quantile is interpolated inside a log-linear bucket at most 1/8 of its lower bound
+/// wide), plus fio's own (its percentiles come from buckets 1/64 of a power of two wide), so
+/// at most 1.15× fio's. Below fio's they are by fio's software path: the system call, the
+/// copy and the wake-up after completion, which the device's time does not hold. Measured
+/// here (2-vCPU VM, virtio disk, 4 s, 7 runs): p50 probe 34–46 µs against fio 55–81 µs, a
+/// path of 17–35 µs (0.56× to 0.69×); p99 0.49× to 0.66×. So the median must be at least
+/// 0.4× fio's; the tails are checked from above
+/// only (on a loaded 2-CPU host fio's p99 was up to 8 times the probe's: its wake-ups).
 ///
 /// The file is laid out by a first fio process: laying it out, the measured fio would write
 /// 64 MiB through the page cache and fsync it, ~60 requests of ~1 MiB taking 0.5-1 ms that
-/// are rightly its I/O but not in its clat, enough to lift the probe's write p99 past 2×.
+/// are rightly its I/O but not in its clat, enough to lift the probe's write p99 past fio's.
 #[test]
 fn latency_percentiles_of_fio_match_fios_own() -> anyhow::Result<()> {
     let mut probes = match Probes::load() {
@@ -238,15 +245,15 @@ fn latency_percentiles_of_fio_match_fios_own() -> anyhow::Result<()> {
             })
             .with_context(|| format!("fio (pid {pid}) has no {name} latency histogram"))?;
         let clat = &json["jobs"][0][name]["clat_ns"]["percentile"];
-        let buckets: Vec<(usize, u64)> = hist
+        let buckets: Vec<(u64, u64)> = hist
             .buckets
             .iter()
             .enumerate()
             .filter(|(_, n)| **n > 0)
-            .map(|(b, n)| (b, *n))
+            .map(|(b, n)| (setmov_common::lat_bucket_low(b), *n))
             .collect();
         eprintln!(
-            "fio {name}: {} requests by fio, clat max {} ns; probe (log2 ns bucket, requests) \
+            "fio {name}: {} requests by fio, clat max {} ns; probe (bucket low ns, requests) \
              {buckets:?}",
             json["jobs"][0][name]["total_ios"], json["jobs"][0][name]["clat_ns"]["max"]
         );
@@ -257,21 +264,144 @@ fn latency_percentiles_of_fio_match_fios_own() -> anyhow::Result<()> {
             let ours = hist_quantile(hist, q).context("an empty histogram")?;
             let ratio = ours / theirs;
             eprintln!(
-                "{name} p{}: probe {:.1} µs over {} requests, fio {:.1} µs ({ratio:.2}×)",
+                "{name} p{}: probe {:.1} µs over {} requests, fio {:.1} µs ({ratio:.2}×, fio's \
+                 path {:.1} µs)",
                 q * 100.0,
                 ours / 1e3,
                 hist_count(hist),
-                theirs / 1e3
+                theirs / 1e3,
+                (theirs - ours) / 1e3
             );
             // The median both ways; the tails only from above (see the function's comment).
-            let lowest = if q == 0.5 { 0.5 } else { 0.0 };
+            let lowest = if q == 0.5 { 0.4 } else { 0.0 };
             ensure!(
-                (lowest..=2.0).contains(&ratio),
+                (lowest..=1.15).contains(&ratio),
                 "{name} latency p{}: probe {ours} ns, fio {theirs} ns ({ratio:.2}×, allowed \
-                 {lowest}× to 2×)",
+                 {lowest}× to 1.15×)",
                 q * 100.0
             );
         }
     }
+    Ok(())
+}
+
+/// Reads fio completes in the loop device test: 128 passes over its 16 blocks.
+const HOT_READS: u64 = 2048;
+
+/// Requests to the same device, direction and first sector in flight together: fio reads
+/// 4 KiB blocks at random from the first 64 KiB of a loop device, up to 32 at a time
+/// (`--size=64k --bs=4k --iodepth=32`, libaio, direct I/O, `--norandommap`: with its random map
+/// fio reads each block once per pass and keeps at most one pass of 16 reads in flight, so two
+/// reads of a block rarely overlap). fio keeps 4 to 16 reads in flight here, so a block often
+/// has two or more. Merging is off on the loop device
+/// (`queue/nomerges` = 2), so each of fio's reads is one request. Over fio's run:
+///
+/// - the loop device's read latency histogram gains exactly fio's completed reads (its JSON
+///   `read.total_ios`), and the probe's started read requests as many: no latency lost or
+///   counted twice;
+/// - the probe counted collisions (starts finding their key in flight: the case a pairing map
+///   keyed by sector alone would overwrite), and no overflow and no unpaired completion.
+#[test]
+fn reads_in_flight_to_one_sector_each_get_their_latency() -> anyhow::Result<()> {
+    let mut probes = match Probes::load() {
+        Ok(probes) => probes,
+        Err(error) if error.is_missing_prerequisite() => return skip(&error.to_string()),
+        Err(error) => return Err(error.into()),
+    };
+    let probe = probes.block.as_mut().context("the block probe is off")?;
+    let dir = tempfile::Builder::new()
+        .prefix("setmov-ebpf-pairing")
+        .tempdir_in("/var/tmp")?;
+    if let Some(reason) = setmov_tests::not_on_block_device(dir.path())? {
+        return skip(&reason);
+    }
+    let file = dir.path().join("loop.img");
+    std::fs::File::create(&file)?.set_len(MIB)?;
+    let lo = match LoopDevice::attach(&file) {
+        Ok(lo) => lo,
+        Err(reason) => return skip(&reason),
+    };
+    std::fs::write(format!("/sys/block/{}/queue/nomerges", lo.name()), "2")
+        .context("turning merges off on the loop device")?;
+    // udev probes a new device (reads its first blocks): let it finish first.
+    let _ = Command::new("udevadm").arg("settle").status();
+    let dev = setmov_tests::latency::dev_t(lo.name());
+    let key = DeviceKey {
+        dev,
+        direction: DIR_READ,
+    };
+    let reading = |probe: &BlockProbe| -> anyhow::Result<(u64, u64, PairingCounters)> {
+        let latencies = probe.latency_by_device()?.get(&key).map_or(0, hist_count);
+        let started = probe
+            .totals_by_device()?
+            .get(&dev)
+            .map_or(0, |io| io.read_ops);
+        let pairing = probe.pairing()?.get(&key).copied().unwrap_or_default();
+        Ok((latencies, started, pairing))
+    };
+    let before = reading(probe)?;
+    let report = dir.path().join("fio.json");
+    let status = match Command::new("fio")
+        .args([
+            "--name=pairing",
+            &format!("--filename={}", lo.device),
+            "--direct=1",
+            "--rw=randread",
+            "--bs=4k",
+            "--size=64k",
+            &format!("--io_size={}k", HOT_READS * 4),
+            "--iodepth=32",
+            "--ioengine=libaio",
+            "--norandommap",
+            "--output-format=json",
+        ])
+        .arg(format!("--output={}", report.display()))
+        .stdout(Stdio::null())
+        .status()
+    {
+        Ok(status) => status,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return skip("fio is missing: `cargo xtask setup` installs it");
+        }
+        Err(e) => return Err(e).context("spawning fio"),
+    };
+    ensure!(status.success(), "fio failed");
+    let after = reading(probe)?;
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report)?)?;
+    let completed = json["jobs"][0]["read"]["total_ios"]
+        .as_u64()
+        .with_context(|| format!("no read.total_ios in fio's report: {json}"))?;
+    let latencies = after.0 - before.0;
+    let started = after.1 - before.1;
+    let pairing = PairingCounters {
+        collided: after.2.collided - before.2.collided,
+        overflowed: after.2.overflowed - before.2.overflowed,
+        unpaired: after.2.unpaired - before.2.unpaired,
+    };
+    eprintln!(
+        "{}: fio completed {completed} reads; probe: {started} read requests started, \
+         {latencies} latencies, {} collisions, {} overflows, {} unpaired completions",
+        lo.name(),
+        pairing.collided,
+        pairing.overflowed,
+        pairing.unpaired
+    );
+    ensure!(completed == HOT_READS, "fio completed {completed} reads");
+    ensure!(
+        latencies == completed,
+        "{latencies} latencies in the histogram for {completed} reads fio completed"
+    );
+    ensure!(
+        started == completed,
+        "{started} requests started for {completed} reads"
+    );
+    ensure!(
+        pairing.collided > 0,
+        "no collision counted with 32 reads in flight over 16 blocks"
+    );
+    ensure!(
+        pairing.overflowed == 0 && pairing.unpaired == 0,
+        "{pairing:?}"
+    );
     Ok(())
 }

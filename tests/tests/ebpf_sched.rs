@@ -173,7 +173,7 @@ fn contended_threads_wait_in_the_run_queue_and_a_sleeper_does_not() -> anyhow::R
         match per_tid.get(&tid) {
             Some(wait) => eprintln!(
                 "{name} (tid {tid}): wait {} ms ({:.1} % of the run) in {} waits, mean {} us; \
-                 kernel run_delay {} ms; histogram (log2 ns: count) {:?}",
+                 kernel run_delay {} ms; histogram (bucket low ns: count) {:?}",
                 wait.wait_ns / MS,
                 percent_of_run(wait.wait_ns),
                 wait.waits,
@@ -184,6 +184,7 @@ fn contended_threads_wait_in_the_run_queue_and_a_sleeper_does_not() -> anyhow::R
                     .iter()
                     .enumerate()
                     .filter(|(_, count)| **count > 0)
+                    .map(|(b, count)| (setmov_common::lat_bucket_low(b), *count))
                     .collect::<Vec<_>>(),
             ),
             None => eprintln!("{name} (tid {tid}): not in the probe's figures"),

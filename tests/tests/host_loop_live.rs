@@ -17,11 +17,11 @@
 //!   its merges (a started request the scheduler merges into another is one of iostat's
 //!   merges), with 2 % either side.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use setmov_tests::block_devices::physical_disks;
+use setmov_tests::block_devices::{LoopDevice, physical_disks};
 use setmov_tests::monitor::Monitor;
 use setmov_tests::reference::{self, assert_close, missing_tools, table};
 use setmov_tests::skip;
@@ -31,41 +31,6 @@ const SETMOV: &str = env!("CARGO_BIN_EXE_setmov-cli");
 
 /// Bytes dd moves each way through the loop device.
 const MOVED: u64 = 64 << 20;
-
-/// A loop device over a file, detached on drop.
-struct LoopDevice {
-    device: String,
-}
-
-impl LoopDevice {
-    fn attach(file: &Path) -> Result<LoopDevice, String> {
-        let out = Command::new("losetup")
-            .args(["--find", "--show", "--direct-io=on"])
-            .arg(file)
-            .output()
-            .map_err(|e| format!("losetup: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "losetup cannot attach a loop device with direct I/O: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        Ok(LoopDevice {
-            device: String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-        })
-    }
-
-    /// `loop3` for `/dev/loop3`.
-    fn name(&self) -> &str {
-        self.device.trim_start_matches("/dev/")
-    }
-}
-
-impl Drop for LoopDevice {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").args(["-d", &self.device]).status();
-    }
-}
 
 fn dd(args: &[&str]) {
     let status = Command::new("dd")

@@ -12,7 +12,7 @@ use setmov::store::TickRecord;
 use setmov::store::mysql::MysqlStore;
 use setmov::store::mysql::mysql_time;
 use setmov::store::rollup::Retention;
-use setmov::store::rows::{Value, tick_rows};
+use setmov::store::rows::{Rows, Value, tick_rows};
 use setmov_tests::guests::{Guest, Workload};
 use setmov_tests::mariadb::MariaDb;
 use setmov_tests::monitor::RunSummary;
@@ -24,8 +24,9 @@ use setmov_tests::{fixture, runtime, skip};
 
 const SETMOV: Setmov = Setmov(env!("CARGO_BIN_EXE_setmov-cli"));
 
-/// The columns migrations/mysql/V3, V4 and V5 added to T2, T4 and the host's device tables.
-const ADDED_AFTER_SCHEMA_1: [&str; 7] = [
+/// The columns migrations/mysql/V3 to V6 added to T2, T4, the host's device tables and its
+/// eBPF figures.
+const ADDED_AFTER_SCHEMA_1: [&str; 10] = [
     "cpu_user_excl_guest_pct",
     "mem_used_bytes",
     "mem_noncache_pct",
@@ -33,13 +34,17 @@ const ADDED_AFTER_SCHEMA_1: [&str; 7] = [
     "cpu_vcpu_threads_pct",
     "mem_guest_cache_bytes",
     "in_host_total",
+    "latency_collided",
+    "latency_overflowed",
+    "latency_unpaired",
 ];
 /// The tables those migrations gave columns.
-const ALTERED_AFTER_SCHEMA_1: [&str; 4] = [
+const ALTERED_AFTER_SCHEMA_1: [&str; 5] = [
     "host_usage",
     "vm_usage",
     "host_disk_usage",
     "host_net_usage",
+    "host_ebpf_usage",
 ];
 
 #[test]
@@ -291,6 +296,7 @@ async fn write_as_schema_1(db: &MariaDb, url: &str, ticks: &[TickRecord]) {
                 )
                 .await
                 .expect("columns");
+            let table = &as_log2_buckets(table, &existing);
             let kept: Vec<usize> = (0..table.columns.len())
                 .filter(|i| existing.contains(&table.columns[*i]))
                 .collect();
@@ -311,6 +317,25 @@ async fn write_as_schema_1(db: &MariaDb, url: &str, ticks: &[TickRecord]) {
         }
     }
     conn.disconnect().await.expect("disconnect");
+}
+
+/// `vm_latency_hist` rows as a schema before 6 has them, if its columns say so: the log2
+/// bucket of each row's lower bound instead of its bounds (the fixture's buckets lie in
+/// distinct log2 buckets).
+fn as_log2_buckets(table: &Rows, existing: &[String]) -> Rows {
+    let low = table.columns.iter().position(|c| c == "low_ns");
+    let Some(low) = low.filter(|_| existing.iter().any(|c| c == "bucket")) else {
+        return table.clone();
+    };
+    let mut old = table.clone();
+    old.columns[low] = "bucket".into();
+    for row in &mut old.rows {
+        row[low] = match row[low] {
+            Value::Int(low_ns) => Value::Int(i64::from(low_ns.max(1).ilog2())),
+            ref other => panic!("low_ns {other:?}"),
+        };
+    }
+    old
 }
 
 /// A database of schema 1 with the rows the setmov of that schema wrote, then `setmov
@@ -384,9 +409,11 @@ fn a_schema_1_database_keeps_its_rows_through_setmov_migrate() {
         latest as u64
     );
     let after = table_checksums(&set_up.db, &set_up.name);
+    // Schema 6 replaced vm_latency_hist's log2 bucket by the bucket's bounds: checked below.
     let altered = |line: &&String| {
         ALTERED_AFTER_SCHEMA_1
             .iter()
+            .chain(&["vm_latency_hist"])
             .any(|t| line.contains(&format!(".{t}\t")))
     };
     assert!(
@@ -411,6 +438,34 @@ fn a_schema_1_database_keeps_its_rows_through_setmov_migrate() {
          AND v.mem_actual_less_usable_bytes = v.mem_alloc_bytes - v.mem_usable_bytes",
     );
     assert_eq!(filled, ["3"]);
+    let bounds = set_up.db.query(
+        &set_up.name,
+        "SELECT DISTINCT low_ns, high_ns FROM vm_latency_hist ORDER BY low_ns",
+    );
+    let expected: Vec<String> = tick_rows(&ticks[0], "")
+        .tables
+        .iter()
+        .filter(|t| t.table == "vm_latency_hist")
+        .flat_map(|t| {
+            let low = t
+                .columns
+                .iter()
+                .position(|c| c == "low_ns")
+                .expect("low_ns");
+            t.rows.iter().map(move |row| match row[low] {
+                Value::Int(low_ns) => {
+                    let b = low_ns.max(1).ilog2();
+                    let low = if b == 0 { 0 } else { 1i64 << b };
+                    (low, 1i64 << (b + 1))
+                }
+                ref other => panic!("low_ns {other:?}"),
+            })
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .map(|(low, high)| format!("{low}\t{high}"))
+        .collect();
+    assert_eq!(bounds, expected, "the log2 rows as schema 6 converts them");
 
     runtime().block_on(async {
         let mut store =

@@ -76,7 +76,7 @@ fn database_of_schema(path: &Path, version: i32) -> (TickRows, Vec<Rows>) {
         .tables
         .iter()
         .filter(|t| has_table(&conn, &t.table))
-        .map(|t| in_columns_of_the_schema(&conn, t))
+        .map(|t| in_columns_of_the_schema(&conn, &as_log2_before_schema_9(&conn, t)))
         .collect();
     for table in &written {
         let placeholders = vec!["?"; table.columns.len()].join(", ");
@@ -93,7 +93,65 @@ fn database_of_schema(path: &Path, version: i32) -> (TickRows, Vec<Rows>) {
             .unwrap_or_else(|e| panic!("schema {version}, {}: {e}", table.table));
         }
     }
+    // What schema 9 made of log2 latency rows: their bounds.
+    let written = written.into_iter().map(log2_bounds).collect();
     (rows, written)
+}
+
+/// The log2 bucket of a latency bucket's lower bound, as schemas before 9 stored it.
+fn log2_of_low(low_ns: &Value) -> i64 {
+    match low_ns {
+        Value::Int(low) => i64::from((*low).max(1).ilog2()),
+        other => panic!("low_ns {other:?}"),
+    }
+}
+
+/// `vm_latency_hist` rows as a schema before 9 has them, if this one does: the log2 bucket of
+/// each row's lower bound instead of its bounds (the fixture's buckets are in distinct log2
+/// buckets).
+fn as_log2_before_schema_9(conn: &Connection, table: &Rows) -> Rows {
+    let has_bucket = conn
+        .query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('vm_latency_hist') WHERE name = 'bucket'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .expect("pragma");
+    if table.table != "vm_latency_hist" || has_bucket == 0 {
+        return table.clone();
+    }
+    let low = table
+        .columns
+        .iter()
+        .position(|c| c == "low_ns")
+        .expect("low_ns");
+    let mut old = table.clone();
+    old.columns[low] = "bucket".into();
+    for row in &mut old.rows {
+        row[low] = Value::Int(log2_of_low(&row[low]));
+    }
+    old
+}
+
+/// A table written with log2 buckets as schema 9 reads it back: bounds [2^b, 2^(b+1)), 0 for
+/// bucket 0.
+fn log2_bounds(table: Rows) -> Rows {
+    let at = table.columns.iter().position(|c| c == "bucket");
+    let Some(at) = at.filter(|_| table.table == "vm_latency_hist") else {
+        return table;
+    };
+    let mut new = table.clone();
+    new.columns
+        .splice(at..=at, ["low_ns".to_owned(), "high_ns".to_owned()]);
+    for row in &mut new.rows {
+        let b = match row[at] {
+            Value::Int(b) => b,
+            ref other => panic!("bucket {other:?}"),
+        };
+        let low = if b == 0 { 0 } else { 1i64 << b };
+        row.splice(at..=at, [Value::Int(low), Value::Int(1i64 << (b + 1))]);
+    }
+    new
 }
 
 /// `table` without the columns its table does not have at this schema (those a later

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use setmov_tests::bpftrace::{self, Bpftrace};
 use setmov_tests::guests::{self, BOOT, Guest, Workload};
-use setmov_tests::log2_hist::{self, histogram_differs, in_bucket_of, nearest_rank};
+use setmov_tests::lat_hist::{self, histogram_differs, in_bucket_of, nearest_rank};
 use setmov_tests::skip;
 use setmov_tests::stored::{Cell, num, query};
 use setmov_tests::streaming::{Record, Streaming};
@@ -115,14 +115,14 @@ fn tc(args: &[&str]) {
 ///   disk is cache='none', so its requests reach the host's disk as they are). bpftrace
 ///   measures the issue-to-completion latency of the qemu process's requests as the product
 ///   does ([`BLOCK_SCRIPT`]), from before the guest's I/O until after it. `vm_latency_hist`
-///   summed over the ticks must equal bpftrace's log2 histogram bucket for bucket, per
-///   direction, but for requests within 10 µs of a bucket boundary, which may land on either
-///   side ([`log2_hist::SAME_REQUEST_SLACK_NS`]: the two programs stamp a request one after
+///   summed over the ticks must equal bpftrace's histogram in the product's log-linear buckets
+///   (rows by `low_ns`) bucket for bucket, per direction, but for requests within 10 µs of a
+///   bucket boundary, which may land on either side ([`lat_hist::SAME_REQUEST_SLACK_NS`]: the two programs stamp a request one after
 ///   the other).
 ///   Per tick, bpftrace's completions are handed out in order by the stored counts (each
 ///   tick's boundary must then lie before its record's arrival and at most 500 ms before it:
 ///   the probes are read at the tick, the record follows); each tick's buckets must then agree
-///   the same way, and the stored p50/p95/p99 must lie in the log2 bucket holding the exact
+///   the same way, and the stored p50/p95/p99 must lie in the bucket holding the exact
 ///   percentile (nearest rank) of bpftrace's latencies of that tick.
 /// - NIC drops: a tbf qdisc on the tap's egress drops the host's echo replies to the guest's
 ///   20 pings ([`TBF_BURST`]). `vm_nic_drops` for the tap with the kernel's reason
@@ -245,7 +245,7 @@ fn block_latency_is_bpftraces(db: &Path, run: &LatencyRun) {
     let hist = query::<Cell>(
         db,
         &format!(
-            "SELECT time, direction, bucket, requests FROM vm_latency_hist
+            "SELECT time, direction, low_ns, requests FROM vm_latency_hist
              WHERE uuid = ?1 AND time > '{from}' ORDER BY time"
         ),
         guest.uuid(),
@@ -281,7 +281,7 @@ fn block_latency_is_bpftraces(db: &Path, run: &LatencyRun) {
 /// The stored latency figures of one direction.
 struct StoredLatency<'a> {
     direction: &'a str,
-    /// vm_latency_hist rows (time, direction, bucket, requests) of the window.
+    /// vm_latency_hist rows (time, direction, low_ns, requests) of the window.
     hist: &'a [Vec<Option<Cell>>],
     /// vm_ebpf_usage rows (time, read p50/p95/p99, write p50/p95/p99) of the window.
     percentiles: &'a [Vec<Option<Cell>>],
@@ -290,12 +290,12 @@ struct StoredLatency<'a> {
 }
 
 impl StoredLatency<'_> {
-    /// The stored histogram of the tick at `time`: requests per bucket.
-    fn tick(&self, time: &str) -> BTreeMap<u32, u64> {
+    /// The stored histogram of the tick at `time`: requests per bucket lower bound (ns).
+    fn tick(&self, time: &str) -> BTreeMap<u64, u64> {
         self.hist
             .iter()
             .filter(|r| r[0].as_deref() == Some(time) && r[1].as_deref() == Some(self.direction))
-            .map(|r| (num(&r[2]) as u32, num(&r[3]) as u64))
+            .map(|r| (num(&r[2]) as u64, num(&r[3]) as u64))
             .collect()
     }
 }
@@ -308,7 +308,7 @@ fn window_histogram_is_bpftraces(
     completions: &[(u64, u64)],
 ) {
     let direction = latency.direction;
-    let mut stored_all: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut stored_all: BTreeMap<u64, u64> = BTreeMap::new();
     for tick in ticks {
         for (b, n) in latency.tick(&tick.fields["time"]) {
             *stored_all.entry(b).or_default() += n;
@@ -316,8 +316,8 @@ fn window_histogram_is_bpftraces(
     }
     let all: Vec<u64> = completions.iter().map(|c| c.1).collect();
     eprintln!(
-        "{direction}: stored requests per log2-ns bucket {stored_all:?}; bpftrace {:?}",
-        log2_hist::histogram(&all)
+        "{direction}: stored requests per bucket (low ns) {stored_all:?}; bpftrace {:?}",
+        lat_hist::histogram(&all)
     );
     assert!(
         all.len() >= BLOCK_MIB as usize,

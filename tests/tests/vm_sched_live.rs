@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 
 use setmov_tests::bpftrace::{self, Bpftrace};
 use setmov_tests::guests::{self, Guest};
-use setmov_tests::log2_hist::{bucket, nearest_rank};
+use setmov_tests::lat_hist::{bucket_high, bucket_low, nearest_rank};
 use setmov_tests::skip;
 use setmov_tests::stored::{Cell, num, query};
 use setmov_tests::streaming::{Record, Streaming};
@@ -65,8 +65,9 @@ tracepoint:sched:sched_switch {
 ///   and the test's reads lag each record by a few ms (the VM source samples libvirt a little
 ///   before that): over the 4 s of ticks watched whole both span the same time.
 /// - `vm_ebpf_usage.cpu_ready_p99_us` per tick against the exact 99th percentile (nearest
-///   rank) of bpftrace's waits of the same thread in that tick: the product reads it off a log2
-///   histogram, so it must lie in the bucket [2^b, 2^(b+1)] ns holding the exact value. A
+///   rank) of bpftrace's waits of the same thread in that tick: the product reads it off a
+///   log-linear histogram, so it must lie in the bucket (at most 1/8 of its lower bound wide)
+///   holding the exact value. A
 ///   tick's end is known to the test only as the instant its record arrived, a few ms after
 ///   the probes' read: the exact value is taken over the windows shifted back by 0 to 200 ms,
 ///   and the stored one must lie between the lowest and highest of their buckets.
@@ -251,10 +252,7 @@ fn ready_p99_is_in_the_bucket_of_the_exact_p99(
             low as f64 / 1e3,
             high as f64 / 1e3
         );
-        let (lowest, highest) = (
-            (1u64 << bucket(low)) as f64 / 1e3,
-            (1u64 << (bucket(high) + 1)) as f64 / 1e3,
-        );
+        let (lowest, highest) = (bucket_low(low) as f64 / 1e3, bucket_high(high) as f64 / 1e3);
         assert!(
             (lowest * (1.0 - 1e-9)..=highest * (1.0 + 1e-9)).contains(&stored),
             "tick {}: stored p99 {stored} µs outside [{lowest}, {highest}] µs",

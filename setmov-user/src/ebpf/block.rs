@@ -23,8 +23,8 @@ use aya::{
 };
 use setmov_common::{
     BLOCK_IO_LOST_MAP, BLOCK_IO_MAP, BLOCK_IO_TOTAL_MAP, BLOCK_LATENCY_DEVICE_MAP,
-    BLOCK_LATENCY_TGID_MAP, BlockKey, BlockTpLayout, BlockValue, DIR_READ, DIR_WRITE, DeviceKey,
-    Log2Hist,
+    BLOCK_LATENCY_TGID_MAP, BLOCK_PAIRING_MAP, BlockKey, BlockTpLayout, BlockValue, DIR_READ,
+    DIR_WRITE, DeviceKey, LatHist, PairingCounters,
 };
 
 use super::format::{FormatError, TracepointField, find_field, format_path, read_format};
@@ -138,8 +138,9 @@ pub struct BlockProbe {
     counters: PerCpuHashMap<MapData, BlockKey, BlockValue>,
     total: PerCpuHashMap<MapData, DeviceKey, BlockValue>,
     lost: PerCpuArray<MapData, u64>,
-    latency_by_device: PerCpuHashMap<MapData, DeviceKey, Log2Hist>,
-    latency_by_tgid: PerCpuHashMap<MapData, BlockKey, Log2Hist>,
+    latency_by_device: PerCpuHashMap<MapData, DeviceKey, LatHist>,
+    latency_by_tgid: PerCpuHashMap<MapData, BlockKey, LatHist>,
+    pairing: PerCpuHashMap<MapData, DeviceKey, PairingCounters>,
     attached: Vec<String>,
     latency_off: Option<String>,
 }
@@ -156,6 +157,7 @@ impl BlockProbe {
             lost: take_map(ebpf, BLOCK_IO_LOST_MAP)?,
             latency_by_device: take_map(ebpf, BLOCK_LATENCY_DEVICE_MAP)?,
             latency_by_tgid: take_map(ebpf, BLOCK_LATENCY_TGID_MAP)?,
+            pairing: take_map(ebpf, BLOCK_PAIRING_MAP)?,
             attached: layouts.programs.iter().map(ToString::to_string).collect(),
             latency_off: layouts.latency_off.clone(),
         })
@@ -167,14 +169,30 @@ impl BlockProbe {
     }
 
     /// Cumulative issue-to-completion latency histograms (ns) per device and direction.
-    pub fn latency_by_device(&self) -> Result<HashMap<DeviceKey, Log2Hist>, EbpfError> {
+    pub fn latency_by_device(&self) -> Result<HashMap<DeviceKey, LatHist>, EbpfError> {
         read_histograms(&self.latency_by_device, BLOCK_LATENCY_DEVICE_MAP)
     }
 
     /// Cumulative issue-to-completion latency histograms (ns) per submitting process and
     /// direction; tgid 0 holds requests whose submitter is unknown.
-    pub fn latency_by_tgid(&self) -> Result<HashMap<BlockKey, Log2Hist>, EbpfError> {
+    pub fn latency_by_tgid(&self) -> Result<HashMap<BlockKey, LatHist>, EbpfError> {
         read_histograms(&self.latency_by_tgid, BLOCK_LATENCY_TGID_MAP)
+    }
+
+    /// How requests and completions were paired since load per device (kernel `dev_t`) and
+    /// direction, all CPUs together: collisions (several requests in flight to one device,
+    /// direction and first sector), overflows and completions whose latency is in no
+    /// histogram. A device without any of them is absent.
+    pub fn pairing(&self) -> Result<HashMap<DeviceKey, PairingCounters>, EbpfError> {
+        let mut out = HashMap::new();
+        for entry in self.pairing.iter() {
+            let (key, per_cpu) = entry.map_err(map_error(BLOCK_PAIRING_MAP))?;
+            let sum = per_cpu
+                .iter()
+                .fold(PairingCounters::default(), |sum, v| add_pairing(&sum, v));
+            out.insert(key, sum);
+        }
+        Ok(out)
     }
 
     /// Names of the attached programs, e.g. `["block_io_start", ...]`.
@@ -281,21 +299,28 @@ fn forget_dead<V: aya::Pod>(
 
 /// Every histogram of a per-CPU map, summed over CPUs.
 fn read_histograms<K: aya::Pod + Eq + std::hash::Hash>(
-    map: &PerCpuHashMap<MapData, K, Log2Hist>,
+    map: &PerCpuHashMap<MapData, K, LatHist>,
     name: &'static str,
-) -> Result<HashMap<K, Log2Hist>, EbpfError> {
+) -> Result<HashMap<K, LatHist>, EbpfError> {
     let mut out = HashMap::new();
     for entry in map.iter() {
         let (key, per_cpu) = entry.map_err(map_error(name))?;
-        let mut sum = Log2Hist::default();
+        let mut sum = LatHist::default();
         for hist in per_cpu.iter() {
-            for (total, count) in sum.buckets.iter_mut().zip(hist.buckets) {
-                *total = total.wrapping_add(count);
-            }
+            crate::usage::hist::hist_add(&mut sum, hist);
         }
         out.insert(key, sum);
     }
     Ok(out)
+}
+
+/// The two counts added (wrapping, as the kernel's counters do).
+pub fn add_pairing(a: &PairingCounters, b: &PairingCounters) -> PairingCounters {
+    PairingCounters {
+        collided: a.collided.wrapping_add(b.collided),
+        overflowed: a.overflowed.wrapping_add(b.overflowed),
+        unpaired: a.unpaired.wrapping_add(b.unpaired),
+    }
 }
 
 fn sum_cpus(values: &[BlockValue]) -> BlockValue {

@@ -22,7 +22,7 @@ use std::{
 use aya::{EbpfLoader, maps::MapError, programs::TracePoint, util::KernelVersion};
 use aya_log::EbpfLogger;
 
-pub use block::{BlockProbe, BlockTotals};
+pub use block::{BlockProbe, BlockTotals, add_pairing};
 pub use format::{FormatError, TracepointField};
 pub use kvm::{KvmCounters, KvmEventKind, KvmProbe};
 pub use net::{DropCause, DropDevice, NetDeviceCounters, NetProbe};

@@ -29,6 +29,7 @@ pub(super) async fn ebpf_source(
     let mut prev = read_snapshot(&probes);
     let mut last_forget = prev_at;
     let mut reported_lost = 0;
+    let mut reported_unpaired = 0;
     let mut device_names = DeviceNames::default();
     // `--bpf-stats`: the statistics at start and at the last log line.
     let stats_start = probes
@@ -81,6 +82,26 @@ pub(super) async fn ebpf_source(
                     }
                     Ok(_) => {}
                     Err(e) => tracing::warn!("eBPF: cannot read the lost-event counter: {e}"),
+                }
+                let pairing = block.pairing().map(|by_device| {
+                    by_device.values().fold(Default::default(), |sum, p| {
+                        crate::ebpf::add_pairing(&sum, p)
+                    })
+                });
+                match pairing {
+                    Ok(p) if p.unpaired > reported_unpaired => {
+                        tracing::info!(
+                            "eBPF: {} block completions since start had no request to pair, so \
+                             no latency ({} requests collided with another in flight to the same \
+                             sector, {} of them found every slot taken)",
+                            p.unpaired,
+                            p.collided,
+                            p.overflowed
+                        );
+                        reported_unpaired = p.unpaired;
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("eBPF: cannot read the pairing counters: {e}"),
                 }
             }
         }
@@ -152,6 +173,7 @@ fn read_snapshot(probes: &Probes) -> Option<EbpfSnapshot> {
             snapshot.block_by_tgid = block.per_tgid()?;
             snapshot.latency_by_device = block.latency_by_device()?;
             snapshot.latency_by_tgid = block.latency_by_tgid()?;
+            snapshot.pairing = block.pairing()?;
         }
         if let Some(kvm) = &probes.kvm {
             snapshot.kvm_by_tgid = kvm.per_tgid()?;

@@ -330,6 +330,9 @@ fn host_ebpf_rows(host_ip: &str, time: &str, e: &HostEbpfFigures, tables: &mut V
         other.map(|r| r.write_bytes_per_sec).into(),
         other.map(|r| r.read_iops).into(),
         other.map(|r| r.write_iops).into(),
+        e.pairing.collided.into(),
+        e.pairing.overflowed.into(),
+        e.pairing.unpaired.into(),
     ]);
     tables.push(usage);
     let mut latency = Rows::new(&tick_schema::HOST_DISK_LATENCY);
@@ -500,11 +503,14 @@ impl EbpfVmRows {
         for l in &e.latency {
             for (bucket, &requests) in l.hist.buckets.iter().enumerate() {
                 if requests > 0 {
+                    // The rows say what they count: [low_ns, high_ns), high_ns NULL for the
+                    // last bucket (from 2^36 ns on).
                     self.latency.push(vec![
                         uuid.into(),
                         time.into(),
                         direction_name(l.direction).into(),
-                        bucket.into(),
+                        setmov_common::lat_bucket_low(bucket).into(),
+                        setmov_common::lat_bucket_high(bucket).into(),
                         requests.into(),
                     ]);
                 }

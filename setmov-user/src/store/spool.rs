@@ -19,7 +19,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::private_files;
-use super::rows::TickRows;
+use super::rows::{Rows, TickRows};
 use super::tick_schema;
 
 #[derive(Debug, thiserror::Error)]
@@ -261,10 +261,13 @@ fn read_tick(path: &Path) -> Result<TickRows, SpoolError> {
             io_error(path)(e)
         }
     })?;
-    let rows: TickRows = serde_json::from_slice(&text).map_err(|e| SpoolError::Corrupt {
+    let mut rows: TickRows = serde_json::from_slice(&text).map_err(|e| SpoolError::Corrupt {
         path: path.to_owned(),
         message: e.to_string(),
     })?;
+    for table in &mut rows.tables {
+        log2_latency_rows_to_bounds(table);
+    }
     for table in &rows.tables {
         tick_schema::check(table).map_err(|e| SpoolError::Untrusted {
             path: path.to_owned(),
@@ -273,6 +276,40 @@ fn read_tick(path: &Path) -> Result<TickRows, SpoolError> {
     }
     Ok(rows)
 }
+/// A tick spooled by a build whose `vm_latency_hist` rows named a log2 bucket b (column
+/// `bucket`) gets the bounds this build stores instead, as the migration converts stored rows:
+/// `low_ns` 2^b (0 for b = 0), `high_ns` 2^(b+1) (NULL for the last log2 bucket, 39). Rows
+/// with anything but such a bucket are left as they are, for [`tick_schema::check`] to refuse.
+fn log2_latency_rows_to_bounds(table: &mut Rows) {
+    use super::rows::Value;
+    if table.table != "vm_latency_hist" {
+        return;
+    }
+    let Some(at) = table.columns.iter().position(|c| c == "bucket") else {
+        return;
+    };
+    let bucket = |row: &[Value]| match row.get(at) {
+        Some(Value::Int(b)) if (0..=39).contains(b) => Some(*b),
+        _ => None,
+    };
+    if !table.rows.iter().all(|row| bucket(row).is_some()) {
+        return;
+    }
+    table
+        .columns
+        .splice(at..=at, ["low_ns".to_owned(), "high_ns".to_owned()]);
+    for row in &mut table.rows {
+        let b = bucket(row).unwrap_or_default();
+        let low = Value::Int(if b == 0 { 0 } else { 1 << b });
+        let high = if b == 39 {
+            Value::Null
+        } else {
+            Value::Int(1 << (b + 1))
+        };
+        row.splice(at..=at, [low, high]);
+    }
+}
+
 /// `2026-11-30 06:00:00.123` and seq 42 → `20261130T060000.123-00000000000000000042.json`:
 /// names sort as the ticks' times, then sequence numbers.
 fn spool_file_name(time: &str, seq: u64) -> String {
@@ -290,6 +327,42 @@ mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 
     use super::*;
+
+    #[test]
+    fn a_tick_spooled_with_log2_latency_buckets_gets_their_bounds() {
+        use crate::store::rows::Value;
+        let old = |bucket: Value| Rows {
+            table: "vm_latency_hist".into(),
+            columns: ["uuid", "time", "direction", "bucket", "requests"]
+                .map(String::from)
+                .to_vec(),
+            rows: vec![
+                vec![
+                    "u".into(),
+                    "t".into(),
+                    "read".into(),
+                    Value::Int(0),
+                    Value::Int(2),
+                ],
+                vec!["u".into(), "t".into(), "read".into(), bucket, Value::Int(5)],
+            ],
+        };
+        let mut rows = old(Value::Int(17));
+        log2_latency_rows_to_bounds(&mut rows);
+        assert_eq!(tick_schema::check(&rows), Ok(()));
+        assert_eq!(
+            rows.rows[1][3..],
+            [Value::Int(131_072), Value::Int(262_144), Value::Int(5)]
+        );
+        assert_eq!(rows.rows[0][3..5], [Value::Int(0), Value::Int(2)]);
+        let mut last = old(Value::Int(39));
+        log2_latency_rows_to_bounds(&mut last);
+        assert_eq!(last.rows[1][4], Value::Null);
+        // Not a log2 bucket: left for the check to refuse.
+        let mut bad = old(Value::Text("x".into()));
+        log2_latency_rows_to_bounds(&mut bad);
+        assert!(tick_schema::check(&bad).is_err());
+    }
     use crate::store::rows::{HostRow, Rows, Value};
 
     fn rows(time: &str, seq: u64) -> TickRows {

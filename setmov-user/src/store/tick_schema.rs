@@ -144,6 +144,9 @@ pub const HOST_EBPF_USAGE: TableSchema = TableSchema {
         "unattributed_write_bytes_s",
         "unattributed_read_iops",
         "unattributed_write_iops",
+        "latency_collided",
+        "latency_overflowed",
+        "latency_unpaired",
     ],
 };
 
@@ -254,7 +257,7 @@ pub const VM_EBPF_USAGE: TableSchema = TableSchema {
 
 pub const VM_LATENCY_HIST: TableSchema = TableSchema {
     name: "vm_latency_hist",
-    columns: &["uuid", "time", "direction", "bucket", "requests"],
+    columns: &["uuid", "time", "direction", "low_ns", "high_ns", "requests"],
 };
 
 pub const VM_KVM_EVENTS: TableSchema = TableSchema {
@@ -362,8 +365,8 @@ mod tests {
     use super::*;
     use crate::store::rows::Value;
 
-    /// Table → columns, from the `CREATE TABLE` and `ALTER TABLE … ADD COLUMN` statements of
-    /// the MySQL migrations.
+    /// Table → columns, from the `CREATE TABLE` and `ALTER TABLE … ADD COLUMN`/`DROP COLUMN`
+    /// statements of the MySQL migrations.
     fn migrated_tables() -> BTreeMap<String, BTreeSet<String>> {
         let sql = [
             include_str!("../../../migrations/mysql/V1__schema.sql"),
@@ -371,6 +374,7 @@ mod tests {
             include_str!("../../../migrations/mysql/V3__figures_as_free_and_mpstat_show_them.sql"),
             include_str!("../../../migrations/mysql/V4__vcpu_threads_and_guest_cache.sql"),
             include_str!("../../../migrations/mysql/V5__host_total_devices.sql"),
+            include_str!("../../../migrations/mysql/V6__latency_buckets.sql"),
         ]
         .join("\n");
         let mut tables = BTreeMap::new();
@@ -399,6 +403,13 @@ mod tests {
                     .entry(table.clone())
                     .or_insert_with(BTreeSet::new)
                     .insert(column.to_owned());
+            } else if let (Some(table), Some(rest)) = (&altered, line.strip_prefix("DROP COLUMN "))
+            {
+                // `DROP COLUMN c,` or `DROP COLUMN c;`, one per line under `ALTER TABLE t`.
+                let column = rest.trim_end_matches([',', ';']);
+                if let Some(columns) = tables.get_mut(table) {
+                    columns.remove(column);
+                }
             }
             if line.ends_with(';') {
                 altered = None;

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use setmov_common::{DIR_READ, DIR_WRITE, Log2Hist};
+use setmov_common::{DIR_READ, DIR_WRITE, LatHist};
 use time::OffsetDateTime;
 
 use super::app::{Availability, Coverage};
@@ -122,7 +122,7 @@ fn mem(used_bytes: Option<u64>, allocated_bytes: u64, source: MemSource) -> VmMe
 fn latency(direction: u32, p99_us: f64) -> DirectionLatency {
     DirectionLatency {
         direction,
-        hist: Log2Hist::default(),
+        hist: LatHist::default(),
         summary: LatencySummary {
             count: 100,
             p50_us: p99_us / 4.0,

@@ -11,11 +11,14 @@
 
 use std::collections::{HashMap, HashSet};
 
-use setmov_common::{BlockKey, DIR_READ, DIR_WRITE, DeviceKey, Log2Hist, dev_major_minor};
+use setmov_common::{BlockKey, DIR_READ, DIR_WRITE, DeviceKey, LatHist, dev_major_minor};
 
 use super::counter_delta;
-use super::hist::{hist_count, hist_delta, hist_quantile};
-use crate::ebpf::{BlockTotals, KvmCounters, NetDeviceCounters, ProgramRunStats, RunqWait};
+use super::hist::{hist_add, hist_count, hist_delta, hist_quantile};
+use crate::ebpf::{
+    BlockTotals, KvmCounters, NetDeviceCounters, ProgramRunStats, RunqWait, add_pairing,
+};
+use setmov_common::PairingCounters;
 use setmov_common::net::NetDeviceValue;
 
 /// Every probe's cumulative counters at one instant.
@@ -25,8 +28,10 @@ pub struct EbpfSnapshot {
     pub block_by_device: HashMap<u32, BlockTotals>,
     pub block_by_tgid: HashMap<u32, BlockTotals>,
     /// Issue-to-completion nanoseconds.
-    pub latency_by_device: HashMap<DeviceKey, Log2Hist>,
-    pub latency_by_tgid: HashMap<BlockKey, Log2Hist>,
+    pub latency_by_device: HashMap<DeviceKey, LatHist>,
+    pub latency_by_tgid: HashMap<BlockKey, LatHist>,
+    /// How the block probe paired requests and completions, per device and direction.
+    pub pairing: HashMap<DeviceKey, PairingCounters>,
     /// Per program, when `--bpf-stats` turned the kernel's statistics on.
     pub programs: Vec<ProgramRunStats>,
     /// Per network device, from the host's point of view (rx = received by the host).
@@ -49,8 +54,11 @@ pub struct EbpfInterval {
     /// All block I/O by device (kernel `dev_t`).
     pub block_by_device: HashMap<u32, BlockTotals>,
     pub block_by_tgid: HashMap<u32, BlockTotals>,
-    pub latency_by_device: HashMap<DeviceKey, Log2Hist>,
-    pub latency_by_tgid: HashMap<BlockKey, Log2Hist>,
+    pub latency_by_device: HashMap<DeviceKey, LatHist>,
+    pub latency_by_tgid: HashMap<BlockKey, LatHist>,
+    /// How requests and completions were paired over the interval, per device and direction:
+    /// collisions kept, and the completions whose latency is in no histogram.
+    pub pairing: HashMap<DeviceKey, PairingCounters>,
     /// Names of the devices in `latency_by_device` and `block_by_device`, by kernel `dev_t`
     /// (`vda`, `nvme0n1`); a partition goes by its disk's name.
     pub device_names: HashMap<u32, String>,
@@ -82,6 +90,7 @@ pub fn ebpf_interval(
         block_by_tgid: deltas(&prev.block_by_tgid, &now.block_by_tgid, block_delta),
         latency_by_device: deltas(&prev.latency_by_device, &now.latency_by_device, hist_delta),
         latency_by_tgid: deltas(&prev.latency_by_tgid, &now.latency_by_tgid, hist_delta),
+        pairing: deltas(&prev.pairing, &now.pairing, pairing_delta),
         device_names: HashMap::new(),
         programs: program_costs(&prev.programs, &now.programs, interval_secs),
         net_devices: deltas(&prev.net_devices, &now.net_devices, net_delta),
@@ -101,6 +110,14 @@ pub fn ebpf_interval(
             .map(|(tid, _)| *tid)
             .collect(),
         sched_on: now.sched_on,
+    })
+}
+
+fn pairing_delta(prev: &PairingCounters, now: &PairingCounters) -> Option<PairingCounters> {
+    Some(PairingCounters {
+        collided: counter_delta(prev.collided, now.collided)?,
+        overflowed: counter_delta(prev.overflowed, now.overflowed)?,
+        unpaired: counter_delta(prev.unpaired, now.unpaired)?,
     })
 }
 
@@ -263,7 +280,7 @@ pub struct LatencySummary {
 }
 
 /// `None` when no request completed.
-pub fn latency_summary(hist: &Log2Hist) -> Option<LatencySummary> {
+pub fn latency_summary(hist: &LatHist) -> Option<LatencySummary> {
     let us = |q| hist_quantile(hist, q).map(|ns| ns / 1e3);
     Some(LatencySummary {
         count: hist_count(hist),
@@ -277,7 +294,7 @@ pub fn latency_summary(hist: &Log2Hist) -> Option<LatencySummary> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct DirectionLatency {
     pub direction: u32,
-    pub hist: Log2Hist,
+    pub hist: LatHist,
     pub summary: LatencySummary,
 }
 
@@ -437,14 +454,12 @@ fn cpu_ready(interval: &EbpfInterval, vcpu_tids: &[u32]) -> Option<CpuReady> {
     let dt = super::positive_seconds(interval.interval_secs)?;
     let mut wait_ns = 0u64;
     let mut waits = 0u64;
-    let mut hist = Log2Hist::default();
+    let mut hist = LatHist::default();
     for tid in vcpu_tids {
         if let Some(w) = interval.runq_by_tid.get(tid) {
             wait_ns = wait_ns.wrapping_add(w.wait_ns);
             waits = waits.wrapping_add(w.waits);
-            for (total, count) in hist.buckets.iter_mut().zip(w.hist.buckets) {
-                *total = total.wrapping_add(count);
-            }
+            hist_add(&mut hist, &w.hist);
         }
     }
     Some(CpuReady {
@@ -475,6 +490,9 @@ pub struct HostEbpfFigures {
     pub unattributed_rates: Option<BlockRates>,
     /// Per device and direction with completed requests, by device name.
     pub devices: Vec<DeviceLatency>,
+    /// How the block probe paired requests with completions over the interval (all
+    /// devices): `unpaired` completions are in no latency histogram.
+    pub pairing: PairingCounters,
     /// Each eBPF program's cost, when `--bpf-stats` is on.
     pub programs: Vec<ProgramCost>,
 }
@@ -530,6 +548,10 @@ pub fn host_ebpf_figures(
         block_rates: total.and_then(|io| block_rates(&io, interval.interval_secs)),
         unattributed_rates: unattributed.and_then(|io| block_rates(&io, interval.interval_secs)),
         devices,
+        pairing: interval
+            .pairing
+            .values()
+            .fold(PairingCounters::default(), |sum, p| add_pairing(&sum, p)),
         programs: interval.programs.clone(),
     }
 }
@@ -555,10 +577,11 @@ mod tests {
         }
     }
 
-    fn hist(entries: &[(usize, u64)]) -> Log2Hist {
-        let mut h = Log2Hist::default();
-        for &(bucket, count) in entries {
-            h.buckets[bucket] = count;
+    /// A latency histogram of `count` values of `ns` each.
+    fn hist(entries: &[(u64, u64)]) -> LatHist {
+        let mut h = LatHist::default();
+        for &(ns, count) in entries {
+            h.buckets[setmov_common::lat_bucket(ns)] += count;
         }
         h
     }
@@ -590,8 +613,8 @@ mod tests {
         let prev = EbpfSnapshot {
             block_by_device: HashMap::from([(VDA, io(0, 0, 10, 40_960))]),
             block_by_tgid: HashMap::from([(QEMU, io(0, 0, 10, 40_960))]),
-            latency_by_device: HashMap::from([(vda, hist(&[(17, 10)]))]),
-            latency_by_tgid: HashMap::from([(write(QEMU), hist(&[(17, 10)]))]),
+            latency_by_device: HashMap::from([(vda, hist(&[(150_000, 10)]))]),
+            latency_by_tgid: HashMap::from([(write(QEMU), hist(&[(150_000, 10)]))]),
             ..EbpfSnapshot::default()
         };
         let now = EbpfSnapshot {
@@ -605,10 +628,10 @@ mod tests {
                 (QEMU, io(0, 0, 40, 163_840)),
                 (KWORKER, io(0, 0, 5, 40_960)),
             ]),
-            latency_by_device: HashMap::from([(vda, hist(&[(17, 38), (20, 7)]))]),
+            latency_by_device: HashMap::from([(vda, hist(&[(150_000, 38), (1_500_000, 7)]))]),
             latency_by_tgid: HashMap::from([
-                (write(QEMU), hist(&[(17, 38), (20, 2)])),
-                (write(KWORKER), hist(&[(20, 5)])),
+                (write(QEMU), hist(&[(150_000, 38), (1_500_000, 2)])),
+                (write(KWORKER), hist(&[(1_500_000, 5)])),
             ]),
             programs: Vec::new(),
             ..EbpfSnapshot::default()
@@ -630,9 +653,16 @@ mod tests {
         );
         assert_eq!(vm.latency.len(), 1);
         assert_eq!(vm.latency[0].summary.count, 30, "one latency per request");
-        // 28 of 30 requests in [128 µs, 256 µs): p50 there, p99 in the slow bucket.
-        assert!((131.0..263.0).contains(&vm.latency[0].summary.p50_us));
-        assert!(vm.latency[0].summary.p99_us > 1_000.0);
+        // 28 of 30 requests took 150 µs, 2 took 1.5 ms: each read within 12.5 %.
+        let summary = vm.latency[0].summary;
+        assert!(
+            (150.0..=150.0 * 1.125).contains(&summary.p50_us),
+            "{summary:?}"
+        );
+        assert!(
+            (1_500.0..=1_500.0 * 1.125).contains(&summary.p99_us),
+            "{summary:?}"
+        );
 
         interval.device_names.insert(LOOP0, "loop0".into());
         assert_eq!(interval.block_total, io(0, 0, 38, 176_128), "every device");
@@ -668,7 +698,7 @@ mod tests {
     fn taps_vcpus_and_kvm_events_are_the_vms() {
         use crate::ebpf::KvmEventKind;
         let value = |packets, bytes, bucket: usize| {
-            let mut sizes = Log2Hist::default();
+            let mut sizes = setmov_common::Log2Hist::default();
             sizes.buckets[bucket] = packets;
             NetDeviceValue {
                 packets,
@@ -677,7 +707,7 @@ mod tests {
             }
         };
         let wait = |wait_ns, waits, bucket: usize| {
-            let mut hist = Log2Hist::default();
+            let mut hist = LatHist::default();
             hist.buckets[bucket] = waits;
             RunqWait {
                 wait_ns,
@@ -715,7 +745,10 @@ mod tests {
             // vCPU 0 waited 50 ms in 10 waits; vCPU 1 never; thread 999 is another VM's, watched
             // from part-way through the interval.
             runq_by_tid: HashMap::from([
-                (101, wait(50_000_000, 10, 22)),
+                (
+                    101,
+                    wait(50_000_000, 10, setmov_common::lat_bucket(5_000_000)),
+                ),
                 (102, RunqWait::default()),
                 (555, RunqWait::default()),
                 (999, wait(7, 1, 2)),

@@ -225,6 +225,18 @@ pub const FAMILIES: &[Family] = &[
         "setmov_host_block_unattributed_write_bytes_total",
         "Bytes of block writes no VM's qemu process submitted (host processes, writeback), seen by eBPF.",
     ),
+    counter(
+        "setmov_host_block_latency_collisions_total",
+        "Block requests started while another request to the same device, direction and first sector was in flight (both kept for their latency), seen by eBPF.",
+    ),
+    counter(
+        "setmov_host_block_latency_overflows_total",
+        "Block requests that found every in-flight slot of their device, direction and first sector taken: one request there loses its latency, seen by eBPF.",
+    ),
+    counter(
+        "setmov_host_block_latency_unpaired_total",
+        "Block completions eBPF could pair with no request, so in no latency histogram (started before the probe, overflowed, evicted, or completed in parts).",
+    ),
     gauge(
         "setmov_host_block_latency_p99_seconds",
         "99th percentile of the issue-to-completion time of the requests each device completed over the newest interval (labels device, direction), seen by eBPF.",
@@ -490,6 +502,17 @@ mod tests {
             ),
             Some(0.001)
         );
+        // The block probe's pairing counts of both ticks (3 × seq collisions, seq unpaired).
+        for (name, count) in [("collisions", 9.0), ("overflows", 0.0), ("unpaired", 3.0)] {
+            assert_eq!(
+                value(
+                    &text,
+                    &format!(r#"setmov_host_block_latency_{name}_total{{host="hv-1"}}"#)
+                ),
+                Some(count),
+                "{name}"
+            );
+        }
         // 3 % of 1 vCPU over 2 s, twice.
         let ready =
             value(&text, &format!("setmov_vm_cpu_ready_seconds_total{{{vm}}}")).expect("ready");

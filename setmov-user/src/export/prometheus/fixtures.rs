@@ -14,7 +14,7 @@ use crate::usage::host::{CpuUsage, HostUsage, MemUsage, NetRates, NetTotals};
 use crate::usage::vm::{MemSource, VmDiskRates, VmMemUsage, VmUsage};
 use crate::vm::libvirt::NodeFacts;
 use crate::vm::stats::DomainState;
-use setmov_common::{DIR_READ, DIR_WRITE, Log2Hist};
+use setmov_common::{DIR_READ, DIR_WRITE, LatHist};
 
 fn identity() -> HostIdentity {
     HostIdentity {
@@ -231,12 +231,12 @@ pub fn full_tick(seq: u64) -> TickRecord {
         latency: vec![
             DirectionLatency {
                 direction: DIR_READ,
-                hist: Log2Hist::default(),
+                hist: LatHist::default(),
                 summary,
             },
             DirectionLatency {
                 direction: DIR_WRITE,
-                hist: Log2Hist::default(),
+                hist: LatHist::default(),
                 summary,
             },
         ],
@@ -277,6 +277,11 @@ pub fn full_tick(seq: u64) -> TickRecord {
             direction: DIR_WRITE,
             summary,
         }],
+        pairing: setmov_common::PairingCounters {
+            collided: 3 * seq,
+            overflowed: 0,
+            unpaired: seq,
+        },
         programs: Vec::new(),
     });
     t

@@ -191,6 +191,23 @@ impl PrometheusExporter {
                 self.add(name, &host, vec![], count as f64);
             }
         }
+        let pairing = [
+            (
+                "setmov_host_block_latency_collisions_total",
+                ebpf.pairing.collided,
+            ),
+            (
+                "setmov_host_block_latency_overflows_total",
+                ebpf.pairing.overflowed,
+            ),
+            (
+                "setmov_host_block_latency_unpaired_total",
+                ebpf.pairing.unpaired,
+            ),
+        ];
+        for (name, count) in pairing {
+            self.add(name, &host, vec![], count as f64);
+        }
         for device in &ebpf.devices {
             self.set(
                 "setmov_host_block_latency_p99_seconds",

@@ -400,7 +400,7 @@ mod tests {
             EbpfInterval, ProgramCost, VmOwnership, host_ebpf_figures, vm_ebpf_figures,
         };
         use setmov_common::net::NetDeviceValue;
-        use setmov_common::{BlockKey, DeviceKey, Log2Hist};
+        use setmov_common::{BlockKey, DeviceKey, LatHist, Log2Hist, PairingCounters};
         use std::collections::{HashMap, HashSet};
 
         let dir = tempfile::tempdir().expect("tempdir");
@@ -410,9 +410,12 @@ mod tests {
             .entry(KvmEventKind::Mmio)
             .or_default()
             .insert("write".into(), 7);
-        let mut latency = Log2Hist::default();
-        latency.buckets[17] = 3;
-        latency.buckets[18] = 1;
+        // Three writes of 150 µs, one of 300 µs.
+        let mut latency = LatHist::default();
+        latency.buckets[setmov_common::lat_bucket(150_000)] = 3;
+        latency.buckets[setmov_common::lat_bucket(300_000)] = 1;
+        let mut sizes = Log2Hist::default();
+        sizes.buckets[10] = 2;
         let writes = BlockTotals {
             write_ops: 4,
             write_bytes: 16384,
@@ -460,7 +463,7 @@ mod tests {
                     rx: NetDeviceValue {
                         packets: 2,
                         bytes: 2056,
-                        sizes: latency,
+                        sizes,
                     },
                     ..NetDeviceCounters::default()
                 },
@@ -470,6 +473,17 @@ mod tests {
             // Its vCPU thread watched the whole interval, without waiting: 0 %, not unknown.
             runq_watched_throughout: HashSet::from([4301]),
             sched_on: true,
+            pairing: HashMap::from([(
+                DeviceKey {
+                    dev: 254 << 20,
+                    direction: DIR_WRITE,
+                },
+                PairingCounters {
+                    collided: 6,
+                    overflowed: 0,
+                    unpaired: 1,
+                },
+            )]),
             ..EbpfInterval::default()
         };
         let mut t = tick(1, 1_000);
@@ -515,12 +529,32 @@ mod tests {
             )
             .expect("rows");
         assert_eq!((row.0, row.1, row.2), (4096.0, 16384.0, 4));
-        assert!((131.0..263.0).contains(&row.3), "p50 {}", row.3);
+        assert!((150.0..=150.0 * 1.125).contains(&row.3), "p50 {}", row.3);
         assert_eq!(
             (row.4, row.5),
             (4, 2),
             "two non-empty buckets, four requests"
         );
+        // The rows carry their bounds, each bucket within 1/8 of its lower bound.
+        let bounds: Vec<(i64, i64, i64)> = state
+            .conn
+            .prepare("SELECT low_ns, high_ns, requests FROM vm_latency_hist ORDER BY low_ns")
+            .expect("prepare")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("bounds");
+        assert_eq!(bounds, [(147_456, 163_840, 3), (294_912, 327_680, 1)]);
+        let pairing: (i64, i64, i64) = state
+            .conn
+            .query_row(
+                "SELECT latency_collided, latency_overflowed, latency_unpaired \
+                 FROM host_ebpf_usage",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .expect("pairing");
+        assert_eq!(pairing, (6, 0, 1));
         let cost: f64 = state
             .conn
             .query_row("SELECT mean_ns FROM ebpf_program_stats", [], |r| r.get(0))
@@ -549,7 +583,7 @@ mod tests {
             )
             .expect("vm eBPF row");
         // The tap's receive is the guest's transmit, with the 14-byte headers added back.
-        assert_eq!(vm, (0.0, 7.0, 2084.0, 3.0, "write".into(), 4, 3));
+        assert_eq!(vm, (0.0, 7.0, 2084.0, 3.0, "write".into(), 2, 3));
     }
 
     #[test]
@@ -627,6 +661,59 @@ mod tests {
             (1, 1, 0),
             "detail rows kept, every foreign key holds"
         );
+    }
+
+    #[test]
+    fn schema_9_gives_log2_latency_rows_their_bounds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.db");
+        let mut conn = Connection::open(&path).expect("raw");
+        conn.execute_batch("PRAGMA foreign_keys = ON;").expect("fk");
+        embedded::migrations::runner()
+            .set_target(refinery::Target::Version(8))
+            .run(&mut conn)
+            .expect("schema 8");
+        conn.execute_batch(
+            "INSERT INTO hosts (host_ip, host_name, vmc) VALUES ('192.0.2.2', 'hv1', 1);
+             INSERT INTO vms (uuid, host_ip, name, state, lct)
+                 VALUES ('u1', '192.0.2.2', 'desk-1', 'running', '1970-01-01T00:00:02.000Z');
+             INSERT INTO vm_ebpf_usage (time, uuid, interval_s)
+                 VALUES ('1970-01-01T00:00:02.000Z', 'u1', 1.0);
+             INSERT INTO vm_latency_hist (time, uuid, direction, bucket, requests)
+                 VALUES ('1970-01-01T00:00:02.000Z', 'u1', 'read', 0, 1),
+                        ('1970-01-01T00:00:02.000Z', 'u1', 'read', 17, 30),
+                        ('1970-01-01T00:00:02.000Z', 'u1', 'write', 39, 2);",
+        )
+        .expect("schema 8 rows");
+        drop(conn);
+        let store = SqliteStore::open(&path).expect("migrate to the latest schema");
+        let state = store.lock().expect("lock");
+        let rows: Vec<(String, i64, Option<i64>, i64)> = state
+            .conn
+            .prepare(
+                "SELECT direction, low_ns, high_ns, requests FROM vm_latency_hist \
+                 ORDER BY direction, low_ns",
+            )
+            .expect("prepare")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(
+            rows,
+            [
+                ("read".to_owned(), 0, Some(2), 1),
+                ("read".to_owned(), 131_072, Some(262_144), 30),
+                ("write".to_owned(), 1 << 39, None, 2),
+            ]
+        );
+        let broken: u32 = state
+            .conn
+            .query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", [], |r| {
+                r.get(0)
+            })
+            .expect("fk check");
+        assert_eq!(broken, 0);
     }
 
     #[test]
