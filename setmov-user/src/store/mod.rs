@@ -10,6 +10,7 @@ pub mod private_files;
 pub mod quarantine;
 pub mod rollup;
 pub mod rows;
+pub mod sketch;
 pub mod spool;
 pub mod sqlite;
 pub mod tick_schema;

@@ -2,8 +2,10 @@
 //!
 //! A bucket is rolled up once it is complete (the store has a tick at or after its end), from
 //! the raw rows in the database, so a restart of the monitor or a replayed spool gives the same
-//! rollup. Each figure is summarised over the ticks that had it: mean, maximum and the 95th
-//! percentile (nearest rank).
+//! rollup. Each figure is summarised over the ticks that had it, never over those where it was
+//! NULL: their count and the seconds they cover, the mean weighted by each tick's Δt, the
+//! maximum, the bucket's 95th percentile (nearest rank), and a mergeable distribution
+//! ([`Sketch`]) from which a report reads percentiles over any window of buckets.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,6 +13,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use super::rows::{Rows, Value};
+use super::sketch::Sketch;
 
 /// The T2 figures rolled up, as named in `host_usage`.
 pub const HOST_FIGURES: &[&str] = &[
@@ -120,13 +123,23 @@ impl Default for Retention {
     }
 }
 
-/// Mean, maximum and 95th percentile of one figure over a bucket.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// What a bucket keeps of one figure: the Δt-weighted mean, the maximum and the 95th
+/// percentile (nearest rank) over the ticks that had it, how many they were and the seconds they
+/// cover, and their distribution, which merges with other buckets' (see [`Sketch`]).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Summary {
     pub avg: f64,
     pub max: f64,
     pub p95: f64,
+    pub n: u64,
+    pub secs: f64,
+    pub sketch: Sketch,
 }
+
+/// The stats a rollup table keeps per figure, in column order: `<figure>_avg`, …
+pub const STATS: [&str; 6] = ["avg", "max", "p95", "n", "secs", "sketch"];
+/// The stats `setmov show --level` reads (all but the distribution).
+pub const SHOWN_STATS: [&str; 5] = ["avg", "max", "p95", "n", "secs"];
 
 /// The `q` quantile (0 < q ≤ 1) by nearest rank: the smallest value with at least `q` of the
 /// values at or below it. Sorts `values`; `None` when there are none.
@@ -139,59 +152,107 @@ pub fn nearest_rank(values: &mut [f64], q: f64) -> Option<f64> {
     values.get(rank.clamp(1, values.len()) - 1).copied()
 }
 
-/// `None` when no tick had the figure; the percentile is the nearest rank.
-pub fn summarize(values: &mut [f64]) -> Option<Summary> {
-    let p95 = nearest_rank(values, 0.95)?;
+/// The summary of (value, Δt) pairs; `None` when there are none. The mean weighs each value
+/// by its tick's Δt, so an interval of 3 s counts three times one of 1 s.
+pub fn summarize(ticks: &[(f64, f64)]) -> Option<Summary> {
+    let mut values: Vec<f64> = ticks.iter().map(|&(v, _)| v).collect();
+    let p95 = nearest_rank(&mut values, 0.95)?;
+    let secs: f64 = ticks.iter().map(|&(_, dt)| dt).sum();
+    let weighted: f64 = ticks.iter().map(|&(v, dt)| v * dt).sum();
+    let mut sketch = Sketch::new();
+    values.iter().for_each(|&v| sketch.add(v));
     Some(Summary {
-        avg: values.iter().sum::<f64>() / values.len() as f64,
+        avg: if secs > 0.0 {
+            weighted / secs
+        } else {
+            values.iter().sum::<f64>() / values.len() as f64
+        },
         // Sorted by nearest_rank.
         max: values.last().copied()?,
         p95,
+        n: values.len() as u64,
+        secs,
+        sketch,
     })
 }
 
-/// The columns of a rollup table: owner, time, samples, then `<figure>_avg/_max/_p95`.
+/// A tick's Δt as a weight: its measured interval, or, when it has none (a VM's first sample),
+/// the mean of the measured ones around it (`fallback`).
+pub fn tick_weight(interval_s: Option<f64>, fallback: f64) -> f64 {
+    interval_s
+        .filter(|dt| dt.is_finite() && *dt > 0.0)
+        .unwrap_or(fallback)
+}
+
+/// The mean of the measured intervals, 1 s when none was measured.
+pub fn mean_interval(intervals: impl Iterator<Item = Option<f64>>) -> f64 {
+    let (sum, n) = intervals
+        .flatten()
+        .filter(|dt| dt.is_finite() && *dt > 0.0)
+        .fold((0.0, 0u32), |(s, n), dt| (s + dt, n + 1));
+    if n == 0 { 1.0 } else { sum / f64::from(n) }
+}
+
+/// The columns of a rollup table: owner, time, samples, then `<figure>_<stat>` for [`STATS`].
 pub fn rollup_columns(owner_column: &str, figures: &[&str]) -> Vec<String> {
     let mut columns = vec![owner_column.to_owned(), "time".into(), "samples".into()];
-    for figure in figures {
-        for stat in ["avg", "max", "p95"] {
-            columns.push(format!("{figure}_{stat}"));
-        }
-    }
+    columns.extend(figure_columns(figures, &STATS));
     columns
 }
 
-/// Raw rows of one bucket — (owner, one value per figure) — as rollup rows, one per owner.
+/// `<figure>_<stat>` for every figure and stat, figure by figure.
+pub fn figure_columns(figures: &[&str], stats: &[&str]) -> Vec<String> {
+    figures
+        .iter()
+        .flat_map(|figure| stats.iter().map(move |stat| format!("{figure}_{stat}")))
+        .collect()
+}
+
+/// One raw row of a bucket: its owner, its measured Δt and one value per figure.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawTick {
+    pub owner: String,
+    pub interval_s: Option<f64>,
+    pub values: Vec<Option<f64>>,
+}
+
+/// The raw rows of one bucket as rollup rows, one per owner.
 pub fn rollup_rows(
     table: &str,
     owner_column: &str,
     figures: &[&str],
     bucket: &str,
-    raw: Vec<(String, Vec<Option<f64>>)>,
+    raw: Vec<RawTick>,
 ) -> Rows {
-    let mut by_owner: BTreeMap<String, (u64, Vec<Vec<f64>>)> = BTreeMap::new();
-    for (owner, values) in raw {
-        let (samples, columns) = by_owner
-            .entry(owner)
-            .or_insert_with(|| (0, vec![Vec::new(); figures.len()]));
-        *samples += 1;
-        for (column, value) in columns.iter_mut().zip(values) {
-            if let Some(v) = value.filter(|v| v.is_finite()) {
-                column.push(v);
-            }
-        }
+    let mut by_owner: BTreeMap<String, Vec<RawTick>> = BTreeMap::new();
+    for tick in raw {
+        by_owner.entry(tick.owner.clone()).or_default().push(tick);
     }
     let rows = by_owner
         .into_iter()
-        .map(|(owner, (samples, mut columns))| {
-            let mut row = vec![Value::Text(owner), bucket.into(), samples.into()];
-            for values in &mut columns {
-                let summary = summarize(values);
-                row.extend([
-                    summary.map(|s| s.avg).into(),
-                    summary.map(|s| s.max).into(),
-                    summary.map(|s| s.p95).into(),
-                ]);
+        .map(|(owner, ticks)| {
+            let fallback = mean_interval(ticks.iter().map(|t| t.interval_s));
+            let mut row = vec![Value::Text(owner), bucket.into(), ticks.len().into()];
+            for f in 0..figures.len() {
+                let had: Vec<(f64, f64)> = ticks
+                    .iter()
+                    .filter_map(|t| {
+                        let v = t.values.get(f).copied().flatten()?;
+                        v.is_finite()
+                            .then(|| (v, tick_weight(t.interval_s, fallback)))
+                    })
+                    .collect();
+                match summarize(&had) {
+                    Some(s) => row.extend([
+                        s.avg.into(),
+                        s.max.into(),
+                        s.p95.into(),
+                        s.n.into(),
+                        s.secs.into(),
+                        Value::Blob(s.sketch.encode()),
+                    ]),
+                    None => row.extend(std::iter::repeat_n(Value::Null, STATS.len())),
+                }
             }
             row
         })
@@ -203,11 +264,11 @@ pub fn rollup_rows(
     }
 }
 
-/// The query for one bucket's raw T2 rows of a host: `host_ip`, then the figures.
+/// The query for one bucket's raw T2 rows of a host: `host_ip`, Δt, then the figures.
 /// Parameters: host, bucket start, bucket end.
 pub fn raw_host_sql() -> String {
     format!(
-        "SELECT host_ip, {} FROM host_usage WHERE host_ip = ? AND time >= ? AND time < ?",
+        "SELECT host_ip, interval_s, {} FROM host_usage WHERE host_ip = ? AND time >= ? AND time < ?",
         HOST_FIGURES.join(", ")
     )
 }
@@ -223,7 +284,7 @@ pub fn vm_figure_source(figure: &str) -> String {
 }
 
 /// The query for one bucket's raw T4 rows of a host's VMs, with their eBPF figures: `uuid`,
-/// then the figures. Rows marked missing (libvirt did not answer) have no figures and are left
+/// Δt, then the figures. Rows marked missing (libvirt did not answer) have no figures and are left
 /// out. Parameters: host, bucket start, bucket end.
 pub fn raw_vm_sql() -> String {
     let figures: Vec<String> = VM_FIGURES
@@ -238,7 +299,7 @@ pub fn raw_vm_sql() -> String {
         })
         .collect();
     format!(
-        "SELECT u.uuid, {} FROM vm_usage u JOIN vms v ON v.uuid = u.uuid
+        "SELECT u.uuid, u.interval_s, {} FROM vm_usage u JOIN vms v ON v.uuid = u.uuid
          LEFT JOIN vm_ebpf_usage e ON e.time = u.time AND e.uuid = u.uuid
          WHERE v.host_ip = ? AND u.time >= ? AND u.time < ? AND u.missing IS NULL",
         figures.join(", ")
@@ -250,9 +311,8 @@ pub fn raw_vm_sql() -> String {
 /// Parameters: host twice, [VM name or UUID three times,] since twice, limit.
 pub fn rollup_query_sql(vms: bool, level: Level, time_expr: impl Fn(&str) -> String) -> String {
     let figures = if vms { VM_FIGURES } else { HOST_FIGURES };
-    let columns: Vec<String> = rollup_columns("", figures)
+    let columns: Vec<String> = figure_columns(figures, &SHOWN_STATS)
         .into_iter()
-        .skip(3)
         .map(|c| format!("r.{c}"))
         .collect();
     if vms {
@@ -332,7 +392,7 @@ impl RollupRow {
         values: Vec<Option<f64>>,
     ) -> RollupRow {
         let figures = if vms { VM_FIGURES } else { HOST_FIGURES };
-        let names = rollup_columns("", figures).into_iter().skip(3);
+        let names = figure_columns(figures, &SHOWN_STATS).into_iter();
         RollupRow {
             owner,
             uuid,
@@ -383,20 +443,28 @@ mod tests {
     }
 
     #[test]
-    fn summaries_are_mean_max_and_nearest_rank_p95() {
-        let mut values: Vec<f64> = (1..=100).map(f64::from).collect();
-        let s = summarize(&mut values).expect("values");
-        assert_eq!((s.avg, s.max, s.p95), (50.5, 100.0, 95.0));
-        let mut one = [7.0];
+    fn summaries_are_dt_weighted_mean_max_and_nearest_rank_p95() {
+        let ticks: Vec<(f64, f64)> = (1..=100).map(|v| (f64::from(v), 1.0)).collect();
+        let s = summarize(&ticks).expect("values");
         assert_eq!(
-            summarize(&mut one),
-            Some(Summary {
-                avg: 7.0,
-                max: 7.0,
-                p95: 7.0
-            })
+            (s.avg, s.max, s.p95, s.n, s.secs),
+            (50.5, 100.0, 95.0, 100, 100.0)
         );
-        assert_eq!(summarize(&mut []), None);
+        // 10 over 3 s and 20 over 1 s: (30 + 20) / 4.
+        let s = summarize(&[(10.0, 3.0), (20.0, 1.0)]).expect("values");
+        assert_eq!((s.avg, s.max, s.n, s.secs), (12.5, 20.0, 2, 4.0));
+        assert_eq!(s.sketch.count(), 2);
+        assert_eq!(summarize(&[]), None);
+    }
+
+    #[test]
+    fn a_tick_without_an_interval_weighs_the_mean_interval() {
+        assert_eq!(tick_weight(Some(2.0), 5.0), 2.0);
+        assert_eq!(tick_weight(None, 5.0), 5.0);
+        assert_eq!(tick_weight(Some(f64::NAN), 5.0), 5.0);
+        assert_eq!(tick_weight(Some(0.0), 5.0), 5.0);
+        assert_eq!(mean_interval([Some(1.0), None, Some(3.0)].into_iter()), 2.0);
+        assert_eq!(mean_interval([None, Some(-1.0)].into_iter()), 1.0);
     }
 
     #[test]
@@ -414,26 +482,56 @@ mod tests {
 
     #[test]
     fn raw_rows_become_one_row_per_owner_and_nulls_are_not_zeros() {
+        let tick = |owner: &str, interval_s, values| RawTick {
+            owner: owner.to_owned(),
+            interval_s,
+            values,
+        };
         let raw = vec![
-            ("a".to_owned(), vec![Some(10.0), None]),
-            ("a".to_owned(), vec![Some(30.0), None]),
-            ("b".to_owned(), vec![Some(5.0), Some(1.0)]),
+            tick("a", Some(1.0), vec![Some(10.0), None]),
+            tick("a", Some(3.0), vec![Some(30.0), None]),
+            // No interval: weighs the mean of b's, 2 s.
+            tick("b", None, vec![Some(5.0), Some(1.0)]),
+            tick("b", Some(2.0), vec![Some(8.0), None]),
         ];
         let rows = rollup_rows("t_1m", "uuid", &["x", "y"], "T", raw);
         assert_eq!(
             rows.columns,
             [
-                "uuid", "time", "samples", "x_avg", "x_max", "x_p95", "y_avg", "y_max", "y_p95"
+                "uuid", "time", "samples", "x_avg", "x_max", "x_p95", "x_n", "x_secs", "x_sketch",
+                "y_avg", "y_max", "y_p95", "y_n", "y_secs", "y_sketch"
             ]
         );
         assert_eq!(rows.rows.len(), 2);
         let a = &rows.rows[0];
         assert_eq!(a[2], Value::Int(2));
         assert_eq!(
-            &a[3..6],
-            [Value::Real(20.0), Value::Real(30.0), Value::Real(30.0)]
+            &a[3..8],
+            [
+                Value::Real(25.0),
+                Value::Real(30.0),
+                Value::Real(30.0),
+                Value::Int(2),
+                Value::Real(4.0)
+            ]
         );
-        assert_eq!(&a[6..9], [Value::Null, Value::Null, Value::Null]);
-        assert_eq!(rows.rows[1][6], Value::Real(1.0));
+        let Value::Blob(stored) = &a[8] else {
+            panic!("no sketch: {:?}", a[8]);
+        };
+        let sketch = Sketch::decode(stored).expect("sketch");
+        assert_eq!(sketch.count(), 2);
+        assert_eq!(&a[9..15], vec![Value::Null; 6]);
+        let b = &rows.rows[1];
+        assert_eq!(&b[3..5], [Value::Real(6.5), Value::Real(8.0)]);
+        assert_eq!(
+            &b[9..13],
+            [
+                Value::Real(1.0),
+                Value::Real(1.0),
+                Value::Real(1.0),
+                Value::Int(1)
+            ]
+        );
+        assert_eq!(b[13], Value::Real(2.0));
     }
 }

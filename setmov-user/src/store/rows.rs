@@ -23,6 +23,8 @@ pub enum Value {
     Int(i64),
     Real(f64),
     Text(String),
+    /// Bytes, e.g. a rollup's stored distribution; no tick row carries one.
+    Blob(Vec<u8>),
 }
 
 impl From<f64> for Value {

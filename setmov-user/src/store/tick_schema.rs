@@ -375,6 +375,7 @@ mod tests {
             include_str!("../../../migrations/mysql/V4__vcpu_threads_and_guest_cache.sql"),
             include_str!("../../../migrations/mysql/V5__host_total_devices.sql"),
             include_str!("../../../migrations/mysql/V6__latency_buckets.sql"),
+            include_str!("../../../migrations/mysql/V7__rollup_counts_and_sketches.sql"),
         ]
         .join("\n");
         let mut tables = BTreeMap::new();

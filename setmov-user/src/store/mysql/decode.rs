@@ -151,6 +151,17 @@ impl FromColumn for String {
     }
 }
 
+impl FromColumn for Vec<u8> {
+    const WANTED: &'static str = "bytes";
+
+    fn from_column(value: &Value) -> Option<Vec<u8>> {
+        match value {
+            Value::Bytes(b) => Some(b.clone()),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

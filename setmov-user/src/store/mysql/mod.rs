@@ -417,6 +417,7 @@ fn to_mysql(value: &Value) -> mysql_async::Value {
         Value::Int(v) => mysql_async::Value::Int(*v),
         Value::Real(v) => mysql_async::Value::Double(*v),
         Value::Text(v) => mysql_async::Value::Bytes(v.as_bytes().to_vec()),
+        Value::Blob(v) => mysql_async::Value::Bytes(v.clone()),
     }
 }
 

@@ -7,10 +7,11 @@ use mysql_async::{Conn, Row};
 
 use super::decode::{DecodeError, nullable, value};
 use super::{decode_error, iso, mysql_error, mysql_time, to_mysql, unix_seconds};
-use crate::analysis::report::{self, ReportSample};
-use crate::analysis::{ReportQuery, report_params, report_sql};
+use crate::analysis::report::{self, FigureSample, ReportSample};
+use crate::analysis::{REPORT_STATS, ReportQuery, report_params, report_sql};
 use crate::store::rollup::{
-    HOST_FIGURES, RollupQuery, RollupRow, VM_FIGURES, rollup_query_params, rollup_query_sql,
+    HOST_FIGURES, RollupQuery, RollupRow, SHOWN_STATS, VM_FIGURES, rollup_query_params,
+    rollup_query_sql,
 };
 use crate::store::rows::HostRow;
 use crate::store::{HostUsageQuery, HostUsageRow, StoreError, VmUsageQuery, VmUsageRow};
@@ -137,11 +138,12 @@ pub(super) async fn rollups(
         .exec(sql, params)
         .await
         .map_err(|e| mysql_error(target, &e))?;
-    let figures = 3 * if q.vms {
-        VM_FIGURES.len()
-    } else {
-        HOST_FIGURES.len()
-    };
+    let figures = SHOWN_STATS.len()
+        * if q.vms {
+            VM_FIGURES.len()
+        } else {
+            HOST_FIGURES.len()
+        };
     let mut out = decode_all(target, rows, |r| {
         let values = (4..4 + figures)
             .map(|i| nullable(r, i))
@@ -198,13 +200,14 @@ pub(super) async fn report_samples(
     decode_all(target, rows, |r| {
         let values = (0..figures)
             .map(|f| {
-                let at = 4 + 3 * f;
-                let (mean, max, p95) = (
+                let at = 4 + REPORT_STATS * f;
+                Ok(FigureSample::from_columns(
                     nullable::<f64>(r, at)?,
                     nullable::<f64>(r, at + 1)?,
-                    nullable::<f64>(r, at + 2)?,
-                );
-                Ok(mean.zip(max).zip(p95).map(|((a, b), c)| (a, b, c)))
+                    nullable::<u64>(r, at + 2)?,
+                    nullable::<f64>(r, at + 3)?,
+                    nullable::<Vec<u8>>(r, at + 4)?,
+                ))
             })
             .collect::<Result<_, DecodeError>>()?;
         Ok(ReportSample {
@@ -212,6 +215,7 @@ pub(super) async fn report_samples(
             owner: value(r, 1)?,
             uuid: nullable(r, 2)?,
             ticks: value(r, 3)?,
+            bucket: q.level.is_some(),
             values,
         })
     })

@@ -9,7 +9,7 @@ use super::decode::{nullable, value};
 use super::write::{Conflict, write_rows};
 use super::{MysqlStore, decode_error, mysql_error, mysql_time};
 use crate::store::rollup::{
-    HOST_FIGURES, Level, Retention, VM_FIGURES, raw_host_sql, raw_vm_sql, rollup_rows,
+    HOST_FIGURES, Level, RawTick, Retention, VM_FIGURES, raw_host_sql, raw_vm_sql, rollup_rows,
 };
 use crate::store::{StoreError, purge_statements};
 
@@ -118,10 +118,14 @@ async fn roll_up_bucket(
         let raw = rows
             .iter()
             .map(|r| {
-                let values = (1..=figures.len())
+                let values = (2..2 + figures.len())
                     .map(|i| nullable::<f64>(r, i))
                     .collect::<Result<_, _>>()?;
-                Ok((value::<String>(r, 0)?, values))
+                Ok(RawTick {
+                    owner: value::<String>(r, 0)?,
+                    interval_s: nullable::<f64>(r, 1)?,
+                    values,
+                })
             })
             .collect::<Result<_, _>>()
             .map_err(decode_error(target))?;

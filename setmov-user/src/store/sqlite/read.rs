@@ -4,10 +4,11 @@ use rusqlite::params;
 
 use super::SqliteStore;
 use super::write::SqlValue;
-use crate::analysis::report::{self, ReportSample};
-use crate::analysis::{ReportQuery, report_params, report_sql};
+use crate::analysis::report::{self, FigureSample, ReportSample};
+use crate::analysis::{REPORT_STATS, ReportQuery, report_params, report_sql};
 use crate::store::rollup::{
-    HOST_FIGURES, RollupQuery, RollupRow, VM_FIGURES, rollup_query_params, rollup_query_sql,
+    HOST_FIGURES, RollupQuery, RollupRow, SHOWN_STATS, VM_FIGURES, rollup_query_params,
+    rollup_query_sql,
 };
 use crate::store::rows::HostRow;
 use crate::store::{
@@ -99,11 +100,12 @@ impl SqliteStore {
         let mut stmt = state
             .conn
             .prepare(&rollup_query_sql(q.vms, q.level, str::to_owned))?;
-        let figures = 3 * if q.vms {
-            VM_FIGURES.len()
-        } else {
-            HOST_FIGURES.len()
-        };
+        let figures = SHOWN_STATS.len()
+            * if q.vms {
+                VM_FIGURES.len()
+            } else {
+                HOST_FIGURES.len()
+            };
         let row = |r: &rusqlite::Row<'_>| {
             let values = (4..4 + figures)
                 .map(|i| r.get::<_, Option<f64>>(i))
@@ -158,17 +160,21 @@ impl SqliteStore {
         let row = |r: &rusqlite::Row<'_>| {
             let mut values = Vec::with_capacity(figures);
             for f in 0..figures {
-                let at = 4 + 3 * f;
-                let mean: Option<f64> = r.get(at)?;
-                let max: Option<f64> = r.get(at + 1)?;
-                let p95: Option<f64> = r.get(at + 2)?;
-                values.push(mean.zip(max).zip(p95).map(|((a, b), c)| (a, b, c)));
+                let at = 4 + REPORT_STATS * f;
+                values.push(FigureSample::from_columns(
+                    r.get(at)?,
+                    r.get(at + 1)?,
+                    r.get(at + 2)?,
+                    r.get(at + 3)?,
+                    r.get(at + 4)?,
+                ));
             }
             Ok(ReportSample {
                 time: r.get(0)?,
                 owner: r.get(1)?,
                 uuid: r.get(2)?,
                 ticks: r.get(3)?,
+                bucket: q.level.is_some(),
                 values,
             })
         };

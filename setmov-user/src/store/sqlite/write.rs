@@ -160,6 +160,7 @@ impl rusqlite::ToSql for SqlValue<'_> {
             Value::Int(v) => ValueRef::Integer(*v),
             Value::Real(v) => ValueRef::Real(*v),
             Value::Text(v) => ValueRef::Text(v.as_bytes()),
+            Value::Blob(v) => ValueRef::Blob(v),
         }))
     }
 }
