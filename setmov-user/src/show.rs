@@ -104,14 +104,20 @@ struct ReportLine<'a> {
     uuid: Option<&'a str>,
     ticks: u64,
     figure: &'a str,
+    /// Ticks that had the figure.
+    n: u64,
     mean: f64,
     p50: f64,
     p95: f64,
+    p99: f64,
     max: f64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    approximate: bool,
 }
 
-/// A report in `format`: one line per host or VM and figure (mean, median, 95th percentile,
-/// maximum), hosts first.
+/// A report in `format`: one line per host or VM and figure (ticks with the figure, mean,
+/// median, 95th and 99th percentiles, maximum), hosts first. Percentiles marked `~` are
+/// estimates from rollups that kept no distribution.
 pub fn render_report(
     hosts: &[OwnerReport],
     vms: &[OwnerReport],
@@ -127,10 +133,13 @@ pub fn render_report(
                     uuid: o.uuid.as_deref(),
                     ticks: o.ticks,
                     figure,
+                    n: f.n,
                     mean: f.mean,
                     p50: f.p50,
                     p95: f.p95,
+                    p99: f.p99,
                     max: f.max,
+                    approximate: f.approximate,
                 })
             })
         })
@@ -140,21 +149,26 @@ pub fn render_report(
             .iter()
             .map(|l| {
                 let unit = figure_unit(l.figure);
+                // Percentiles from rollups that kept no distribution are estimates.
+                let estimate = if l.approximate { "~" } else { "" };
+                let percentile = |v: f64| format!("{estimate}{}", unit(v));
                 vec![
                     l.kind.to_owned(),
                     l.owner.to_owned(),
                     l.figure.to_owned(),
                     l.ticks.to_string(),
+                    l.n.to_string(),
                     unit(l.mean),
-                    unit(l.p50),
-                    unit(l.p95),
+                    percentile(l.p50),
+                    percentile(l.p95),
+                    percentile(l.p99),
                     unit(l.max),
                 ]
             })
             .collect()
     };
     let header = [
-        "kind", "owner", "figure", "ticks", "mean", "p50", "p95", "max",
+        "kind", "owner", "figure", "ticks", "n", "mean", "p50", "p95", "p99", "max",
     ];
     render(&lines, format, &header, 3, cells)
 }
@@ -485,7 +499,7 @@ mod tests {
 
     #[test]
     fn rollups_show_mean_p95_and_max_and_csv_carries_every_figure() {
-        let values: Vec<Option<f64>> = (0..30).map(|i| Some(f64::from(i))).collect();
+        let values: Vec<Option<f64>> = (0..40).map(|i| Some(f64::from(i))).collect();
         let row = RollupRow::new(
             false,
             "192.0.2.2".into(),
@@ -498,7 +512,8 @@ mod tests {
             render_rollups(std::slice::from_ref(&row), false, Format::Table).expect("table");
         let lines: Vec<_> = table.lines().collect();
         assert!(lines[0].starts_with("bucket"), "{table}");
-        // cpu_pct avg 0, p95 2, max 1 (the order of the stored columns is avg, max, p95).
+        // cpu_pct avg 0, p95 2, max 1 (the order of the stored columns is avg, max, p95, n,
+        // secs).
         assert!(lines[1].contains("0.0% 2.0% 1.0%"), "{table}");
         let csv = render_rollups(&[row], false, Format::Csv).expect("csv");
         let header = csv.lines().next().expect("header");
@@ -506,7 +521,8 @@ mod tests {
             header.starts_with("owner,time,samples,cpu_pct_avg,cpu_pct_max,cpu_pct_p95"),
             "{header}"
         );
-        assert_eq!(header.split(',').count(), 3 + 8 * 3);
+        assert!(header.contains(",cpu_pct_n,cpu_pct_secs,"), "{header}");
+        assert_eq!(header.split(',').count(), 3 + 8 * 5);
     }
 
     #[test]

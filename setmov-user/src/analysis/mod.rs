@@ -38,17 +38,16 @@ pub fn vm_loads(samples: &[(String, u32, report::ReportSample)]) -> Vec<migrate:
                 memory_bytes: 0,
                 load: vec![0.0; times.len()],
             });
-        let value =
-            |index: Option<usize>| index.and_then(|i| sample.values.get(i).copied().flatten());
+        let value = |index: Option<usize>| index.and_then(|i| sample.values.get(i)?.as_ref());
         let slot = times
             .binary_search(&sample.time)
             .ok()
             .and_then(|slot| vm.load.get_mut(slot));
-        if let (Some((share, _, _)), Some(slot)) = (value(cpu), slot) {
-            *slot = share / 100.0 * f64::from(*cpus);
+        if let (Some(share), Some(slot)) = (value(cpu), slot) {
+            *slot = share.mean / 100.0 * f64::from(*cpus);
         }
-        if let Some((_, most, _)) = value(memory) {
-            vm.memory_bytes = vm.memory_bytes.max(most as u64);
+        if let Some(memory) = value(memory) {
+            vm.memory_bytes = vm.memory_bytes.max(memory.max as u64);
         }
     }
     vms.into_values().collect()
@@ -124,7 +123,12 @@ pub fn charts(vms: bool, owner: &str, samples: &[report::ReportSample]) -> Vec<c
                     let index = names.iter().position(|n| n == figure)?;
                     let points: Vec<(i64, Option<f64>)> = samples
                         .iter()
-                        .map(|s| (s.time, s.values.get(index).copied().flatten().map(|v| v.0)))
+                        .map(|s| {
+                            (
+                                s.time,
+                                s.values.get(index).and_then(|v| Some(v.as_ref()?.mean)),
+                            )
+                        })
                         .collect();
                     points.iter().any(|p| p.1.is_some()).then(|| chart::Series {
                         label: (*label).to_owned(),
@@ -170,27 +174,31 @@ pub fn report_params(query: &ReportQuery, since: String, until: String) -> Vec<V
     params
 }
 
+/// How many columns [`report_sql`] gives per figure.
+pub const REPORT_STATS: usize = 5;
+
 /// The query behind [`ReportQuery`]: the row's time in seconds since the epoch (`unix_time`
 /// renders that from a time column in the store's dialect), owner (host IP or VM name), UUID
-/// (VMs), ticks, then per figure its mean, max and p95 (a raw tick gives its value three
-/// times); in time order. Parameters: host twice, [VM three times,] since, until.
+/// (VMs), ticks, then per figure the [`REPORT_STATS`] columns: for a raw tick its value twice,
+/// 1, its Δt and no sketch; for a bucket `<figure>_avg, _max, _n, _secs, _sketch`. In time
+/// order. Parameters: host twice, [VM three times,] since, until.
 pub fn report_sql(query: &ReportQuery, unix_time: impl Fn(&str) -> String) -> String {
     let names = figures(query.vms);
     let stats: Vec<String> = match query.level {
         None => names
             .iter()
             .map(|f| {
-                let source = if query.vms {
-                    vm_figure_source(f)
+                let (source, interval) = if query.vms {
+                    (vm_figure_source(f), "u.interval_s")
                 } else {
-                    format!("r.{f}")
+                    (format!("r.{f}"), "r.interval_s")
                 };
-                format!("{source}, {source}, {source}")
+                format!("{source}, {source}, 1, {interval}, NULL")
             })
             .collect(),
         Some(_) => names
             .iter()
-            .map(|f| format!("r.{f}_avg, r.{f}_max, r.{f}_p95"))
+            .map(|f| format!("r.{f}_avg, r.{f}_max, r.{f}_n, r.{f}_secs, r.{f}_sketch"))
             .collect(),
     };
     let stats = stats.join(", ");

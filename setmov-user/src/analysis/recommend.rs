@@ -339,7 +339,10 @@ mod tests {
             mean: 0.44 * v,
             p50: 0.4 * v,
             p95: v,
+            p99: 0.5 * (1.0 + max_factor) * v,
             max: max_factor * v,
+            n: 100,
+            approximate: false,
         }
     }
 
@@ -349,7 +352,10 @@ mod tests {
             mean: v,
             p50: v,
             p95: v,
+            p99: v,
             max: v,
+            n: 100,
+            approximate: false,
         }
     }
 

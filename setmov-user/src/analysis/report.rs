@@ -1,20 +1,57 @@
-//! `setmov report`: per host and per VM, the mean, median, 95th percentile and maximum of each
-//! figure over a window.
+//! `setmov report`: per host and per VM, the mean, median, 95th and 99th percentiles and
+//! maximum of each figure over a window.
 //!
-//! Over raw ticks the statistics are exact. Over rollups (the level a long window reads) each
-//! bucket brings its tick count, mean, maximum and 95th percentile: the report's mean is the
-//! mean of the bucket means weighted by their ticks, its maximum the largest bucket maximum, its
-//! median the median of the bucket means, and its 95th percentile the 95th percentile of the
-//! bucket 95th percentiles (an upper estimate: it never hides a busy bucket).
+//! Only the ticks that had a figure count for it. The mean weighs each tick by its Δt (a
+//! bucket by the seconds its ticks with the figure cover), so raw ticks and rollups give the
+//! same mean. Over raw ticks the percentiles are exact (nearest rank); over rollups they come
+//! from the buckets' merged distributions ([`Sketch`]), within [`crate::store::sketch::RELATIVE_ERROR`] of the
+//! percentile over the raw ticks. Rollups written before those distributions were kept (before
+//! SQLite schema 10 / MySQL schema 7) count as their mean repeated over their ticks; a figure
+//! that read such a bucket is marked `approximate`.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
 use crate::store::rollup::{HOST_FIGURES, VM_FIGURES, nearest_rank};
+use crate::store::sketch::Sketch;
 
-/// One stored row as the report reads it: a tick (count 1, its value as mean, max and p95) or
-/// a rollup bucket.
+/// One figure of one stored row as the report reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FigureSample {
+    /// A tick's value, or a bucket's mean.
+    pub mean: f64,
+    pub max: f64,
+    /// How many ticks had the figure: 1 for a tick, a bucket's `<figure>_n`; `None` for a
+    /// bucket from before the count was kept (then the bucket's tick count stands in).
+    pub n: Option<u64>,
+    /// The seconds it covers: a tick's Δt, a bucket's `<figure>_secs`; `None` when unknown.
+    pub secs: Option<f64>,
+    /// A bucket's stored distribution; `None` for a tick, or a bucket from before they were kept.
+    pub sketch: Option<Vec<u8>>,
+}
+
+impl FigureSample {
+    /// From the columns [`super::report_sql`] gives for a figure; `None` when the row has no
+    /// value of it.
+    pub fn from_columns(
+        mean: Option<f64>,
+        max: Option<f64>,
+        n: Option<u64>,
+        secs: Option<f64>,
+        sketch: Option<Vec<u8>>,
+    ) -> Option<FigureSample> {
+        Some(FigureSample {
+            mean: mean?,
+            max: max?,
+            n,
+            secs,
+            sketch,
+        })
+    }
+}
+
+/// One stored row as the report reads it: a tick or a rollup bucket.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReportSample {
     /// Seconds since the epoch: the tick's time, or the bucket's start.
@@ -23,8 +60,10 @@ pub struct ReportSample {
     pub owner: String,
     pub uuid: Option<String>,
     pub ticks: u64,
-    /// Per figure (in the order of [`figures`]): mean, max, p95 — `None` when not measured.
-    pub values: Vec<Option<(f64, f64, f64)>>,
+    /// Whether this is a rollup bucket rather than a tick.
+    pub bucket: bool,
+    /// Per figure (in the order of [`figures`]); `None` when not measured.
+    pub values: Vec<Option<FigureSample>>,
 }
 
 /// The figures a report covers: the host's or the VMs' rollup figures.
@@ -38,7 +77,13 @@ pub struct FigureReport {
     pub mean: f64,
     pub p50: f64,
     pub p95: f64,
+    pub p99: f64,
     pub max: f64,
+    /// Ticks that had the figure.
+    pub n: u64,
+    /// Read (in part) from rollups that kept no distribution: the percentiles are estimates.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub approximate: bool,
 }
 
 /// A host or a VM over the window.
@@ -53,40 +98,114 @@ pub struct OwnerReport {
     pub figures: BTreeMap<String, FigureReport>,
 }
 
+/// One figure of one owner while the window is read.
+#[derive(Default)]
+struct Acc {
+    /// Σ value × Δt and Σ Δt over what had a Δt.
+    weighted: f64,
+    secs: f64,
+    /// Σ value × ticks and Σ ticks over what had none: weighed by the mean Δt at the end.
+    unweighted: f64,
+    unweighted_ticks: f64,
+    n: u64,
+    max: Option<f64>,
+    /// The ticks' values while only ticks were read; then the sketch of everything.
+    exact: Vec<f64>,
+    sketch: Option<Sketch>,
+    approximate: bool,
+}
+
+impl Acc {
+    fn add(&mut self, sample: FigureSample, bucket: bool, bucket_ticks: u64, owner: &str) {
+        let FigureSample {
+            mean,
+            max,
+            n,
+            secs,
+            sketch,
+        } = sample;
+        if !mean.is_finite() || !max.is_finite() {
+            return;
+        }
+        let n = n.unwrap_or(bucket_ticks).max(1);
+        self.n += n;
+        self.max = Some(self.max.map_or(max, |m| m.max(max)));
+        match secs.filter(|s| s.is_finite() && *s > 0.0) {
+            Some(secs) => {
+                self.weighted += mean * secs;
+                self.secs += secs;
+            }
+            None => {
+                self.unweighted += mean * n as f64;
+                self.unweighted_ticks += n as f64;
+            }
+        }
+        if !bucket {
+            match &mut self.sketch {
+                Some(all) => all.add(mean),
+                None => self.exact.push(mean),
+            }
+            return;
+        }
+        let all = self.sketch.get_or_insert_with(|| {
+            let mut all = Sketch::new();
+            self.exact.drain(..).for_each(|v| all.add(v));
+            all
+        });
+        match sketch.as_deref().map(|bytes| all.merge_encoded(bytes)) {
+            Some(Ok(())) => {}
+            unread => {
+                if let Some(Err(e)) = unread {
+                    tracing::warn!(owner, "a rollup's stored distribution is unreadable: {e}");
+                }
+                all.add_n(mean, n);
+                self.approximate = true;
+            }
+        }
+    }
+
+    fn finish(mut self) -> Option<FigureReport> {
+        let max = self.max?;
+        // What had no Δt weighs the mean Δt of what had one (1 s when nothing had one).
+        let total_ticks = self.n as f64 - self.unweighted_ticks;
+        let mean_dt = if self.secs > 0.0 && total_ticks > 0.0 {
+            self.secs / total_ticks
+        } else {
+            1.0
+        };
+        let mean = (self.weighted + self.unweighted * mean_dt)
+            / (self.secs + self.unweighted_ticks * mean_dt);
+        let mut exact = std::mem::take(&mut self.exact);
+        let mut quantile = |q: f64| match &self.sketch {
+            Some(sketch) => sketch.quantile(q),
+            None => nearest_rank(&mut exact, q),
+        };
+        let (p50, p95, p99) = (quantile(0.5)?, quantile(0.95)?, quantile(0.99)?);
+        Some(FigureReport {
+            mean,
+            p50,
+            p95,
+            p99,
+            max,
+            n: self.n,
+            approximate: self.approximate,
+        })
+    }
+}
+
 /// Folds the window's samples into one report per owner (sorted by owner).
 pub fn report(vms: bool, samples: Vec<ReportSample>) -> Vec<OwnerReport> {
     let names = figures(vms);
-    /// Per figure: Σ mean × ticks, Σ ticks, the bucket means, the bucket p95s, the max.
-    #[derive(Default)]
-    struct Acc {
-        weighted: f64,
-        ticks: f64,
-        means: Vec<f64>,
-        p95s: Vec<f64>,
-        max: f64,
-    }
     let mut owners: BTreeMap<(String, Option<String>), (u64, Vec<Acc>)> = BTreeMap::new();
     for sample in samples {
         let (ticks, accs) = owners
-            .entry((sample.owner, sample.uuid))
+            .entry((sample.owner.clone(), sample.uuid))
             .or_insert_with(|| (0, names.iter().map(|_| Acc::default()).collect()));
         *ticks += sample.ticks;
         for (acc, value) in accs.iter_mut().zip(sample.values) {
-            let Some((mean, max, p95)) =
-                value.filter(|(m, x, p)| m.is_finite() && x.is_finite() && p.is_finite())
-            else {
-                continue;
-            };
-            let weight = sample.ticks.max(1) as f64;
-            acc.weighted += mean * weight;
-            acc.ticks += weight;
-            acc.means.push(mean);
-            acc.p95s.push(p95);
-            acc.max = if acc.means.len() == 1 {
-                max
-            } else {
-                acc.max.max(max)
-            };
+            if let Some(value) = value {
+                acc.add(value, sample.bucket, sample.ticks, &sample.owner);
+            }
         }
     }
     owners
@@ -98,19 +217,7 @@ pub fn report(vms: bool, samples: Vec<ReportSample>) -> Vec<OwnerReport> {
             figures: names
                 .iter()
                 .zip(accs)
-                .filter_map(|(name, mut acc)| {
-                    let p50 = nearest_rank(&mut acc.means, 0.5)?;
-                    let p95 = nearest_rank(&mut acc.p95s, 0.95)?;
-                    Some((
-                        (*name).to_owned(),
-                        FigureReport {
-                            mean: acc.weighted / acc.ticks,
-                            p50,
-                            p95,
-                            max: acc.max,
-                        },
-                    ))
-                })
+                .filter_map(|(name, acc)| Some(((*name).to_owned(), acc.finish()?)))
                 .collect(),
         })
         .collect()
@@ -119,17 +226,73 @@ pub fn report(vms: bool, samples: Vec<ReportSample>) -> Vec<OwnerReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::rollup::{RawTick, rollup_rows};
+    use crate::store::rows::Value;
+    use crate::store::sketch::RELATIVE_ERROR;
 
     fn tick(owner: &str, cpu: f64) -> ReportSample {
+        timed_tick(owner, cpu, Some(1.0))
+    }
+
+    fn timed_tick(owner: &str, cpu: f64, secs: Option<f64>) -> ReportSample {
         let mut values = vec![None; figures(false).len()];
-        values[0] = Some((cpu, cpu, cpu));
+        values[0] = Some(FigureSample {
+            mean: cpu,
+            max: cpu,
+            n: Some(1),
+            secs,
+            sketch: None,
+        });
         ReportSample {
             time: 0,
             owner: owner.into(),
             uuid: None,
             ticks: 1,
+            bucket: false,
             values,
         }
+    }
+
+    /// The rollup of `ticks` (value, Δt) as one bucket of figure 0, through the rollup code.
+    fn bucket(ticks: &[(Option<f64>, f64)]) -> ReportSample {
+        let raw = ticks
+            .iter()
+            .map(|&(v, dt)| RawTick {
+                owner: "h".into(),
+                interval_s: Some(dt),
+                values: vec![v],
+            })
+            .collect();
+        let rows = rollup_rows("t", "host_ip", &["x"], "T", raw);
+        let row = &rows.rows[0];
+        let real = |v: &Value| match v {
+            Value::Real(x) => Some(*x),
+            _ => None,
+        };
+        let sample = match (&row[3], &row[6], &row[8]) {
+            (Value::Real(mean), Value::Int(n), Value::Blob(sketch)) => Some(FigureSample {
+                mean: *mean,
+                max: real(&row[4]).expect("max"),
+                n: u64::try_from(*n).ok(),
+                secs: real(&row[7]),
+                sketch: Some(sketch.clone()),
+            }),
+            _ => None,
+        };
+        let mut values = vec![None; figures(false).len()];
+        values[0] = sample;
+        ReportSample {
+            time: 0,
+            owner: "h".into(),
+            uuid: None,
+            ticks: ticks.len() as u64,
+            bucket: true,
+            values,
+        }
+    }
+
+    fn within(read: f64, exact: f64) -> bool {
+        ((read - exact) / exact).abs() <= RELATIVE_ERROR + 1e-12
     }
 
     #[test]
@@ -144,7 +307,10 @@ mod tests {
                 mean: 50.5,
                 p50: 50.0,
                 p95: 95.0,
-                max: 100.0
+                p99: 99.0,
+                max: 100.0,
+                n: 100,
+                approximate: false,
             }
         );
         // Never measured: left out rather than shown as zero.
@@ -152,27 +318,130 @@ mod tests {
     }
 
     #[test]
-    fn buckets_are_weighted_by_their_ticks_and_keep_their_peaks() {
-        let bucket = |ticks, mean, max, p95| {
-            let mut values = vec![None; figures(false).len()];
-            values[0] = Some((mean, max, p95));
-            ReportSample {
-                time: 0,
-                owner: "h".into(),
-                uuid: None,
-                ticks,
-                values,
-            }
+    fn ticks_weigh_their_interval_and_one_without_weighs_the_mean_interval() {
+        let r = report(
+            false,
+            vec![
+                timed_tick("h", 10.0, Some(3.0)),
+                timed_tick("h", 20.0, Some(1.0)),
+                timed_tick("h", 40.0, None),
+            ],
+        );
+        // The last weighs 2 s: (30 + 20 + 80) / 6.
+        let mean = r[0].figures["cpu_pct"].mean;
+        assert!((mean - 130.0 / 6.0).abs() < 1e-12, "{mean}");
+    }
+
+    /// Issue #15's first counterexample: one read tick at 10 ms in one bucket, sixty at 1 ms in
+    /// another, many ticks without reads: the mean is over the 61 reads, not the buckets.
+    #[test]
+    fn an_intermittent_figure_is_averaged_over_the_ticks_that_had_it() {
+        let mut first: Vec<(Option<f64>, f64)> = vec![(None, 1.0); 59];
+        first.push((Some(10.0), 1.0));
+        let second = vec![(Some(1.0), 1.0); 60];
+        let r = report(false, vec![bucket(&first), bucket(&second)]);
+        let f = r[0].figures["cpu_pct"];
+        assert!((f.mean - 70.0 / 61.0).abs() < 1e-12, "{}", f.mean);
+        assert_eq!((f.n, f.max, f.approximate), (61, 10.0, false));
+        assert_eq!(r[0].ticks, 120);
+    }
+
+    /// Issue #15's second counterexample: 95 minutes each with 3 busy ticks of 60 and 5 fully
+    /// busy minutes at 100. 95 of the bucket p95s are 0, so the p95 of bucket p95s (what the
+    /// report read before) is 0. Over the 6,000 ticks the nearest-rank p95 is 60 (the 5,700th
+    /// value, the last of the 285 at 60; the issue counts it as 100, one tick further), the p99
+    /// 100 and the p50 0.
+    #[test]
+    fn percentiles_over_buckets_are_the_percentiles_of_their_ticks() {
+        let mut samples = Vec::new();
+        let mut all = Vec::new();
+        for minute in 0..100 {
+            let ticks: Vec<f64> = if minute < 95 {
+                (0..60).map(|i| if i < 3 { 60.0 } else { 0.0 }).collect()
+            } else {
+                vec![100.0; 60]
+            };
+            all.extend(&ticks);
+            let timed: Vec<_> = ticks.iter().map(|&v| (Some(v), 1.0)).collect();
+            samples.push(bucket(&timed));
+        }
+        let f = report(false, samples).remove(0).figures["cpu_pct"];
+        for (q, read) in [(0.5, f.p50), (0.95, f.p95), (0.99, f.p99)] {
+            let exact = nearest_rank(&mut all, q).expect("ticks");
+            assert!(
+                read == exact || within(read, exact),
+                "p{q}: {read} against {exact}"
+            );
+        }
+        assert!(within(f.p95, 60.0), "{}", f.p95);
+        assert!(within(f.p99, 100.0), "{}", f.p99);
+        assert_eq!(f.p50, 0.0);
+    }
+
+    #[test]
+    fn generated_series_read_from_buckets_match_the_raw_ticks() {
+        // A day of 1 s ticks in minute buckets, a diurnal load with bursts and idle gaps.
+        let mut state = 0x2545_f491_u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64
         };
-        // 59 quiet minutes and one with a 100 % peak.
-        let mut samples: Vec<_> = (0..59).map(|_| bucket(60, 10.0, 12.0, 11.0)).collect();
-        samples.push(bucket(30, 40.0, 100.0, 90.0));
-        let r = report(false, samples);
-        let cpu = r[0].figures["cpu_pct"];
-        assert_eq!(r[0].ticks, 59 * 60 + 30);
-        assert!((cpu.mean - (59.0 * 600.0 + 1200.0) / 3570.0).abs() < 1e-9);
-        assert_eq!((cpu.p50, cpu.max), (10.0, 100.0));
-        assert_eq!(cpu.p95, 11.0, "one bucket of 60 is under the 95th rank");
+        let (mut samples, mut raw, mut ticks) = (Vec::new(), Vec::new(), Vec::new());
+        for minute in 0..1440 {
+            let base = 5.0
+                + 40.0
+                    * (f64::from(minute) / 1440.0 * std::f64::consts::TAU)
+                        .sin()
+                        .abs();
+            let bucket_ticks: Vec<(Option<f64>, f64)> = (0..60)
+                .map(|_| {
+                    let u = next();
+                    let v = (u > 0.2).then(|| base * (1.0 + 3.0 * u.powi(8)));
+                    (v, 1.0)
+                })
+                .collect();
+            for &(v, dt) in &bucket_ticks {
+                if let Some(v) = v {
+                    raw.push(v);
+                    ticks.push(timed_tick("h", v, Some(dt)));
+                }
+            }
+            samples.push(bucket(&bucket_ticks));
+        }
+        let from_buckets = report(false, samples).remove(0).figures["cpu_pct"];
+        let from_ticks = report(false, ticks).remove(0).figures["cpu_pct"];
+        assert!((from_buckets.mean - from_ticks.mean).abs() < 1e-9 * from_ticks.mean);
+        assert_eq!(from_buckets.max, from_ticks.max);
+        assert_eq!(from_buckets.n, from_ticks.n);
+        for (q, read) in [
+            (0.5, from_buckets.p50),
+            (0.95, from_buckets.p95),
+            (0.99, from_buckets.p99),
+        ] {
+            let exact = nearest_rank(&mut raw, q).expect("ticks");
+            assert!(within(read, exact), "p{q}: {read} against {exact}");
+        }
+    }
+
+    #[test]
+    fn a_bucket_without_a_distribution_is_read_as_its_mean_and_marked() {
+        let mut old = bucket(&[(Some(10.0), 1.0), (Some(30.0), 1.0)]);
+        if let Some(v) = &mut old.values[0] {
+            v.sketch = None;
+            v.n = None;
+            v.secs = None;
+        }
+        let mut broken = bucket(&[(Some(50.0), 2.0)]);
+        if let Some(v) = &mut broken.values[0] {
+            v.sketch = Some(vec![1, 0x80]);
+        }
+        let f = report(false, vec![old, broken]).remove(0).figures["cpu_pct"];
+        assert!(f.approximate);
+        assert_eq!((f.n, f.max), (3, 50.0));
+        // The old bucket's two ticks weigh the mean Δt (2 s) each: (20·4 + 50·2) / 6.
+        assert!((f.mean - 30.0).abs() < 1e-12, "{}", f.mean);
     }
 
     #[test]
