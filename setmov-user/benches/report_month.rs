@@ -1,14 +1,17 @@
 //! `setmov report` over a month of one-minute data for 100 VMs on the embedded store: the data
-//! is generated (per-minute and per-hour rollups, as the monitor leaves them), then the report
-//! is timed at the level its window picks (hours) and, for comparison, over every minute.
+//! is generated (per-minute and per-hour rollups of every figure with their distributions, as
+//! the monitor leaves them), then the report is timed at the level its window picks (hours)
+//! and, for comparison, over every minute.
 
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, params};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, params, params_from_iter};
 use setmov::analysis::ReportQuery;
 use setmov::analysis::report::report;
 use setmov::store::format_time;
-use setmov::store::rollup::Level;
+use setmov::store::rollup::{HOST_FIGURES, Level, VM_FIGURES, rollup_columns};
+use setmov::store::sketch::Sketch;
 use setmov::store::sqlite::SqliteStore;
 use time::OffsetDateTime;
 
@@ -32,71 +35,130 @@ fn uuid(vm: usize) -> String {
     format!("3f9a7c1e-0000-4000-8000-{vm:012}")
 }
 
-/// Rollup rows of `level` from `start` for `buckets` buckets: the host and every VM.
+/// Each figure's scale, in the order of the host's and the VMs' rolled-up figures: its
+/// values lie between 0.2 and 1.2 times it.
+const HOST_SCALES: [f64; 8] = [50.0, 50.0, 1e8, 1e8, 1e3, 1e3, 1e7, 1e7];
+const VM_SCALES: [f64; 23] = [
+    50.0, 100.0, 100.0, 5.0, 50.0, 1e8, 1e8, 1e3, 1e3, 1e7, 1e7, 2.0, 4e9, 2e9, 1e9, 1e9, 5e8, 1e4,
+    10.0, 5.0, 500.0, 800.0, 1e4,
+];
+
+/// Distributions of a minute's 60 ticks scaled to `scale`, and of an hour's 60 such minutes:
+/// a pool to draw the stored sketches from (drawing each from its own ticks would take the
+/// bench minutes), as large and as costly to read as the monitor's.
+struct SketchPool {
+    minutes: Vec<Vec<u8>>,
+    hours: Vec<Vec<u8>>,
+}
+
+impl SketchPool {
+    fn new(rng: &mut Lcg, scale: f64) -> SketchPool {
+        let minutes: Vec<Sketch> = (0..256)
+            .map(|_| {
+                let mut minute = Sketch::new();
+                (0..60).for_each(|_| minute.add(scale * (0.2 + rng.next())));
+                minute
+            })
+            .collect();
+        let hours = (0..64)
+            .map(|h| {
+                let mut hour = Sketch::new();
+                (0..60).for_each(|m| hour.merge(&minutes[(h * 61 + m * 7) % minutes.len()]));
+                hour.encode()
+            })
+            .collect();
+        SketchPool {
+            minutes: minutes.iter().map(Sketch::encode).collect(),
+            hours,
+        }
+    }
+
+    fn draw(&self, level: Level, rng: &mut Lcg) -> &[u8] {
+        let pool = match level {
+            Level::Minute => &self.minutes,
+            Level::Hour => &self.hours,
+        };
+        &pool[(rng.next() * pool.len() as f64) as usize % pool.len()]
+    }
+}
+
+/// `INSERT INTO <table> (owner, time, samples, <figure>_avg … _sketch …)`.
+fn insert_sql(table: &str, owner: &str, figures: &[&str]) -> String {
+    let columns = rollup_columns(owner, figures);
+    let marks = vec!["?"; columns.len()].join(", ");
+    format!(
+        "INSERT INTO {table} ({}) VALUES ({marks})",
+        columns.join(", ")
+    )
+}
+
+/// One figure's columns: mean `v`, max, p95, n, seconds and a drawn sketch.
+fn figure_values(v: f64, ticks: u64, sketch: &[u8]) -> [SqlValue; 6] {
+    [
+        SqlValue::Real(v),
+        SqlValue::Real(2.0 * v),
+        SqlValue::Real(1.8 * v),
+        SqlValue::Integer(ticks as i64),
+        SqlValue::Real(ticks as f64),
+        SqlValue::Blob(sketch.to_vec()),
+    ]
+}
+
+/// Rollup rows of `level` from `start` for `buckets` buckets: the host and every VM, each
+/// figure with its count, seconds and distribution as the monitor writes them.
 fn generate(conn: &mut Connection, level: Level, start: OffsetDateTime, buckets: usize) {
     let span = time::Duration::try_from(level.span()).expect("span");
     let ticks = level.span().as_secs();
+    let mut rng = Lcg(42);
+    let mut pools = |scales: &[f64]| -> Vec<SketchPool> {
+        scales
+            .iter()
+            .map(|&scale| SketchPool::new(&mut rng, scale))
+            .collect()
+    };
+    let (host_pools, vm_pools) = (pools(&HOST_SCALES), pools(&VM_SCALES));
+    let mut rng = Lcg(7);
     let tx = conn.transaction().expect("transaction");
     {
         let suffix = level.suffix();
         let mut host = tx
-            .prepare(&format!(
-                "INSERT INTO host_usage{suffix} (host_ip, time, samples, cpu_pct_avg, cpu_pct_max,
-                    cpu_pct_p95, mem_used_pct_avg, mem_used_pct_max, mem_used_pct_p95)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+            .prepare(&insert_sql(
+                &format!("host_usage{suffix}"),
+                "host_ip",
+                HOST_FIGURES,
             ))
             .expect("host insert");
         let mut vm = tx
-            .prepare(&format!(
-                "INSERT INTO vm_usage{suffix} (time, uuid, samples, cpu_pct_avg, cpu_pct_max,
-                    cpu_pct_p95, cpu_vcpu_pct_avg, cpu_vcpu_pct_max, cpu_vcpu_pct_p95,
-                    mem_used_pct_avg, mem_used_pct_max, mem_used_pct_p95, disk_read_bytes_s_avg,
-                    disk_read_bytes_s_max, disk_read_bytes_s_p95, net_rx_bps_avg, net_rx_bps_max,
-                    net_rx_bps_p95)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                    ?17, ?18)"
+            .prepare(&insert_sql(
+                &format!("vm_usage{suffix}"),
+                "uuid",
+                VM_FIGURES,
             ))
             .expect("vm insert");
-        let mut rng = Lcg(42);
         let uuids: Vec<String> = (0..VMS).map(uuid).collect();
         for b in 0..buckets {
             let time = format_time(start + span * b as u32);
-            let cpu = 30.0 + 40.0 * rng.next();
-            host.execute(params![
-                HOST,
-                time,
-                ticks,
-                cpu,
-                cpu + 10.0,
-                cpu + 5.0,
-                40.0,
-                45.0,
-                44.0
-            ])
-            .expect("host row");
+            let mut row = vec![
+                SqlValue::Text(HOST.into()),
+                SqlValue::Text(time.clone()),
+                SqlValue::Integer(ticks as i64),
+            ];
+            for (pool, scale) in host_pools.iter().zip(HOST_SCALES) {
+                let v = scale * (0.2 + rng.next());
+                row.extend(figure_values(v, ticks, pool.draw(level, &mut rng)));
+            }
+            host.execute(params_from_iter(row)).expect("host row");
             for uuid in &uuids {
-                let c = 100.0 * rng.next();
-                vm.execute(params![
-                    time,
-                    uuid,
-                    ticks,
-                    c / 2.0,
-                    c,
-                    c * 0.9,
-                    c,
-                    c * 2.0,
-                    c * 1.8,
-                    50.0,
-                    60.0,
-                    58.0,
-                    1e6 * c,
-                    2e6 * c,
-                    1.8e6 * c,
-                    1e5 * c,
-                    2e5 * c,
-                    1.8e5 * c
-                ])
-                .expect("vm row");
+                let mut row = vec![
+                    SqlValue::Text(uuid.clone()),
+                    SqlValue::Text(time.clone()),
+                    SqlValue::Integer(ticks as i64),
+                ];
+                let c = 0.2 + rng.next();
+                for (pool, scale) in vm_pools.iter().zip(VM_SCALES) {
+                    row.extend(figure_values(c * scale, ticks, pool.draw(level, &mut rng)));
+                }
+                vm.execute(params_from_iter(row)).expect("vm row");
             }
         }
     }

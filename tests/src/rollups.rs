@@ -2,12 +2,15 @@
 //! every store.
 //!
 //! Three windows of one minute each, at 00:00:00, 00:59:30 (across the hour) and 01:30:00,
-//! with ticks 0.5 s, 1 s and 3 s apart in turn, and one more at 02:00:00 that completes hour 1.
-//! The host's CPU reads 10 after a 0.5 s gap, 20 after 1 s, and after 3 s 40 in the window's
-//! first 4.5 s turn, 41 in the second and so on; 100 at 31.5 s into each window (a spike). Its
-//! VM's is half the host's. A rollup's mean is per tick, each tick weighing the same whatever its
-//! Δt (`setmov::store::rollup`); the p95 is the nearest rank, here the third or fourth largest
-//! value, which no other rank or interpolation gives.
+//! with ticks 0.5 s, 1 s and 3 s apart in turn (a window's first tick closes a 3 s interval, as
+//! after a restart), and one more at 02:00:00 that completes hour 1. The host's CPU reads 10
+//! after a 0.5 s gap, 20 after 1 s, and after 3 s 40 in the window's first 4.5 s turn, 41 in the
+//! second and so on; 100 at 31.5 s into each window (a spike). Its VM's is half the host's. A
+//! rollup's mean weighs each tick by its Δt (`setmov::store::rollup`), so it differs from the
+//! per-tick mean; the p95 is the nearest rank, here the third or fourth largest value, which no
+//! other rank or interpolation gives. Each figure also keeps how many ticks had it and the
+//! seconds they cover, and a report over the buckets must give the raw ticks' mean, count and
+//! maximum, and their percentiles within the distributions' relative error.
 //!
 //! Every other figure of `host_usage_1m/1h` and `vm_usage_1m/1h` is its own function of that
 //! CPU figure `v` or of a second sequence `w` = 37 n mod 101 (n the tick's number), which peaks
@@ -17,8 +20,11 @@
 //! host's network and the VM's eBPF figures in the third): a rollup averages over the ticks that
 //! had the figure, and is NULL where none had it.
 
+use setmov::analysis::ReportQuery;
+use setmov::analysis::report::{FigureReport, report};
 use setmov::ebpf::BlockTotals;
-use setmov::store::rollup::{Level, Retention, RollupQuery, RollupRow};
+use setmov::store::rollup::{Level, Retention, RollupQuery, RollupRow, SHOWN_STATS};
+use setmov::store::sketch::RELATIVE_ERROR;
 use setmov::store::{Store, TickRecord};
 use setmov::usage::PacketRates;
 use setmov::usage::disk::DiskTotals;
@@ -80,10 +86,7 @@ fn schedule() -> Vec<Point> {
                 (false, 0) => CPU[0] + (n / GAPS.len()) as f64,
                 (false, _) => CPU[turn],
             };
-            let dt = match ticks.last() {
-                Some(previous) => start + offset - previous.at,
-                None => GAPS[0],
-            };
+            let dt = if n == 0 { GAPS[0] } else { GAPS[turn] };
             let w = ((ticks.len() * 37) % 101) as f64;
             ticks.push(Point {
                 at: start + offset,
@@ -314,12 +317,15 @@ pub fn uneven_ticks() -> Vec<TickRecord> {
         .collect()
 }
 
-/// Mean, maximum and p95 of one figure over a bucket, as the test computes them.
+/// Δt-weighted mean, maximum, p95, count and seconds covered of one figure over a bucket, as
+/// the test computes them.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Stats {
     avg: f64,
     max: f64,
     p95: f64,
+    n: u64,
+    secs: f64,
 }
 
 /// A bucket as the test computes it: start, samples, and per figure its stats or `None` when
@@ -331,19 +337,24 @@ struct Expected {
     figures: Vec<(&'static str, Option<Stats>)>,
 }
 
-/// Per tick mean, maximum, and the value at rank ⌈0.95 n⌉ of the sorted values; `None` for
-/// none.
-fn stats(mut values: Vec<f64>) -> Option<Stats> {
-    if values.is_empty() {
+/// Of (value, Δt) pairs: Σ value·Δt / Σ Δt, maximum, the value at rank ⌈0.95 n⌉ of the
+/// sorted values, n and Σ Δt; `None` for none.
+fn stats(timed: Vec<(f64, f64)>) -> Option<Stats> {
+    if timed.is_empty() {
         return None;
     }
+    let secs: f64 = timed.iter().map(|(_, dt)| dt).sum();
+    let avg = timed.iter().map(|(v, dt)| v * dt).sum::<f64>() / secs;
+    let mut values: Vec<f64> = timed.into_iter().map(|(v, _)| v).collect();
     values.sort_by(f64::total_cmp);
     let n = values.len();
     let rank = (0.95 * n as f64).ceil() as usize;
     Some(Stats {
-        avg: values.iter().sum::<f64>() / n as f64,
+        avg,
         max: values[n - 1],
         p95: values[rank - 1],
+        n: n as u64,
+        secs,
     })
 }
 
@@ -368,15 +379,18 @@ fn expected(level: Level, figures: &[Figure]) -> Vec<Expected> {
             samples: points.len() as u64,
             figures: figures
                 .iter()
-                .map(|(name, f)| (*name, stats(points.iter().filter_map(f).collect())))
+                .map(|(name, f)| {
+                    let timed = points.iter().filter_map(|p| Some((f(p)?, p.dt))).collect();
+                    (*name, stats(timed))
+                })
                 .collect(),
         })
         .collect()
 }
 
 /// Checks every column of every rollup row against the buckets computed from the schedule:
-/// time, samples, and each figure's mean, maximum and p95 to 1e-12 relative (summation order
-/// only), or NULL where the test expects none.
+/// time, samples, and each figure's mean, maximum, p95, count and seconds to 1e-12 relative
+/// (summation order only), or NULL where the test expects none.
 fn check_rows(what: &str, rows: &[RollupRow], expected: &[Expected]) {
     let times: Vec<&str> = rows.iter().map(|r| r.time.as_str()).collect();
     let want: Vec<&str> = expected.iter().map(|e| e.time.as_str()).collect();
@@ -385,14 +399,14 @@ fn check_rows(what: &str, rows: &[RollupRow], expected: &[Expected]) {
         assert_eq!(row.samples, e.samples, "{what} {}: samples", row.time);
         assert_eq!(
             row.figures.len(),
-            3 * e.figures.len(),
+            SHOWN_STATS.len() * e.figures.len(),
             "{what} {}: columns {:?}",
             row.time,
             row.figures.keys().collect::<Vec<_>>()
         );
         for (name, stats) in &e.figures {
-            let want = stats.map(|s| [s.avg, s.max, s.p95]);
-            for (i, stat) in ["avg", "max", "p95"].into_iter().enumerate() {
+            let want = stats.map(|s| [s.avg, s.max, s.p95, s.n as f64, s.secs]);
+            for (i, stat) in SHOWN_STATS.into_iter().enumerate() {
                 let column = format!("{name}_{stat}");
                 let stored = row
                     .figures
@@ -465,6 +479,69 @@ pub async fn check_rollup_values(store: &mut impl Store) {
         }
     }
     eprintln!("checked {columns} rollup values");
+    check_reports(store).await;
+}
+
+/// A figure over every tick before [`LAST`] as the test computes it: Δt-weighted mean, n,
+/// maximum and the nearest-rank p50, p95 and p99.
+fn expected_report(f: fn(&Point) -> Option<f64>) -> Option<(f64, u64, f64, [f64; 3])> {
+    let timed: Vec<(f64, f64)> = schedule()
+        .iter()
+        .filter(|p| p.at < LAST)
+        .filter_map(|p| Some((f(p)?, p.dt)))
+        .collect();
+    let s = stats(timed.clone())?;
+    let mut values: Vec<f64> = timed.into_iter().map(|(v, _)| v).collect();
+    values.sort_by(f64::total_cmp);
+    let rank = |q: f64| values[((q * values.len() as f64).ceil() as usize).max(1) - 1];
+    Some((s.avg, s.n, s.max, [rank(0.5), rank(0.95), rank(0.99)]))
+}
+
+/// Reports over the two complete hours from raw ticks, minutes and hours: each gives the raw
+/// ticks' Δt-weighted mean (1e-12), their count and maximum, and their p50/p95/p99 exactly
+/// from raw ticks and within the distributions' relative error from rollups.
+async fn check_reports(store: &mut impl Store) {
+    let mut checked = 0;
+    for level in [None, Some(Level::Minute), Some(Level::Hour)] {
+        for (vms, figures) in [(false, &HOST[..]), (true, &VM[..])] {
+            let query = ReportQuery {
+                level,
+                vms,
+                host_ip: Some(HOST_IP.into()),
+                vm: None,
+                since: instant(Duration::ZERO),
+                until: instant(Duration::seconds_f64(LAST)),
+            };
+            let samples = store.report_samples(&query).await.expect("report rows");
+            let owners = report(vms, samples);
+            assert_eq!(owners.len(), 1, "{level:?} vms {vms}: {owners:?}");
+            for (name, f) in figures {
+                let got: Option<&FigureReport> = owners[0].figures.get(*name);
+                let what = format!("report of {name} from {level:?}");
+                let Some((mean, n, max, percentiles)) = expected_report(*f) else {
+                    assert!(got.is_none(), "{what}: {got:?}, expected none");
+                    continue;
+                };
+                let got = got.unwrap_or_else(|| panic!("{what}: missing"));
+                assert!(
+                    (got.mean - mean).abs() <= 1e-12 * mean.abs().max(1.0),
+                    "{what}: mean {}, expected {mean}",
+                    got.mean
+                );
+                assert_eq!((got.n, got.max), (n, max), "{what}");
+                assert!(!got.approximate, "{what}");
+                for (read, exact) in [got.p50, got.p95, got.p99].into_iter().zip(percentiles) {
+                    let allowed = if level.is_none() { 0.0 } else { RELATIVE_ERROR };
+                    assert!(
+                        (read - exact).abs() <= allowed * exact.abs() + 1e-12,
+                        "{what}: percentile {read}, raw ticks' {exact}"
+                    );
+                }
+                checked += 1;
+            }
+        }
+    }
+    eprintln!("checked {checked} reported figures against the raw ticks");
 }
 
 #[cfg(test)]
@@ -512,12 +589,24 @@ mod tests {
             .into_iter()
             .map(|h| (h.samples, h.figures[0].1))
             .collect();
-        let stats = |avg, max, p95| Some(Stats { avg, max, p95 });
+        // Weighted by Δt: window 1 is 14 ticks after 3 s (Σ 704 with the spike), 14 × 10
+        // after 0.5 s and 13 × 20 after 1 s: 3 · 704 + 70 + 260 = 2442 over 62 s. The first 21
+        // of window 2: 3 · 301 + 35 + 140 = 1078 over 31.5 s; its other 20: 3 · 403 + 35 + 120
+        // = 1364 over 30.5 s.
+        let stats = |avg, max, p95, n, secs| {
+            Some(Stats {
+                avg,
+                max,
+                p95,
+                n,
+                secs,
+            })
+        };
         assert_eq!(
             hours,
             [
-                (62, stats(1615.0 / 62.0, 100.0, 51.0)),
-                (61, stats(1697.0 / 61.0, 100.0, 53.0))
+                (62, stats(3520.0 / 93.5, 100.0, 51.0, 62, 93.5)),
+                (61, stats(3806.0 / 92.5, 100.0, 53.0, 61, 92.5))
             ]
         );
     }

@@ -3,8 +3,10 @@
 
 use std::path::Path;
 
+use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, params};
 use setmov::store::format_time;
+use setmov::store::sketch::RELATIVE_ERROR;
 use setmov::store::sqlite::SqliteStore;
 use time::OffsetDateTime;
 
@@ -26,16 +28,38 @@ const VMS: [Vm; 4] = [
     ("steady", 1.0, 50.0, 1.25, 1.0, 0.2, 0.0, 1e6),
 ];
 
-/// One minute bucket's (mean, max, p95) of a figure whose day has p95 `v`: an ordinary minute
-/// is (0.4, 0.8, 0.6) × `v`, every tenth a peak of (0.8, `peak_max`, 1) × `v`. Over the day the
-/// report then reads mean 0.44 `v`, median 0.4 `v`, p95 `v` and maximum `peak_max` × `v`: all
-/// different, so a test tells which statistic a figure comes from.
-fn shaped(v: f64, peak: bool, peak_max: f64) -> [f64; 3] {
-    if peak {
-        [0.8 * v, peak_max * v, v]
+/// One minute's 60 ticks (1 s apart) of a figure whose day has p95 `v`: an ordinary minute
+/// holds 0.4 `v` throughout; every tenth is a peak of 29 ticks at (18 − `peak_max`)/29 `v`, 30
+/// at `v` and one at `peak_max` × `v` (mean 0.8 `v`). Over the day's 86,400 ticks the report
+/// then reads mean 0.44 `v`, median 0.4 `v`, p95 `v` (the 82,080th tick: 77,760 ordinary ones,
+/// then 29 low and 30 at `v` in each of the 144 peaks) and maximum `peak_max` × `v`: all
+/// different, so a test tells which statistic a figure comes from. `cap` bounds every tick
+/// (CPU at 100 %).
+fn shaped(v: f64, peak: bool, peak_max: f64, cap: f64) -> Vec<f64> {
+    let ticks = if peak {
+        let low = (18.0 - peak_max) / 29.0 * v;
+        [vec![low; 29], vec![v; 30], vec![peak_max * v]].concat()
     } else {
-        [0.4 * v, 0.8 * v, 0.6 * v]
-    }
+        vec![0.4 * v; 60]
+    };
+    ticks.into_iter().map(|t| t.min(cap)).collect()
+}
+
+/// The columns the monitor writes for a figure over a minute of `ticks`.
+fn rollup_values(figure: &str, ticks: &[f64]) -> Vec<(String, SqlValue)> {
+    let timed: Vec<(f64, f64)> = ticks.iter().map(|&t| (t, 1.0)).collect();
+    let s = setmov::store::rollup::summarize(&timed).expect("ticks");
+    [
+        ("avg", SqlValue::Real(s.avg)),
+        ("max", SqlValue::Real(s.max)),
+        ("p95", SqlValue::Real(s.p95)),
+        ("n", SqlValue::Integer(i64::try_from(s.n).expect("60"))),
+        ("secs", SqlValue::Real(s.secs)),
+        ("sketch", SqlValue::Blob(s.sketch.encode())),
+    ]
+    .into_iter()
+    .map(|(stat, value)| (format!("{figure}_{stat}"), value))
+    .collect()
 }
 
 /// A database holding a day of per-minute rollups, ending now.
@@ -63,27 +87,35 @@ fn database(dir: &Path) -> String {
             let time = format_time(now - time::Duration::minutes(minute));
             let peak = minute % 10 == 0;
             // CPU peaks at twice its p95 (at most 100 %), memory at 1.1 times, the rest 1.2.
-            let cpu = shaped(*cpu, peak, 2.0).map(|v| v.min(100.0));
-            let [used, usable] = [used, usable].map(|v| shaped(v * GIB, peak, 1.1));
-            let [swap, disk, net] = [*swap, *disk, net].map(|v| shaped(v, peak, 1.2));
-            let (vcpus, mem) = (*vcpus, mem * GIB);
+            let figures = [
+                ("vcpus", vec![*vcpus; 60]),
+                ("cpu_vcpu_pct", shaped(*cpu, peak, 2.0, 100.0)),
+                ("mem_alloc_bytes", vec![mem * GIB; 60]),
+                ("mem_used_bytes", shaped(used * GIB, peak, 1.1, f64::MAX)),
+                (
+                    "mem_usable_bytes",
+                    shaped(usable * GIB, peak, 1.1, f64::MAX),
+                ),
+                ("swap_in_bytes_s", shaped(*swap, peak, 1.2, f64::MAX)),
+                ("disk_write_bytes_s", shaped(*disk, peak, 1.2, f64::MAX)),
+                ("net_rx_bps", shaped(net, peak, 1.2, f64::MAX)),
+            ];
+            let mut columns = vec![
+                ("time".to_owned(), SqlValue::Text(time)),
+                ("uuid".to_owned(), SqlValue::Text(uuid.clone())),
+                ("samples".to_owned(), SqlValue::Integer(60)),
+            ];
+            for (figure, ticks) in &figures {
+                columns.extend(rollup_values(figure, ticks));
+            }
+            let (names, values): (Vec<String>, Vec<SqlValue>) = columns.into_iter().unzip();
+            let marks = vec!["?"; names.len()].join(", ");
             tx.execute(
-                "INSERT INTO vm_usage_1m (time, uuid, samples,
-                    vcpus_avg, vcpus_max, vcpus_p95,
-                    cpu_vcpu_pct_avg, cpu_vcpu_pct_max, cpu_vcpu_pct_p95,
-                    mem_alloc_bytes_avg, mem_alloc_bytes_max, mem_alloc_bytes_p95,
-                    mem_used_bytes_avg, mem_used_bytes_max, mem_used_bytes_p95,
-                    mem_usable_bytes_avg, mem_usable_bytes_max, mem_usable_bytes_p95,
-                    swap_in_bytes_s_avg, swap_in_bytes_s_max, swap_in_bytes_s_p95,
-                    disk_write_bytes_s_avg, disk_write_bytes_s_max, disk_write_bytes_s_p95,
-                    net_rx_bps_avg, net_rx_bps_max, net_rx_bps_p95)
-                 VALUES (?1, ?2, 60, ?3, ?3, ?3, ?4, ?5, ?6, ?7, ?7, ?7, ?8, ?9, ?10,
-                    ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
-                params![
-                    time, uuid, vcpus, cpu[0], cpu[1], cpu[2], mem, used[0], used[1], used[2],
-                    usable[0], usable[1], usable[2], swap[0], swap[1], swap[2], disk[0], disk[1],
-                    disk[2], net[0], net[1], net[2]
-                ],
+                &format!(
+                    "INSERT INTO vm_usage_1m ({}) VALUES ({marks})",
+                    names.join(", ")
+                ),
+                rusqlite::params_from_iter(values),
             )
             .expect("rollup row");
         }
@@ -126,14 +158,21 @@ fn the_report_gives_each_vm_its_figures() {
             .unwrap_or_else(|| panic!("no CPU line for {vm}: {json}"))
             .clone()
     };
-    // Mean weighted by ticks, median of the minute means, p95 of the minute p95s, the largest
-    // minute maximum: 0.44, 0.4, 1 and 2 × 25 %.
+    // Over the day's ticks: mean, median, p95 and maximum 0.44, 0.4, 1 and 2 × 25 %; the
+    // percentiles from the minutes' distributions, within their relative error.
     let one = cpu("one-of-four");
     let stats = ["mean", "p50", "p95", "max"].map(|k| one[k].as_f64().expect(k));
-    assert_eq!(stats, [11.0, 10.0, 25.0, 50.0], "{one}");
+    let close = |got: f64, want: f64| (got - want).abs() <= RELATIVE_ERROR * want + 1e-9;
+    assert!(
+        close(stats[0], 11.0) && close(stats[1], 10.0) && close(stats[2], 25.0),
+        "{one}"
+    );
+    assert_eq!(stats[3], 50.0, "{one}");
     assert_eq!(one["ticks"].as_u64(), Some(1440 * 60));
+    assert_eq!(one["n"].as_u64(), Some(1440 * 60));
     assert_eq!(cpu("starved")["max"].as_f64(), Some(100.0));
-    assert_eq!(cpu("starved")["p95"].as_f64(), Some(98.0));
+    let p95 = cpu("starved")["p95"].as_f64().expect("p95");
+    assert!(close(p95, 98.0), "{p95}");
     let table = setmov(&["report", "--database", &db, "--since", "2d"]);
     assert!(
         table.contains("one-of-four") && table.contains("11.0%") && table.contains("50.0%"),

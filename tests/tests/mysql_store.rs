@@ -260,6 +260,7 @@ async fn write_as_schema_1(db: &MariaDb, url: &str, ticks: &[TickRecord]) {
         Value::Int(v) => mysql_async::Value::Int(*v),
         Value::Real(v) => mysql_async::Value::Double(*v),
         Value::Text(v) => mysql_async::Value::Bytes(v.as_bytes().to_vec()),
+        Value::Blob(v) => mysql_async::Value::Bytes(v.clone()),
     };
     for tick in ticks {
         let rows = tick_rows(tick, &mysql_time(tick.time));

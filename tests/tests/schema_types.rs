@@ -2,7 +2,7 @@
 //!
 //! For each table this lists each column's type on SQLite and on MySQL/MariaDB (printed as a
 //! table) and fails when the two stores do not have the same columns, when a column's two
-//! types are not of one kind (whole number, real, text), or when a column that SETMOV reads
+//! types are not of one kind (whole number, real, text, bytes), or when a column that SETMOV reads
 //! back cannot be read into the Rust type its reader uses: first by kind, then for real, by
 //! reading a value written into each store through that store's own conversion (rusqlite's
 //! `FromSql`, the MySQL store's decoder). The integer figures the rollups read as numbers
@@ -16,7 +16,9 @@ use std::collections::BTreeMap;
 
 use mysql_async::prelude::Queryable;
 use setmov::store::mysql::decode;
-use setmov::store::rollup::{HOST_FIGURES, VM_FIGURES, rollup_columns, vm_figure_source};
+use setmov::store::rollup::{
+    HOST_FIGURES, SHOWN_STATS, VM_FIGURES, figure_columns, vm_figure_source,
+};
 use setmov::store::sqlite::SqliteStore;
 use setmov_tests::mariadb::MariaDb;
 use setmov_tests::skip;
@@ -30,6 +32,7 @@ enum Read {
     U64,
     U32,
     Text,
+    Bytes,
 }
 
 /// What a column holds, whatever the store calls it.
@@ -38,6 +41,7 @@ enum Kind {
     Whole,
     Real,
     Text,
+    Bytes,
     /// A time: TEXT in SQLite (ISO 8601), DATETIME in MySQL; read through each store's time
     /// expression, never as a raw value.
     Time,
@@ -48,6 +52,7 @@ fn sqlite_kind(declared: &str) -> Option<Kind> {
         "INTEGER" => Some(Kind::Whole),
         "REAL" => Some(Kind::Real),
         "TEXT" => Some(Kind::Text),
+        "BLOB" => Some(Kind::Bytes),
         _ => None,
     }
 }
@@ -60,6 +65,7 @@ fn mysql_kind(column_type: &str) -> Option<Kind> {
         "double" | "float" => Some(Kind::Real),
         "char" | "varchar" | "text" | "mediumtext" | "longtext" => Some(Kind::Text),
         "datetime" => Some(Kind::Time),
+        "blob" | "mediumblob" | "longblob" => Some(Kind::Bytes),
         _ => None,
     }
 }
@@ -71,6 +77,7 @@ fn converts(kind: Kind, read: Read) -> bool {
         (Kind::Whole | Kind::Real, Read::F64)
             | (Kind::Whole, Read::U64 | Read::U32)
             | (Kind::Text, Read::Text)
+            | (Kind::Bytes, Read::Bytes)
     )
 }
 
@@ -152,8 +159,13 @@ fn reads() -> BTreeMap<(String, String), Vec<Read>> {
     ] {
         for level in ["_1m", "_1h"] {
             let table = format!("{table}{level}");
-            for column in rollup_columns(owner, figures).into_iter().skip(3) {
+            for column in figure_columns(figures, &SHOWN_STATS) {
                 add(&table, &column, Read::F64);
+            }
+            // The report's reads.
+            for figure in figures {
+                add(&table, &format!("{figure}_n"), Read::U64);
+                add(&table, &format!("{figure}_sketch"), Read::Bytes);
             }
             add(&table, owner, Read::Text);
             add(&table, "samples", Read::U64);
@@ -219,6 +231,7 @@ fn sample_values(columns: &Columns, table: &str, mysql: bool) -> (Vec<String>, V
                 (_, "time" | "lct") => time.to_owned(),
                 (Some(Kind::Whole), _) => "3".to_owned(),
                 (Some(Kind::Real), _) => "2.5".to_owned(),
+                (Some(Kind::Bytes), _) => "X'07'".to_owned(),
                 _ => "'7'".to_owned(),
             };
             (column.clone(), value)
@@ -355,12 +368,14 @@ fn every_column_converts_between_the_stores_and_into_what_reads_it() {
                     Read::U64 => decode::value::<u64>(&row, 0).map(|_| ()),
                     Read::U32 => decode::value::<u32>(&row, 0).map(|_| ()),
                     Read::Text => decode::value::<String>(&row, 0).map(|_| ()),
+                    Read::Bytes => decode::value::<Vec<u8>>(&row, 0).map(|_| ()),
                 };
                 let sqlite_read = conn.query_row(&sql, [], |r| match read {
                     Read::F64 => r.get::<_, f64>(0).map(|_| ()),
                     Read::U64 => r.get::<_, u64>(0).map(|_| ()),
                     Read::U32 => r.get::<_, u32>(0).map(|_| ()),
                     Read::Text => r.get::<_, String>(0).map(|_| ()),
+                    Read::Bytes => r.get::<_, Vec<u8>>(0).map(|_| ()),
                 });
                 if let Err(e) = mysql_read {
                     problems.push(format!("MySQL {table}.{column} into {read:?}: {e}"));

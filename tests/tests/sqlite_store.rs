@@ -187,6 +187,7 @@ fn sqlite_value(value: &Value) -> SqliteValue {
         Value::Int(v) => SqliteValue::Integer(*v),
         Value::Real(v) => SqliteValue::Real(*v),
         Value::Text(v) => SqliteValue::Text(v.clone()),
+        Value::Blob(v) => SqliteValue::Blob(v.clone()),
     }
 }
 
@@ -466,4 +467,129 @@ fn minute_and_hour_rollups_of_uneven_ticks_hold_the_values_computed_by_hand() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut store = SqliteStore::open(&dir.path().join("setmov.db")).expect("open");
     runtime().block_on(check_rollup_values(&mut store));
+}
+
+/// Schema 10 adds per-figure counts, seconds and distributions to the rollups. A schema 9
+/// file keeps its rollups whose raw ticks are gone (the report reads them as before and marks
+/// their percentiles as estimates) and loses those whose raw ticks are still kept: the monitor
+/// rolls those up again, with the new columns.
+#[test]
+fn schema_10_rolls_up_again_what_raw_ticks_still_cover() {
+    use setmov::analysis::ReportQuery;
+    use setmov::analysis::report::report;
+    use setmov::store::Store;
+    use setmov::store::rollup::{Level, Retention};
+    use setmov_tests::rollups::uneven_ticks;
+    use setmov_tests::ticks::{HOST_IP, instant};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("setmov.db");
+    let mut conn = Connection::open(&db).expect("open");
+    embedded::migrations::runner()
+        .set_target(refinery::Target::Version(9))
+        .run(&mut conn)
+        .expect("schema 9");
+    let ticks = uneven_ticks();
+    for tick in &ticks {
+        let rows = tick_rows(tick, &format_time(tick.time));
+        conn.execute(
+            "INSERT OR IGNORE INTO hosts (host_ip, host_name, vmc, mac) VALUES (?1, ?2, ?3, ?4)",
+            (
+                &rows.host.host_ip,
+                &rows.host.host_name,
+                rows.host.vmc,
+                &rows.host.mac,
+            ),
+        )
+        .expect("T1 row");
+        for vm in &rows.vms {
+            conn.execute(
+                "INSERT OR IGNORE INTO vms (uuid, host_ip, name, state, lct)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                (&vm.uuid, &vm.host_ip, &vm.name, &vm.state, &rows.time),
+            )
+            .expect("T3 row");
+        }
+        for table in &rows.tables {
+            let placeholders = vec!["?"; table.columns.len()].join(", ");
+            let sql = format!(
+                "INSERT INTO {} ({}) VALUES ({placeholders})",
+                table.table,
+                table.columns.join(", ")
+            );
+            for row in &table.rows {
+                conn.execute(
+                    &sql,
+                    rusqlite::params_from_iter(row.iter().map(sqlite_value)),
+                )
+                .unwrap_or_else(|e| panic!("{}: {e}", table.table));
+            }
+        }
+    }
+    // As schema 9 rolled up: a minute ten minutes before the raw ticks (purged since) and the
+    // first minute they cover.
+    let old_minute = format_time(instant(time::Duration::minutes(-10)));
+    let first_minute = format_time(instant(time::Duration::ZERO));
+    for time in [&old_minute, &first_minute] {
+        conn.execute(
+            "INSERT INTO host_usage_1m (host_ip, time, samples, cpu_pct_avg, cpu_pct_max,
+                cpu_pct_p95) VALUES (?1, ?2, 60, 30.0, 90.0, 80.0)",
+            (HOST_IP, time),
+        )
+        .expect("schema 9 rollup");
+    }
+    drop(conn);
+
+    let mut store = SqliteStore::open(&db).expect("migrate");
+    let conn = Connection::open(&db).expect("open");
+    let minutes = || -> Vec<(String, Option<i64>, bool)> {
+        conn.prepare(
+            "SELECT time, cpu_pct_n, cpu_pct_sketch IS NOT NULL FROM host_usage_1m ORDER BY time",
+        )
+        .expect("sql")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+    };
+    assert_eq!(minutes(), [(old_minute.clone(), None, false)]);
+    let keep = Retention {
+        raw: None,
+        minute: None,
+        hour: None,
+    };
+    let end = instant(time::Duration::hours(2));
+    runtime().block_on(async {
+        for _ in 0..4 {
+            store.maintain(HOST_IP, end, &keep).await.expect("roll up");
+        }
+    });
+    let rolled = minutes();
+    assert_eq!(rolled.len(), 5, "{rolled:?}");
+    assert_eq!(rolled[0], (old_minute, None, false));
+    assert_eq!(rolled[1].0, first_minute);
+    assert!(
+        rolled[1..]
+            .iter()
+            .all(|(_, n, sketch)| n.is_some() && *sketch),
+        "{rolled:?}"
+    );
+
+    let cpu = |since: time::Duration| {
+        let query = ReportQuery {
+            level: Some(Level::Minute),
+            vms: false,
+            host_ip: Some(HOST_IP.into()),
+            vm: None,
+            since: instant(since),
+            until: end,
+        };
+        let samples = store.report_samples_blocking(&query).expect("report rows");
+        report(false, samples).remove(0).figures["cpu_pct"]
+    };
+    let with_old = cpu(time::Duration::hours(-1));
+    let without = cpu(time::Duration::ZERO);
+    assert!(with_old.approximate && !without.approximate);
+    assert_eq!(with_old.n, without.n + 60);
+    assert_eq!((with_old.max, without.max), (100.0, 100.0));
 }
