@@ -5,6 +5,7 @@ pub mod bpftool;
 pub mod bpftrace;
 pub mod checks;
 pub mod faults;
+pub mod fio;
 pub mod guests;
 pub mod image_layout;
 pub mod kvm_reference;

@@ -14,6 +14,7 @@ use setmov::ebpf::{BlockProbe, BlockTotals, Probes};
 use setmov::usage::hist::{hist_count, hist_quantile};
 use setmov_common::{BlockKey, DIR_READ, DIR_WRITE, DeviceKey, PairingCounters};
 use setmov_tests::block_devices::LoopDevice;
+use setmov_tests::fio::{self, FioRun};
 
 const MIB: u64 = 1 << 20;
 const DD_MIB: u64 = 64;
@@ -194,48 +195,33 @@ fn latency_percentiles_of_fio_match_fios_own() -> anyhow::Result<()> {
     if let Some(reason) = setmov_tests::not_on_block_device(dir.path())? {
         return skip(&reason);
     }
-    let report = dir.path().join("fio.json");
-    let job = [
-        "--name=setmov",
-        "--thread",
-        "--rw=randrw",
-        "--rwmixread=70",
-        "--bs=4k",
-        "--size=64M",
-        "--direct=1",
-        "--ioengine=psync",
-    ];
-    let directory = format!("--directory={}", dir.path().display());
-    // The layout by another process (see above); it ends with an fsync.
-    let layout = match Command::new("fio")
-        .args(job)
-        .args(["--create_only=1", &directory])
-        .stdout(Stdio::null())
-        .status()
-    {
-        Ok(status) => status,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return skip("fio is missing: `cargo xtask setup` installs it");
-        }
-        Err(e) => return Err(e).context("spawning fio"),
+    let job = |more: &[&str]| -> Vec<String> {
+        [
+            "--name=setmov",
+            "--thread",
+            "--rw=randrw",
+            "--rwmixread=70",
+            "--bs=4k",
+            "--size=64M",
+            "--direct=1",
+            "--ioengine=psync",
+        ]
+        .iter()
+        .chain(more)
+        .map(|arg| (*arg).to_owned())
+        .chain([format!("--directory={}", dir.path().display())])
+        .collect()
     };
-    ensure!(layout.success(), "fio laying out its file failed");
+    // The layout by another process (see above); it ends with an fsync.
+    if let Err(reason) = fio::run(dir.path(), &[], &job(&["--create_only=1"]))? {
+        return skip(&reason);
+    }
     // --thread: the I/O is submitted by a thread of this fio process, so under its pid.
-    let mut fio = Command::new("fio")
-        .args(job)
-        .args([
-            "--time_based",
-            "--runtime=4",
-            "--percentile_list=50:95:99",
-            "--output-format=json",
-            &directory,
-        ])
-        .arg(format!("--output={}", report.display()))
-        .spawn()
-        .context("spawning fio")?;
-    let pid = fio.id();
-    ensure!(fio.wait()?.success(), "fio failed");
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report)?)?;
+    let measured = job(&["--time_based", "--runtime=4", "--percentile_list=50:95:99"]);
+    let FioRun { pid, report: json } = match fio::run(dir.path(), &[], &measured)? {
+        Ok(run) => run,
+        Err(reason) => return skip(&reason),
+    };
     let latencies = probe.latency_by_tgid()?;
     for (direction, name) in [(DIR_READ, "read"), (DIR_WRITE, "write")] {
         let hist = latencies
@@ -340,9 +326,10 @@ fn reads_in_flight_to_one_sector_each_get_their_latency() -> anyhow::Result<()> 
         Ok((latencies, started, pairing))
     };
     let before = reading(probe)?;
-    let report = dir.path().join("fio.json");
-    let status = match Command::new("fio")
-        .args([
+    let json = match fio::run(
+        dir.path(),
+        &[],
+        &[
             "--name=pairing",
             &format!("--filename={}", lo.device),
             "--direct=1",
@@ -353,21 +340,12 @@ fn reads_in_flight_to_one_sector_each_get_their_latency() -> anyhow::Result<()> 
             "--iodepth=32",
             "--ioengine=libaio",
             "--norandommap",
-            "--output-format=json",
-        ])
-        .arg(format!("--output={}", report.display()))
-        .stdout(Stdio::null())
-        .status()
-    {
-        Ok(status) => status,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return skip("fio is missing: `cargo xtask setup` installs it");
-        }
-        Err(e) => return Err(e).context("spawning fio"),
+        ],
+    )? {
+        Ok(run) => run.report,
+        Err(reason) => return skip(&reason),
     };
-    ensure!(status.success(), "fio failed");
     let after = reading(probe)?;
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report)?)?;
     let completed = json["jobs"][0]["read"]["total_ios"]
         .as_u64()
         .with_context(|| format!("no read.total_ios in fio's report: {json}"))?;
