@@ -17,6 +17,7 @@ pub mod monitor;
 pub mod mysql_run;
 pub mod reference;
 pub mod rollups;
+pub mod slow_disk;
 pub mod stored;
 pub mod streaming;
 pub mod ticks;
