@@ -316,8 +316,8 @@ const FIO_PATH_NS: f64 = 250_000.0;
 /// midpoint of a bucket 1/64 of a power of two wide: within F/128. The probe's interpolated
 /// quantile lies in the bucket holding D, at most D/8 wide: within D/8. So, with T fio's
 /// figure, the probe's must lie in [7/8·(T/(1+1/128) − P), 9/8·T/(1−1/128)]: about 0.82× to
-/// 1.13× at the 4.4 ms median, 0.85× to 1.13× at the 12.5 ms p99. Measured here (9 runs):
-/// 1.00× to 1.04× at p50, 0.94× to 1.05× at p99.
+/// 1.13× at the 4.4 ms median, 0.85× to 1.13× at the 12.5 ms p99. Measured here (33 runs):
+/// 0.99× to 1.05× at p50 (the interpolation in a 512 µs bucket), 0.94× to 1.05× at p99.
 #[test]
 fn latency_percentiles_of_a_slow_device_match_fios_within_the_bucket_error() -> anyhow::Result<()> {
     let mut probes = match Probes::load() {
