@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-/// A loop device with direct I/O over a file, detached on drop.
+/// A loop device over a file, detached on drop.
 pub struct LoopDevice {
     /// `/dev/loopN`.
     pub device: String,
@@ -14,14 +14,25 @@ impl LoopDevice {
     /// Attaches the first free loop device to `file`, with direct I/O (its requests reach the
     /// file's disk at once, not at writeback).
     pub fn attach(file: &Path) -> Result<LoopDevice, String> {
+        LoopDevice::attach_with(file, "--direct-io=on")
+    }
+
+    /// Attaches the first free loop device to `file`, read-only and without direct I/O: for a
+    /// file whose reads bypass the page cache anyway (FUSE with direct_io,
+    /// [`crate::slow_disk`]).
+    pub fn attach_read_only(file: &Path) -> Result<LoopDevice, String> {
+        LoopDevice::attach_with(file, "--read-only")
+    }
+
+    fn attach_with(file: &Path, option: &str) -> Result<LoopDevice, String> {
         let out = Command::new("losetup")
-            .args(["--find", "--show", "--direct-io=on"])
+            .args(["--find", "--show", option])
             .arg(file)
             .output()
             .map_err(|e| format!("losetup: {e}"))?;
         if !out.status.success() {
             return Err(format!(
-                "losetup cannot attach a loop device with direct I/O: {}",
+                "losetup cannot attach a loop device ({option}): {}",
                 String::from_utf8_lossy(&out.stderr).trim()
             ));
         }

@@ -1,7 +1,7 @@
 //! Debian packages that building (libvirt-dev for the `virt` crate), the test guests
 //! (libvirt, qemu, busybox), the test MariaDB server (xtask/src/mariadb.rs), the live
-//! terminal test (tmux) and the live tests' reference tools (sysstat, fio, bpftrace) need. Only
-//! the missing ones are installed, in one apt-get call.
+//! terminal test (tmux) and the live tests' reference tools (sysstat, fio, bpftrace,
+//! python3-fusepy) need. Only the missing ones are installed, in one apt-get call.
 
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,6 +48,10 @@ pub const PACKAGES: &[&str] = &[
     // (tests/tests/host_disk_live.rs): the kernel's run_cnt and run_time_ns, as bpftool shows
     // them.
     "bpftool",
+    // The slow block device the eBPF block latency is checked against fio on
+    // (tests/src/slow_disk.rs): a FUSE daemon in Python (fusepy, over libfuse2) that answers
+    // each read after a known delay, under a loop device.
+    "python3-fusepy",
 ];
 
 /// Installs whichever of `PACKAGES` is missing; a no-op when all are there.
