@@ -6,6 +6,7 @@
 //! probes read those maps once per tick.
 
 pub mod block;
+pub mod btf;
 pub mod format;
 pub mod kvm;
 pub mod net;
