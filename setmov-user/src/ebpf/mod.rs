@@ -165,6 +165,12 @@ impl Probes {
     /// first if it is not mounted (as `perf` does). Messages from the programs go to
     /// `tracing`. Fails only when no probe at all can run.
     pub fn load() -> Result<Self, EbpfError> {
+        let probes = Self::load_and_attach();
+        release_free_heap();
+        probes
+    }
+
+    fn load_and_attach() -> Result<Self, EbpfError> {
         let object = object()?;
         if let Ok(status) = fs::read_to_string("/proc/self/status")
             && capabilities_allow_bpf(&status) == Some(false)
@@ -181,6 +187,10 @@ impl Probes {
         let net_layouts = net::NetLayouts::read(&tracefs);
         let sched_layouts = sched::SchedLayouts::read(&tracefs);
         let mut loader = EbpfLoader::new();
+        // aya 0.14 parses the kernel's BTF in `new()` (18 MiB) for CO-RE relocations; our
+        // programs have none (they read at offsets from tracefs and `net::skb_dev_layout`, see
+        // the test `the_object_needs_no_kernel_btf`), so it is dropped before it is used.
+        loader.btf(None);
         if let Ok(layouts) = &block_layouts {
             layouts.apply(&mut loader);
         }
@@ -323,6 +333,17 @@ impl Probes {
     }
 }
 
+/// Hands the heap that loading freed back to the system. Loading allocates and frees ~20 MiB
+/// in many small blocks (the object's parse, the verifier's logs, format files, BTF); glibc
+/// keeps freed blocks for reuse, so without this the monitor would hold them for good.
+fn release_free_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free memory of glibc's arenas; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// The probe, or None after adding why it is off to `disabled`.
 fn keep<P>(disabled: &mut Vec<String>, name: &str, probe: Result<P, ProbeError>) -> Option<P> {
     match probe {
@@ -456,6 +477,14 @@ mod tests {
             Some(false)
         );
         assert_eq!(capabilities_allow_bpf("Name:\tx\n"), None);
+    }
+
+    /// `Probes::load` drops the kernel BTF: a program with CO-RE relocations would need it.
+    #[cfg(setmov_ebpf)]
+    #[test]
+    fn the_object_needs_no_kernel_btf() {
+        let object = aya_obj::Object::parse(object().expect("built in")).expect("parses");
+        assert!(!object.has_btf_relocations());
     }
 
     #[test]
