@@ -179,6 +179,7 @@ fn main() -> anyhow::Result<()> {
                 eprintln!("xtask: {e:#}");
             }
             tested.and(cleaned)?;
+            footprint_smoke(&root)?;
             fuzz_smoke(&root)
         }
         Task::Fuzz {
@@ -239,6 +240,22 @@ fn main() -> anyhow::Result<()> {
             },
         ),
     }
+}
+
+/// The footprint bench for a few seconds on the tests' debug build of the monitor: a smoke test
+/// that it still runs and reads its figures (those of a debug build say little).
+fn footprint_smoke(root: &Path) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let measured = footprint::footprint(&footprint::Options {
+        binary: target_dir(root).join("debug/setmov-cli"),
+        steady_after: std::time::Duration::from_secs(2),
+        startups: 2,
+    });
+    eprintln!(
+        "xtask: footprint smoke test took {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    measured
 }
 
 /// Every fuzz target for 20 s after the tests: a smoke test that the targets build and that
@@ -351,11 +368,14 @@ fn bench(root: &Path, seconds: u64, steady_after: u64) -> anyhow::Result<()> {
     down
 }
 
+/// Where cargo builds.
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
+}
+
 /// The release `setmov`, where cargo builds it.
 fn release_binary(root: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root.join("target"), PathBuf::from)
-        .join("release/setmov")
+    target_dir(root).join("release/setmov")
 }
 
 fn footprint_options(binary: PathBuf, steady_after: u64) -> footprint::Options {
