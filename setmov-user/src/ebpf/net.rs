@@ -41,12 +41,10 @@ use setmov_common::{
 
 pub use setmov_common::net::NetDeviceValue;
 
-use super::btf::{Btf, BtfError};
+use super::btf::{Btf, BtfError, KERNEL_BTF, KernelBtfBytes};
 use super::format::{FormatError, TracepointField, find_field, format_path, parse_format};
 use super::{EbpfError, ProbeError, attach_tracepoint, map_error, take_map};
 
-/// Where the kernel's own BTF is.
-const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
 /// Reason given to packets a driver refused (`net_dev_xmit` with a failing rc).
 pub const XMIT_FAILED: &str = "XMIT_FAILED";
 
@@ -165,10 +163,7 @@ impl NetLayouts {
             }));
         }
         if layouts.programs.iter().any(|p| p.name == KFREE_SKB.1) {
-            match fs::read(KERNEL_BTF)
-                .map_err(|error| BtfError::Read(error.to_string()))
-                .and_then(|btf| skb_dev_layout(&btf))
-            {
+            match KernelBtfBytes::load().and_then(|btf| skb_dev_layout(btf.bytes())) {
                 Ok(skb_dev) => layouts.skb_dev = skb_dev,
                 Err(error) => tracing::warn!(
                     "net probe: drops are counted under ifindex 0 (unknown device) because the \
