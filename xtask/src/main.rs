@@ -3,6 +3,7 @@
 //! It only orchestrates: installs what is missing, then calls cargo and the built binary.
 //! The eBPF object itself is built by `setmov-user/build.rs`.
 
+mod footprint;
 mod fuzz;
 mod guests;
 mod install;
@@ -87,12 +88,22 @@ enum Task {
         #[arg(long)]
         binary: Option<PathBuf>,
     },
-    /// Measure the cost of a host tick (criterion), the monitor's own CPU use over 60 s, and
-    /// the CPU time per VM per tick with the demo guests running.
+    /// Measure the cost of a host tick (criterion), the monitor's own CPU use over 60 s, its
+    /// memory and start-up time with and without eBPF (the footprint) and the CPU time per VM
+    /// per tick with the demo guests running.
     Bench {
         /// Length of the whole-monitor run, in seconds.
         #[arg(long, default_value_t = 60)]
         seconds: u64,
+        /// Only the footprint, of the guests already running (none are started).
+        #[arg(long)]
+        footprint: bool,
+        /// The footprint's binary [default: the release build, built first].
+        #[arg(long, requires = "footprint")]
+        binary: Option<PathBuf>,
+        /// How long the footprint's monitor samples before its resident set is read.
+        #[arg(long, default_value_t = 20)]
+        steady_after: u64,
     },
 }
 
@@ -168,6 +179,7 @@ fn main() -> anyhow::Result<()> {
                 eprintln!("xtask: {e:#}");
             }
             tested.and(cleaned)?;
+            footprint_smoke(&root)?;
             fuzz_smoke(&root)
         }
         Task::Fuzz {
@@ -193,7 +205,28 @@ fn main() -> anyhow::Result<()> {
             MariadbAction::Up => mariadb::up(),
             MariadbAction::Down => mariadb::down(),
         },
-        Task::Bench { seconds } => bench(&root, seconds),
+        Task::Bench {
+            footprint: true,
+            binary,
+            steady_after,
+            ..
+        } => {
+            let binary = match binary {
+                Some(binary) => binary,
+                None => {
+                    toolchain::setup(&root)?;
+                    cargo(&root, &["build", "--release", "-p", "setmov-user"])?;
+                    release_binary(&root)
+                }
+            };
+            footprint::footprint(&footprint_options(binary, steady_after))
+        }
+        Task::Bench {
+            seconds,
+            footprint: false,
+            steady_after,
+            ..
+        } => bench(&root, seconds, steady_after),
         Task::Install {
             root: target,
             prefix,
@@ -207,6 +240,22 @@ fn main() -> anyhow::Result<()> {
             },
         ),
     }
+}
+
+/// The footprint bench for a few seconds on the tests' debug build of the monitor: a smoke test
+/// that it still runs and reads its figures (those of a debug build say little).
+fn footprint_smoke(root: &Path) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let measured = footprint::footprint(&footprint::Options {
+        binary: target_dir(root).join("debug/setmov-cli"),
+        steady_after: std::time::Duration::from_secs(2),
+        startups: 2,
+    });
+    eprintln!(
+        "xtask: footprint smoke test took {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    measured
 }
 
 /// Every fuzz target for 20 s after the tests: a smoke test that the targets build and that
@@ -260,7 +309,7 @@ fn run(command: &mut Command) -> anyhow::Result<()> {
 
 /// Criterion for the per-tick cost, then the release binary sampling at 1 s for `seconds`,
 /// its CPU time taken from the kernel's accounting of the finished child.
-fn bench(root: &Path, seconds: u64) -> anyhow::Result<()> {
+fn bench(root: &Path, seconds: u64, steady_after: u64) -> anyhow::Result<()> {
     toolchain::setup(root)?;
     cargo(
         root,
@@ -270,7 +319,7 @@ fn bench(root: &Path, seconds: u64) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let before = children_cpu_seconds();
     let started = Instant::now();
-    let status = Command::new(root.join("target/release/setmov"))
+    let status = Command::new(release_binary(root))
         .args(["run", "--quiet", "--interval", "1s", "--count"])
         .arg(seconds.to_string())
         .arg("--database")
@@ -297,10 +346,14 @@ fn bench(root: &Path, seconds: u64) -> anyhow::Result<()> {
         root,
         &["bench", "-p", "setmov-user", "--bench", "report_month"],
     )?;
-    let vm = guests::up().and_then(|()| vm_tick(root)).and_then(|few| {
-        guests::up_idle(BENCH_IDLE_GUESTS)?;
-        Ok((few, vm_tick(root)?))
-    });
+    let footprint = footprint_options(release_binary(root), steady_after);
+    let vm = guests::up()
+        .and_then(|()| footprint::footprint(&footprint))
+        .and_then(|()| vm_tick(root))
+        .and_then(|few| {
+            guests::up_idle(BENCH_IDLE_GUESTS)?;
+            Ok((few, vm_tick(root)?))
+        });
     let down = guests::down();
     println!("{monitor}");
     let ((few_vms, few_us), (many_vms, many_us)) = vm?;
@@ -313,6 +366,24 @@ fn bench(root: &Path, seconds: u64) -> anyhow::Result<()> {
         );
     }
     down
+}
+
+/// Where cargo builds.
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
+}
+
+/// The release `setmov`, where cargo builds it.
+fn release_binary(root: &Path) -> PathBuf {
+    target_dir(root).join("release/setmov")
+}
+
+fn footprint_options(binary: PathBuf, steady_after: u64) -> footprint::Options {
+    footprint::Options {
+        binary,
+        steady_after: std::time::Duration::from_secs(steady_after),
+        startups: 5,
+    }
 }
 
 /// Guests with no workload added for the second VM-tick measurement.

@@ -6,6 +6,7 @@
 //! probes read those maps once per tick.
 
 pub mod block;
+pub mod btf;
 pub mod format;
 pub mod kvm;
 pub mod net;
@@ -13,7 +14,7 @@ pub mod sched;
 
 use std::{
     fs,
-    os::fd::OwnedFd,
+    os::fd::{AsRawFd, OwnedFd},
     path::{Path, PathBuf},
     sync::{Mutex, PoisonError},
     time::Duration,
@@ -164,6 +165,12 @@ impl Probes {
     /// first if it is not mounted (as `perf` does). Messages from the programs go to
     /// `tracing`. Fails only when no probe at all can run.
     pub fn load() -> Result<Self, EbpfError> {
+        let probes = Self::load_and_attach();
+        release_free_heap();
+        probes
+    }
+
+    fn load_and_attach() -> Result<Self, EbpfError> {
         let object = object()?;
         if let Ok(status) = fs::read_to_string("/proc/self/status")
             && capabilities_allow_bpf(&status) == Some(false)
@@ -179,7 +186,7 @@ impl Probes {
         let kvm_layouts = kvm::KvmLayouts::read(&tracefs);
         let net_layouts = net::NetLayouts::read(&tracefs);
         let sched_layouts = sched::SchedLayouts::read(&tracefs);
-        let mut loader = EbpfLoader::new();
+        let mut loader = loader_without_kernel_btf();
         if let Ok(layouts) = &block_layouts {
             layouts.apply(&mut loader);
         }
@@ -322,6 +329,50 @@ impl Probes {
     }
 }
 
+/// A loader that will not use the kernel's BTF, if possible without parsing it.
+///
+/// aya 0.14's `EbpfLoader::new()` always parses `/sys/kernel/btf/vmlinux`, for CO-RE
+/// relocations: 25 ms and 18 MiB at peak, more than the monitor's whole steady resident set.
+/// Our programs have no such relocations (they read at offsets from tracefs and
+/// `net::skb_dev_layout`; the test `the_object_needs_no_kernel_btf` checks it), so the parse is
+/// waste. aya reads the file with a plain open and goes on without BTF when that fails; while
+/// this is the process's only thread, the limit on open files is lowered to the lowest free
+/// descriptor for the length of `new()`, so that the open fails with EMFILE and nothing is
+/// parsed. With other threads (which could be opening files) it parses and drops the BTF.
+fn loader_without_kernel_btf() -> EbpfLoader<'static> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let only_thread = fs::read_dir("/proc/self/task").is_ok_and(|tasks| tasks.count() == 1);
+    let limits = getrlimit(Resource::RLIMIT_NOFILE);
+    // The descriptor an open would get now; closed again at once.
+    let lowest_free = fs::File::open("/dev/null").map(|file| file.as_raw_fd());
+    let mut loader = match (only_thread, limits, lowest_free) {
+        (true, Ok((soft, hard)), Ok(lowest)) => {
+            let lowered = u64::try_from(lowest)
+                .ok()
+                .is_some_and(|lowest| setrlimit(Resource::RLIMIT_NOFILE, lowest, hard).is_ok());
+            let loader = EbpfLoader::new();
+            if lowered && let Err(error) = setrlimit(Resource::RLIMIT_NOFILE, soft, hard) {
+                tracing::warn!("cannot restore the limit on open files ({soft}): {error}");
+            }
+            loader
+        }
+        _ => EbpfLoader::new(),
+    };
+    loader.btf(None);
+    loader
+}
+
+/// Hands the heap that loading freed back to the system. Loading allocates and frees ~20 MiB
+/// in many small blocks (the object's parse, the verifier's logs, format files, BTF); glibc
+/// keeps freed blocks for reuse, so without this the monitor would hold them for good.
+fn release_free_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free memory of glibc's arenas; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// The probe, or None after adding why it is off to `disabled`.
 fn keep<P>(disabled: &mut Vec<String>, name: &str, probe: Result<P, ProbeError>) -> Option<P> {
     match probe {
@@ -455,6 +506,14 @@ mod tests {
             Some(false)
         );
         assert_eq!(capabilities_allow_bpf("Name:\tx\n"), None);
+    }
+
+    /// `Probes::load` drops the kernel BTF: a program with CO-RE relocations would need it.
+    #[cfg(setmov_ebpf)]
+    #[test]
+    fn the_object_needs_no_kernel_btf() {
+        let object = aya_obj::Object::parse(object().expect("built in")).expect("parses");
+        assert!(!object.has_btf_relocations());
     }
 
     #[test]

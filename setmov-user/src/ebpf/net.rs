@@ -41,11 +41,10 @@ use setmov_common::{
 
 pub use setmov_common::net::NetDeviceValue;
 
+use super::btf::{Btf, BtfError, KERNEL_BTF, KernelBtfBytes};
 use super::format::{FormatError, TracepointField, find_field, format_path, parse_format};
 use super::{EbpfError, ProbeError, attach_tracepoint, map_error, take_map};
 
-/// Where the kernel's own BTF is.
-const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
 /// Reason given to packets a driver refused (`net_dev_xmit` with a failing rc).
 pub const XMIT_FAILED: &str = "XMIT_FAILED";
 
@@ -164,10 +163,7 @@ impl NetLayouts {
             }));
         }
         if layouts.programs.iter().any(|p| p.name == KFREE_SKB.1) {
-            match fs::read(KERNEL_BTF)
-                .map_err(|error| BtfError::Read(error.to_string()))
-                .and_then(|btf| skb_dev_layout(&btf))
-            {
+            match KernelBtfBytes::load().and_then(|btf| skb_dev_layout(btf.bytes())) {
                 Ok(skb_dev) => layouts.skb_dev = skb_dev,
                 Err(error) => tracing::warn!(
                     "net probe: drops are counted under ifindex 0 (unknown device) because the \
@@ -476,78 +472,21 @@ pub fn parse_drop_reasons(format: &str) -> Result<HashMap<u32, String>, FormatEr
     Ok(names)
 }
 
-/// Why the `sk_buff`/`net_device` offsets could not be read from BTF.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BtfError {
-    #[error("cannot read it: {0}")]
-    Read(String),
-    #[error("cannot parse it: {0}")]
-    Parse(String),
-    #[error("no byte offset for {member}: {problem}")]
-    Member {
-        member: &'static str,
-        problem: String,
-    },
-}
-
 /// `sk_buff.dev` and `net_device.ifindex` offsets from the kernel's BTF (raw `.BTF` data, as in
 /// `/sys/kernel/btf/vmlinux`).
-pub fn skb_dev_layout(btf: &[u8]) -> Result<SkbDevLayout, BtfError> {
-    let types = btfparse::TypeInformation::new(&BtfBytes(btf))
-        .map_err(|error| BtfError::Parse(btf_error_text(&error)))?;
+pub fn skb_dev_layout(raw: &[u8]) -> Result<SkbDevLayout, BtfError> {
+    let btf = Btf::parse(raw)?;
     Ok(SkbDevLayout {
         known: 1,
-        skb_dev_offset: member_offset(&types, "sk_buff", "dev", "sk_buff.dev")?,
-        dev_ifindex_offset: member_offset(&types, "net_device", "ifindex", "net_device.ifindex")?,
+        skb_dev_offset: btf.member_offset("sk_buff", "dev", "sk_buff.dev")?,
+        dev_ifindex_offset: btf.member_offset("net_device", "ifindex", "net_device.ifindex")?,
     })
-}
-
-/// The byte offset of `member` (looked up through anonymous structs and unions) in struct
-/// `type_name`.
-fn member_offset(
-    types: &btfparse::TypeInformation,
-    type_name: &str,
-    member: &str,
-    described: &'static str,
-) -> Result<u32, BtfError> {
-    let problem = |problem: String| BtfError::Member {
-        member: described,
-        problem,
-    };
-    let id = types
-        .id_of(type_name)
-        .ok_or_else(|| problem(format!("no type {type_name}")))?;
-    match types.offset_of(id, member) {
-        Ok((_, btfparse::Offset::ByteOffset(offset))) => Ok(offset),
-        Ok((_, btfparse::Offset::BitOffsetAndSize(..))) => Err(problem("a bitfield".into())),
-        Err(error) => Err(problem(btf_error_text(&error))),
-    }
-}
-
-fn btf_error_text(error: &btfparse::Error) -> String {
-    format!("{} ({:?})", error.message(), error.kind())
-}
-
-/// BTF data in memory: btfparse reads it in many small pieces, far faster from a slice than
-/// from the file.
-struct BtfBytes<'a>(&'a [u8]);
-
-impl btfparse::Readable for BtfBytes<'_> {
-    fn read(&self, offset: u64, buffer: &mut [u8]) -> btfparse::Result<()> {
-        let source = usize::try_from(offset)
-            .ok()
-            .and_then(|start| self.0.get(start..start.checked_add(buffer.len())?))
-            .ok_or_else(|| {
-                btfparse::Error::new(btfparse::ErrorKind::InvalidOffset, "read past the end")
-            })?;
-        buffer.copy_from_slice(source);
-        Ok(())
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ebpf::btf::tiny_btf;
 
     /// /sys/kernel/tracing/events/<category>/<name>/format on Linux 6.18 (x86_64).
     const NETIF_RECEIVE_SKB: &str = include_str!("testdata/netif_receive_skb.format");
@@ -660,48 +599,6 @@ mod tests {
         );
     }
 
-    /// Raw BTF with `struct net_device { int ifindex @224 }` and
-    /// `struct sk_buff { union { struct { void *next; union { struct net_device *dev; }; }; }; }`
-    /// with `dev` at 16 (`next` at 0, 8 bytes of padding), as in the real `sk_buff`.
-    fn tiny_btf(ifindex_member: &str) -> Vec<u8> {
-        let strings = format!("\0int\0net_device\0{ifindex_member}\0sk_buff\0dev\0next\0");
-        let name = |s: &str| {
-            let needle = format!("\0{s}\0");
-            strings.find(&needle).expect("string present") as u32 + 1
-        };
-        let info = |kind: u32, vlen: u32| kind << 24 | vlen;
-        let (int, ptr, strct, union) = (1, 2, 4, 5);
-        let mut types: Vec<u32> = Vec::new();
-        // [1] int: 32-bit signed.
-        types.extend([name("int"), info(int, 0), 4, 1 << 24 | 32]);
-        // [2] struct net_device, one member.
-        types.extend([name("net_device"), info(strct, 1), 256]);
-        types.extend([name(ifindex_member), 1, 224 * 8]);
-        // [3] struct net_device *.
-        types.extend([0, info(ptr, 0), 2]);
-        // [4] anonymous union { struct net_device *dev; }.
-        types.extend([0, info(union, 1), 8, name("dev"), 3, 0]);
-        // [5] anonymous struct { void *next (as a net_device *); union [4] at 16 }.
-        types.extend([0, info(strct, 2), 24, name("next"), 3, 0, 0, 4, 16 * 8]);
-        // [6] anonymous union { struct [5] }.
-        types.extend([0, info(union, 1), 24, 0, 5, 0]);
-        // [7] struct sk_buff { union [6] }.
-        types.extend([name("sk_buff"), info(strct, 1), 232, 0, 6, 0]);
-        let types: Vec<u8> = types.iter().flat_map(|word| word.to_le_bytes()).collect();
-
-        let mut btf = Vec::new();
-        btf.extend(0xeb9f_u16.to_le_bytes());
-        btf.extend([1, 0]); // version, flags
-        btf.extend(24_u32.to_le_bytes()); // header length
-        btf.extend(0_u32.to_le_bytes()); // type section offset
-        btf.extend((types.len() as u32).to_le_bytes());
-        btf.extend((types.len() as u32).to_le_bytes()); // string section offset
-        btf.extend((strings.len() as u32).to_le_bytes());
-        btf.extend(types);
-        btf.extend(strings.as_bytes());
-        btf
-    }
-
     #[test]
     fn skb_dev_offsets_from_btf() {
         assert_eq!(
@@ -716,10 +613,10 @@ mod tests {
             panic!("a net_device without ifindex must be refused");
         };
         assert_eq!(member, "net_device.ifindex");
-        assert!(matches!(
+        assert_eq!(
             skb_dev_layout(b"not BTF at all, far too short"),
-            Err(BtfError::Parse(_))
-        ));
+            Err(BtfError::Malformed("no BTF magic number"))
+        );
     }
 
     #[test]
