@@ -2,214 +2,543 @@
 --   <figure>_n       how many of the bucket's ticks had the figure (NULL: none had it);
 --   <figure>_secs    the seconds those ticks cover (the sum of their Δt);
 --   <figure>_sketch  their distribution, a DDSketch-style log-linear histogram whose quantiles
---                    are within 0.75 % of the raw ticks' (format: setmov-user/src/store/sketch.rs).
+--                    are within 1 % of the raw ticks' (format: setmov-user/src/store/sketch.rs).
 -- and <figure>_avg is from now on weighted by Δt over the ticks that had the figure. A report
 -- over many buckets weighs each bucket's mean by its <figure>_secs and reads its percentiles from
 -- the merged sketches, so an intermittent figure is not diluted by the ticks that lack it and
 -- p95 over a month is the month's p95, not a percentile of bucket p95s.
 --
--- Rollups whose raw ticks are still kept are deleted, so that the monitor rolls them up again
+-- The four tables are rebuilt as rowid tables: a row with its distributions takes 1-3 KiB, and a
+-- WITHOUT ROWID table keeps rows that large on overflow pages (SQLite advises it only for rows
+-- under 1/20 of a page). The primary keys stay (as unique indexes).
+--
+-- Rollups whose raw ticks are still kept are not copied, so that the monitor rolls them up again
 -- with the new columns; older ones keep NULL in the new columns and a report reads them as
--- before (their mean, weighted by their tick count).
+-- their mean over their ticks, its percentiles marked as estimates.
 
 
-ALTER TABLE host_usage_1m ADD COLUMN cpu_pct_n INTEGER;
-ALTER TABLE host_usage_1m ADD COLUMN cpu_pct_secs REAL;
-ALTER TABLE host_usage_1m ADD COLUMN cpu_pct_sketch BLOB;
-ALTER TABLE host_usage_1m ADD COLUMN mem_used_pct_n INTEGER;
-ALTER TABLE host_usage_1m ADD COLUMN mem_used_pct_secs REAL;
-ALTER TABLE host_usage_1m ADD COLUMN mem_used_pct_sketch BLOB;
-ALTER TABLE host_usage_1m ADD COLUMN disk_read_bytes_s_n INTEGER;
-ALTER TABLE host_usage_1m ADD COLUMN disk_read_bytes_s_secs REAL;
-ALTER TABLE host_usage_1m ADD COLUMN disk_read_bytes_s_sketch BLOB;
-ALTER TABLE host_usage_1m ADD COLUMN disk_write_bytes_s_n INTEGER;
-ALTER TABLE host_usage_1m ADD COLUMN disk_write_bytes_s_secs REAL;
-ALTER TABLE host_usage_1m ADD COLUMN disk_write_bytes_s_sketch BLOB;
-ALTER TABLE host_usage_1m ADD COLUMN disk_read_iops_n INTEGER;
-ALTER TABLE host_usage_1m ADD COLUMN disk_read_iops_secs REAL;
-ALTER TABLE host_usage_1m ADD COLUMN disk_read_iops_sketch BLOB;
-ALTER TABLE host_usage_1m ADD COLUMN disk_write_iops_n INTEGER;
-ALTER TABLE host_usage_1m ADD COLUMN disk_write_iops_secs REAL;
-ALTER TABLE host_usage_1m ADD COLUMN disk_write_iops_sketch BLOB;
-ALTER TABLE host_usage_1m ADD COLUMN net_rx_bps_n INTEGER;
-ALTER TABLE host_usage_1m ADD COLUMN net_rx_bps_secs REAL;
-ALTER TABLE host_usage_1m ADD COLUMN net_rx_bps_sketch BLOB;
-ALTER TABLE host_usage_1m ADD COLUMN net_tx_bps_n INTEGER;
-ALTER TABLE host_usage_1m ADD COLUMN net_tx_bps_secs REAL;
-ALTER TABLE host_usage_1m ADD COLUMN net_tx_bps_sketch BLOB;
+CREATE TABLE host_usage_1m_v10 (
+    host_ip TEXT NOT NULL REFERENCES hosts (host_ip),
+    time TEXT NOT NULL,
+    samples INTEGER NOT NULL,
+    cpu_pct_avg REAL,
+    cpu_pct_max REAL,
+    cpu_pct_p95 REAL,
+    cpu_pct_n INTEGER,
+    cpu_pct_secs REAL,
+    cpu_pct_sketch BLOB,
+    mem_used_pct_avg REAL,
+    mem_used_pct_max REAL,
+    mem_used_pct_p95 REAL,
+    mem_used_pct_n INTEGER,
+    mem_used_pct_secs REAL,
+    mem_used_pct_sketch BLOB,
+    disk_read_bytes_s_avg REAL,
+    disk_read_bytes_s_max REAL,
+    disk_read_bytes_s_p95 REAL,
+    disk_read_bytes_s_n INTEGER,
+    disk_read_bytes_s_secs REAL,
+    disk_read_bytes_s_sketch BLOB,
+    disk_write_bytes_s_avg REAL,
+    disk_write_bytes_s_max REAL,
+    disk_write_bytes_s_p95 REAL,
+    disk_write_bytes_s_n INTEGER,
+    disk_write_bytes_s_secs REAL,
+    disk_write_bytes_s_sketch BLOB,
+    disk_read_iops_avg REAL,
+    disk_read_iops_max REAL,
+    disk_read_iops_p95 REAL,
+    disk_read_iops_n INTEGER,
+    disk_read_iops_secs REAL,
+    disk_read_iops_sketch BLOB,
+    disk_write_iops_avg REAL,
+    disk_write_iops_max REAL,
+    disk_write_iops_p95 REAL,
+    disk_write_iops_n INTEGER,
+    disk_write_iops_secs REAL,
+    disk_write_iops_sketch BLOB,
+    net_rx_bps_avg REAL,
+    net_rx_bps_max REAL,
+    net_rx_bps_p95 REAL,
+    net_rx_bps_n INTEGER,
+    net_rx_bps_secs REAL,
+    net_rx_bps_sketch BLOB,
+    net_tx_bps_avg REAL,
+    net_tx_bps_max REAL,
+    net_tx_bps_p95 REAL,
+    net_tx_bps_n INTEGER,
+    net_tx_bps_secs REAL,
+    net_tx_bps_sketch BLOB,
+    PRIMARY KEY (host_ip, time)
+);
+INSERT INTO host_usage_1m_v10 (
+    host_ip, time, samples, cpu_pct_avg, cpu_pct_max, cpu_pct_p95, mem_used_pct_avg,
+    mem_used_pct_max, mem_used_pct_p95, disk_read_bytes_s_avg, disk_read_bytes_s_max,
+    disk_read_bytes_s_p95, disk_write_bytes_s_avg, disk_write_bytes_s_max,
+    disk_write_bytes_s_p95, disk_read_iops_avg, disk_read_iops_max, disk_read_iops_p95,
+    disk_write_iops_avg, disk_write_iops_max, disk_write_iops_p95, net_rx_bps_avg,
+    net_rx_bps_max, net_rx_bps_p95, net_tx_bps_avg, net_tx_bps_max, net_tx_bps_p95
+)
+SELECT
+    host_ip, time, samples, cpu_pct_avg, cpu_pct_max, cpu_pct_p95, mem_used_pct_avg,
+    mem_used_pct_max, mem_used_pct_p95, disk_read_bytes_s_avg, disk_read_bytes_s_max,
+    disk_read_bytes_s_p95, disk_write_bytes_s_avg, disk_write_bytes_s_max,
+    disk_write_bytes_s_p95, disk_read_iops_avg, disk_read_iops_max, disk_read_iops_p95,
+    disk_write_iops_avg, disk_write_iops_max, disk_write_iops_p95, net_rx_bps_avg,
+    net_rx_bps_max, net_rx_bps_p95, net_tx_bps_avg, net_tx_bps_max, net_tx_bps_p95
+FROM host_usage_1m r
+WHERE r.time < COALESCE((SELECT MIN(h.time) FROM host_usage h WHERE h.host_ip = r.host_ip), '9999');
+DROP TABLE host_usage_1m;
+ALTER TABLE host_usage_1m_v10 RENAME TO host_usage_1m;
 
-ALTER TABLE host_usage_1h ADD COLUMN cpu_pct_n INTEGER;
-ALTER TABLE host_usage_1h ADD COLUMN cpu_pct_secs REAL;
-ALTER TABLE host_usage_1h ADD COLUMN cpu_pct_sketch BLOB;
-ALTER TABLE host_usage_1h ADD COLUMN mem_used_pct_n INTEGER;
-ALTER TABLE host_usage_1h ADD COLUMN mem_used_pct_secs REAL;
-ALTER TABLE host_usage_1h ADD COLUMN mem_used_pct_sketch BLOB;
-ALTER TABLE host_usage_1h ADD COLUMN disk_read_bytes_s_n INTEGER;
-ALTER TABLE host_usage_1h ADD COLUMN disk_read_bytes_s_secs REAL;
-ALTER TABLE host_usage_1h ADD COLUMN disk_read_bytes_s_sketch BLOB;
-ALTER TABLE host_usage_1h ADD COLUMN disk_write_bytes_s_n INTEGER;
-ALTER TABLE host_usage_1h ADD COLUMN disk_write_bytes_s_secs REAL;
-ALTER TABLE host_usage_1h ADD COLUMN disk_write_bytes_s_sketch BLOB;
-ALTER TABLE host_usage_1h ADD COLUMN disk_read_iops_n INTEGER;
-ALTER TABLE host_usage_1h ADD COLUMN disk_read_iops_secs REAL;
-ALTER TABLE host_usage_1h ADD COLUMN disk_read_iops_sketch BLOB;
-ALTER TABLE host_usage_1h ADD COLUMN disk_write_iops_n INTEGER;
-ALTER TABLE host_usage_1h ADD COLUMN disk_write_iops_secs REAL;
-ALTER TABLE host_usage_1h ADD COLUMN disk_write_iops_sketch BLOB;
-ALTER TABLE host_usage_1h ADD COLUMN net_rx_bps_n INTEGER;
-ALTER TABLE host_usage_1h ADD COLUMN net_rx_bps_secs REAL;
-ALTER TABLE host_usage_1h ADD COLUMN net_rx_bps_sketch BLOB;
-ALTER TABLE host_usage_1h ADD COLUMN net_tx_bps_n INTEGER;
-ALTER TABLE host_usage_1h ADD COLUMN net_tx_bps_secs REAL;
-ALTER TABLE host_usage_1h ADD COLUMN net_tx_bps_sketch BLOB;
+CREATE TABLE vm_usage_1m_v10 (
+    time TEXT NOT NULL,
+    uuid TEXT NOT NULL REFERENCES vms (uuid),
+    samples INTEGER NOT NULL,
+    cpu_pct_avg REAL,
+    cpu_pct_max REAL,
+    cpu_pct_p95 REAL,
+    cpu_pct_n INTEGER,
+    cpu_pct_secs REAL,
+    cpu_pct_sketch BLOB,
+    cpu_vcpu_pct_avg REAL,
+    cpu_vcpu_pct_max REAL,
+    cpu_vcpu_pct_p95 REAL,
+    cpu_vcpu_pct_n INTEGER,
+    cpu_vcpu_pct_secs REAL,
+    cpu_vcpu_pct_sketch BLOB,
+    cpu_vcpu_threads_pct_avg REAL,
+    cpu_vcpu_threads_pct_max REAL,
+    cpu_vcpu_threads_pct_p95 REAL,
+    cpu_vcpu_threads_pct_n INTEGER,
+    cpu_vcpu_threads_pct_secs REAL,
+    cpu_vcpu_threads_pct_sketch BLOB,
+    steal_pct_avg REAL,
+    steal_pct_max REAL,
+    steal_pct_p95 REAL,
+    steal_pct_n INTEGER,
+    steal_pct_secs REAL,
+    steal_pct_sketch BLOB,
+    mem_used_pct_avg REAL,
+    mem_used_pct_max REAL,
+    mem_used_pct_p95 REAL,
+    mem_used_pct_n INTEGER,
+    mem_used_pct_secs REAL,
+    mem_used_pct_sketch BLOB,
+    disk_read_bytes_s_avg REAL,
+    disk_read_bytes_s_max REAL,
+    disk_read_bytes_s_p95 REAL,
+    disk_read_bytes_s_n INTEGER,
+    disk_read_bytes_s_secs REAL,
+    disk_read_bytes_s_sketch BLOB,
+    disk_write_bytes_s_avg REAL,
+    disk_write_bytes_s_max REAL,
+    disk_write_bytes_s_p95 REAL,
+    disk_write_bytes_s_n INTEGER,
+    disk_write_bytes_s_secs REAL,
+    disk_write_bytes_s_sketch BLOB,
+    disk_read_iops_avg REAL,
+    disk_read_iops_max REAL,
+    disk_read_iops_p95 REAL,
+    disk_read_iops_n INTEGER,
+    disk_read_iops_secs REAL,
+    disk_read_iops_sketch BLOB,
+    disk_write_iops_avg REAL,
+    disk_write_iops_max REAL,
+    disk_write_iops_p95 REAL,
+    disk_write_iops_n INTEGER,
+    disk_write_iops_secs REAL,
+    disk_write_iops_sketch BLOB,
+    net_rx_bps_avg REAL,
+    net_rx_bps_max REAL,
+    net_rx_bps_p95 REAL,
+    net_rx_bps_n INTEGER,
+    net_rx_bps_secs REAL,
+    net_rx_bps_sketch BLOB,
+    net_tx_bps_avg REAL,
+    net_tx_bps_max REAL,
+    net_tx_bps_p95 REAL,
+    net_tx_bps_n INTEGER,
+    net_tx_bps_secs REAL,
+    net_tx_bps_sketch BLOB,
+    vcpus_avg REAL,
+    vcpus_max REAL,
+    vcpus_p95 REAL,
+    vcpus_n INTEGER,
+    vcpus_secs REAL,
+    vcpus_sketch BLOB,
+    mem_alloc_bytes_avg REAL,
+    mem_alloc_bytes_max REAL,
+    mem_alloc_bytes_p95 REAL,
+    mem_alloc_bytes_n INTEGER,
+    mem_alloc_bytes_secs REAL,
+    mem_alloc_bytes_sketch BLOB,
+    mem_used_bytes_avg REAL,
+    mem_used_bytes_max REAL,
+    mem_used_bytes_p95 REAL,
+    mem_used_bytes_n INTEGER,
+    mem_used_bytes_secs REAL,
+    mem_used_bytes_sketch BLOB,
+    mem_usable_bytes_avg REAL,
+    mem_usable_bytes_max REAL,
+    mem_usable_bytes_p95 REAL,
+    mem_usable_bytes_n INTEGER,
+    mem_usable_bytes_secs REAL,
+    mem_usable_bytes_sketch BLOB,
+    mem_actual_less_usable_bytes_avg REAL,
+    mem_actual_less_usable_bytes_max REAL,
+    mem_actual_less_usable_bytes_p95 REAL,
+    mem_actual_less_usable_bytes_n INTEGER,
+    mem_actual_less_usable_bytes_secs REAL,
+    mem_actual_less_usable_bytes_sketch BLOB,
+    mem_guest_cache_bytes_avg REAL,
+    mem_guest_cache_bytes_max REAL,
+    mem_guest_cache_bytes_p95 REAL,
+    mem_guest_cache_bytes_n INTEGER,
+    mem_guest_cache_bytes_secs REAL,
+    mem_guest_cache_bytes_sketch BLOB,
+    swap_in_bytes_s_avg REAL,
+    swap_in_bytes_s_max REAL,
+    swap_in_bytes_s_p95 REAL,
+    swap_in_bytes_s_n INTEGER,
+    swap_in_bytes_s_secs REAL,
+    swap_in_bytes_s_sketch BLOB,
+    major_faults_s_avg REAL,
+    major_faults_s_max REAL,
+    major_faults_s_p95 REAL,
+    major_faults_s_n INTEGER,
+    major_faults_s_secs REAL,
+    major_faults_s_sketch BLOB,
+    cpu_ready_pct_avg REAL,
+    cpu_ready_pct_max REAL,
+    cpu_ready_pct_p95 REAL,
+    cpu_ready_pct_n INTEGER,
+    cpu_ready_pct_secs REAL,
+    cpu_ready_pct_sketch BLOB,
+    read_latency_p99_us_avg REAL,
+    read_latency_p99_us_max REAL,
+    read_latency_p99_us_p95 REAL,
+    read_latency_p99_us_n INTEGER,
+    read_latency_p99_us_secs REAL,
+    read_latency_p99_us_sketch BLOB,
+    write_latency_p99_us_avg REAL,
+    write_latency_p99_us_max REAL,
+    write_latency_p99_us_p95 REAL,
+    write_latency_p99_us_n INTEGER,
+    write_latency_p99_us_secs REAL,
+    write_latency_p99_us_sketch BLOB,
+    kvm_events_s_avg REAL,
+    kvm_events_s_max REAL,
+    kvm_events_s_p95 REAL,
+    kvm_events_s_n INTEGER,
+    kvm_events_s_secs REAL,
+    kvm_events_s_sketch BLOB,
+    PRIMARY KEY (time, uuid)
+);
+INSERT INTO vm_usage_1m_v10 (
+    time, uuid, samples, cpu_pct_avg, cpu_pct_max, cpu_pct_p95, cpu_vcpu_pct_avg,
+    cpu_vcpu_pct_max, cpu_vcpu_pct_p95, cpu_vcpu_threads_pct_avg, cpu_vcpu_threads_pct_max,
+    cpu_vcpu_threads_pct_p95, steal_pct_avg, steal_pct_max, steal_pct_p95, mem_used_pct_avg,
+    mem_used_pct_max, mem_used_pct_p95, disk_read_bytes_s_avg, disk_read_bytes_s_max,
+    disk_read_bytes_s_p95, disk_write_bytes_s_avg, disk_write_bytes_s_max,
+    disk_write_bytes_s_p95, disk_read_iops_avg, disk_read_iops_max, disk_read_iops_p95,
+    disk_write_iops_avg, disk_write_iops_max, disk_write_iops_p95, net_rx_bps_avg,
+    net_rx_bps_max, net_rx_bps_p95, net_tx_bps_avg, net_tx_bps_max, net_tx_bps_p95, vcpus_avg,
+    vcpus_max, vcpus_p95, mem_alloc_bytes_avg, mem_alloc_bytes_max, mem_alloc_bytes_p95,
+    mem_used_bytes_avg, mem_used_bytes_max, mem_used_bytes_p95, mem_usable_bytes_avg,
+    mem_usable_bytes_max, mem_usable_bytes_p95, mem_actual_less_usable_bytes_avg,
+    mem_actual_less_usable_bytes_max, mem_actual_less_usable_bytes_p95,
+    mem_guest_cache_bytes_avg, mem_guest_cache_bytes_max, mem_guest_cache_bytes_p95,
+    swap_in_bytes_s_avg, swap_in_bytes_s_max, swap_in_bytes_s_p95, major_faults_s_avg,
+    major_faults_s_max, major_faults_s_p95, cpu_ready_pct_avg, cpu_ready_pct_max,
+    cpu_ready_pct_p95, read_latency_p99_us_avg, read_latency_p99_us_max, read_latency_p99_us_p95,
+    write_latency_p99_us_avg, write_latency_p99_us_max, write_latency_p99_us_p95,
+    kvm_events_s_avg, kvm_events_s_max, kvm_events_s_p95
+)
+SELECT
+    time, uuid, samples, cpu_pct_avg, cpu_pct_max, cpu_pct_p95, cpu_vcpu_pct_avg,
+    cpu_vcpu_pct_max, cpu_vcpu_pct_p95, cpu_vcpu_threads_pct_avg, cpu_vcpu_threads_pct_max,
+    cpu_vcpu_threads_pct_p95, steal_pct_avg, steal_pct_max, steal_pct_p95, mem_used_pct_avg,
+    mem_used_pct_max, mem_used_pct_p95, disk_read_bytes_s_avg, disk_read_bytes_s_max,
+    disk_read_bytes_s_p95, disk_write_bytes_s_avg, disk_write_bytes_s_max,
+    disk_write_bytes_s_p95, disk_read_iops_avg, disk_read_iops_max, disk_read_iops_p95,
+    disk_write_iops_avg, disk_write_iops_max, disk_write_iops_p95, net_rx_bps_avg,
+    net_rx_bps_max, net_rx_bps_p95, net_tx_bps_avg, net_tx_bps_max, net_tx_bps_p95, vcpus_avg,
+    vcpus_max, vcpus_p95, mem_alloc_bytes_avg, mem_alloc_bytes_max, mem_alloc_bytes_p95,
+    mem_used_bytes_avg, mem_used_bytes_max, mem_used_bytes_p95, mem_usable_bytes_avg,
+    mem_usable_bytes_max, mem_usable_bytes_p95, mem_actual_less_usable_bytes_avg,
+    mem_actual_less_usable_bytes_max, mem_actual_less_usable_bytes_p95,
+    mem_guest_cache_bytes_avg, mem_guest_cache_bytes_max, mem_guest_cache_bytes_p95,
+    swap_in_bytes_s_avg, swap_in_bytes_s_max, swap_in_bytes_s_p95, major_faults_s_avg,
+    major_faults_s_max, major_faults_s_p95, cpu_ready_pct_avg, cpu_ready_pct_max,
+    cpu_ready_pct_p95, read_latency_p99_us_avg, read_latency_p99_us_max, read_latency_p99_us_p95,
+    write_latency_p99_us_avg, write_latency_p99_us_max, write_latency_p99_us_p95,
+    kvm_events_s_avg, kvm_events_s_max, kvm_events_s_p95
+FROM vm_usage_1m r
+WHERE r.time < COALESCE((SELECT MIN(h.time) FROM host_usage h JOIN vms v ON v.host_ip = h.host_ip
+                                WHERE v.uuid = r.uuid), '9999');
+DROP TABLE vm_usage_1m;
+ALTER TABLE vm_usage_1m_v10 RENAME TO vm_usage_1m;
 
-ALTER TABLE vm_usage_1m ADD COLUMN cpu_pct_n INTEGER;
-ALTER TABLE vm_usage_1m ADD COLUMN cpu_pct_secs REAL;
-ALTER TABLE vm_usage_1m ADD COLUMN cpu_pct_sketch BLOB;
-ALTER TABLE vm_usage_1m ADD COLUMN cpu_vcpu_pct_n INTEGER;
-ALTER TABLE vm_usage_1m ADD COLUMN cpu_vcpu_pct_secs REAL;
-ALTER TABLE vm_usage_1m ADD COLUMN cpu_vcpu_pct_sketch BLOB;
-ALTER TABLE vm_usage_1m ADD COLUMN cpu_vcpu_threads_pct_n INTEGER;
-ALTER TABLE vm_usage_1m ADD COLUMN cpu_vcpu_threads_pct_secs REAL;
-ALTER TABLE vm_usage_1m ADD COLUMN cpu_vcpu_threads_pct_sketch BLOB;
-ALTER TABLE vm_usage_1m ADD COLUMN steal_pct_n INTEGER;
-ALTER TABLE vm_usage_1m ADD COLUMN steal_pct_secs REAL;
-ALTER TABLE vm_usage_1m ADD COLUMN steal_pct_sketch BLOB;
-ALTER TABLE vm_usage_1m ADD COLUMN mem_used_pct_n INTEGER;
-ALTER TABLE vm_usage_1m ADD COLUMN mem_used_pct_secs REAL;
-ALTER TABLE vm_usage_1m ADD COLUMN mem_used_pct_sketch BLOB;
-ALTER TABLE vm_usage_1m ADD COLUMN disk_read_bytes_s_n INTEGER;
-ALTER TABLE vm_usage_1m ADD COLUMN disk_read_bytes_s_secs REAL;
-ALTER TABLE vm_usage_1m ADD COLUMN disk_read_bytes_s_sketch BLOB;
-ALTER TABLE vm_usage_1m ADD COLUMN disk_write_bytes_s_n INTEGER;
-ALTER TABLE vm_usage_1m ADD COLUMN disk_write_bytes_s_secs REAL;
-ALTER TABLE vm_usage_1m ADD COLUMN disk_write_bytes_s_sketch BLOB;
-ALTER TABLE vm_usage_1m ADD COLUMN disk_read_iops_n INTEGER;
-ALTER TABLE vm_usage_1m ADD COLUMN disk_read_iops_secs REAL;
-ALTER TABLE vm_usage_1m ADD COLUMN disk_read_iops_sketch BLOB;
-ALTER TABLE vm_usage_1m ADD COLUMN disk_write_iops_n INTEGER;
-ALTER TABLE vm_usage_1m ADD COLUMN disk_write_iops_secs REAL;
-ALTER TABLE vm_usage_1m ADD COLUMN disk_write_iops_sketch BLOB;
-ALTER TABLE vm_usage_1m ADD COLUMN net_rx_bps_n INTEGER;
-ALTER TABLE vm_usage_1m ADD COLUMN net_rx_bps_secs REAL;
-ALTER TABLE vm_usage_1m ADD COLUMN net_rx_bps_sketch BLOB;
-ALTER TABLE vm_usage_1m ADD COLUMN net_tx_bps_n INTEGER;
-ALTER TABLE vm_usage_1m ADD COLUMN net_tx_bps_secs REAL;
-ALTER TABLE vm_usage_1m ADD COLUMN net_tx_bps_sketch BLOB;
-ALTER TABLE vm_usage_1m ADD COLUMN vcpus_n INTEGER;
-ALTER TABLE vm_usage_1m ADD COLUMN vcpus_secs REAL;
-ALTER TABLE vm_usage_1m ADD COLUMN vcpus_sketch BLOB;
-ALTER TABLE vm_usage_1m ADD COLUMN mem_alloc_bytes_n INTEGER;
-ALTER TABLE vm_usage_1m ADD COLUMN mem_alloc_bytes_secs REAL;
-ALTER TABLE vm_usage_1m ADD COLUMN mem_alloc_bytes_sketch BLOB;
-ALTER TABLE vm_usage_1m ADD COLUMN mem_used_bytes_n INTEGER;
-ALTER TABLE vm_usage_1m ADD COLUMN mem_used_bytes_secs REAL;
-ALTER TABLE vm_usage_1m ADD COLUMN mem_used_bytes_sketch BLOB;
-ALTER TABLE vm_usage_1m ADD COLUMN mem_usable_bytes_n INTEGER;
-ALTER TABLE vm_usage_1m ADD COLUMN mem_usable_bytes_secs REAL;
-ALTER TABLE vm_usage_1m ADD COLUMN mem_usable_bytes_sketch BLOB;
-ALTER TABLE vm_usage_1m ADD COLUMN mem_actual_less_usable_bytes_n INTEGER;
-ALTER TABLE vm_usage_1m ADD COLUMN mem_actual_less_usable_bytes_secs REAL;
-ALTER TABLE vm_usage_1m ADD COLUMN mem_actual_less_usable_bytes_sketch BLOB;
-ALTER TABLE vm_usage_1m ADD COLUMN mem_guest_cache_bytes_n INTEGER;
-ALTER TABLE vm_usage_1m ADD COLUMN mem_guest_cache_bytes_secs REAL;
-ALTER TABLE vm_usage_1m ADD COLUMN mem_guest_cache_bytes_sketch BLOB;
-ALTER TABLE vm_usage_1m ADD COLUMN swap_in_bytes_s_n INTEGER;
-ALTER TABLE vm_usage_1m ADD COLUMN swap_in_bytes_s_secs REAL;
-ALTER TABLE vm_usage_1m ADD COLUMN swap_in_bytes_s_sketch BLOB;
-ALTER TABLE vm_usage_1m ADD COLUMN major_faults_s_n INTEGER;
-ALTER TABLE vm_usage_1m ADD COLUMN major_faults_s_secs REAL;
-ALTER TABLE vm_usage_1m ADD COLUMN major_faults_s_sketch BLOB;
-ALTER TABLE vm_usage_1m ADD COLUMN cpu_ready_pct_n INTEGER;
-ALTER TABLE vm_usage_1m ADD COLUMN cpu_ready_pct_secs REAL;
-ALTER TABLE vm_usage_1m ADD COLUMN cpu_ready_pct_sketch BLOB;
-ALTER TABLE vm_usage_1m ADD COLUMN read_latency_p99_us_n INTEGER;
-ALTER TABLE vm_usage_1m ADD COLUMN read_latency_p99_us_secs REAL;
-ALTER TABLE vm_usage_1m ADD COLUMN read_latency_p99_us_sketch BLOB;
-ALTER TABLE vm_usage_1m ADD COLUMN write_latency_p99_us_n INTEGER;
-ALTER TABLE vm_usage_1m ADD COLUMN write_latency_p99_us_secs REAL;
-ALTER TABLE vm_usage_1m ADD COLUMN write_latency_p99_us_sketch BLOB;
-ALTER TABLE vm_usage_1m ADD COLUMN kvm_events_s_n INTEGER;
-ALTER TABLE vm_usage_1m ADD COLUMN kvm_events_s_secs REAL;
-ALTER TABLE vm_usage_1m ADD COLUMN kvm_events_s_sketch BLOB;
+CREATE TABLE host_usage_1h_v10 (
+    host_ip TEXT NOT NULL REFERENCES hosts (host_ip),
+    time TEXT NOT NULL,
+    samples INTEGER NOT NULL,
+    cpu_pct_avg REAL,
+    cpu_pct_max REAL,
+    cpu_pct_p95 REAL,
+    cpu_pct_n INTEGER,
+    cpu_pct_secs REAL,
+    cpu_pct_sketch BLOB,
+    mem_used_pct_avg REAL,
+    mem_used_pct_max REAL,
+    mem_used_pct_p95 REAL,
+    mem_used_pct_n INTEGER,
+    mem_used_pct_secs REAL,
+    mem_used_pct_sketch BLOB,
+    disk_read_bytes_s_avg REAL,
+    disk_read_bytes_s_max REAL,
+    disk_read_bytes_s_p95 REAL,
+    disk_read_bytes_s_n INTEGER,
+    disk_read_bytes_s_secs REAL,
+    disk_read_bytes_s_sketch BLOB,
+    disk_write_bytes_s_avg REAL,
+    disk_write_bytes_s_max REAL,
+    disk_write_bytes_s_p95 REAL,
+    disk_write_bytes_s_n INTEGER,
+    disk_write_bytes_s_secs REAL,
+    disk_write_bytes_s_sketch BLOB,
+    disk_read_iops_avg REAL,
+    disk_read_iops_max REAL,
+    disk_read_iops_p95 REAL,
+    disk_read_iops_n INTEGER,
+    disk_read_iops_secs REAL,
+    disk_read_iops_sketch BLOB,
+    disk_write_iops_avg REAL,
+    disk_write_iops_max REAL,
+    disk_write_iops_p95 REAL,
+    disk_write_iops_n INTEGER,
+    disk_write_iops_secs REAL,
+    disk_write_iops_sketch BLOB,
+    net_rx_bps_avg REAL,
+    net_rx_bps_max REAL,
+    net_rx_bps_p95 REAL,
+    net_rx_bps_n INTEGER,
+    net_rx_bps_secs REAL,
+    net_rx_bps_sketch BLOB,
+    net_tx_bps_avg REAL,
+    net_tx_bps_max REAL,
+    net_tx_bps_p95 REAL,
+    net_tx_bps_n INTEGER,
+    net_tx_bps_secs REAL,
+    net_tx_bps_sketch BLOB,
+    PRIMARY KEY (host_ip, time)
+);
+INSERT INTO host_usage_1h_v10 (
+    host_ip, time, samples, cpu_pct_avg, cpu_pct_max, cpu_pct_p95, mem_used_pct_avg,
+    mem_used_pct_max, mem_used_pct_p95, disk_read_bytes_s_avg, disk_read_bytes_s_max,
+    disk_read_bytes_s_p95, disk_write_bytes_s_avg, disk_write_bytes_s_max,
+    disk_write_bytes_s_p95, disk_read_iops_avg, disk_read_iops_max, disk_read_iops_p95,
+    disk_write_iops_avg, disk_write_iops_max, disk_write_iops_p95, net_rx_bps_avg,
+    net_rx_bps_max, net_rx_bps_p95, net_tx_bps_avg, net_tx_bps_max, net_tx_bps_p95
+)
+SELECT
+    host_ip, time, samples, cpu_pct_avg, cpu_pct_max, cpu_pct_p95, mem_used_pct_avg,
+    mem_used_pct_max, mem_used_pct_p95, disk_read_bytes_s_avg, disk_read_bytes_s_max,
+    disk_read_bytes_s_p95, disk_write_bytes_s_avg, disk_write_bytes_s_max,
+    disk_write_bytes_s_p95, disk_read_iops_avg, disk_read_iops_max, disk_read_iops_p95,
+    disk_write_iops_avg, disk_write_iops_max, disk_write_iops_p95, net_rx_bps_avg,
+    net_rx_bps_max, net_rx_bps_p95, net_tx_bps_avg, net_tx_bps_max, net_tx_bps_p95
+FROM host_usage_1h r
+WHERE r.time < COALESCE((SELECT MIN(h.time) FROM host_usage h WHERE h.host_ip = r.host_ip), '9999');
+DROP TABLE host_usage_1h;
+ALTER TABLE host_usage_1h_v10 RENAME TO host_usage_1h;
 
-ALTER TABLE vm_usage_1h ADD COLUMN cpu_pct_n INTEGER;
-ALTER TABLE vm_usage_1h ADD COLUMN cpu_pct_secs REAL;
-ALTER TABLE vm_usage_1h ADD COLUMN cpu_pct_sketch BLOB;
-ALTER TABLE vm_usage_1h ADD COLUMN cpu_vcpu_pct_n INTEGER;
-ALTER TABLE vm_usage_1h ADD COLUMN cpu_vcpu_pct_secs REAL;
-ALTER TABLE vm_usage_1h ADD COLUMN cpu_vcpu_pct_sketch BLOB;
-ALTER TABLE vm_usage_1h ADD COLUMN cpu_vcpu_threads_pct_n INTEGER;
-ALTER TABLE vm_usage_1h ADD COLUMN cpu_vcpu_threads_pct_secs REAL;
-ALTER TABLE vm_usage_1h ADD COLUMN cpu_vcpu_threads_pct_sketch BLOB;
-ALTER TABLE vm_usage_1h ADD COLUMN steal_pct_n INTEGER;
-ALTER TABLE vm_usage_1h ADD COLUMN steal_pct_secs REAL;
-ALTER TABLE vm_usage_1h ADD COLUMN steal_pct_sketch BLOB;
-ALTER TABLE vm_usage_1h ADD COLUMN mem_used_pct_n INTEGER;
-ALTER TABLE vm_usage_1h ADD COLUMN mem_used_pct_secs REAL;
-ALTER TABLE vm_usage_1h ADD COLUMN mem_used_pct_sketch BLOB;
-ALTER TABLE vm_usage_1h ADD COLUMN disk_read_bytes_s_n INTEGER;
-ALTER TABLE vm_usage_1h ADD COLUMN disk_read_bytes_s_secs REAL;
-ALTER TABLE vm_usage_1h ADD COLUMN disk_read_bytes_s_sketch BLOB;
-ALTER TABLE vm_usage_1h ADD COLUMN disk_write_bytes_s_n INTEGER;
-ALTER TABLE vm_usage_1h ADD COLUMN disk_write_bytes_s_secs REAL;
-ALTER TABLE vm_usage_1h ADD COLUMN disk_write_bytes_s_sketch BLOB;
-ALTER TABLE vm_usage_1h ADD COLUMN disk_read_iops_n INTEGER;
-ALTER TABLE vm_usage_1h ADD COLUMN disk_read_iops_secs REAL;
-ALTER TABLE vm_usage_1h ADD COLUMN disk_read_iops_sketch BLOB;
-ALTER TABLE vm_usage_1h ADD COLUMN disk_write_iops_n INTEGER;
-ALTER TABLE vm_usage_1h ADD COLUMN disk_write_iops_secs REAL;
-ALTER TABLE vm_usage_1h ADD COLUMN disk_write_iops_sketch BLOB;
-ALTER TABLE vm_usage_1h ADD COLUMN net_rx_bps_n INTEGER;
-ALTER TABLE vm_usage_1h ADD COLUMN net_rx_bps_secs REAL;
-ALTER TABLE vm_usage_1h ADD COLUMN net_rx_bps_sketch BLOB;
-ALTER TABLE vm_usage_1h ADD COLUMN net_tx_bps_n INTEGER;
-ALTER TABLE vm_usage_1h ADD COLUMN net_tx_bps_secs REAL;
-ALTER TABLE vm_usage_1h ADD COLUMN net_tx_bps_sketch BLOB;
-ALTER TABLE vm_usage_1h ADD COLUMN vcpus_n INTEGER;
-ALTER TABLE vm_usage_1h ADD COLUMN vcpus_secs REAL;
-ALTER TABLE vm_usage_1h ADD COLUMN vcpus_sketch BLOB;
-ALTER TABLE vm_usage_1h ADD COLUMN mem_alloc_bytes_n INTEGER;
-ALTER TABLE vm_usage_1h ADD COLUMN mem_alloc_bytes_secs REAL;
-ALTER TABLE vm_usage_1h ADD COLUMN mem_alloc_bytes_sketch BLOB;
-ALTER TABLE vm_usage_1h ADD COLUMN mem_used_bytes_n INTEGER;
-ALTER TABLE vm_usage_1h ADD COLUMN mem_used_bytes_secs REAL;
-ALTER TABLE vm_usage_1h ADD COLUMN mem_used_bytes_sketch BLOB;
-ALTER TABLE vm_usage_1h ADD COLUMN mem_usable_bytes_n INTEGER;
-ALTER TABLE vm_usage_1h ADD COLUMN mem_usable_bytes_secs REAL;
-ALTER TABLE vm_usage_1h ADD COLUMN mem_usable_bytes_sketch BLOB;
-ALTER TABLE vm_usage_1h ADD COLUMN mem_actual_less_usable_bytes_n INTEGER;
-ALTER TABLE vm_usage_1h ADD COLUMN mem_actual_less_usable_bytes_secs REAL;
-ALTER TABLE vm_usage_1h ADD COLUMN mem_actual_less_usable_bytes_sketch BLOB;
-ALTER TABLE vm_usage_1h ADD COLUMN mem_guest_cache_bytes_n INTEGER;
-ALTER TABLE vm_usage_1h ADD COLUMN mem_guest_cache_bytes_secs REAL;
-ALTER TABLE vm_usage_1h ADD COLUMN mem_guest_cache_bytes_sketch BLOB;
-ALTER TABLE vm_usage_1h ADD COLUMN swap_in_bytes_s_n INTEGER;
-ALTER TABLE vm_usage_1h ADD COLUMN swap_in_bytes_s_secs REAL;
-ALTER TABLE vm_usage_1h ADD COLUMN swap_in_bytes_s_sketch BLOB;
-ALTER TABLE vm_usage_1h ADD COLUMN major_faults_s_n INTEGER;
-ALTER TABLE vm_usage_1h ADD COLUMN major_faults_s_secs REAL;
-ALTER TABLE vm_usage_1h ADD COLUMN major_faults_s_sketch BLOB;
-ALTER TABLE vm_usage_1h ADD COLUMN cpu_ready_pct_n INTEGER;
-ALTER TABLE vm_usage_1h ADD COLUMN cpu_ready_pct_secs REAL;
-ALTER TABLE vm_usage_1h ADD COLUMN cpu_ready_pct_sketch BLOB;
-ALTER TABLE vm_usage_1h ADD COLUMN read_latency_p99_us_n INTEGER;
-ALTER TABLE vm_usage_1h ADD COLUMN read_latency_p99_us_secs REAL;
-ALTER TABLE vm_usage_1h ADD COLUMN read_latency_p99_us_sketch BLOB;
-ALTER TABLE vm_usage_1h ADD COLUMN write_latency_p99_us_n INTEGER;
-ALTER TABLE vm_usage_1h ADD COLUMN write_latency_p99_us_secs REAL;
-ALTER TABLE vm_usage_1h ADD COLUMN write_latency_p99_us_sketch BLOB;
-ALTER TABLE vm_usage_1h ADD COLUMN kvm_events_s_n INTEGER;
-ALTER TABLE vm_usage_1h ADD COLUMN kvm_events_s_secs REAL;
-ALTER TABLE vm_usage_1h ADD COLUMN kvm_events_s_sketch BLOB;
-
-DELETE FROM host_usage_1m
-WHERE time >= (SELECT MIN(h.time) FROM host_usage h WHERE h.host_ip = host_usage_1m.host_ip);
-DELETE FROM vm_usage_1m
-WHERE time >= (SELECT MIN(h.time) FROM host_usage h JOIN vms v ON v.host_ip = h.host_ip
-               WHERE v.uuid = vm_usage_1m.uuid);
-DELETE FROM host_usage_1h
-WHERE time >= (SELECT MIN(h.time) FROM host_usage h WHERE h.host_ip = host_usage_1h.host_ip);
-DELETE FROM vm_usage_1h
-WHERE time >= (SELECT MIN(h.time) FROM host_usage h JOIN vms v ON v.host_ip = h.host_ip
-               WHERE v.uuid = vm_usage_1h.uuid);
+CREATE TABLE vm_usage_1h_v10 (
+    time TEXT NOT NULL,
+    uuid TEXT NOT NULL REFERENCES vms (uuid),
+    samples INTEGER NOT NULL,
+    cpu_pct_avg REAL,
+    cpu_pct_max REAL,
+    cpu_pct_p95 REAL,
+    cpu_pct_n INTEGER,
+    cpu_pct_secs REAL,
+    cpu_pct_sketch BLOB,
+    cpu_vcpu_pct_avg REAL,
+    cpu_vcpu_pct_max REAL,
+    cpu_vcpu_pct_p95 REAL,
+    cpu_vcpu_pct_n INTEGER,
+    cpu_vcpu_pct_secs REAL,
+    cpu_vcpu_pct_sketch BLOB,
+    cpu_vcpu_threads_pct_avg REAL,
+    cpu_vcpu_threads_pct_max REAL,
+    cpu_vcpu_threads_pct_p95 REAL,
+    cpu_vcpu_threads_pct_n INTEGER,
+    cpu_vcpu_threads_pct_secs REAL,
+    cpu_vcpu_threads_pct_sketch BLOB,
+    steal_pct_avg REAL,
+    steal_pct_max REAL,
+    steal_pct_p95 REAL,
+    steal_pct_n INTEGER,
+    steal_pct_secs REAL,
+    steal_pct_sketch BLOB,
+    mem_used_pct_avg REAL,
+    mem_used_pct_max REAL,
+    mem_used_pct_p95 REAL,
+    mem_used_pct_n INTEGER,
+    mem_used_pct_secs REAL,
+    mem_used_pct_sketch BLOB,
+    disk_read_bytes_s_avg REAL,
+    disk_read_bytes_s_max REAL,
+    disk_read_bytes_s_p95 REAL,
+    disk_read_bytes_s_n INTEGER,
+    disk_read_bytes_s_secs REAL,
+    disk_read_bytes_s_sketch BLOB,
+    disk_write_bytes_s_avg REAL,
+    disk_write_bytes_s_max REAL,
+    disk_write_bytes_s_p95 REAL,
+    disk_write_bytes_s_n INTEGER,
+    disk_write_bytes_s_secs REAL,
+    disk_write_bytes_s_sketch BLOB,
+    disk_read_iops_avg REAL,
+    disk_read_iops_max REAL,
+    disk_read_iops_p95 REAL,
+    disk_read_iops_n INTEGER,
+    disk_read_iops_secs REAL,
+    disk_read_iops_sketch BLOB,
+    disk_write_iops_avg REAL,
+    disk_write_iops_max REAL,
+    disk_write_iops_p95 REAL,
+    disk_write_iops_n INTEGER,
+    disk_write_iops_secs REAL,
+    disk_write_iops_sketch BLOB,
+    net_rx_bps_avg REAL,
+    net_rx_bps_max REAL,
+    net_rx_bps_p95 REAL,
+    net_rx_bps_n INTEGER,
+    net_rx_bps_secs REAL,
+    net_rx_bps_sketch BLOB,
+    net_tx_bps_avg REAL,
+    net_tx_bps_max REAL,
+    net_tx_bps_p95 REAL,
+    net_tx_bps_n INTEGER,
+    net_tx_bps_secs REAL,
+    net_tx_bps_sketch BLOB,
+    vcpus_avg REAL,
+    vcpus_max REAL,
+    vcpus_p95 REAL,
+    vcpus_n INTEGER,
+    vcpus_secs REAL,
+    vcpus_sketch BLOB,
+    mem_alloc_bytes_avg REAL,
+    mem_alloc_bytes_max REAL,
+    mem_alloc_bytes_p95 REAL,
+    mem_alloc_bytes_n INTEGER,
+    mem_alloc_bytes_secs REAL,
+    mem_alloc_bytes_sketch BLOB,
+    mem_used_bytes_avg REAL,
+    mem_used_bytes_max REAL,
+    mem_used_bytes_p95 REAL,
+    mem_used_bytes_n INTEGER,
+    mem_used_bytes_secs REAL,
+    mem_used_bytes_sketch BLOB,
+    mem_usable_bytes_avg REAL,
+    mem_usable_bytes_max REAL,
+    mem_usable_bytes_p95 REAL,
+    mem_usable_bytes_n INTEGER,
+    mem_usable_bytes_secs REAL,
+    mem_usable_bytes_sketch BLOB,
+    mem_actual_less_usable_bytes_avg REAL,
+    mem_actual_less_usable_bytes_max REAL,
+    mem_actual_less_usable_bytes_p95 REAL,
+    mem_actual_less_usable_bytes_n INTEGER,
+    mem_actual_less_usable_bytes_secs REAL,
+    mem_actual_less_usable_bytes_sketch BLOB,
+    mem_guest_cache_bytes_avg REAL,
+    mem_guest_cache_bytes_max REAL,
+    mem_guest_cache_bytes_p95 REAL,
+    mem_guest_cache_bytes_n INTEGER,
+    mem_guest_cache_bytes_secs REAL,
+    mem_guest_cache_bytes_sketch BLOB,
+    swap_in_bytes_s_avg REAL,
+    swap_in_bytes_s_max REAL,
+    swap_in_bytes_s_p95 REAL,
+    swap_in_bytes_s_n INTEGER,
+    swap_in_bytes_s_secs REAL,
+    swap_in_bytes_s_sketch BLOB,
+    major_faults_s_avg REAL,
+    major_faults_s_max REAL,
+    major_faults_s_p95 REAL,
+    major_faults_s_n INTEGER,
+    major_faults_s_secs REAL,
+    major_faults_s_sketch BLOB,
+    cpu_ready_pct_avg REAL,
+    cpu_ready_pct_max REAL,
+    cpu_ready_pct_p95 REAL,
+    cpu_ready_pct_n INTEGER,
+    cpu_ready_pct_secs REAL,
+    cpu_ready_pct_sketch BLOB,
+    read_latency_p99_us_avg REAL,
+    read_latency_p99_us_max REAL,
+    read_latency_p99_us_p95 REAL,
+    read_latency_p99_us_n INTEGER,
+    read_latency_p99_us_secs REAL,
+    read_latency_p99_us_sketch BLOB,
+    write_latency_p99_us_avg REAL,
+    write_latency_p99_us_max REAL,
+    write_latency_p99_us_p95 REAL,
+    write_latency_p99_us_n INTEGER,
+    write_latency_p99_us_secs REAL,
+    write_latency_p99_us_sketch BLOB,
+    kvm_events_s_avg REAL,
+    kvm_events_s_max REAL,
+    kvm_events_s_p95 REAL,
+    kvm_events_s_n INTEGER,
+    kvm_events_s_secs REAL,
+    kvm_events_s_sketch BLOB,
+    PRIMARY KEY (time, uuid)
+);
+INSERT INTO vm_usage_1h_v10 (
+    time, uuid, samples, cpu_pct_avg, cpu_pct_max, cpu_pct_p95, cpu_vcpu_pct_avg,
+    cpu_vcpu_pct_max, cpu_vcpu_pct_p95, cpu_vcpu_threads_pct_avg, cpu_vcpu_threads_pct_max,
+    cpu_vcpu_threads_pct_p95, steal_pct_avg, steal_pct_max, steal_pct_p95, mem_used_pct_avg,
+    mem_used_pct_max, mem_used_pct_p95, disk_read_bytes_s_avg, disk_read_bytes_s_max,
+    disk_read_bytes_s_p95, disk_write_bytes_s_avg, disk_write_bytes_s_max,
+    disk_write_bytes_s_p95, disk_read_iops_avg, disk_read_iops_max, disk_read_iops_p95,
+    disk_write_iops_avg, disk_write_iops_max, disk_write_iops_p95, net_rx_bps_avg,
+    net_rx_bps_max, net_rx_bps_p95, net_tx_bps_avg, net_tx_bps_max, net_tx_bps_p95, vcpus_avg,
+    vcpus_max, vcpus_p95, mem_alloc_bytes_avg, mem_alloc_bytes_max, mem_alloc_bytes_p95,
+    mem_used_bytes_avg, mem_used_bytes_max, mem_used_bytes_p95, mem_usable_bytes_avg,
+    mem_usable_bytes_max, mem_usable_bytes_p95, mem_actual_less_usable_bytes_avg,
+    mem_actual_less_usable_bytes_max, mem_actual_less_usable_bytes_p95,
+    mem_guest_cache_bytes_avg, mem_guest_cache_bytes_max, mem_guest_cache_bytes_p95,
+    swap_in_bytes_s_avg, swap_in_bytes_s_max, swap_in_bytes_s_p95, major_faults_s_avg,
+    major_faults_s_max, major_faults_s_p95, cpu_ready_pct_avg, cpu_ready_pct_max,
+    cpu_ready_pct_p95, read_latency_p99_us_avg, read_latency_p99_us_max, read_latency_p99_us_p95,
+    write_latency_p99_us_avg, write_latency_p99_us_max, write_latency_p99_us_p95,
+    kvm_events_s_avg, kvm_events_s_max, kvm_events_s_p95
+)
+SELECT
+    time, uuid, samples, cpu_pct_avg, cpu_pct_max, cpu_pct_p95, cpu_vcpu_pct_avg,
+    cpu_vcpu_pct_max, cpu_vcpu_pct_p95, cpu_vcpu_threads_pct_avg, cpu_vcpu_threads_pct_max,
+    cpu_vcpu_threads_pct_p95, steal_pct_avg, steal_pct_max, steal_pct_p95, mem_used_pct_avg,
+    mem_used_pct_max, mem_used_pct_p95, disk_read_bytes_s_avg, disk_read_bytes_s_max,
+    disk_read_bytes_s_p95, disk_write_bytes_s_avg, disk_write_bytes_s_max,
+    disk_write_bytes_s_p95, disk_read_iops_avg, disk_read_iops_max, disk_read_iops_p95,
+    disk_write_iops_avg, disk_write_iops_max, disk_write_iops_p95, net_rx_bps_avg,
+    net_rx_bps_max, net_rx_bps_p95, net_tx_bps_avg, net_tx_bps_max, net_tx_bps_p95, vcpus_avg,
+    vcpus_max, vcpus_p95, mem_alloc_bytes_avg, mem_alloc_bytes_max, mem_alloc_bytes_p95,
+    mem_used_bytes_avg, mem_used_bytes_max, mem_used_bytes_p95, mem_usable_bytes_avg,
+    mem_usable_bytes_max, mem_usable_bytes_p95, mem_actual_less_usable_bytes_avg,
+    mem_actual_less_usable_bytes_max, mem_actual_less_usable_bytes_p95,
+    mem_guest_cache_bytes_avg, mem_guest_cache_bytes_max, mem_guest_cache_bytes_p95,
+    swap_in_bytes_s_avg, swap_in_bytes_s_max, swap_in_bytes_s_p95, major_faults_s_avg,
+    major_faults_s_max, major_faults_s_p95, cpu_ready_pct_avg, cpu_ready_pct_max,
+    cpu_ready_pct_p95, read_latency_p99_us_avg, read_latency_p99_us_max, read_latency_p99_us_p95,
+    write_latency_p99_us_avg, write_latency_p99_us_max, write_latency_p99_us_p95,
+    kvm_events_s_avg, kvm_events_s_max, kvm_events_s_p95
+FROM vm_usage_1h r
+WHERE r.time < COALESCE((SELECT MIN(h.time) FROM host_usage h JOIN vms v ON v.host_ip = h.host_ip
+                                WHERE v.uuid = r.uuid), '9999');
+DROP TABLE vm_usage_1h;
+ALTER TABLE vm_usage_1h_v10 RENAME TO vm_usage_1h;
