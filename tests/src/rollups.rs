@@ -512,8 +512,10 @@ async fn check_reports(store: &mut impl Store) {
                 since: instant(Duration::ZERO),
                 until: instant(Duration::seconds_f64(LAST)),
             };
+            let owners = store.report(&query).await.expect("report");
+            // The fold over the rows as read and the one over the rows collected agree.
             let samples = store.report_samples(&query).await.expect("report rows");
-            let owners = report(vms, samples);
+            assert_eq!(report(vms, samples), owners, "{level:?} vms {vms}");
             assert_eq!(owners.len(), 1, "{level:?} vms {vms}: {owners:?}");
             for (name, f) in figures {
                 let got: Option<&FigureReport> = owners[0].figures.get(*name);

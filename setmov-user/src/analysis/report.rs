@@ -115,9 +115,31 @@ struct Acc {
     approximate: bool,
 }
 
+/// One figure of one row, as [`ReportFold::figure`] takes it (see [`FigureSample`]).
+#[derive(Debug, Clone, Copy)]
+pub struct FigureRef<'a> {
+    pub mean: f64,
+    pub max: f64,
+    pub n: Option<u64>,
+    pub secs: Option<f64>,
+    pub sketch: Option<&'a [u8]>,
+}
+
+impl FigureSample {
+    fn as_ref(&self) -> FigureRef<'_> {
+        FigureRef {
+            mean: self.mean,
+            max: self.max,
+            n: self.n,
+            secs: self.secs,
+            sketch: self.sketch.as_deref(),
+        }
+    }
+}
+
 impl Acc {
-    fn add(&mut self, sample: FigureSample, bucket: bool, bucket_ticks: u64, owner: &str) {
-        let FigureSample {
+    fn add(&mut self, sample: FigureRef<'_>, bucket: bool, bucket_ticks: u64, owner: &str) {
+        let FigureRef {
             mean,
             max,
             n,
@@ -152,7 +174,7 @@ impl Acc {
             self.exact.drain(..).for_each(|v| all.add(v));
             all
         });
-        match sketch.as_deref().map(|bytes| all.merge_encoded(bytes)) {
+        match sketch.map(|bytes| all.merge_encoded(bytes)) {
             Some(Ok(())) => {}
             unread => {
                 if let Some(Err(e)) = unread {
@@ -193,34 +215,87 @@ impl Acc {
     }
 }
 
+/// Folds a window's rows into one report per owner as they are read: a month of rollups is
+/// hundreds of thousands of rows with their distributions, not worth holding all at once.
+pub struct ReportFold {
+    names: &'static [&'static str],
+    owners: BTreeMap<(String, Option<String>), (u64, Vec<Acc>)>,
+    /// The row being added: its owner, ticks and whether it is a bucket.
+    current: Option<((String, Option<String>), u64, bool)>,
+}
+
+impl ReportFold {
+    pub fn new(vms: bool) -> ReportFold {
+        ReportFold {
+            names: figures(vms),
+            owners: BTreeMap::new(),
+            current: None,
+        }
+    }
+
+    /// Starts a row of `owner` (and `uuid`) holding `ticks` ticks; its figures follow with
+    /// [`ReportFold::figure`].
+    pub fn row(&mut self, owner: &str, uuid: Option<&str>, ticks: u64, bucket: bool) {
+        let key = (owner.to_owned(), uuid.map(str::to_owned));
+        let names = self.names;
+        let (total, _) = self
+            .owners
+            .entry(key.clone())
+            .or_insert_with(|| (0, names.iter().map(|_| Acc::default()).collect()));
+        *total += ticks;
+        self.current = Some((key, ticks, bucket));
+    }
+
+    /// Figure `index` (in the order of [`figures`]) of the current row.
+    pub fn figure(&mut self, index: usize, value: FigureRef<'_>) {
+        let Some((key, ticks, bucket)) = &self.current else {
+            return;
+        };
+        if let Some(acc) = self
+            .owners
+            .get_mut(key)
+            .and_then(|(_, accs)| accs.get_mut(index))
+        {
+            acc.add(value, *bucket, *ticks, &key.0);
+        }
+    }
+
+    /// The reports, sorted by owner.
+    pub fn finish(self) -> Vec<OwnerReport> {
+        let names = self.names;
+        self.owners
+            .into_iter()
+            .map(|((owner, uuid), (ticks, accs))| OwnerReport {
+                owner,
+                uuid,
+                ticks,
+                figures: names
+                    .iter()
+                    .zip(accs)
+                    .filter_map(|(name, acc)| Some(((*name).to_owned(), acc.finish()?)))
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
 /// Folds the window's samples into one report per owner (sorted by owner).
 pub fn report(vms: bool, samples: Vec<ReportSample>) -> Vec<OwnerReport> {
-    let names = figures(vms);
-    let mut owners: BTreeMap<(String, Option<String>), (u64, Vec<Acc>)> = BTreeMap::new();
-    for sample in samples {
-        let (ticks, accs) = owners
-            .entry((sample.owner.clone(), sample.uuid))
-            .or_insert_with(|| (0, names.iter().map(|_| Acc::default()).collect()));
-        *ticks += sample.ticks;
-        for (acc, value) in accs.iter_mut().zip(sample.values) {
+    let mut fold = ReportFold::new(vms);
+    for sample in &samples {
+        fold.row(
+            &sample.owner,
+            sample.uuid.as_deref(),
+            sample.ticks,
+            sample.bucket,
+        );
+        for (index, value) in sample.values.iter().enumerate() {
             if let Some(value) = value {
-                acc.add(value, sample.bucket, sample.ticks, &sample.owner);
+                fold.figure(index, value.as_ref());
             }
         }
     }
-    owners
-        .into_iter()
-        .map(|((owner, uuid), (ticks, accs))| OwnerReport {
-            owner,
-            uuid,
-            ticks,
-            figures: names
-                .iter()
-                .zip(accs)
-                .filter_map(|(name, acc)| Some(((*name).to_owned(), acc.finish()?)))
-                .collect(),
-        })
-        .collect()
+    fold.finish()
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ pub async fn recommend(args: RecommendArgs) -> anyhow::Result<()> {
             continue;
         }
         let query = vms_of_host(&host.host_ip, since, until);
-        let vms = analysis::report::report(true, store.report_samples(&query).await?);
+        let vms = store.report(&query).await?;
         let capacity = host
             .cpus
             .zip(host.memory_bytes)

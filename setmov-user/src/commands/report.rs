@@ -1,7 +1,7 @@
 //! `setmov report`: usage statistics per host and per VM over a window.
 
 use super::{chosen_level, print, window};
-use crate::analysis::{self, ReportQuery};
+use crate::analysis::ReportQuery;
 use crate::cli::ReportArgs;
 use crate::progress::Progress;
 use crate::show;
@@ -40,13 +40,13 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
     let hosts = if query.vm.is_some() {
         Vec::new()
     } else {
-        analysis::report::report(false, store.report_samples(&query).await?)
+        store.report(&query).await?
     };
     if let Some(p) = progress.as_mut() {
         p.advance(1);
     }
     query.vms = true;
-    let vms = analysis::report::report(true, store.report_samples(&query).await?);
+    let vms = store.report(&query).await?;
     if let Some(p) = progress {
         p.finish(&format!(
             "report: {} hosts and {} VMs",

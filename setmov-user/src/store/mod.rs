@@ -293,6 +293,13 @@ pub trait Store: Send + 'static {
         query: &crate::analysis::ReportQuery,
     ) -> impl Future<Output = Result<Vec<crate::analysis::report::ReportSample>, StoreError>> + Send;
 
+    /// The report over a window (see [`crate::analysis::report`]), folded as its rows are
+    /// read.
+    fn report(
+        &mut self,
+        query: &crate::analysis::ReportQuery,
+    ) -> impl Future<Output = Result<Vec<crate::analysis::report::OwnerReport>, StoreError>> + Send;
+
     /// Rolls up the complete minutes and hours of host `host_ip` (its T2 rows and its VMs'
     /// T4 rows) up to `now`, and deletes rows older than `retention` allows. Cheap when
     /// nothing is due; called by the writer after each tick.
@@ -466,6 +473,16 @@ impl Store for AnyStore {
         }
     }
 
+    async fn report(
+        &mut self,
+        query: &crate::analysis::ReportQuery,
+    ) -> Result<Vec<crate::analysis::report::OwnerReport>, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.report(query).await,
+            AnyStore::Mysql(s) => s.report(query).await,
+        }
+    }
+
     async fn maintain(
         &mut self,
         host_ip: &str,
@@ -579,6 +596,13 @@ pub(crate) mod tests {
                 &mut self,
                 _query: &$crate::analysis::ReportQuery,
             ) -> Result<Vec<$crate::analysis::report::ReportSample>, $crate::store::StoreError> {
+                Ok(Vec::new())
+            }
+
+            async fn report(
+                &mut self,
+                _query: &$crate::analysis::ReportQuery,
+            ) -> Result<Vec<$crate::analysis::report::OwnerReport>, $crate::store::StoreError> {
                 Ok(Vec::new())
             }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use setmov::analysis::ReportQuery;
-use setmov::analysis::report::ReportSample;
+use setmov::analysis::report::{OwnerReport, ReportSample};
 use setmov::commands::sources::{EbpfStatus, SourceOptions, start_sources};
 use setmov::host::devices::DEFAULT_SKIPPED_DISK_PREFIXES;
 use setmov::host::identity::HostIdentity;
@@ -89,6 +89,10 @@ impl Store for TwoStores {
     }
 
     async fn report_samples(&mut self, _: &ReportQuery) -> Result<Vec<ReportSample>, StoreError> {
+        Err(write_only())
+    }
+
+    async fn report(&mut self, _: &ReportQuery) -> Result<Vec<OwnerReport>, StoreError> {
         Err(write_only())
     }
 

@@ -36,7 +36,7 @@ use super::{
     WriteOutcome,
 };
 use crate::analysis::ReportQuery;
-use crate::analysis::report::ReportSample;
+use crate::analysis::report::{OwnerReport, ReportSample};
 use crate::progress::Progress;
 pub use decode::DecodeError;
 
@@ -534,6 +534,11 @@ impl Store for MysqlStore {
     ) -> Result<Vec<ReportSample>, StoreError> {
         let mut conn = self.conn().await?;
         read::report_samples(&mut conn, &self.target, query).await
+    }
+
+    async fn report(&mut self, query: &ReportQuery) -> Result<Vec<OwnerReport>, StoreError> {
+        let mut conn = self.conn().await?;
+        read::report(&mut conn, &self.target, query).await
     }
 
     async fn maintain(

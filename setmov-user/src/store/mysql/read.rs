@@ -7,7 +7,9 @@ use mysql_async::{Conn, Row};
 
 use super::decode::{DecodeError, nullable, value};
 use super::{decode_error, iso, mysql_error, mysql_time, to_mysql, unix_seconds};
-use crate::analysis::report::{self, FigureSample, ReportSample};
+use crate::analysis::report::{
+    self, FigureRef, FigureSample, OwnerReport, ReportFold, ReportSample,
+};
 use crate::analysis::{REPORT_STATS, ReportQuery, report_params, report_sql};
 use crate::store::rollup::{
     HOST_FIGURES, RollupQuery, RollupRow, SHOWN_STATS, VM_FIGURES, rollup_query_params,
@@ -219,4 +221,55 @@ pub(super) async fn report_samples(
             values,
         })
     })
+}
+
+/// The report over a window, each row folded as it is decoded.
+pub(super) async fn report(
+    conn: &mut Conn,
+    target: &str,
+    q: &ReportQuery,
+) -> Result<Vec<OwnerReport>, StoreError> {
+    let (since, until) = (mysql_time(q.since), mysql_time(q.until));
+    let params: Vec<mysql_async::Value> = report_params(q, since, until)
+        .iter()
+        .map(to_mysql)
+        .collect();
+    let rows: Vec<Row> = conn
+        .exec(report_sql(q, unix_seconds), params)
+        .await
+        .map_err(|e| mysql_error(target, &e))?;
+    let figures = report::figures(q.vms).len();
+    let mut fold = ReportFold::new(q.vms);
+    let fold_row = |fold: &mut ReportFold, r: &Row| -> Result<(), DecodeError> {
+        let owner: String = value(r, 1)?;
+        let uuid: Option<String> = nullable(r, 2)?;
+        fold.row(&owner, uuid.as_deref(), value(r, 3)?, q.level.is_some());
+        for f in 0..figures {
+            let at = 4 + REPORT_STATS * f;
+            let (Some(mean), Some(max)) = (nullable::<f64>(r, at)?, nullable::<f64>(r, at + 1)?)
+            else {
+                continue;
+            };
+            // Anything but bytes is no distribution: the bucket reads as approximate.
+            let sketch = match r.as_ref(at + 4) {
+                Some(mysql_async::Value::Bytes(bytes)) => Some(bytes.as_slice()),
+                _ => None,
+            };
+            fold.figure(
+                f,
+                FigureRef {
+                    mean,
+                    max,
+                    n: nullable::<u64>(r, at + 2)?,
+                    secs: nullable::<f64>(r, at + 3)?,
+                    sketch,
+                },
+            );
+        }
+        Ok(())
+    };
+    for r in &rows {
+        fold_row(&mut fold, r).map_err(decode_error(target))?;
+    }
+    Ok(fold.finish())
 }

@@ -18,7 +18,7 @@ use rusqlite::Connection;
 use time::OffsetDateTime;
 
 use crate::analysis::ReportQuery;
-use crate::analysis::report::ReportSample;
+use crate::analysis::report::{OwnerReport, ReportSample};
 
 use super::private_files;
 use super::rollup::{Retention, RollupQuery, RollupRow};
@@ -236,6 +236,12 @@ impl Store for SqliteStore {
         let store = self.clone();
         let query = query.clone();
         blocking(move || store.report_samples_blocking(&query)).await
+    }
+
+    async fn report(&mut self, query: &ReportQuery) -> Result<Vec<OwnerReport>, StoreError> {
+        let store = self.clone();
+        let query = query.clone();
+        blocking(move || store.report_blocking(&query)).await
     }
 
     async fn maintain(

@@ -4,7 +4,9 @@ use rusqlite::params;
 
 use super::SqliteStore;
 use super::write::SqlValue;
-use crate::analysis::report::{self, FigureSample, ReportSample};
+use crate::analysis::report::{
+    self, FigureRef, FigureSample, OwnerReport, ReportFold, ReportSample,
+};
 use crate::analysis::{REPORT_STATS, ReportQuery, report_params, report_sql};
 use crate::store::rollup::{
     HOST_FIGURES, RollupQuery, RollupRow, SHOWN_STATS, VM_FIGURES, rollup_query_params,
@@ -183,5 +185,43 @@ impl SqliteStore {
             .query_map(rusqlite::params_from_iter(params.iter().map(SqlValue)), row)?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
+    }
+
+    /// The blocking half of [`Store::report`](crate::store::Store::report): each row is folded
+    /// as it is read, its distributions borrowed from SQLite rather than copied.
+    pub fn report_blocking(&self, q: &ReportQuery) -> Result<Vec<OwnerReport>, StoreError> {
+        let state = self.lock()?;
+        let mut stmt = state.conn.prepare(&report_sql(q, |column| {
+            format!("CAST(strftime('%s', {column}) AS INTEGER)")
+        }))?;
+        let figures = report::figures(q.vms).len();
+        let params = report_params(q, format_time(q.since), format_time(q.until));
+        let mut rows = stmt.query(rusqlite::params_from_iter(params.iter().map(SqlValue)))?;
+        let mut fold = ReportFold::new(q.vms);
+        while let Some(r) = rows.next()? {
+            let (owner, uuid): (String, Option<String>) = (r.get(1)?, r.get(2)?);
+            fold.row(&owner, uuid.as_deref(), r.get(3)?, q.level.is_some());
+            for f in 0..figures {
+                let at = 4 + REPORT_STATS * f;
+                let (Some(mean), Some(max)) = (r.get(at)?, r.get(at + 1)?) else {
+                    continue;
+                };
+                fold.figure(
+                    f,
+                    FigureRef {
+                        mean,
+                        max,
+                        n: r.get(at + 2)?,
+                        secs: r.get(at + 3)?,
+                        // Anything but bytes is no distribution: the bucket reads as approximate.
+                        sketch: match r.get_ref(at + 4)? {
+                            rusqlite::types::ValueRef::Blob(bytes) => Some(bytes),
+                            _ => None,
+                        },
+                    },
+                );
+            }
+        }
+        Ok(fold.finish())
     }
 }
