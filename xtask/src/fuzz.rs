@@ -73,6 +73,10 @@ const TARGETS: &[Target] = &[
         name: "libvirt_stats",
         seeds: Seeds::None,
     },
+    Target {
+        name: "rollup_sketch",
+        seeds: Seeds::None,
+    },
 ];
 
 /// Flags of both the build and every run: they must be the same, or each run builds again.
