@@ -79,19 +79,7 @@ fn database_of_schema(path: &Path, version: i32) -> (TickRows, Vec<Rows>) {
         .map(|t| in_columns_of_the_schema(&conn, &as_log2_before_schema_9(&conn, t)))
         .collect();
     for table in &written {
-        let placeholders = vec!["?"; table.columns.len()].join(", ");
-        let sql = format!(
-            "INSERT INTO {} ({}) VALUES ({placeholders})",
-            table.table,
-            table.columns.join(", ")
-        );
-        for row in &table.rows {
-            conn.execute(
-                &sql,
-                rusqlite::params_from_iter(row.iter().map(sqlite_value)),
-            )
-            .unwrap_or_else(|e| panic!("schema {version}, {}: {e}", table.table));
-        }
+        insert_rows(&conn, table, &format!("schema {version}"));
     }
     // What schema 9 made of log2 latency rows: their bounds.
     let written = written.into_iter().map(log2_bounds).collect();
@@ -152,6 +140,23 @@ fn log2_bounds(table: Rows) -> Rows {
         row.splice(at..=at, [Value::Int(low), Value::Int(1i64 << (b + 1))]);
     }
     new
+}
+
+/// Inserts `table`'s rows with plain INSERTs, as an earlier setmov wrote them.
+fn insert_rows(conn: &Connection, table: &Rows, what: &str) {
+    let placeholders = vec!["?"; table.columns.len()].join(", ");
+    let sql = format!(
+        "INSERT INTO {} ({}) VALUES ({placeholders})",
+        table.table,
+        table.columns.join(", ")
+    );
+    for row in &table.rows {
+        conn.execute(
+            &sql,
+            rusqlite::params_from_iter(row.iter().map(sqlite_value)),
+        )
+        .unwrap_or_else(|e| panic!("{what}, {}: {e}", table.table));
+    }
 }
 
 /// `table` without the columns its table does not have at this schema (those a later
@@ -511,19 +516,7 @@ fn schema_10_rolls_up_again_what_raw_ticks_still_cover() {
             .expect("T3 row");
         }
         for table in &rows.tables {
-            let placeholders = vec!["?"; table.columns.len()].join(", ");
-            let sql = format!(
-                "INSERT INTO {} ({}) VALUES ({placeholders})",
-                table.table,
-                table.columns.join(", ")
-            );
-            for row in &table.rows {
-                conn.execute(
-                    &sql,
-                    rusqlite::params_from_iter(row.iter().map(sqlite_value)),
-                )
-                .unwrap_or_else(|e| panic!("{}: {e}", table.table));
-            }
+            insert_rows(&conn, table, "schema 9");
         }
     }
     // As schema 9 rolled up: a minute ten minutes before the raw ticks (purged since) and the
