@@ -25,7 +25,7 @@ use setmov_tests::window::{WINDOW_SECS, Window, sleep_until, unix_now};
 const SETMOV: &str = env!("CARGO_BIN_EXE_setmov-cli");
 
 /// One `setmov run` with eBPF and `--bpf-stats` beside `iostat -x`, `mpstat -P ALL`,
-/// `bpftool` and bpftrace, while fio does 96 MiB of 4 KiB direct random I/O (70 % reads) on the disk
+/// `bpftool` and bpftrace, while fio does 3 s of 4 KiB direct random I/O (70 % reads) on the disk
 /// under /var/tmp and reports its completion latencies. Over the same window:
 ///
 /// - `host_disk_usage` of that disk, every column, against iostat's row (I/Os and bytes
@@ -216,8 +216,10 @@ impl Run {
     }
 }
 
-/// fio's 96 MiB of 4 KiB direct random I/O (70 % reads) in `work`, its report (with the
-/// completion latencies' p50, p95 and p99) in `report`.
+/// fio's 4 KiB direct random I/O (70 % reads) over a 96 MiB file in `work` for 3 s, its report
+/// (with the completion latencies' p50, p95 and p99) in `report`. Time-based, so that at least
+/// two whole ticks lie inside it however fast the disk is (a run of the 96 MiB once took 1.6 s
+/// and left none).
 fn run_fio(work: &Path, report: &Path) {
     let fio = Command::new("fio")
         .args([
@@ -226,6 +228,8 @@ fn run_fio(work: &Path, report: &Path) {
             "--rwmixread=70",
             "--bs=4k",
             "--size=96M",
+            "--time_based",
+            "--runtime=3",
             "--direct=1",
             "--ioengine=psync",
             "--percentile_list=50:95:99",
