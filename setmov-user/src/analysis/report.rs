@@ -202,7 +202,10 @@ impl Acc {
             Some(sketch) => sketch.quantile(q),
             None => nearest_rank(&mut exact, q),
         };
-        let (p50, p95, p99) = (quantile(0.5)?, quantile(0.95)?, quantile(0.99)?);
+        // A sketch reads a bucket back as a value up to 1 % above what it holds: never above the
+        // largest tick, which is known exactly (seen in a run as p99 52.0 % over a max of 51.6 %).
+        let mut percentile = |q: f64| quantile(q).map(|v| v.min(max));
+        let (p50, p95, p99) = (percentile(0.5)?, percentile(0.95)?, percentile(0.99)?);
         Some(FigureReport {
             mean,
             p50,
@@ -449,7 +452,12 @@ mod tests {
             );
         }
         assert!(within(f.p95, 60.0), "{}", f.p95);
-        assert!(within(f.p99, 100.0), "{}", f.p99);
+        assert!(
+            within(f.p99, 100.0) && f.p99 <= f.max,
+            "{} over max {}",
+            f.p99,
+            f.max
+        );
         assert_eq!(f.p50, 0.0);
     }
 
