@@ -111,7 +111,12 @@ enum Task {
 enum GuestsAction {
     /// Install and start what guests need, then boot the demo guests setmov-cpu, setmov-disk
     /// and setmov-net; the manifest is /var/lib/setmov-guests/guests.json.
-    Up,
+    Up {
+        /// Also boot this many guests with no workload (setmov-idle-1, ...), as the VM-tick
+        /// bench does, to measure a host with more VMs.
+        #[arg(long, default_value_t = 0)]
+        idle: u8,
+    },
     /// Install and start what guests need (daemons, network, assets) without booting any:
     /// what `cargo xtask test` does before the tests.
     Prepare,
@@ -197,7 +202,7 @@ fn main() -> anyhow::Result<()> {
             },
         ),
         Task::Guests { action } => match action {
-            GuestsAction::Up => guests::up(),
+            GuestsAction::Up { idle } => guests::up().and_then(|()| guests::up_idle(idle)),
             GuestsAction::Prepare => guests::prepare(),
             GuestsAction::Down => guests::down(),
         },
