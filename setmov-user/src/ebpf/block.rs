@@ -125,6 +125,11 @@ impl BlockLayouts {
         Ok(())
     }
 
+    /// The programs this kernel gets, in attach order.
+    pub fn programs(&self) -> Vec<&'static str> {
+        self.programs.clone()
+    }
+
     /// Writes the layouts into the programs' globals.
     pub fn apply<'a>(&'a self, loader: &mut EbpfLoader<'a>) {
         for (global, layout) in &self.globals {

@@ -228,6 +228,14 @@ impl KvmLayouts {
         }
     }
 
+    /// The programs this kernel gets, in attach order.
+    pub fn programs(&self) -> Vec<&'static str> {
+        self.ready
+            .iter()
+            .map(|(kind, _)| kind.tracepoint())
+            .collect()
+    }
+
     /// Writes the layouts into the programs' globals.
     pub fn apply<'a>(&'a self, loader: &mut EbpfLoader<'a>) {
         for (kind, layout) in &self.ready {

@@ -125,7 +125,11 @@ fn attach_tracepoint(
             .program_mut(program)
             .ok_or_else(|| format!("no program {program} in the eBPF object"))?
             .try_into()?;
-        tracepoint.load()?;
+        // Already loaded by `verify_in_parallel` unless the kernel refused it there: loading
+        // it again here reports why.
+        if tracepoint.fd().is_err() {
+            tracepoint.load()?;
+        }
         tracepoint.attach(category, program)?;
         Ok(())
     };
@@ -133,6 +137,37 @@ fn attach_tracepoint(
         program,
         error: chain(error.as_ref()),
     })
+}
+
+/// Threads that load programs at once, at most: the kernel verifies each program in the
+/// loading thread, a few milliseconds each, and twenty of them one after another were a third
+/// of the monitor's start-up.
+const VERIFY_THREADS_MAX: usize = 4;
+
+/// Loads the tracepoint programs `wanted` (the kernel verifies them) on several threads at
+/// once, so that start-up waits for the slowest share rather than for the sum. A program the
+/// kernel refuses stays unloaded here; [`attach_tracepoint`] loads it again and says why.
+fn verify_in_parallel(ebpf: &mut aya::Ebpf, wanted: &[&str]) {
+    let mut programs: Vec<&mut TracePoint> = ebpf
+        .programs_mut()
+        .filter(|(name, _)| wanted.contains(name))
+        .filter_map(|(_, program)| program.try_into().ok())
+        .collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, VERIFY_THREADS_MAX);
+    let share = programs.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        for chunk in programs.chunks_mut(share) {
+            scope.spawn(move || {
+                for program in chunk {
+                    if let Err(error) = program.load() {
+                        tracing::debug!("a program failed to load (retried at attach): {error}");
+                    }
+                }
+            });
+        }
+    });
 }
 
 /// Every probe that could be attached, and why the others are off. Dropping it detaches
@@ -202,6 +237,17 @@ impl Probes {
         let mut ebpf = loader
             .load(object)
             .map_err(|error| EbpfError::Load(chain(&error)))?;
+        let wanted: Vec<&'static str> = [
+            block_layouts.as_ref().map(block::BlockLayouts::programs),
+            kvm_layouts.as_ref().map(kvm::KvmLayouts::programs),
+            net_layouts.as_ref().map(net::NetLayouts::programs),
+            sched_layouts.as_ref().map(sched::SchedLayouts::programs),
+        ]
+        .into_iter()
+        .flatten()
+        .flatten()
+        .collect();
+        verify_in_parallel(&mut ebpf, &wanted);
 
         let logger = match EbpfLogger::init_with_logger(&mut ebpf, LogToTracing) {
             Ok(logger) => Some(Mutex::new(logger)),

@@ -174,6 +174,11 @@ impl NetLayouts {
         Ok(layouts)
     }
 
+    /// The programs this kernel gets, in attach order.
+    pub fn programs(&self) -> Vec<&'static str> {
+        self.programs.iter().map(|program| program.name).collect()
+    }
+
     /// Writes the layouts into the programs' globals.
     pub fn apply<'a>(&'a self, loader: &mut EbpfLoader<'a>) {
         for program in &self.programs {

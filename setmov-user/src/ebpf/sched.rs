@@ -79,6 +79,13 @@ impl SchedLayouts {
         })
     }
 
+    /// The programs this kernel gets, in attach order.
+    pub fn programs(&self) -> Vec<&'static str> {
+        std::iter::once(SWITCH)
+            .chain(self.wakeups.iter().map(|&(program, _, _)| program))
+            .collect()
+    }
+
     /// Writes the layouts into the programs' globals.
     pub fn apply<'a>(&'a self, loader: &mut EbpfLoader<'a>) {
         loader.override_global("SCHED_SWITCH_LAYOUT", &self.switch, true);
