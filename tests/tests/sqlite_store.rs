@@ -11,7 +11,8 @@ use rusqlite::types::Value as SqliteValue;
 use setmov::store::format_time;
 use setmov::store::rows::{Rows, TickRows, Value, tick_rows};
 use setmov::store::sqlite::SqliteStore;
-use setmov_tests::rollups::check_rollup_values;
+use setmov_tests::minute_reports::check_minute_reports;
+use setmov_tests::rollups::{check_rollup_values, write_uneven_ticks};
 use setmov_tests::runtime;
 use setmov_tests::ticks::{FULL_TICK_VM, full_tick};
 
@@ -472,6 +473,52 @@ fn minute_and_hour_rollups_of_uneven_ticks_hold_the_values_computed_by_hand() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut store = SqliteStore::open(&dir.path().join("setmov.db")).expect("open");
     runtime().block_on(check_rollup_values(&mut store));
+}
+
+#[test]
+fn a_minute_report_gives_what_every_minute_gives() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = SqliteStore::open(&dir.path().join("setmov.db")).expect("open");
+    runtime().block_on(check_minute_reports(&mut store));
+}
+
+/// The minute report reads a whole hour from its hour row: a maximum written into the row
+/// shows. Without the row's distribution it reads the minutes again.
+#[test]
+fn a_minute_report_reads_whole_hours_from_the_hour_rows() {
+    use setmov::analysis::ReportQuery;
+    use setmov::store::Store;
+    use setmov::store::rollup::Level;
+    use setmov_tests::ticks::{HOST_IP, instant};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("setmov.db");
+    let mut store = SqliteStore::open(&path).expect("open");
+    let query = ReportQuery {
+        level: Some(Level::Minute),
+        vms: false,
+        host_ip: Some(HOST_IP.into()),
+        vm: None,
+        since: instant(time::Duration::ZERO),
+        until: instant(time::Duration::hours(2)),
+    };
+    let conn = Connection::open(&path).expect("connection");
+    let hour_1 =
+        "UPDATE host_usage_1h SET cpu_pct_max = 1000 WHERE time = '1970-01-01T01:00:00.000Z'";
+    let cpu_max = |store: &mut SqliteStore| {
+        let owners = runtime().block_on(store.report(&query)).expect("report");
+        owners[0].figures["cpu_pct"].max
+    };
+    runtime().block_on(write_uneven_ticks(&mut store));
+    let before = cpu_max(&mut store);
+    assert_eq!(conn.execute(hour_1, []).expect("update"), 1);
+    assert_eq!(cpu_max(&mut store), 1000.0);
+    conn.execute(
+        "UPDATE host_usage_1h SET cpu_pct_sketch = NULL WHERE time = '1970-01-01T01:00:00.000Z'",
+        [],
+    )
+    .expect("update");
+    assert_eq!(cpu_max(&mut store), before);
 }
 
 /// Schema 10 adds per-figure counts, seconds and distributions to the rollups. A schema 9

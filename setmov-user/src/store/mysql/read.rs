@@ -11,11 +11,12 @@ use crate::analysis::report::{
     self, FigureRef, FigureSample, OwnerReport, ReportFold, ReportSample,
 };
 use crate::analysis::{REPORT_STATS, ReportQuery, report_params, report_sql};
+use crate::store::minute_report::{self, HourCover};
 use crate::store::rollup::{
-    HOST_FIGURES, RollupQuery, RollupRow, SHOWN_STATS, VM_FIGURES, rollup_query_params,
+    HOST_FIGURES, Level, RollupQuery, RollupRow, SHOWN_STATS, VM_FIGURES, rollup_query_params,
     rollup_query_sql,
 };
-use crate::store::rows::HostRow;
+use crate::store::rows::{HostRow, Value};
 use crate::store::{HostUsageQuery, HostUsageRow, StoreError, VmUsageQuery, VmUsageRow};
 
 /// Each row read by `read_row`, or the first value that could not be read.
@@ -223,53 +224,135 @@ pub(super) async fn report_samples(
     })
 }
 
-/// The report over a window, each row folded as it is decoded.
+/// The report over a window, each row folded as it arrives. Minute reports read whole hours
+/// from hour rows where those stand for their minutes ([`minute_report`]).
 pub(super) async fn report(
     conn: &mut Conn,
     target: &str,
     q: &ReportQuery,
 ) -> Result<Vec<OwnerReport>, StoreError> {
-    let (since, until) = (mysql_time(q.since), mysql_time(q.until));
-    let params: Vec<mysql_async::Value> = report_params(q, since, until)
-        .iter()
-        .map(to_mysql)
-        .collect();
-    let rows: Vec<Row> = conn
-        .exec(report_sql(q, unix_seconds), params)
-        .await
-        .map_err(|e| mysql_error(target, &e))?;
-    let figures = report::figures(q.vms).len();
     let mut fold = ReportFold::new(q.vms);
-    let fold_row = |fold: &mut ReportFold, r: &Row| -> Result<(), DecodeError> {
-        let owner: String = value(r, 1)?;
-        let uuid: Option<String> = nullable(r, 2)?;
-        fold.row(&owner, uuid.as_deref(), value(r, 3)?, q.level.is_some());
-        for f in 0..figures {
-            let at = 4 + REPORT_STATS * f;
-            let (Some(mean), Some(max)) = (nullable::<f64>(r, at)?, nullable::<f64>(r, at + 1)?)
-            else {
-                continue;
-            };
-            // Anything but bytes is no distribution: the bucket reads as approximate.
-            let sketch = match r.as_ref(at + 4) {
-                Some(mysql_async::Value::Bytes(bytes)) => Some(bytes.as_slice()),
-                _ => None,
-            };
-            fold.figure(
-                f,
-                FigureRef {
-                    mean,
-                    max,
-                    n: nullable::<u64>(r, at + 2)?,
-                    secs: nullable::<f64>(r, at + 3)?,
-                    sketch,
-                },
-            );
-        }
-        Ok(())
-    };
-    for r in &rows {
-        fold_row(&mut fold, r).map_err(decode_error(target))?;
+    if q.level == Some(Level::Minute) {
+        minute_report(conn, target, q, &mut fold).await?;
+    } else {
+        let params = report_params(q, mysql_time(q.since), mysql_time(q.until));
+        let sql = report_sql(q, unix_seconds);
+        fold_rows(conn, target, sql, params, |r| {
+            fold_row(&mut fold, r, q.level.is_some())
+        })
+        .await?;
     }
     Ok(fold.finish())
+}
+
+/// [`report`] at the minute level: the hour rows of the window's whole hours that stand for
+/// their minutes, then the minute rows of the rest.
+async fn minute_report(
+    conn: &mut Conn,
+    target: &str,
+    q: &ReportQuery,
+    fold: &mut ReportFold,
+) -> Result<(), StoreError> {
+    let owners: Vec<Row> = conn
+        .exec(
+            minute_report::oldest_minute_sql(q.vms, unix_seconds),
+            minute_report::owner_params(q)
+                .iter()
+                .map(to_mysql)
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .map_err(|e| mysql_error(target, &e))?;
+    let owners = decode_all(target, owners, |r| Ok((value(r, 0)?, nullable(r, 1)?)))?;
+    let mut cover = HourCover::new(q, owners);
+    if let Some(hours) = minute_report::hour_query(q) {
+        let params = report_params(&hours, mysql_time(hours.since), mysql_time(hours.until));
+        let figures = fold.figure_count();
+        fold_rows(
+            conn,
+            target,
+            report_sql(&hours, unix_seconds),
+            params,
+            |r| {
+                let has =
+                    |at: usize| !matches!(r.as_ref(at), None | Some(mysql_async::Value::NULL));
+                let bytes = |at: usize| matches!(r.as_ref(at), Some(mysql_async::Value::Bytes(_)));
+                let kept = minute_report::kept_distributions(figures, has, bytes);
+                let key: String = match nullable(r, 2)? {
+                    Some(uuid) => uuid,
+                    None => value(r, 1)?,
+                };
+                if cover.take_hour(&key, value(r, 0)?, kept) {
+                    fold_row(fold, r, true)?;
+                }
+                Ok(())
+            },
+        )
+        .await?;
+    }
+    let sql = minute_report::owner_minutes_sql(q.vms, unix_seconds);
+    for (key, since, until) in cover.minute_spans() {
+        let params = vec![
+            key.into(),
+            mysql_time(since).into(),
+            mysql_time(until).into(),
+        ];
+        fold_rows(conn, target, sql.clone(), params, |r| {
+            fold_row(fold, r, true)
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// Runs `sql` and hands each row to `fold` as it arrives, rather than holding them all.
+async fn fold_rows(
+    conn: &mut Conn,
+    target: &str,
+    sql: String,
+    params: Vec<Value>,
+    mut fold: impl FnMut(&Row) -> Result<(), DecodeError>,
+) -> Result<(), StoreError> {
+    let params: Vec<mysql_async::Value> = params.iter().map(to_mysql).collect();
+    let mut rows = conn
+        .exec_iter(sql, params)
+        .await
+        .map_err(|e| mysql_error(target, &e))?;
+    while let Some(r) = rows.next().await.map_err(|e| mysql_error(target, &e))? {
+        if let Err(e) = fold(&r) {
+            // Leave the connection ready for the next query; the decode error is the news.
+            let _ = rows.drop_result().await;
+            return Err(decode_error(target)(e));
+        }
+    }
+    Ok(())
+}
+
+/// Folds one row of [`report_sql`]'s columns.
+fn fold_row(fold: &mut ReportFold, r: &Row, bucket: bool) -> Result<(), DecodeError> {
+    let owner: String = value(r, 1)?;
+    let uuid: Option<String> = nullable(r, 2)?;
+    fold.row(&owner, uuid.as_deref(), value(r, 3)?, bucket);
+    for f in 0..fold.figure_count() {
+        let at = 4 + REPORT_STATS * f;
+        let (Some(mean), Some(max)) = (nullable::<f64>(r, at)?, nullable::<f64>(r, at + 1)?) else {
+            continue;
+        };
+        // Anything but bytes is no distribution: the bucket reads as approximate.
+        let sketch = match r.as_ref(at + 4) {
+            Some(mysql_async::Value::Bytes(bytes)) => Some(bytes.as_slice()),
+            _ => None,
+        };
+        fold.figure(
+            f,
+            FigureRef {
+                mean,
+                max,
+                n: nullable::<u64>(r, at + 2)?,
+                secs: nullable::<f64>(r, at + 3)?,
+                sketch,
+            },
+        );
+    }
+    Ok(())
 }
