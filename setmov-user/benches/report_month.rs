@@ -252,7 +252,14 @@ fn main() {
     let (edge_since, edge_until) = (time::Duration::minutes(17), time::Duration::minutes(23));
     let unaligned = (since + edge_since, until - edge_until);
     let hours = days as u64 * 24 - 2;
-    let edge_minutes = (time::Duration::HOUR * 2 - edge_since - edge_until).whole_minutes() as u64;
+    let edge_minutes: u64 = [edge_since, edge_until]
+        .iter()
+        .map(|edge| {
+            (time::Duration::HOUR - *edge)
+                .whole_minutes()
+                .unsigned_abs()
+        })
+        .sum();
     for (what, level, window, runs, rows) in [
         (
             "hour rollups (the level a month picks)".to_owned(),

@@ -482,8 +482,8 @@ fn a_minute_report_gives_what_every_minute_gives() {
     runtime().block_on(check_minute_reports(&mut store));
 }
 
-/// The minute report reads a whole hour from its hour row: a maximum written into the row
-/// shows. Without the row's distribution it reads the minutes again.
+/// The minute report reads a whole hour from its hour rows: a maximum written into the host's
+/// or the VM's row shows. Without the row's distribution it reads the minutes again.
 #[test]
 fn a_minute_report_reads_whole_hours_from_the_hour_rows() {
     use setmov::analysis::ReportQuery;
@@ -494,31 +494,32 @@ fn a_minute_report_reads_whole_hours_from_the_hour_rows() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("setmov.db");
     let mut store = SqliteStore::open(&path).expect("open");
-    let query = ReportQuery {
-        level: Some(Level::Minute),
-        vms: false,
-        host_ip: Some(HOST_IP.into()),
-        vm: None,
-        since: instant(time::Duration::ZERO),
-        until: instant(time::Duration::hours(2)),
-    };
-    let conn = Connection::open(&path).expect("connection");
-    let hour_1 =
-        "UPDATE host_usage_1h SET cpu_pct_max = 1000 WHERE time = '1970-01-01T01:00:00.000Z'";
-    let cpu_max = |store: &mut SqliteStore| {
-        let owners = runtime().block_on(store.report(&query)).expect("report");
-        owners[0].figures["cpu_pct"].max
-    };
     runtime().block_on(write_uneven_ticks(&mut store));
-    let before = cpu_max(&mut store);
-    assert_eq!(conn.execute(hour_1, []).expect("update"), 1);
-    assert_eq!(cpu_max(&mut store), 1000.0);
-    conn.execute(
-        "UPDATE host_usage_1h SET cpu_pct_sketch = NULL WHERE time = '1970-01-01T01:00:00.000Z'",
-        [],
-    )
-    .expect("update");
-    assert_eq!(cpu_max(&mut store), before);
+    let conn = Connection::open(&path).expect("connection");
+    // The VM first: without the host's distribution its VMs' hour is read from minutes too.
+    for (vms, table) in [(true, "vm_usage_1h"), (false, "host_usage_1h")] {
+        let query = ReportQuery {
+            level: Some(Level::Minute),
+            vms,
+            host_ip: Some(HOST_IP.into()),
+            vm: None,
+            since: instant(time::Duration::ZERO),
+            until: instant(time::Duration::hours(2)),
+        };
+        let mut cpu_max = || {
+            let owners = runtime().block_on(store.report(&query)).expect("report");
+            owners[0].figures["cpu_pct"].max
+        };
+        let before = cpu_max();
+        let hour_1 = |set: &str| {
+            let sql = format!("UPDATE {table} SET {set} WHERE time = '1970-01-01T01:00:00.000Z'");
+            assert_eq!(conn.execute(&sql, []).expect("update"), 1, "{sql}");
+        };
+        hour_1("cpu_pct_max = 1000");
+        assert_eq!(cpu_max(), 1000.0, "{table}");
+        hour_1("cpu_pct_sketch = NULL");
+        assert_eq!(cpu_max(), before, "{table}");
+    }
 }
 
 /// Schema 10 adds per-figure counts, seconds and distributions to the rollups. A schema 9

@@ -1,23 +1,24 @@
 //! `report --level minute` without reading every minute: a report's figures over an hour are
 //! the same from its hour rollup as from its 60 minute rollups (n and the seconds add up, the
-//! maximum is the largest, the distributions merge by adding counts), provided the hour row
-//! holds exactly the ticks its minute rows hold. So the window's whole hours are read from the
+//! maximum is the largest, the distributions merge by adding counts), provided the hour rows
+//! hold exactly the ticks the minute rows hold. So the window's whole hours are read from the
 //! hour rows that surely do, and minute rows only for the rest: the partial hours at the
-//! window's edges and any hour without such a row.
+//! window's edges and any hour without such rows.
 //!
-//! Both levels are rolled up from the same raw rows once the bucket is complete (the minutes
-//! before their hour), so an hour row holds its minutes' ticks unless one level lost rows the
-//! other kept. An hour row is read only when
-//! - it starts at or after the owner's oldest minute row: minute rows purged by a shorter
-//!   retention (or never written for ticks older than the first rollup) leave the hour holding
-//!   ticks the minutes no longer have;
-//! - it kept its distributions (every figure it has comes with `_n` and `_sketch`): a rollup
-//!   from before SQLite schema 10 / MySQL schema 7 reads as its mean repeated, which differs
-//!   from the same approximation over its minutes.
+//! A host's minute and hour rollups, of the host and its VMs at once, are made from the same
+//! raw rows once the bucket is complete (the minutes before their hour), so a host's hour holds
+//! its minutes' ticks unless a purge took rows from one level only. Hours are taken per host
+//! (a VM goes with the host it is on now, as the report's host filter takes it):
+//! - the host has an hour row there, with distributions (see below), and has a minute row at
+//!   or before it: minute rows are purged oldest first, so none of the hour's were; a VM with
+//!   ticks in the hour then has an hour row too, and one without ticks has no minute row;
+//! - a row read from an hour rollup from before SQLite schema 10 / MySQL schema 7 reads as its
+//!   mean repeated, which differs from the same approximation over its minutes: such an hour
+//!   is read from minute rows (for a VM's row, for that VM).
 //!
 //! One thing does differ: a tick without a measured Δt (a VM's first) weighs its bucket's mean
-//! Δt, over the hour rather than over its minute, so such a tick's weight, and the mean, can
-//! move by a fraction of a tick's share.
+//! Δt, the hour's rather than its minute's, so the mean can move by a fraction of that tick's
+//! share.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -27,80 +28,67 @@ use super::rollup::Level;
 use super::rows::Value;
 use crate::analysis::{REPORT_STATS, ReportQuery, report_figure_columns};
 
-/// The hour rows' query: the report's own, over the window's whole hours; `None` when the
-/// window holds no whole hour.
-pub fn hour_query(q: &ReportQuery) -> Option<ReportQuery> {
-    let (first, end) = whole_hours(q.since, q.until)?;
-    Some(ReportQuery {
+/// The window's whole hours as a query of the report's rows at `level` (hours for the rows
+/// read from hour rollups; `vms: false` for the hosts' rows that decide which are); `None` when
+/// the window holds no whole hour.
+pub fn whole_hours(q: &ReportQuery, vms: bool) -> Option<ReportQuery> {
+    let start = Level::Hour.bucket_start(q.since);
+    let first = if start < q.since {
+        start + time::Duration::HOUR
+    } else {
+        start
+    };
+    let end = Level::Hour.bucket_start(q.until);
+    (first < end).then(|| ReportQuery {
         level: Some(Level::Hour),
+        vms,
         since: first,
         until: end,
         ..q.clone()
     })
 }
 
-/// The first and the end of the whole hours inside `[since, until)`.
-fn whole_hours(
-    since: OffsetDateTime,
-    until: OffsetDateTime,
-) -> Option<(OffsetDateTime, OffsetDateTime)> {
-    let start = Level::Hour.bucket_start(since);
-    let first = if start < since {
-        start + time::Duration::HOUR
-    } else {
-        start
-    };
-    let end = Level::Hour.bucket_start(until);
-    (first < end).then_some((first, end))
+/// The hosts a report may cover, each with its oldest minute row (seconds since the epoch,
+/// `NULL` without any): host IP, then that time. `unix_time` renders seconds from a time
+/// expression in the store's dialect. Parameters: host twice.
+pub fn oldest_minute_sql(unix_time: impl Fn(&str) -> String) -> String {
+    let oldest = unix_time("(SELECT MIN(m.time) FROM host_usage_1m m WHERE m.host_ip = h.host_ip)");
+    format!("SELECT h.host_ip, {oldest} FROM hosts h WHERE (? IS NULL OR h.host_ip = ?)")
 }
 
-/// The owners a report may cover, each with its oldest minute row (seconds since the epoch,
-/// `NULL` without any): key (host IP or VM UUID), then that time. `unix_time` renders seconds
-/// from a time expression in the store's dialect. Parameters: [`owner_params`].
-pub fn oldest_minute_sql(vms: bool, unix_time: impl Fn(&str) -> String) -> String {
-    if vms {
-        let oldest = unix_time("(SELECT MIN(m.time) FROM vm_usage_1m m WHERE m.uuid = v.uuid)");
-        format!(
-            "SELECT v.uuid, {oldest} FROM vms v
-             WHERE (? IS NULL OR v.host_ip = ?) AND (? IS NULL OR v.name = ? OR v.uuid = ?)"
-        )
-    } else {
-        let oldest =
-            unix_time("(SELECT MIN(m.time) FROM host_usage_1m m WHERE m.host_ip = h.host_ip)");
-        format!("SELECT h.host_ip, {oldest} FROM hosts h WHERE (? IS NULL OR h.host_ip = ?)")
-    }
+/// The parameters of [`oldest_minute_sql`].
+pub fn host_params(q: &ReportQuery) -> Vec<Value> {
+    vec![q.host_ip.clone().into(), q.host_ip.clone().into()]
 }
 
-/// The parameters of [`oldest_minute_sql`]: host twice, [VM three times].
-pub fn owner_params(q: &ReportQuery) -> Vec<Value> {
-    let mut params: Vec<Value> = vec![q.host_ip.clone().into(), q.host_ip.clone().into()];
-    if q.vms {
-        params.extend([
-            q.vm.clone().into(),
-            q.vm.clone().into(),
-            q.vm.clone().into(),
-        ]);
-    }
-    params
-}
-
-/// One owner's minute rows over a span, with the columns of [`crate::analysis::report_sql`].
-/// Parameters: the owner's key (host IP or VM UUID), since, until.
-pub fn owner_minutes_sql(vms: bool, unix_time: impl Fn(&str) -> String) -> String {
-    let stats = report_figure_columns(vms, Some(Level::Minute));
+/// The VMs' hour rows of `q` (see [`whole_hours`]): the columns of
+/// [`crate::analysis::report_sql`], then the host the VM is on. Its parameters.
+pub fn vm_hours_sql(unix_time: impl Fn(&str) -> String) -> String {
+    let stats = report_figure_columns(true, Some(Level::Hour));
     let r = unix_time("r.time");
-    if vms {
-        format!(
-            "SELECT {r}, v.name, r.uuid, r.samples, {stats} FROM vm_usage_1m r
-             JOIN vms v ON v.uuid = r.uuid
-             WHERE r.uuid = ? AND r.time >= ? AND r.time < ?"
-        )
-    } else {
-        format!(
-            "SELECT {r}, r.host_ip, NULL, r.samples, {stats} FROM host_usage_1m r
-             WHERE r.host_ip = ? AND r.time >= ? AND r.time < ?"
-        )
-    }
+    format!(
+        "SELECT {r}, v.name, r.uuid, r.samples, {stats}, v.host_ip FROM vm_usage_1h r
+         JOIN vms v ON v.uuid = r.uuid
+         WHERE (? IS NULL OR v.host_ip = ?) AND (? IS NULL OR v.name = ? OR v.uuid = ?)
+           AND r.time >= ? AND r.time < ?"
+    )
+}
+
+/// Where [`vm_hours_sql`] puts the VM's host.
+pub fn vm_hours_host_column(figures: usize) -> usize {
+    4 + REPORT_STATS * figures
+}
+
+/// One VM's minute rows over a span, with the columns of [`crate::analysis::report_sql`].
+/// Parameters: the VM's UUID, since, until.
+pub fn vm_minutes_sql(unix_time: impl Fn(&str) -> String) -> String {
+    let stats = report_figure_columns(true, Some(Level::Minute));
+    let r = unix_time("r.time");
+    format!(
+        "SELECT {r}, v.name, r.uuid, r.samples, {stats} FROM vm_usage_1m r
+         JOIN vms v ON v.uuid = r.uuid
+         WHERE r.uuid = ? AND r.time >= ? AND r.time < ?"
+    )
 }
 
 /// Whether a rollup row kept the distribution of every figure it has, given which of its
@@ -116,73 +104,85 @@ pub fn kept_distributions(
     })
 }
 
-/// Which hours of which owners were read from hour rows, and what is left to read from
-/// minute rows.
+/// Which hours of which hosts are read from hour rows, and what is left to read from minute
+/// rows.
 pub struct HourCover {
     window: (OffsetDateTime, OffsetDateTime),
-    /// Per owner key, its oldest minute row (seconds since the epoch).
-    oldest_minute: BTreeMap<String, i64>,
-    /// Per owner key, the starts of the hours read from hour rows.
-    covered: BTreeMap<String, BTreeSet<i64>>,
+    /// Per host, its oldest minute row (seconds since the epoch), `None` without any.
+    oldest_minute: BTreeMap<String, Option<i64>>,
+    /// Per host, the starts of the hours read from hour rows.
+    taken: BTreeMap<String, BTreeSet<i64>>,
+    /// VM hours read from minute rows although their host's are not: (UUID, hour start).
+    vm_hours: Vec<(String, i64)>,
 }
 
 impl HourCover {
-    /// `owners` as [`oldest_minute_sql`] gives them; those without minute rows are left out,
-    /// as reading the minutes would.
-    pub fn new(q: &ReportQuery, owners: impl IntoIterator<Item = (String, Option<i64>)>) -> Self {
+    /// `hosts` as [`oldest_minute_sql`] gives them.
+    pub fn new(q: &ReportQuery, hosts: impl IntoIterator<Item = (String, Option<i64>)>) -> Self {
         HourCover {
             window: (q.since, q.until),
-            oldest_minute: owners
-                .into_iter()
-                .filter_map(|(key, oldest)| Some((key, oldest?)))
-                .collect(),
-            covered: BTreeMap::new(),
+            oldest_minute: hosts.into_iter().collect(),
+            taken: BTreeMap::new(),
+            vm_hours: Vec::new(),
         }
     }
 
-    /// Whether the hour row of `key` starting at `hour` (seconds since the epoch) stands for
-    /// its minute rows; it then counts as read. `kept_distributions` as the row says.
-    pub fn take_hour(&mut self, key: &str, hour: i64, kept_distributions: bool) -> bool {
-        let after_oldest_minute = self
+    /// Whether the hour row of `host` starting at `hour` (seconds since the epoch) stands for
+    /// the minute rows of the host and its VMs; the hour is then read from hour rows.
+    pub fn take_host_hour(&mut self, host: &str, hour: i64, kept_distributions: bool) -> bool {
+        let minutes_kept = self
             .oldest_minute
-            .get(key)
-            .is_some_and(|&oldest| hour >= oldest);
-        let take = after_oldest_minute && kept_distributions;
+            .get(host)
+            .is_some_and(|oldest| oldest.is_some_and(|oldest| oldest <= hour));
+        let take = minutes_kept && kept_distributions;
         if take {
-            self.covered.entry(key.to_owned()).or_default().insert(hour);
+            self.taken.entry(host.to_owned()).or_default().insert(hour);
         }
         take
     }
 
-    /// Per owner key, the spans of the window still to read from minute rows, in time order.
+    /// Whether a VM's hour row, of `host` at `hour`, is read: its host's hour is, and the row
+    /// kept its distributions; else the VM's minutes of that hour are read.
+    pub fn take_vm_hour(&mut self, host: &str, uuid: &str, hour: i64, kept: bool) -> bool {
+        let host_taken = self.taken.get(host).is_some_and(|h| h.contains(&hour));
+        if host_taken && !kept {
+            self.vm_hours.push((uuid.to_owned(), hour));
+        }
+        host_taken && kept
+    }
+
+    /// Per host, the spans of the window to read from minute rows, in time order.
     pub fn minute_spans(&self) -> Vec<(String, OffsetDateTime, OffsetDateTime)> {
         let (since, until) = self.window;
         let mut spans = Vec::new();
-        let no_hours = BTreeSet::new();
-        for (key, &oldest) in &self.oldest_minute {
-            let covered = self.covered.get(key).unwrap_or(&no_hours);
-            let mut gaps = Vec::new();
+        let none = BTreeSet::new();
+        for host in self.oldest_minute.keys() {
             let mut from = since;
-            for &hour in covered {
+            for &hour in self.taken.get(host).unwrap_or(&none) {
                 let Ok(start) = OffsetDateTime::from_unix_timestamp(hour) else {
                     continue;
                 };
                 if from < start {
-                    gaps.push((from, start));
+                    spans.push((host.clone(), from, start));
                 }
                 from = from.max(start + time::Duration::HOUR);
             }
             if from < until {
-                gaps.push((from, until));
+                spans.push((host.clone(), from, until));
             }
-            // Nothing older than the owner's oldest minute row is there to read.
-            spans.extend(
-                gaps.into_iter()
-                    .filter(|(_, end)| end.unix_timestamp() > oldest)
-                    .map(|(from, end)| (key.clone(), from, end)),
-            );
         }
         spans
+    }
+
+    /// The VM hours to read from minute rows ([`HourCover::take_vm_hour`]): UUID, start, end.
+    pub fn vm_minute_spans(&self) -> Vec<(String, OffsetDateTime, OffsetDateTime)> {
+        self.vm_hours
+            .iter()
+            .filter_map(|(uuid, hour)| {
+                let start = OffsetDateTime::from_unix_timestamp(*hour).ok()?;
+                Some((uuid.clone(), start, start + time::Duration::HOUR))
+            })
+            .collect()
     }
 }
 
@@ -208,13 +208,14 @@ mod tests {
             datetime!(2026-12-01 10:20:00.500 UTC),
             datetime!(2026-12-01 13:05 UTC),
         );
-        let hours = hour_query(&q).expect("whole hours");
+        let hours = whole_hours(&q, false).expect("whole hours");
         assert_eq!(
-            (hours.since, hours.until, hours.level),
+            (hours.since, hours.until, hours.level, hours.vms),
             (
                 datetime!(2026-12-01 11:00 UTC),
                 datetime!(2026-12-01 13:00 UTC),
-                Some(Level::Hour)
+                Some(Level::Hour),
+                false
             )
         );
         let aligned = query(
@@ -222,7 +223,7 @@ mod tests {
             datetime!(2026-12-01 11:00 UTC),
         );
         assert_eq!(
-            hour_query(&aligned).map(|h| (h.since, h.until)),
+            whole_hours(&aligned, true).map(|h| (h.since, h.until)),
             Some((
                 datetime!(2026-12-01 10:00 UTC),
                 datetime!(2026-12-01 11:00 UTC)
@@ -232,12 +233,13 @@ mod tests {
             datetime!(2026-12-01 10:20 UTC),
             datetime!(2026-12-01 11:10 UTC),
         );
-        assert!(hour_query(&short).is_none());
+        assert!(whole_hours(&short, true).is_none());
     }
 
     #[test]
     fn minutes_are_read_where_no_hour_row_stands_for_them() {
         let t = |dt: OffsetDateTime| dt.unix_timestamp();
+        let hour = |h: i64| t(datetime!(2026-12-01 00:00 UTC)) + h * 3600;
         let q = query(
             datetime!(2026-12-01 09:30 UTC),
             datetime!(2026-12-01 14:15 UTC),
@@ -245,36 +247,47 @@ mod tests {
         let mut cover = HourCover::new(
             &q,
             [
-                ("a".to_owned(), Some(t(datetime!(2026-12-01 00:00 UTC)))),
+                ("a".to_owned(), Some(hour(0))),
                 // Its minutes were purged up to 11:20: the 11:00 hour holds ticks they lost.
-                ("b".to_owned(), Some(t(datetime!(2026-12-01 11:20 UTC)))),
+                ("b".to_owned(), Some(hour(11) + 20 * 60)),
+                // No minute rows at all (its VMs may have some from another host).
                 ("none".to_owned(), None),
             ],
         );
-        for hour in [10, 11, 13] {
-            let start = t(datetime!(2026-12-01 00:00 UTC)) + hour * 3600;
-            assert!(cover.take_hour("a", start, true));
+        for h in [10, 11, 13] {
+            assert!(cover.take_host_hour("a", hour(h), true));
         }
-        assert!(!cover.take_hour("b", t(datetime!(2026-12-01 11:00 UTC)), true));
+        assert!(!cover.take_host_hour("b", hour(11), true));
         // A rollup without distributions.
-        assert!(!cover.take_hour("b", t(datetime!(2026-12-01 12:00 UTC)), false));
-        assert!(cover.take_hour("b", t(datetime!(2026-12-01 13:00 UTC)), true));
-        assert!(!cover.take_hour("none", t(datetime!(2026-12-01 10:00 UTC)), true));
-        let spans: Vec<_> = cover
-            .minute_spans()
-            .into_iter()
-            .map(|(k, from, to)| (k, from.time(), to.time()))
-            .collect();
+        assert!(!cover.take_host_hour("b", hour(12), false));
+        assert!(cover.take_host_hour("b", hour(13), true));
+        assert!(!cover.take_host_hour("none", hour(10), true));
+        assert!(!cover.take_host_hour("unknown", hour(10), true));
+        // A VM's row goes with its host's hour, unless it kept no distributions.
+        assert!(cover.take_vm_hour("a", "vm1", hour(10), true));
+        assert!(!cover.take_vm_hour("a", "vm2", hour(11), false));
+        assert!(!cover.take_vm_hour("b", "vm3", hour(12), true));
         let at = |h, m| time::Time::from_hms(h, m, 0).expect("time");
+        let times = |spans: Vec<(String, OffsetDateTime, OffsetDateTime)>| {
+            spans
+                .into_iter()
+                .map(|(k, from, to)| (k, from.time(), to.time()))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(
-            spans,
+            times(cover.minute_spans()),
             [
                 ("a".to_owned(), at(9, 30), at(10, 0)),
                 ("a".to_owned(), at(12, 0), at(13, 0)),
                 ("a".to_owned(), at(14, 0), at(14, 15)),
                 ("b".to_owned(), at(9, 30), at(13, 0)),
                 ("b".to_owned(), at(14, 0), at(14, 15)),
+                ("none".to_owned(), at(9, 30), at(14, 15)),
             ]
+        );
+        assert_eq!(
+            times(cover.vm_minute_spans()),
+            [("vm2".to_owned(), at(11, 0), at(12, 0))]
         );
         assert!(kept_distributions(2, |_| true, |_| true));
         // Figure 1 (columns 9..14) has a mean but no distribution; a figure without a mean

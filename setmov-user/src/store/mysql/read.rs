@@ -253,36 +253,27 @@ async fn minute_report(
     q: &ReportQuery,
     fold: &mut ReportFold,
 ) -> Result<(), StoreError> {
-    let owners: Vec<Row> = conn
-        .exec(
-            minute_report::oldest_minute_sql(q.vms, unix_seconds),
-            minute_report::owner_params(q)
-                .iter()
-                .map(to_mysql)
-                .collect::<Vec<_>>(),
-        )
+    let params: Vec<mysql_async::Value> =
+        minute_report::host_params(q).iter().map(to_mysql).collect();
+    let hosts: Vec<Row> = conn
+        .exec(minute_report::oldest_minute_sql(unix_seconds), params)
         .await
         .map_err(|e| mysql_error(target, &e))?;
-    let owners = decode_all(target, owners, |r| Ok((value(r, 0)?, nullable(r, 1)?)))?;
-    let mut cover = HourCover::new(q, owners);
-    if let Some(hours) = minute_report::hour_query(q) {
+    let hosts = decode_all(target, hosts, |r| Ok((value(r, 0)?, nullable(r, 1)?)))?;
+    let mut cover = HourCover::new(q, hosts);
+    let figures = fold.figure_count();
+    let host_figures = report::figures(false).len();
+    if let Some(hours) = minute_report::whole_hours(q, false) {
         let params = report_params(&hours, mysql_time(hours.since), mysql_time(hours.until));
-        let figures = fold.figure_count();
         fold_rows(
             conn,
             target,
             report_sql(&hours, unix_seconds),
             params,
             |r| {
-                let has =
-                    |at: usize| !matches!(r.as_ref(at), None | Some(mysql_async::Value::NULL));
-                let bytes = |at: usize| matches!(r.as_ref(at), Some(mysql_async::Value::Bytes(_)));
-                let kept = minute_report::kept_distributions(figures, has, bytes);
-                let key: String = match nullable(r, 2)? {
-                    Some(uuid) => uuid,
-                    None => value(r, 1)?,
-                };
-                if cover.take_hour(&key, value(r, 0)?, kept) {
+                let kept = kept_distributions(host_figures, r);
+                let host: String = value(r, 1)?;
+                if cover.take_host_hour(&host, value(r, 0)?, kept) && !q.vms {
                     fold_row(fold, r, true)?;
                 }
                 Ok(())
@@ -290,19 +281,54 @@ async fn minute_report(
         )
         .await?;
     }
-    let sql = minute_report::owner_minutes_sql(q.vms, unix_seconds);
-    for (key, since, until) in cover.minute_spans() {
+    if let Some(hours) = minute_report::whole_hours(q, true).filter(|_| q.vms) {
+        let params = report_params(&hours, mysql_time(hours.since), mysql_time(hours.until));
+        let host_column = minute_report::vm_hours_host_column(figures);
+        let sql = minute_report::vm_hours_sql(unix_seconds);
+        fold_rows(conn, target, sql, params, |r| {
+            let (host, uuid): (String, String) = (value(r, host_column)?, value(r, 2)?);
+            let kept = kept_distributions(figures, r);
+            if cover.take_vm_hour(&host, &uuid, value(r, 0)?, kept) {
+                fold_row(fold, r, true)?;
+            }
+            Ok(())
+        })
+        .await?;
+    }
+    for (host, since, until) in cover.minute_spans() {
+        let minutes = ReportQuery {
+            host_ip: Some(host),
+            since,
+            until,
+            ..q.clone()
+        };
+        let params = report_params(&minutes, mysql_time(since), mysql_time(until));
+        let sql = report_sql(&minutes, unix_seconds);
+        fold_rows(conn, target, sql, params, |r| fold_row(fold, r, true)).await?;
+    }
+    let vm_minutes = minute_report::vm_minutes_sql(unix_seconds);
+    for (uuid, since, until) in cover.vm_minute_spans() {
         let params = vec![
-            key.into(),
+            uuid.into(),
             mysql_time(since).into(),
             mysql_time(until).into(),
         ];
-        fold_rows(conn, target, sql.clone(), params, |r| {
+        fold_rows(conn, target, vm_minutes.clone(), params, |r| {
             fold_row(fold, r, true)
         })
         .await?;
     }
     Ok(())
+}
+
+/// Whether a rollup row of [`report_sql`]'s columns kept its distributions
+/// ([`minute_report::kept_distributions`]).
+fn kept_distributions(figures: usize, r: &Row) -> bool {
+    minute_report::kept_distributions(
+        figures,
+        |at| !matches!(r.as_ref(at), None | Some(mysql_async::Value::NULL)),
+        |at| matches!(r.as_ref(at), Some(mysql_async::Value::Bytes(_))),
+    )
 }
 
 /// Runs `sql` and hands each row to `fold` as it arrives, rather than holding them all.

@@ -14,7 +14,7 @@ use crate::store::rollup::{
     HOST_FIGURES, Level, RollupQuery, RollupRow, SHOWN_STATS, VM_FIGURES, rollup_query_params,
     rollup_query_sql,
 };
-use crate::store::rows::HostRow;
+use crate::store::rows::{HostRow, Value};
 use crate::store::{
     HostUsageQuery, HostUsageRow, StoreError, VmUsageQuery, VmUsageRow, format_time,
 };
@@ -209,47 +209,82 @@ impl SqliteStore {
     /// whole hours that stand for their minutes, then the minute rows of the rest.
     fn minute_report_blocking(&self, q: &ReportQuery) -> Result<Vec<OwnerReport>, StoreError> {
         let state = self.lock()?;
-        let figures = report::figures(q.vms).len();
-        let owner_params = minute_report::owner_params(q);
-        let mut owners = state
-            .conn
-            .prepare(&minute_report::oldest_minute_sql(q.vms, unix_seconds))?;
-        let owners = owners
+        let conn = &state.conn;
+        let mut stmt = conn.prepare(&minute_report::oldest_minute_sql(unix_seconds))?;
+        let params = minute_report::host_params(q);
+        let hosts = stmt
             .query_map(
-                rusqlite::params_from_iter(owner_params.iter().map(SqlValue)),
-                |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?)),
+                rusqlite::params_from_iter(params.iter().map(SqlValue)),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )?
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut cover = HourCover::new(q, owners);
+            .collect::<Result<Vec<(String, Option<i64>)>, _>>()?;
+        let mut cover = HourCover::new(q, hosts);
         let mut fold = ReportFold::new(q.vms);
-        if let Some(hours) = minute_report::hour_query(q) {
-            let mut stmt = state.conn.prepare(&report_sql(&hours, unix_seconds))?;
+        let figures = fold.figure_count();
+        let host_figures = report::figures(false).len();
+        if let Some(hours) = minute_report::whole_hours(q, false) {
+            let mut stmt = conn.prepare(&report_sql(&hours, unix_seconds))?;
             let params = report_params(&hours, format_time(hours.since), format_time(hours.until));
             let mut rows = stmt.query(rusqlite::params_from_iter(params.iter().map(SqlValue)))?;
             while let Some(r) = rows.next()? {
-                let has = |at: usize| r.get_ref(at).is_ok_and(|v| v != ValueRef::Null);
-                let bytes = |at: usize| matches!(r.get_ref(at), Ok(ValueRef::Blob(_)));
-                let kept = minute_report::kept_distributions(figures, has, bytes);
-                let key: String = match r.get::<_, Option<String>>(2)? {
-                    Some(uuid) => uuid,
-                    None => r.get(1)?,
-                };
-                if cover.take_hour(&key, r.get(0)?, kept) {
+                let kept = kept_distributions(host_figures, r);
+                if cover.take_host_hour(&r.get::<_, String>(1)?, r.get(0)?, kept) && !q.vms {
                     fold_row(&mut fold, r, true)?;
                 }
             }
         }
-        let mut stmt = state
-            .conn
-            .prepare(&minute_report::owner_minutes_sql(q.vms, unix_seconds))?;
-        for (key, since, until) in cover.minute_spans() {
-            let mut rows = stmt.query(params![key, format_time(since), format_time(until)])?;
+        if let Some(hours) = minute_report::whole_hours(q, true).filter(|_| q.vms) {
+            let mut stmt = conn.prepare(&minute_report::vm_hours_sql(unix_seconds))?;
+            let params = report_params(&hours, format_time(hours.since), format_time(hours.until));
+            let host_column = minute_report::vm_hours_host_column(figures);
+            let mut rows = stmt.query(rusqlite::params_from_iter(params.iter().map(SqlValue)))?;
+            while let Some(r) = rows.next()? {
+                let (host, uuid): (String, String) = (r.get(host_column)?, r.get(2)?);
+                let kept = kept_distributions(figures, r);
+                if cover.take_vm_hour(&host, &uuid, r.get(0)?, kept) {
+                    fold_row(&mut fold, r, true)?;
+                }
+            }
+        }
+        let mut read_minutes = |sql: &str, params: &[Value]| -> Result<(), StoreError> {
+            let mut stmt = conn.prepare_cached(sql)?;
+            let mut rows = stmt.query(rusqlite::params_from_iter(params.iter().map(SqlValue)))?;
             while let Some(r) = rows.next()? {
                 fold_row(&mut fold, r, true)?;
             }
+            Ok(())
+        };
+        for (host, since, until) in cover.minute_spans() {
+            let minutes = ReportQuery {
+                host_ip: Some(host),
+                since,
+                until,
+                ..q.clone()
+            };
+            let params = report_params(&minutes, format_time(since), format_time(until));
+            read_minutes(&report_sql(&minutes, unix_seconds), &params)?;
+        }
+        let vm_minutes = minute_report::vm_minutes_sql(unix_seconds);
+        for (uuid, since, until) in cover.vm_minute_spans() {
+            let params = [
+                uuid.into(),
+                format_time(since).into(),
+                format_time(until).into(),
+            ];
+            read_minutes(&vm_minutes, &params)?;
         }
         Ok(fold.finish())
     }
+}
+
+/// Whether a rollup row of [`report_sql`]'s columns kept its distributions
+/// ([`minute_report::kept_distributions`]).
+fn kept_distributions(figures: usize, r: &rusqlite::Row<'_>) -> bool {
+    minute_report::kept_distributions(
+        figures,
+        |at| r.get_ref(at).is_ok_and(|v| v != ValueRef::Null),
+        |at| matches!(r.get_ref(at), Ok(ValueRef::Blob(_))),
+    )
 }
 
 /// `column` as whole seconds since the epoch.
