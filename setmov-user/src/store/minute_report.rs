@@ -16,6 +16,10 @@
 //!   mean repeated, which differs from the same approximation over its minutes: such an hour
 //!   is read from minute rows (for a VM's row, for that VM).
 //!
+//! What this cannot see: a VM that moved to another host between its minute rollups and its
+//! hour's, when neither host's hour rollup then took it (or when the two hosts keep minutes for
+//! different times); that hour of that VM would then differ from its minutes.
+//!
 //! One thing does differ: a tick without a measured Δt (a VM's first) weighs its bucket's mean
 //! Δt, the hour's rather than its minute's, so the mean can move by a fraction of that tick's
 //! share.
@@ -28,9 +32,9 @@ use super::rollup::Level;
 use super::rows::Value;
 use crate::analysis::{REPORT_STATS, ReportQuery, report_figure_columns};
 
-/// The window's whole hours as a query of the report's rows at `level` (hours for the rows
-/// read from hour rollups; `vms: false` for the hosts' rows that decide which are); `None` when
-/// the window holds no whole hour.
+/// The report's query over the window's whole hours, of hour rows: of VMs with `vms`, else
+/// of hosts (whose rows decide which hours are taken); `None` when the window holds no whole
+/// hour.
 pub fn whole_hours(q: &ReportQuery, vms: bool) -> Option<ReportQuery> {
     let start = Level::Hour.bucket_start(q.since);
     let first = if start < q.since {

@@ -263,6 +263,7 @@ async fn minute_report(
     let mut cover = HourCover::new(q, hosts);
     let figures = fold.figure_count();
     let host_figures = report::figures(false).len();
+    // The hosts' hour rows decide which hours are taken, also for a report of VMs.
     if let Some(hours) = minute_report::whole_hours(q, false) {
         let params = report_params(&hours, mysql_time(hours.since), mysql_time(hours.until));
         fold_rows(

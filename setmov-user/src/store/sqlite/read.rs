@@ -226,6 +226,7 @@ impl SqliteStore {
             let mut stmt = conn.prepare(&report_sql(&hours, unix_seconds))?;
             let params = report_params(&hours, format_time(hours.since), format_time(hours.until));
             let mut rows = stmt.query(rusqlite::params_from_iter(params.iter().map(SqlValue)))?;
+            // The hosts' hour rows decide which hours are taken, also for a report of VMs.
             while let Some(r) = rows.next()? {
                 let kept = kept_distributions(host_figures, r);
                 if cover.take_host_hour(&r.get::<_, String>(1)?, r.get(0)?, kept) && !q.vms {
