@@ -11,12 +11,13 @@ use setmov::store::Store;
 use setmov::store::rollup::{Level, Retention};
 use time::Duration;
 
-use crate::rollups::write_uneven_ticks;
-use crate::ticks::{HOST_IP, instant};
+use crate::rollups::{uneven_ticks, write_uneven_ticks};
+use crate::ticks::{HOST_IP, host_tick, instant};
 
 /// Windows over [`write_uneven_ticks`]'s two hours, in seconds after the epoch: both whole
-/// hours; ragged edges with hour 1 whole; no whole hour at all.
-const WINDOWS: [(i64, i64); 3] = [(0, 7200), (1800, 7200), (3590, 5430)];
+/// hours; ragged edges with hour 1 whole; no whole hour at all; into hour 2, whose minute 0 is
+/// rolled up and the hour not.
+const WINDOWS: [(i64, i64); 4] = [(0, 7200), (1800, 7200), (3590, 5430), (1800, 10800)];
 
 /// The minute report of each window against the fold of every minute row of it
 /// ([`same_reports`]).
@@ -99,6 +100,19 @@ async fn purge_before(store: &mut impl Store, cutoff: i64, level: Level) {
 /// before 01:20 are purged, which leaves hour 1's row holding ticks its minutes lost.
 pub async fn check_minute_reports(store: &mut impl Store) {
     write_uneven_ticks(store).await;
+    // A tick at 02:01 completes minute 02:00 (its tick at 02:00:00), not hour 2.
+    let seq = uneven_ticks().len() as u64 + 1;
+    let tick = host_tick(seq, Duration::seconds(7260), 60.0, 5.0);
+    store.write_tick(&tick).await.expect("write");
+    let keep = Retention {
+        raw: None,
+        minute: None,
+        hour: None,
+    };
+    store
+        .maintain(HOST_IP, tick.time, &keep)
+        .await
+        .expect("roll up");
     let mut figures = check_against_every_minute(store, "every row kept").await;
     purge_before(store, 1800, Level::Hour).await;
     figures += check_against_every_minute(store, "hour 0 purged").await;
