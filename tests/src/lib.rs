@@ -13,6 +13,7 @@ pub mod lat_hist;
 pub mod latency;
 pub mod mariadb;
 pub mod memstat;
+pub mod minute_reports;
 pub mod monitor;
 pub mod mysql_run;
 pub mod reference;

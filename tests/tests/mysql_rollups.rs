@@ -1,7 +1,7 @@
 //! The MySQL store's rollups on the real MariaDB server (see tests/mysql_store.rs): complete
 //! minutes rolled up and old ticks purged, a tick in a minute's last half second, and the
 //! values of minute and hour rollups over ticks of uneven Δt (the check src/rollups.rs runs on
-//! both stores).
+//! both stores), and minute reports against every minute row (src/minute_reports.rs).
 //! Without the server these tests skip loudly (and fail under SETMOV_REQUIRE_ALL=1).
 
 use std::time::Duration;
@@ -9,6 +9,7 @@ use std::time::Duration;
 use setmov::store::Store;
 use setmov::store::mysql::MysqlStore;
 use setmov::store::rollup::Retention;
+use setmov_tests::minute_reports::check_minute_reports;
 use setmov_tests::mysql_run::{Prepared, Setmov, count, prepared, store_config};
 use setmov_tests::rollups::check_rollup_values;
 use setmov_tests::runtime;
@@ -143,6 +144,26 @@ fn minute_and_hour_rollups_of_uneven_ticks_hold_the_values_computed_by_hand() {
         let config = store_config(&db, &url, spool.path());
         let mut store = MysqlStore::open(config).await.expect("open");
         check_rollup_values(&mut store).await;
+        store.close().await;
+    });
+}
+
+#[test]
+fn a_minute_report_gives_what_every_minute_gives() {
+    let Some(Prepared {
+        _server,
+        db,
+        url,
+        spool,
+        ..
+    }) = prepared(SETMOV, "minute_report")
+    else {
+        return;
+    };
+    runtime().block_on(async {
+        let config = store_config(&db, &url, spool.path());
+        let mut store = MysqlStore::open(config).await.expect("open");
+        check_minute_reports(&mut store).await;
         store.close().await;
     });
 }

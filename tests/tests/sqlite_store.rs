@@ -11,7 +11,8 @@ use rusqlite::types::Value as SqliteValue;
 use setmov::store::format_time;
 use setmov::store::rows::{Rows, TickRows, Value, tick_rows};
 use setmov::store::sqlite::SqliteStore;
-use setmov_tests::rollups::check_rollup_values;
+use setmov_tests::minute_reports::check_minute_reports;
+use setmov_tests::rollups::{check_rollup_values, write_uneven_ticks};
 use setmov_tests::runtime;
 use setmov_tests::ticks::{FULL_TICK_VM, full_tick};
 
@@ -472,6 +473,53 @@ fn minute_and_hour_rollups_of_uneven_ticks_hold_the_values_computed_by_hand() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut store = SqliteStore::open(&dir.path().join("setmov.db")).expect("open");
     runtime().block_on(check_rollup_values(&mut store));
+}
+
+#[test]
+fn a_minute_report_gives_what_every_minute_gives() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = SqliteStore::open(&dir.path().join("setmov.db")).expect("open");
+    runtime().block_on(check_minute_reports(&mut store));
+}
+
+/// The minute report reads a whole hour from its hour rows: a maximum written into the host's
+/// or the VM's row shows. Without the row's distribution it reads the minutes again.
+#[test]
+fn a_minute_report_reads_whole_hours_from_the_hour_rows() {
+    use setmov::analysis::ReportQuery;
+    use setmov::store::Store;
+    use setmov::store::rollup::Level;
+    use setmov_tests::ticks::{HOST_IP, instant};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("setmov.db");
+    let mut store = SqliteStore::open(&path).expect("open");
+    runtime().block_on(write_uneven_ticks(&mut store));
+    let conn = Connection::open(&path).expect("connection");
+    // The VM first: without the host's distribution its VMs' hour is read from minutes too.
+    for (vms, table) in [(true, "vm_usage_1h"), (false, "host_usage_1h")] {
+        let query = ReportQuery {
+            level: Some(Level::Minute),
+            vms,
+            host_ip: Some(HOST_IP.into()),
+            vm: None,
+            since: instant(time::Duration::ZERO),
+            until: instant(time::Duration::hours(2)),
+        };
+        let mut cpu_max = || {
+            let owners = runtime().block_on(store.report(&query)).expect("report");
+            owners[0].figures["cpu_pct"].max
+        };
+        let before = cpu_max();
+        let hour_1 = |set: &str| {
+            let sql = format!("UPDATE {table} SET {set} WHERE time = '1970-01-01T01:00:00.000Z'");
+            assert_eq!(conn.execute(&sql, []).expect("update"), 1, "{sql}");
+        };
+        hour_1("cpu_pct_max = 1000");
+        assert_eq!(cpu_max(), 1000.0, "{table}");
+        hour_1("cpu_pct_sketch = NULL");
+        assert_eq!(cpu_max(), before, "{table}");
+    }
 }
 
 /// Schema 10 adds per-figure counts, seconds and distributions to the rollups. A schema 9

@@ -183,25 +183,7 @@ pub const REPORT_STATS: usize = 5;
 /// 1, its Δt and no sketch; for a bucket `<figure>_avg, _max, _n, _secs, _sketch`. In time
 /// order. Parameters: host twice, [VM three times,] since, until.
 pub fn report_sql(query: &ReportQuery, unix_time: impl Fn(&str) -> String) -> String {
-    let names = figures(query.vms);
-    let stats: Vec<String> = match query.level {
-        None => names
-            .iter()
-            .map(|f| {
-                let (source, interval) = if query.vms {
-                    (vm_figure_source(f), "u.interval_s")
-                } else {
-                    (format!("r.{f}"), "r.interval_s")
-                };
-                format!("{source}, {source}, 1, {interval}, NULL")
-            })
-            .collect(),
-        Some(_) => names
-            .iter()
-            .map(|f| format!("r.{f}_avg, r.{f}_max, r.{f}_n, r.{f}_secs, r.{f}_sketch"))
-            .collect(),
-    };
-    let stats = stats.join(", ");
+    let stats = report_figure_columns(query.vms, query.level);
     let suffix = query.level.map_or("", Level::suffix);
     let (r, u) = (unix_time("r.time"), unix_time("u.time"));
     match (query.vms, query.level) {
@@ -231,4 +213,28 @@ pub fn report_sql(query: &ReportQuery, unix_time: impl Fn(&str) -> String) -> St
              ORDER BY r.time"
         ),
     }
+}
+
+/// The [`REPORT_STATS`] columns per figure of [`report_sql`], joined: of `u`/`r` for raw
+/// ticks, of `r` for a rollup level.
+pub fn report_figure_columns(vms: bool, level: Option<Level>) -> String {
+    let names = figures(vms);
+    let stats: Vec<String> = match level {
+        None => names
+            .iter()
+            .map(|f| {
+                let (source, interval) = if vms {
+                    (vm_figure_source(f), "u.interval_s")
+                } else {
+                    (format!("r.{f}"), "r.interval_s")
+                };
+                format!("{source}, {source}, 1, {interval}, NULL")
+            })
+            .collect(),
+        Some(_) => names
+            .iter()
+            .map(|f| format!("r.{f}_avg, r.{f}_max, r.{f}_n, r.{f}_secs, r.{f}_sketch"))
+            .collect(),
+    };
+    stats.join(", ")
 }

@@ -249,6 +249,11 @@ impl ReportFold {
         self.current = Some((key, ticks, bucket));
     }
 
+    /// How many figures a row has.
+    pub fn figure_count(&self) -> usize {
+        self.names.len()
+    }
+
     /// Figure `index` (in the order of [`figures`]) of the current row.
     pub fn figure(&mut self, index: usize, value: FigureRef<'_>) {
         let Some((key, ticks, bucket)) = &self.current else {

@@ -69,7 +69,9 @@ pub struct ReportArgs {
     pub until: Duration,
 
     /// Which rows to read; by default the window picks them (raw up to 6 hours, per-minute
-    /// rollups up to a week, per-hour beyond).
+    /// rollups up to a week, per-hour beyond). `minute` reads the window's whole hours from the
+    /// hour rollups that hold exactly their minutes' ticks (the same figures, 60 times fewer
+    /// rows) and minute rollups for the rest.
     #[arg(long, value_enum)]
     pub level: Option<ShowLevel>,
 

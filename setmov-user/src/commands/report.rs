@@ -30,7 +30,8 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
                 humantime::format_duration(args.since.saturating_sub(args.until)),
                 match level {
                     None => "raw",
-                    Some(Level::Minute) => "per-minute",
+                    // Whole hours come from hour rollups: the same figures, fewer rows.
+                    Some(Level::Minute) => "per-minute (whole hours per-hour)",
                     Some(Level::Hour) => "per-hour",
                 }
             ),

@@ -5,6 +5,7 @@
 
 pub mod fit;
 pub mod location;
+pub mod minute_report;
 pub mod mysql;
 pub mod private_files;
 pub mod quarantine;

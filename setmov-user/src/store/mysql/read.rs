@@ -11,11 +11,12 @@ use crate::analysis::report::{
     self, FigureRef, FigureSample, OwnerReport, ReportFold, ReportSample,
 };
 use crate::analysis::{REPORT_STATS, ReportQuery, report_params, report_sql};
+use crate::store::minute_report::{self, HourCover};
 use crate::store::rollup::{
-    HOST_FIGURES, RollupQuery, RollupRow, SHOWN_STATS, VM_FIGURES, rollup_query_params,
+    HOST_FIGURES, Level, RollupQuery, RollupRow, SHOWN_STATS, VM_FIGURES, rollup_query_params,
     rollup_query_sql,
 };
-use crate::store::rows::HostRow;
+use crate::store::rows::{HostRow, Value};
 use crate::store::{HostUsageQuery, HostUsageRow, StoreError, VmUsageQuery, VmUsageRow};
 
 /// Each row read by `read_row`, or the first value that could not be read.
@@ -223,53 +224,162 @@ pub(super) async fn report_samples(
     })
 }
 
-/// The report over a window, each row folded as it is decoded.
+/// The report over a window, each row folded as it arrives. Minute reports read whole hours
+/// from hour rows where those stand for their minutes ([`minute_report`]).
 pub(super) async fn report(
     conn: &mut Conn,
     target: &str,
     q: &ReportQuery,
 ) -> Result<Vec<OwnerReport>, StoreError> {
-    let (since, until) = (mysql_time(q.since), mysql_time(q.until));
-    let params: Vec<mysql_async::Value> = report_params(q, since, until)
-        .iter()
-        .map(to_mysql)
-        .collect();
-    let rows: Vec<Row> = conn
-        .exec(report_sql(q, unix_seconds), params)
-        .await
-        .map_err(|e| mysql_error(target, &e))?;
-    let figures = report::figures(q.vms).len();
     let mut fold = ReportFold::new(q.vms);
-    let fold_row = |fold: &mut ReportFold, r: &Row| -> Result<(), DecodeError> {
-        let owner: String = value(r, 1)?;
-        let uuid: Option<String> = nullable(r, 2)?;
-        fold.row(&owner, uuid.as_deref(), value(r, 3)?, q.level.is_some());
-        for f in 0..figures {
-            let at = 4 + REPORT_STATS * f;
-            let (Some(mean), Some(max)) = (nullable::<f64>(r, at)?, nullable::<f64>(r, at + 1)?)
-            else {
-                continue;
-            };
-            // Anything but bytes is no distribution: the bucket reads as approximate.
-            let sketch = match r.as_ref(at + 4) {
-                Some(mysql_async::Value::Bytes(bytes)) => Some(bytes.as_slice()),
-                _ => None,
-            };
-            fold.figure(
-                f,
-                FigureRef {
-                    mean,
-                    max,
-                    n: nullable::<u64>(r, at + 2)?,
-                    secs: nullable::<f64>(r, at + 3)?,
-                    sketch,
-                },
-            );
-        }
-        Ok(())
-    };
-    for r in &rows {
-        fold_row(&mut fold, r).map_err(decode_error(target))?;
+    if q.level == Some(Level::Minute) {
+        minute_report(conn, target, q, &mut fold).await?;
+    } else {
+        let params = report_params(q, mysql_time(q.since), mysql_time(q.until));
+        let sql = report_sql(q, unix_seconds);
+        fold_rows(conn, target, sql, params, |r| {
+            fold_row(&mut fold, r, q.level.is_some())
+        })
+        .await?;
     }
     Ok(fold.finish())
+}
+
+/// [`report`] at the minute level: the hour rows of the window's whole hours that stand for
+/// their minutes, then the minute rows of the rest.
+async fn minute_report(
+    conn: &mut Conn,
+    target: &str,
+    q: &ReportQuery,
+    fold: &mut ReportFold,
+) -> Result<(), StoreError> {
+    let params: Vec<mysql_async::Value> =
+        minute_report::host_params(q).iter().map(to_mysql).collect();
+    let hosts: Vec<Row> = conn
+        .exec(minute_report::oldest_minute_sql(unix_seconds), params)
+        .await
+        .map_err(|e| mysql_error(target, &e))?;
+    let hosts = decode_all(target, hosts, |r| Ok((value(r, 0)?, nullable(r, 1)?)))?;
+    let mut cover = HourCover::new(q, hosts);
+    let figures = fold.figure_count();
+    let host_figures = report::figures(false).len();
+    // The hosts' hour rows decide which hours are taken, also for a report of VMs.
+    if let Some(hours) = minute_report::whole_hours(q, false) {
+        let params = report_params(&hours, mysql_time(hours.since), mysql_time(hours.until));
+        fold_rows(
+            conn,
+            target,
+            report_sql(&hours, unix_seconds),
+            params,
+            |r| {
+                let kept = kept_distributions(host_figures, r);
+                let host: String = value(r, 1)?;
+                if cover.take_host_hour(&host, value(r, 0)?, kept) && !q.vms {
+                    fold_row(fold, r, true)?;
+                }
+                Ok(())
+            },
+        )
+        .await?;
+    }
+    if let Some(hours) = minute_report::whole_hours(q, true).filter(|_| q.vms) {
+        let params = report_params(&hours, mysql_time(hours.since), mysql_time(hours.until));
+        let host_column = minute_report::vm_hours_host_column(figures);
+        let sql = minute_report::vm_hours_sql(unix_seconds);
+        fold_rows(conn, target, sql, params, |r| {
+            let (host, uuid): (String, String) = (value(r, host_column)?, value(r, 2)?);
+            let kept = kept_distributions(figures, r);
+            if cover.take_vm_hour(&host, &uuid, value(r, 0)?, kept) {
+                fold_row(fold, r, true)?;
+            }
+            Ok(())
+        })
+        .await?;
+    }
+    for (host, since, until) in cover.minute_spans() {
+        let minutes = ReportQuery {
+            host_ip: Some(host),
+            since,
+            until,
+            ..q.clone()
+        };
+        let params = report_params(&minutes, mysql_time(since), mysql_time(until));
+        let sql = report_sql(&minutes, unix_seconds);
+        fold_rows(conn, target, sql, params, |r| fold_row(fold, r, true)).await?;
+    }
+    let vm_minutes = minute_report::vm_minutes_sql(unix_seconds);
+    for (uuid, since, until) in cover.vm_minute_spans() {
+        let params = vec![
+            uuid.into(),
+            mysql_time(since).into(),
+            mysql_time(until).into(),
+        ];
+        fold_rows(conn, target, vm_minutes.clone(), params, |r| {
+            fold_row(fold, r, true)
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// Whether a rollup row of [`report_sql`]'s columns kept its distributions
+/// ([`minute_report::kept_distributions`]).
+fn kept_distributions(figures: usize, r: &Row) -> bool {
+    minute_report::kept_distributions(
+        figures,
+        |at| !matches!(r.as_ref(at), None | Some(mysql_async::Value::NULL)),
+        |at| matches!(r.as_ref(at), Some(mysql_async::Value::Bytes(_))),
+    )
+}
+
+/// Runs `sql` and hands each row to `fold` as it arrives, rather than holding them all.
+async fn fold_rows(
+    conn: &mut Conn,
+    target: &str,
+    sql: String,
+    params: Vec<Value>,
+    mut fold: impl FnMut(&Row) -> Result<(), DecodeError>,
+) -> Result<(), StoreError> {
+    let params: Vec<mysql_async::Value> = params.iter().map(to_mysql).collect();
+    let mut rows = conn
+        .exec_iter(sql, params)
+        .await
+        .map_err(|e| mysql_error(target, &e))?;
+    while let Some(r) = rows.next().await.map_err(|e| mysql_error(target, &e))? {
+        if let Err(e) = fold(&r) {
+            // Leave the connection ready for the next query; the decode error is the news.
+            let _ = rows.drop_result().await;
+            return Err(decode_error(target)(e));
+        }
+    }
+    Ok(())
+}
+
+/// Folds one row of [`report_sql`]'s columns.
+fn fold_row(fold: &mut ReportFold, r: &Row, bucket: bool) -> Result<(), DecodeError> {
+    let owner: String = value(r, 1)?;
+    let uuid: Option<String> = nullable(r, 2)?;
+    fold.row(&owner, uuid.as_deref(), value(r, 3)?, bucket);
+    for f in 0..fold.figure_count() {
+        let at = 4 + REPORT_STATS * f;
+        let (Some(mean), Some(max)) = (nullable::<f64>(r, at)?, nullable::<f64>(r, at + 1)?) else {
+            continue;
+        };
+        // Anything but bytes is no distribution: the bucket reads as approximate.
+        let sketch = match r.as_ref(at + 4) {
+            Some(mysql_async::Value::Bytes(bytes)) => Some(bytes.as_slice()),
+            _ => None,
+        };
+        fold.figure(
+            f,
+            FigureRef {
+                mean,
+                max,
+                n: nullable::<u64>(r, at + 2)?,
+                secs: nullable::<f64>(r, at + 3)?,
+                sketch,
+            },
+        );
+    }
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! What `show`, `report`, `plot`, `recommend` and `migrate-plan` read back from the file.
 
 use rusqlite::params;
+use rusqlite::types::ValueRef;
 
 use super::SqliteStore;
 use super::write::SqlValue;
@@ -8,11 +9,12 @@ use crate::analysis::report::{
     self, FigureRef, FigureSample, OwnerReport, ReportFold, ReportSample,
 };
 use crate::analysis::{REPORT_STATS, ReportQuery, report_params, report_sql};
+use crate::store::minute_report::{self, HourCover};
 use crate::store::rollup::{
-    HOST_FIGURES, RollupQuery, RollupRow, SHOWN_STATS, VM_FIGURES, rollup_query_params,
+    HOST_FIGURES, Level, RollupQuery, RollupRow, SHOWN_STATS, VM_FIGURES, rollup_query_params,
     rollup_query_sql,
 };
-use crate::store::rows::HostRow;
+use crate::store::rows::{HostRow, Value};
 use crate::store::{
     HostUsageQuery, HostUsageRow, StoreError, VmUsageQuery, VmUsageRow, format_time,
 };
@@ -155,9 +157,7 @@ impl SqliteStore {
         q: &ReportQuery,
     ) -> Result<Vec<ReportSample>, StoreError> {
         let state = self.lock()?;
-        let mut stmt = state.conn.prepare(&report_sql(q, |column| {
-            format!("CAST(strftime('%s', {column}) AS INTEGER)")
-        }))?;
+        let mut stmt = state.conn.prepare(&report_sql(q, unix_seconds))?;
         let figures = report::figures(q.vms).len();
         let row = |r: &rusqlite::Row<'_>| {
             let mut values = Vec::with_capacity(figures);
@@ -188,40 +188,134 @@ impl SqliteStore {
     }
 
     /// The blocking half of [`Store::report`](crate::store::Store::report): each row is folded
-    /// as it is read, its distributions borrowed from SQLite rather than copied.
+    /// as it is read, its distributions borrowed from SQLite rather than copied. Minute reports
+    /// read whole hours from hour rows where those stand for their minutes ([`minute_report`]).
     pub fn report_blocking(&self, q: &ReportQuery) -> Result<Vec<OwnerReport>, StoreError> {
+        if q.level == Some(Level::Minute) {
+            return self.minute_report_blocking(q);
+        }
         let state = self.lock()?;
-        let mut stmt = state.conn.prepare(&report_sql(q, |column| {
-            format!("CAST(strftime('%s', {column}) AS INTEGER)")
-        }))?;
-        let figures = report::figures(q.vms).len();
+        let mut stmt = state.conn.prepare(&report_sql(q, unix_seconds))?;
         let params = report_params(q, format_time(q.since), format_time(q.until));
         let mut rows = stmt.query(rusqlite::params_from_iter(params.iter().map(SqlValue)))?;
         let mut fold = ReportFold::new(q.vms);
         while let Some(r) = rows.next()? {
-            let (owner, uuid): (String, Option<String>) = (r.get(1)?, r.get(2)?);
-            fold.row(&owner, uuid.as_deref(), r.get(3)?, q.level.is_some());
-            for f in 0..figures {
-                let at = 4 + REPORT_STATS * f;
-                let (Some(mean), Some(max)) = (r.get(at)?, r.get(at + 1)?) else {
-                    continue;
-                };
-                fold.figure(
-                    f,
-                    FigureRef {
-                        mean,
-                        max,
-                        n: r.get(at + 2)?,
-                        secs: r.get(at + 3)?,
-                        // Anything but bytes is no distribution: the bucket reads as approximate.
-                        sketch: match r.get_ref(at + 4)? {
-                            rusqlite::types::ValueRef::Blob(bytes) => Some(bytes),
-                            _ => None,
-                        },
-                    },
-                );
-            }
+            fold_row(&mut fold, r, q.level.is_some())?;
         }
         Ok(fold.finish())
     }
+
+    /// [`SqliteStore::report_blocking`] at the minute level: the hour rows of the window's
+    /// whole hours that stand for their minutes, then the minute rows of the rest.
+    fn minute_report_blocking(&self, q: &ReportQuery) -> Result<Vec<OwnerReport>, StoreError> {
+        let state = self.lock()?;
+        let conn = &state.conn;
+        let mut stmt = conn.prepare(&minute_report::oldest_minute_sql(unix_seconds))?;
+        let params = minute_report::host_params(q);
+        let hosts = stmt
+            .query_map(
+                rusqlite::params_from_iter(params.iter().map(SqlValue)),
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?
+            .collect::<Result<Vec<(String, Option<i64>)>, _>>()?;
+        let mut cover = HourCover::new(q, hosts);
+        let mut fold = ReportFold::new(q.vms);
+        let figures = fold.figure_count();
+        let host_figures = report::figures(false).len();
+        if let Some(hours) = minute_report::whole_hours(q, false) {
+            let mut stmt = conn.prepare(&report_sql(&hours, unix_seconds))?;
+            let params = report_params(&hours, format_time(hours.since), format_time(hours.until));
+            let mut rows = stmt.query(rusqlite::params_from_iter(params.iter().map(SqlValue)))?;
+            // The hosts' hour rows decide which hours are taken, also for a report of VMs.
+            while let Some(r) = rows.next()? {
+                let kept = kept_distributions(host_figures, r);
+                if cover.take_host_hour(&r.get::<_, String>(1)?, r.get(0)?, kept) && !q.vms {
+                    fold_row(&mut fold, r, true)?;
+                }
+            }
+        }
+        if let Some(hours) = minute_report::whole_hours(q, true).filter(|_| q.vms) {
+            let mut stmt = conn.prepare(&minute_report::vm_hours_sql(unix_seconds))?;
+            let params = report_params(&hours, format_time(hours.since), format_time(hours.until));
+            let host_column = minute_report::vm_hours_host_column(figures);
+            let mut rows = stmt.query(rusqlite::params_from_iter(params.iter().map(SqlValue)))?;
+            while let Some(r) = rows.next()? {
+                let (host, uuid): (String, String) = (r.get(host_column)?, r.get(2)?);
+                let kept = kept_distributions(figures, r);
+                if cover.take_vm_hour(&host, &uuid, r.get(0)?, kept) {
+                    fold_row(&mut fold, r, true)?;
+                }
+            }
+        }
+        let mut read_minutes = |sql: &str, params: &[Value]| -> Result<(), StoreError> {
+            let mut stmt = conn.prepare_cached(sql)?;
+            let mut rows = stmt.query(rusqlite::params_from_iter(params.iter().map(SqlValue)))?;
+            while let Some(r) = rows.next()? {
+                fold_row(&mut fold, r, true)?;
+            }
+            Ok(())
+        };
+        for (host, since, until) in cover.minute_spans() {
+            let minutes = ReportQuery {
+                host_ip: Some(host),
+                since,
+                until,
+                ..q.clone()
+            };
+            let params = report_params(&minutes, format_time(since), format_time(until));
+            read_minutes(&report_sql(&minutes, unix_seconds), &params)?;
+        }
+        let vm_minutes = minute_report::vm_minutes_sql(unix_seconds);
+        for (uuid, since, until) in cover.vm_minute_spans() {
+            let params = [
+                uuid.into(),
+                format_time(since).into(),
+                format_time(until).into(),
+            ];
+            read_minutes(&vm_minutes, &params)?;
+        }
+        Ok(fold.finish())
+    }
+}
+
+/// Whether a rollup row of [`report_sql`]'s columns kept its distributions
+/// ([`minute_report::kept_distributions`]).
+fn kept_distributions(figures: usize, r: &rusqlite::Row<'_>) -> bool {
+    minute_report::kept_distributions(
+        figures,
+        |at| r.get_ref(at).is_ok_and(|v| v != ValueRef::Null),
+        |at| matches!(r.get_ref(at), Ok(ValueRef::Blob(_))),
+    )
+}
+
+/// `column` as whole seconds since the epoch.
+fn unix_seconds(column: &str) -> String {
+    format!("CAST(strftime('%s', {column}) AS INTEGER)")
+}
+
+/// Folds one row of [`report_sql`]'s columns, its distributions borrowed.
+fn fold_row(fold: &mut ReportFold, r: &rusqlite::Row<'_>, bucket: bool) -> rusqlite::Result<()> {
+    let (owner, uuid): (String, Option<String>) = (r.get(1)?, r.get(2)?);
+    fold.row(&owner, uuid.as_deref(), r.get(3)?, bucket);
+    for f in 0..fold.figure_count() {
+        let at = 4 + REPORT_STATS * f;
+        let (Some(mean), Some(max)) = (r.get(at)?, r.get(at + 1)?) else {
+            continue;
+        };
+        fold.figure(
+            f,
+            FigureRef {
+                mean,
+                max,
+                n: r.get(at + 2)?,
+                secs: r.get(at + 3)?,
+                // Anything but bytes is no distribution: the bucket reads as approximate.
+                sketch: match r.get_ref(at + 4)? {
+                    ValueRef::Blob(bytes) => Some(bytes),
+                    _ => None,
+                },
+            },
+        );
+    }
+    Ok(())
 }
