@@ -4,7 +4,9 @@
 //!
 //! Memory is the kernel's accounting of the running process (`/proc/PID/status`): `VmHWM`, the
 //! peak resident set, and `VmRSS` (split into anonymous and file-backed pages) once start-up is
-//! long over, with the binary read afresh into the page cache first. Start-up is measured from
+//! long over, with the binary read afresh into the page cache first; and from
+//! `/proc/PID/smaps_rollup`, how much of it other processes map too (libvirt's libraries, which
+//! libvirtd maps) and the proportional set size that divides those among them. Start-up is measured from
 //! outside, as a user sees it: from just before the process is spawned to the arrival of the
 //! first tick's summary line on its stdout, at `--interval 10ms` (so the first tick is due
 //! 10 ms after sampling starts, and that is included).
@@ -33,6 +35,10 @@ struct Footprint {
     rss_kib: u64,
     anon_kib: u64,
     file_kib: u64,
+    /// Resident pages other processes map too (libvirt's libraries, which libvirtd maps).
+    shared_kib: u64,
+    /// Proportional set size: each shared page divided among the processes that map it.
+    pss_kib: u64,
     /// What the last summary line said after `vms` ("3", "n/a", ...).
     vms: String,
     /// Sorted start-up times.
@@ -105,10 +111,15 @@ fn measure(options: &Options, database: &Path, extra: &[&str]) -> anyhow::Result
     });
     std::thread::sleep(options.steady_after);
     let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()));
+    let rollup = std::fs::read_to_string(format!("/proc/{}/smaps_rollup", child.id()));
     stop(&mut child)?;
     let status = status.context("the monitor ended before it was measured")?;
+    let rollup = rollup.context("the monitor ended before it was measured")?;
     let field = |key: &str| {
         status_kib(&status, key).with_context(|| format!("no {key} in /proc/PID/status"))
+    };
+    let rollup_field = |key: &str| {
+        status_kib(&rollup, key).with_context(|| format!("no {key} in /proc/PID/smaps_rollup"))
     };
     let vms = rx
         .try_iter()
@@ -120,6 +131,8 @@ fn measure(options: &Options, database: &Path, extra: &[&str]) -> anyhow::Result
         rss_kib: field("VmRSS")?,
         anon_kib: field("RssAnon")?,
         file_kib: field("RssFile")?,
+        shared_kib: rollup_field("Shared_Clean")? + rollup_field("Shared_Dirty")?,
+        pss_kib: rollup_field("Pss")?,
         vms,
         startups,
     })
@@ -193,13 +206,16 @@ fn describe(label: &str, options: &Options, f: &Footprint) -> String {
         n => format!("{n} VMs"),
     };
     format!(
-        "{label:9}: VmHWM {:.1} MiB; VmRSS after {} s {:.1} MiB (anon {:.1}, file {:.1}); \
-         start-up to the first tick {startup}; {vms}",
+        "{label:9}: VmHWM {:.1} MiB; VmRSS after {} s {:.1} MiB (anon {:.1}, file {:.1}; \
+         {:.1} shared with other processes; PSS {:.1}); start-up to the first tick {startup}; \
+         {vms}",
         mib(f.peak_kib),
         options.steady_after.as_secs(),
         mib(f.rss_kib),
         mib(f.anon_kib),
         mib(f.file_kib),
+        mib(f.shared_kib),
+        mib(f.pss_kib),
     )
 }
 
