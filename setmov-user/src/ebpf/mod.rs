@@ -75,6 +75,11 @@ pub enum ProbeError {
     NoTracepoint(String),
     #[error("tracepoint format {}: {error}", path.display())]
     Format { path: PathBuf, error: FormatError },
+    #[error("kernel BTF {path}: {error}")]
+    Btf {
+        path: &'static str,
+        error: btf::BtfError,
+    },
     #[error("the eBPF object has no {0}; it does not match this loader")]
     Object(String),
     #[error("program {program} could not be loaded or attached: {error}")]
