@@ -234,6 +234,10 @@ fn measure_rounds(options: &Options, work: &Path, device: &str) -> anyhow::Resul
 }
 
 fn print_rounds(options: &Options, rounds: &[Round]) {
+    if rounds.is_empty() {
+        println!("fio IOPS loss: not measured (--rounds 0)");
+        return;
+    }
     let mut losses: Vec<f64> = rounds.iter().map(Round::loss_percent).collect();
     losses.sort_by(f64::total_cmp);
     let median = |sorted: &[f64]| match sorted.len() {
