@@ -57,7 +57,8 @@ pub struct EbpfInterval {
     pub latency_by_device: HashMap<DeviceKey, LatHist>,
     pub latency_by_tgid: HashMap<BlockKey, LatHist>,
     /// How requests and completions were paired over the interval, per device and direction:
-    /// collisions kept, and the completions whose latency is in no histogram.
+    /// requests displaced from the in-flight map, and the completions whose latency is in no
+    /// histogram.
     pub pairing: HashMap<DeviceKey, PairingCounters>,
     /// Names of the devices in `latency_by_device` and `block_by_device`, by kernel `dev_t`
     /// (`vda`, `nvme0n1`); a partition goes by its disk's name.
