@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write as _;
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -39,6 +39,8 @@ const ATTACH_DEADLINE: Duration = Duration::from_secs(60);
 /// make it look cheaper than it is.
 const PEER_MAP_KEYS_MAX: &str = "32768";
 const KERNEL_BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+/// Pause after the monitor stops, before fio runs again.
+const SETTLE: Duration = Duration::from_secs(1);
 
 pub struct Options {
     /// The `setmov` binary to measure.
@@ -308,20 +310,38 @@ struct Monitor {
 }
 
 impl Monitor {
+    /// Starts the monitor and waits for its first tick: by then every probe is attached.
+    /// Attaching patches the kernel's code on every CPU, which here holds I/O back for a while:
+    /// fio must not run across it.
     fn start(binary: &Path, work: &Path) -> anyhow::Result<Self> {
         let log = fs::File::create(work.join("setmov.log"))?;
-        let process = Process::spawn(
+        let mut process = Process::spawn(
             Command::new(binary)
-                .args(["run", "--quiet", "--interval", "1s", "--database"])
+                .args(["run", "--interval", "1s", "--database"])
                 .arg(work.join("cost.db"))
-                .stdout(Stdio::null())
+                .stdout(Stdio::piped())
                 .stderr(log),
         )?;
+        let stdout = process.child.stdout.take().context("no stdout")?;
+        let (ticked, first_tick) = std::sync::mpsc::channel();
+        // Reads every summary line, so that the monitor never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for _ in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = ticked.send(());
+            }
+        });
+        if first_tick.recv_timeout(ATTACH_DEADLINE).is_err() {
+            bail!("setmov run printed no tick within 60 s");
+        }
         Ok(Self { process })
     }
 
+    /// Stops the monitor, then lets the detaching of its probes settle (as attaching, it
+    /// patches the kernel's code) before the next round.
     fn stop(mut self) -> anyhow::Result<()> {
-        crate::footprint::stop(&mut self.process.child)
+        crate::footprint::stop(&mut self.process.child)?;
+        std::thread::sleep(SETTLE);
+        Ok(())
     }
 }
 

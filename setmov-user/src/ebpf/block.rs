@@ -28,7 +28,7 @@ use setmov_common::{
     DeviceKey, LatHist, PairingCounters,
 };
 
-use super::btf::{Btf, BtfError, KERNEL_BTF, KernelBtfBytes};
+use super::btf::{Btf, BtfError, KERNEL_BTF, KernelBtfBytes, typedefs_at_kernel_ids};
 use super::format::format_path;
 use super::{EbpfError, ProbeError, chain, map_error, take_map};
 
@@ -80,6 +80,8 @@ impl BlockTotals {
 pub struct BlockLayouts {
     programs: Vec<&'static str>,
     offsets: BlockOffsets,
+    /// What attaching the programs needs of the kernel's BTF (see `typedefs_at_kernel_ids`).
+    attach_btf: Vec<u8>,
     /// Why latency is not measured, when it is not.
     latency_off: Option<String>,
 }
@@ -96,12 +98,13 @@ impl BlockLayouts {
             .ok_or_else(|| {
                 ProbeError::NoTracepoint("block:block_io_start, block:block_bio_queue".into())
             })?;
-        let offsets = KernelBtfBytes::load()
-            .and_then(|btf| block_offsets(btf.bytes()))
-            .map_err(|error| ProbeError::Btf {
-                path: KERNEL_BTF,
-                error,
-            })?;
+        let btf_error = |error| ProbeError::Btf {
+            path: KERNEL_BTF,
+            error,
+        };
+        let raw = KernelBtfBytes::load().map_err(btf_error)?;
+        let btf = Btf::parse(raw.bytes()).map_err(btf_error)?;
+        let offsets = block_offsets(&btf).map_err(btf_error)?;
         let mut programs = counting.to_vec();
         let missing: Vec<_> = LATENCY_PROGRAMS
             .iter()
@@ -117,9 +120,24 @@ impl BlockLayouts {
                 missing.join(", ")
             ))
         };
+        let mut typedefs = Vec::new();
+        for &program in &programs {
+            let name = format!("btf_trace_{program}");
+            match btf.typedef_id(&name).map_err(btf_error)? {
+                Some(id) => typedefs.push((name, id)),
+                None => {
+                    return Err(ProbeError::Program {
+                        program,
+                        error: format!("the kernel's BTF has no {name}"),
+                    });
+                }
+            }
+        }
+        let typedefs: Vec<(&str, u32)> = typedefs.iter().map(|(n, id)| (n.as_str(), *id)).collect();
         Ok(Self {
             programs,
             offsets,
+            attach_btf: typedefs_at_kernel_ids(&typedefs),
             latency_off,
         })
     }
@@ -130,9 +148,8 @@ impl BlockLayouts {
     }
 }
 
-/// The offsets of the struct members the block programs read, from raw kernel BTF.
-pub fn block_offsets(raw: &[u8]) -> Result<BlockOffsets, BtfError> {
-    let btf = Btf::parse(raw)?;
+/// The offsets of the struct members the block programs read, from the kernel's BTF.
+pub fn block_offsets(btf: &Btf) -> Result<BlockOffsets, BtfError> {
     let bio_iter = btf.member_offset("bio", "bi_iter", "bio.bi_iter")?;
     let iter_size = btf.member_offset("bvec_iter", "bi_size", "bvec_iter.bi_size")?;
     Ok(BlockOffsets {
@@ -185,14 +202,12 @@ pub struct BlockProbe {
 }
 
 impl BlockProbe {
-    /// Attaches the programs `layouts` chose and takes their maps. Attaching a BTF tracepoint
-    /// needs the kernel's type id of its prototype, so aya parses the kernel's BTF here (about
-    /// 25 ms; the memory is handed back after loading).
+    /// Attaches the programs `layouts` chose and takes their maps.
     pub fn attach(ebpf: &mut aya::Ebpf, layouts: &BlockLayouts) -> Result<Self, ProbeError> {
-        let kernel_btf = aya::Btf::from_sys_fs().map_err(|error| ProbeError::Program {
-            program: "block_io_start",
-            error: format!("cannot read the kernel's BTF: {}", chain(&error)),
-        })?;
+        let kernel_btf =
+            aya::Btf::parse(&layouts.attach_btf, aya::Endianness::default()).map_err(|error| {
+                ProbeError::Object(format!("BTF of the block tracepoints: {error}"))
+            })?;
         for &program in &layouts.programs {
             attach_btf_tracepoint(ebpf, &kernel_btf, program)?;
         }
@@ -400,7 +415,8 @@ mod tests {
     /// checked by the ebpf_block tests: the verifier refuses a program reading at a wrong one).
     #[test]
     fn offsets_name_what_the_btf_lacks() {
-        match block_offsets(&tiny_btf("ifindex")) {
+        let raw = tiny_btf("ifindex");
+        match block_offsets(&Btf::parse(&raw).expect("parses")) {
             Err(BtfError::Member { member, problem }) => {
                 assert_eq!(member, "bio.bi_iter");
                 assert_eq!(problem, "no struct bio");
