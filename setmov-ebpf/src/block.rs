@@ -255,9 +255,11 @@ pub fn block_rq_issue(ctx: BtfTracePointContext) -> u32 {
 fn try_block_rq_issue(ctx: &BtfTracePointContext) -> Result<u32, u32> {
     let offsets = BLOCK_OFFSETS.load();
     let request: *const u8 = ctx.arg(0);
-    let Some(target) = request_target(request, &offsets) else {
+    // SAFETY: a BTF pointer and a member of `struct request`.
+    let opf: u32 = unsafe { member(request, offsets.request_cmd_flags) };
+    if direction_from_opf(opf).is_none() {
         return Ok(0);
-    };
+    }
     // SAFETY: a helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let address = address_of(request)?;
@@ -268,6 +270,10 @@ fn try_block_rq_issue(ctx: &BtfTracePointContext) -> Result<u32, u32> {
     if unsafe { (*bucket).issue(address, now) } {
         return Ok(0);
     }
+    // Not seen starting: its disk is read only now.
+    let Some(target) = request_target(request, &offsets) else {
+        return Ok(0);
+    };
     let slot = InflightSlot {
         request: address,
         issued_ns: now,
