@@ -20,6 +20,9 @@ const KEPT_MAX_BYTES: u64 = 256 << 20;
 pub(super) struct KeptTicks {
     kept_dir: PathBuf,
     kept: Option<Spool>,
+    /// Whether the folder was looked for: an earlier run's ticks are there when this run
+    /// starts or never (a stat per tick is a syscall for nothing).
+    looked: bool,
     quarantine_dir: PathBuf,
     quarantine: Option<Quarantine>,
 }
@@ -34,6 +37,7 @@ impl KeptTicks {
         KeptTicks {
             kept_dir: beside(".kept"),
             kept: None,
+            looked: false,
             quarantine_dir: beside(".quarantine"),
             quarantine: None,
         }
@@ -41,9 +45,10 @@ impl KeptTicks {
 
     /// The kept ticks, if a run left some (or `create`).
     fn kept(&mut self, create: bool) -> Result<Option<&mut Spool>, StoreError> {
-        if self.kept.is_none() && (create || self.kept_dir.exists()) {
+        if self.kept.is_none() && (create || !self.looked && self.kept_dir.exists()) {
             self.kept = Some(Spool::open(&self.kept_dir, KEPT_MAX_BYTES)?);
         }
+        self.looked = true;
         Ok(self.kept.as_mut())
     }
 

@@ -1,10 +1,13 @@
 //! The write of a tick: its rows in one transaction, and what a refusal is.
 
-use rusqlite::{ErrorCode, Transaction, params};
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use rusqlite::{Connection, ErrorCode, params};
 
 use super::SqliteStore;
 use crate::store::StoreError;
-use crate::store::rows::{HostRow, Rows, TickRows, Value};
+use crate::store::rows::{HostRow, Rows, TickRows, Value, VmRow};
 
 impl SqliteStore {
     /// Writes one tick's rows in one transaction.
@@ -24,62 +27,28 @@ impl SqliteStore {
         };
         // T1 changes rarely; writing it only when it does saves a page write per tick.
         let host_changed = last.as_ref() != Some(&host);
-        let tx = state.conn.transaction()?;
-        if host_changed {
-            tx.prepare_cached(
-                "INSERT INTO hosts (host_ip, host_name, vmc, mac, cpus, memory_bytes)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (host_ip) DO UPDATE SET host_name = excluded.host_name,
-                     vmc = excluded.vmc, mac = excluded.mac, cpus = excluded.cpus,
-                     memory_bytes = excluded.memory_bytes",
-            )?
-            .execute(params![
-                host.host_ip,
-                host.host_name,
-                host.vmc.unwrap_or(0),
-                host.mac,
-                host.cpus,
-                host.memory_bytes
-            ])?;
-        }
-        // T3 changes rarely too (name, state, host); the last connect time is set for all
-        // running VMs at once below.
-        let mut t3_written = Vec::new();
-        for vm in &rows.vms {
-            if state.written_vms.get(&vm.uuid) == Some(vm) {
-                continue;
+        let conn = &state.conn;
+        // BEGIN and COMMIT as cached statements: `Connection::transaction` parses their text
+        // again on every tick.
+        conn.prepare_cached("BEGIN")?.execute([])?;
+        let written = write_in_transaction(conn, rows, &host, host_changed, &state.written_vms)
+            .and_then(|t3_written| {
+                conn.prepare_cached("COMMIT")?.execute([])?;
+                Ok(t3_written)
+            });
+        let t3_written = match written {
+            Ok(t3_written) => t3_written,
+            Err(e) => {
+                // A failed statement or COMMIT (busy) leaves the transaction open: end it,
+                // unless SQLite already rolled it back.
+                if !conn.is_autocommit()
+                    && let Err(rollback) = conn.execute_batch("ROLLBACK")
+                {
+                    tracing::debug!("rollback after a failed tick write: {rollback}");
+                }
+                return Err(e);
             }
-            // The state may be unknown this tick (libvirt unreachable): the stored one stays.
-            tx.prepare_cached(
-                "INSERT INTO vms (uuid, host_ip, name, state, lct) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (uuid) DO UPDATE SET host_ip = excluded.host_ip,
-                     name = excluded.name,
-                     state = CASE WHEN excluded.state = 'unknown' THEN vms.state
-                                  ELSE excluded.state END,
-                     lct = COALESCE(excluded.lct, vms.lct)",
-            )?
-            .execute(params![
-                vm.uuid,
-                vm.host_ip,
-                vm.name,
-                vm.state,
-                rows.running.contains(&vm.uuid).then_some(&rows.time)
-            ])?;
-            t3_written.push(vm.clone());
-        }
-        if !rows.running.is_empty() {
-            // One statement for every running VM's last connect time.
-            let uuids = serde_json::to_string(&rows.running)
-                .map_err(|e| StoreError::Worker(e.to_string()))?;
-            tx.prepare_cached(
-                "UPDATE vms SET lct = ?1 WHERE uuid IN (SELECT value FROM json_each(?2))",
-            )?
-            .execute(params![rows.time, uuids])?;
-        }
-        for table in &rows.tables {
-            write_rows(&tx, table, Conflict::Keep)?;
-        }
-        tx.commit()?;
+        };
         // Only a committed tick changes what T1 and T3 hold.
         for vm in t3_written {
             state.written_vms.insert(vm.uuid.clone(), vm);
@@ -98,6 +67,71 @@ impl SqliteStore {
         state.written_vms.clear();
         Ok(())
     }
+}
+
+/// The statements of one tick's write, inside the transaction the caller opened; returns the
+/// T3 rows written.
+fn write_in_transaction(
+    conn: &Connection,
+    rows: &TickRows,
+    host: &HostRow,
+    host_changed: bool,
+    written_vms: &HashMap<String, VmRow>,
+) -> Result<Vec<VmRow>, StoreError> {
+    if host_changed {
+        conn.prepare_cached(
+            "INSERT INTO hosts (host_ip, host_name, vmc, mac, cpus, memory_bytes)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (host_ip) DO UPDATE SET host_name = excluded.host_name,
+                 vmc = excluded.vmc, mac = excluded.mac, cpus = excluded.cpus,
+                 memory_bytes = excluded.memory_bytes",
+        )?
+        .execute(params![
+            host.host_ip,
+            host.host_name,
+            host.vmc.unwrap_or(0),
+            host.mac,
+            host.cpus,
+            host.memory_bytes
+        ])?;
+    }
+    // T3 changes rarely too (name, state, host); the last connect time of the running VMs
+    // whose row is unchanged is set below.
+    let mut t3_written = Vec::new();
+    for vm in &rows.vms {
+        if written_vms.get(&vm.uuid) == Some(vm) {
+            continue;
+        }
+        // The state may be unknown this tick (libvirt unreachable): the stored one stays.
+        conn.prepare_cached(
+            "INSERT INTO vms (uuid, host_ip, name, state, lct) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (uuid) DO UPDATE SET host_ip = excluded.host_ip,
+                 name = excluded.name,
+                 state = CASE WHEN excluded.state = 'unknown' THEN vms.state
+                              ELSE excluded.state END,
+                 lct = COALESCE(excluded.lct, vms.lct)",
+        )?
+        .execute(params![
+            vm.uuid,
+            vm.host_ip,
+            vm.name,
+            vm.state,
+            rows.running.contains(&vm.uuid).then_some(&rows.time)
+        ])?;
+        t3_written.push(vm.clone());
+    }
+    // One cached statement per running VM: cheaper than one statement over a JSON list of
+    // them (serialising the list, json_each and the IN set cost more than the lookups).
+    let mut lct = conn.prepare_cached("UPDATE vms SET lct = ?1 WHERE uuid = ?2")?;
+    for uuid in &rows.running {
+        if !t3_written.iter().any(|vm| &vm.uuid == uuid) {
+            lct.execute(params![rows.time, uuid])?;
+        }
+    }
+    for table in &rows.tables {
+        write_rows(conn, table, Conflict::Keep)?;
+    }
+    Ok(t3_written)
 }
 
 /// Whether SQLite refused a write for what it holds (a constraint, a value too big or of the
@@ -125,28 +159,47 @@ pub(super) enum Conflict {
 
 /// Writes every row of `table`.
 pub(super) fn write_rows(
-    tx: &Transaction,
+    tx: &Connection,
     table: &Rows,
     conflict: Conflict,
 ) -> Result<(), StoreError> {
-    let placeholders = (1..=table.columns.len())
-        .map(|i| format!("?{i}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let (verb, tail) = match conflict {
-        Conflict::Keep => ("INSERT", " ON CONFLICT DO NOTHING"),
-        Conflict::Replace => ("REPLACE", ""),
-    };
-    let sql = format!(
-        "{verb} INTO {} ({}) VALUES ({placeholders}){tail}",
-        table.table,
-        table.columns.join(", ")
-    );
-    let mut stmt = tx.prepare_cached(&sql)?;
+    let mut stmt = tx.prepare_cached(&insert_sql(table, conflict))?;
     for row in &table.rows {
         stmt.execute(rusqlite::params_from_iter(row.iter().map(SqlValue)))?;
     }
     Ok(())
+}
+
+/// The statement that writes a row of `table`, built into one string: it is the key of the
+/// statement cache, built for every table on every tick (one allocation per column before).
+fn insert_sql(table: &Rows, conflict: Conflict) -> String {
+    let (verb, tail) = match conflict {
+        Conflict::Keep => ("INSERT", " ON CONFLICT DO NOTHING"),
+        Conflict::Replace => ("REPLACE", ""),
+    };
+    let names: usize = table.columns.iter().map(|c| c.len() + 6).sum();
+    let mut sql = String::with_capacity(verb.len() + table.table.len() + names + tail.len() + 24);
+    sql.push_str(verb);
+    sql.push_str(" INTO ");
+    sql.push_str(&table.table);
+    sql.push_str(" (");
+    for (i, column) in table.columns.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(column);
+    }
+    sql.push_str(") VALUES (");
+    for i in 1..=table.columns.len() {
+        if i > 1 {
+            sql.push_str(", ");
+        }
+        // Writing into a String cannot fail.
+        let _ = write!(sql, "?{i}");
+    }
+    sql.push(')');
+    sql.push_str(tail);
+    sql
 }
 
 /// A [`Value`] as SQLite takes it.
@@ -174,8 +227,26 @@ mod tests {
     use crate::store::{Store, WriteOutcome};
 
     fn count(db: &std::path::Path, sql: &str) -> i64 {
-        let conn = rusqlite::Connection::open(db).expect("open");
+        let conn = Connection::open(db).expect("open");
         conn.query_row(sql, [], |r| r.get(0)).expect("count")
+    }
+
+    #[test]
+    fn the_insert_statement_names_every_column_once() {
+        let table = Rows {
+            table: "vm_nic_usage".into(),
+            columns: vec!["time".into(), "uuid".into(), "iface".into()],
+            rows: Vec::new(),
+        };
+        assert_eq!(
+            insert_sql(&table, Conflict::Keep),
+            "INSERT INTO vm_nic_usage (time, uuid, iface) VALUES (?1, ?2, ?3) \
+             ON CONFLICT DO NOTHING"
+        );
+        assert_eq!(
+            insert_sql(&table, Conflict::Replace),
+            "REPLACE INTO vm_nic_usage (time, uuid, iface) VALUES (?1, ?2, ?3)"
+        );
     }
 
     #[test]
@@ -185,7 +256,7 @@ mod tests {
         let store = SqliteStore::open(&db).expect("open");
         store.write_tick_blocking(&tick(1, 1_000)).expect("write");
         // Another process, foreign keys off, deletes the host the store remembers writing.
-        let other = rusqlite::Connection::open(&db).expect("open");
+        let other = Connection::open(&db).expect("open");
         other
             .execute_batch("PRAGMA foreign_keys = OFF; DELETE FROM hosts;")
             .expect("delete");
@@ -204,7 +275,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("s.db");
         let store = SqliteStore::open(&db).expect("open");
-        let other = rusqlite::Connection::open(&db).expect("open");
+        let other = Connection::open(&db).expect("open");
         other
             .execute_batch(
                 "CREATE TRIGGER refuse_second_two BEFORE INSERT ON host_usage
@@ -247,7 +318,7 @@ mod tests {
             .conn
             .busy_timeout(std::time::Duration::from_millis(50))
             .expect("timeout");
-        let other = rusqlite::Connection::open(&db).expect("open");
+        let other = Connection::open(&db).expect("open");
         other.execute_batch("BEGIN IMMEDIATE").expect("lock");
         let e = store
             .write_tick_blocking(&tick(1, 1_000))
@@ -274,7 +345,7 @@ mod tests {
         let mut store = SqliteStore::open(&db).expect("reopen");
         store.write_tick(&tick(4, 4_000)).await.expect("write");
         let times: Vec<String> = {
-            let conn = rusqlite::Connection::open(&db).expect("open");
+            let conn = Connection::open(&db).expect("open");
             let mut stmt = conn
                 .prepare("SELECT time FROM host_usage ORDER BY time")
                 .expect("prepare");
