@@ -18,10 +18,6 @@ fn non_empty(prefixes: Vec<String>) -> Vec<String> {
     prefixes.into_iter().filter(|p| !p.is_empty()).collect()
 }
 
-/// When start-up's code is paged out ([`crate::resident`]): once sampling has begun, late
-/// enough that no start-up work is left running.
-const RELEASE_STARTUP_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
-
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Watched before anything else: a signal during start-up (migrations, the eBPF load) stops
     // the run before its first tick rather than killing it half-way.
@@ -102,14 +98,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
     };
     sampling.store(true, Ordering::Relaxed);
-    tokio::spawn(async {
-        tokio::time::sleep(RELEASE_STARTUP_AFTER).await;
-        let advised = crate::resident::release_startup_code();
-        tracing::debug!(
-            "start-up code released: {} KiB of this executable's mappings paged out",
-            advised / 1024
-        );
-    });
     let report = sampler::run(config, identity, sources, store, outputs, stop).await;
     tracing::info!(
         "stopped after {} ticks: {} written, {} quarantined, {} kept for the next start, {} lost",
