@@ -12,18 +12,14 @@ pub use lat_hist::{
     LAT_BUCKETS, LAT_MAX_NS, LAT_SUB_BUCKETS, LatHist, lat_bucket, lat_bucket_high, lat_bucket_low,
 };
 
-/// Name of the per-CPU hash map holding the block I/O counters (`BlockKey` -> `BlockValue`).
+/// Name of the per-CPU hash map holding the block I/O counters (`BlockIoKey` -> `BlockValue`):
+/// per submitting process, disk and direction. The all-process figures per device are its sums
+/// (plus what the loader kept of processes it forgot), so one lookup per event does both.
 pub const BLOCK_IO_MAP: &str = "BLOCK_IO";
-/// Capacity of [`BLOCK_IO_MAP`]: two directions per process, so ~8000 live submitting
-/// processes. The map is per-CPU and not preallocated: each live key costs 16 bytes per CPU.
-pub const BLOCK_IO_MAX_ENTRIES: u32 = 16384;
-/// Name of the per-CPU hash of all processes' block I/O by device and direction
-/// (`DeviceKey` -> `BlockValue`): complete even when the per-process map is full, and per
-/// device so that the host total can count the same devices as /proc/diskstats' (the disks
-/// nothing sits below; a loop device's requests reach the disk under its file again).
-pub const BLOCK_IO_TOTAL_MAP: &str = "BLOCK_IO_TOTAL";
-/// Capacity of [`BLOCK_IO_TOTAL_MAP`]: two keys per block device that ever did I/O.
-pub const BLOCK_IO_TOTAL_MAX_ENTRIES: u32 = 1024;
+/// Capacity of [`BLOCK_IO_MAP`]: processes × disks × directions doing I/O within the loader's
+/// clean-up period (10 s). Preallocated, so that counting never allocates: 8192 × 16 bytes per
+/// CPU (256 KiB on 2 CPUs, 16 MiB on 128).
+pub const BLOCK_IO_MAX_ENTRIES: u32 = 8192;
 /// Name of the per-CPU array (one `u64`) counting events that found the counter map full.
 pub const BLOCK_IO_LOST_MAP: &str = "BLOCK_IO_LOST";
 
@@ -67,12 +63,25 @@ pub const DIR_READ: u32 = 0;
 /// Direction of a block I/O: data written to the device.
 pub const DIR_WRITE: u32 = 1;
 
-/// Key of [`BLOCK_IO_MAP`]: who submitted the I/O and in which direction.
+/// Who submitted block I/O, in which direction: the key of the per-process latency
+/// histograms (`BLOCK_LATENCY_TGID`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct BlockKey {
     /// Process id (the kernel's tgid) of the submitting task.
     pub tgid: u32,
+    /// [`DIR_READ`] or [`DIR_WRITE`].
+    pub direction: u32,
+}
+
+/// Key of [`BLOCK_IO_MAP`]: who submitted the I/O, to which disk, in which direction.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BlockIoKey {
+    /// Process id (the kernel's tgid) of the submitting task.
+    pub tgid: u32,
+    /// The disk's `dev_t` (`MAJOR << 20 | MINOR`; a partition's I/O goes under its disk).
+    pub dev: u32,
     /// [`DIR_READ`] or [`DIR_WRITE`].
     pub direction: u32,
 }
@@ -87,30 +96,69 @@ pub struct BlockValue {
     pub bytes: u64,
 }
 
-/// Where a program finds its inputs in its tracepoint's record. The loader fills one in per
-/// program (global variable `<PROGRAM>_LAYOUT`) from the tracepoint's `format` file, because
-/// record layouts differ between kernels. All zeroes means "not set": the program counts nothing.
+/// Where the block programs find what they read in the kernel's structs: byte offsets from
+/// this kernel's BTF, written by the loader into the programs' read-only global
+/// `BLOCK_OFFSETS` (so the verifier knows them as constants and checks every read against the
+/// struct's BTF). Struct layouts differ between kernels and builds: none is built in.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct BlockTpLayout {
-    /// Byte offset of `dev_t dev` (4 bytes, the kernel's `MAJOR << 20 | MINOR`).
-    pub dev_offset: u32,
-    /// Byte offset of `sector_t sector` (8 bytes).
-    pub sector_offset: u32,
-    /// Byte offset of `unsigned int nr_sector` in the record.
-    pub nr_sector_offset: u32,
-    /// Byte offset of `char rwbs[]` in the record.
-    pub rwbs_offset: u32,
+pub struct BlockOffsets {
+    /// `struct request`: `q` (`struct request_queue *`).
+    pub request_queue: u32,
+    /// `struct request`: `cmd_flags` (`blk_opf_t`, 4 bytes).
+    pub request_cmd_flags: u32,
+    /// `struct request`: `__data_len` (bytes, 4).
+    pub request_data_len: u32,
+    /// `struct request_queue`: `disk` (`struct gendisk *`).
+    pub queue_disk: u32,
+    /// `struct gendisk`: `major` (int).
+    pub disk_major: u32,
+    /// `struct gendisk`: `first_minor` (int).
+    pub disk_first_minor: u32,
+    /// `struct bio`: `bi_bdev` (`struct block_device *`).
+    pub bio_bdev: u32,
+    /// `struct bio`: `bi_opf` (`blk_opf_t`).
+    pub bio_opf: u32,
+    /// `struct bio`: `bi_iter.bi_size` (bytes, 4).
+    pub bio_size: u32,
+    /// `struct block_device`: `bd_disk` (`struct gendisk *`).
+    pub bdev_disk: u32,
 }
 
-/// Name of the LRU hash of requests in flight (`InflightKey` -> `InflightValue`): from
-/// `block_io_start` (or `block_rq_issue`) to `block_rq_complete`. LRU so that a request whose
-/// completion is never seen cannot fill it.
+/// The kernel's `REQ_OP_MASK`: the operation in the low 8 bits of a `blk_opf_t`.
+pub const REQ_OP_MASK: u32 = 0xff;
+/// `REQ_OP_READ` and `REQ_OP_WRITE`; the others (flush, discard, ...) carry no data we count.
+const REQ_OP_READ: u32 = 0;
+const REQ_OP_WRITE: u32 = 1;
+
+/// Direction of a request or bio from its `blk_opf_t`; `None` for operations other than reads
+/// and writes.
+#[inline(always)]
+pub const fn direction_from_opf(opf: u32) -> Option<u32> {
+    match opf & REQ_OP_MASK {
+        REQ_OP_READ => Some(DIR_READ),
+        REQ_OP_WRITE => Some(DIR_WRITE),
+        _ => None,
+    }
+}
+
+/// The kernel-internal `dev_t` (`MKDEV`) of a disk's major and first minor.
+#[inline(always)]
+pub const fn disk_dev(major: u32, first_minor: u32) -> u32 {
+    (major << 20) | (first_minor & ((1 << 20) - 1))
+}
+
+/// Name of the array of requests in flight (`u32` bucket -> [`InflightBucket`]), from
+/// `block_io_start` (or `block_rq_issue`) to `block_rq_complete`, indexed by
+/// [`inflight_bucket`] of the request's address. An array: its lookups are inlined by the
+/// verifier (no hashing call, no lock, no allocation) and it needs no clean-up (see
+/// [`InflightBucket`]).
 pub const BLOCK_INFLIGHT_MAP: &str = "BLOCK_INFLIGHT";
-/// Capacity of [`BLOCK_INFLIGHT_MAP`]: keys (device, direction, first sector), each holding up
-/// to [`INFLIGHT_SLOTS`] requests; far above what a host keeps in flight. The map is
-/// preallocated: 32768 × (16 B key + 128 B value + the kernel's ~50 B) ≈ 6 MiB.
-pub const BLOCK_INFLIGHT_MAX_ENTRIES: u32 = 32768;
+/// log2 of the buckets of [`BLOCK_INFLIGHT_MAP`].
+pub const INFLIGHT_BUCKET_BITS: u32 = 16;
+/// Buckets of [`BLOCK_INFLIGHT_MAP`], two requests each: 65536 × 48 bytes = 3 MiB. With 3000
+/// requests in flight a request finds both slots of its bucket taken about once in 1000.
+pub const INFLIGHT_BUCKETS: u32 = 1 << INFLIGHT_BUCKET_BITS;
 /// Name of the per-CPU hash of issue-to-completion latency per device and direction
 /// (`DeviceKey` -> `LatHist` of nanoseconds).
 pub const BLOCK_LATENCY_DEVICE_MAP: &str = "BLOCK_LATENCY_DEVICE";
@@ -120,8 +168,10 @@ pub const BLOCK_LATENCY_TGID_MAP: &str = "BLOCK_LATENCY_TGID";
 /// Capacity of [`BLOCK_LATENCY_DEVICE_MAP`] (devices × 2 directions); each live key costs
 /// 2184 bytes per CPU.
 pub const BLOCK_LATENCY_DEVICE_MAX_ENTRIES: u32 = 1024;
-/// Capacity of [`BLOCK_LATENCY_TGID_MAP`]; not preallocated, each live key costs 2184 bytes per
-/// CPU (entries of exited processes are removed by the loader every 10 s).
+/// Capacity of [`BLOCK_LATENCY_TGID_MAP`]; not preallocated (2184 bytes per CPU a key: a
+/// preallocated map would take 17 MiB per CPU), each live key costs 2184 bytes per CPU
+/// (entries of exited processes are removed by the loader every 10 s). A key is created once
+/// per process and direction, so allocation is off the per-event path.
 pub const BLOCK_LATENCY_TGID_MAX_ENTRIES: u32 = 8192;
 /// Name of the one-slot per-CPU array holding an all-zero `LatHist`, the value a new
 /// histogram entry starts from (too big to build on the eBPF stack).
@@ -132,197 +182,120 @@ pub const BLOCK_PAIRING_MAP: &str = "BLOCK_PAIRING";
 /// Capacity of [`BLOCK_PAIRING_MAP`] (devices × 2 directions; 24 bytes per CPU a key).
 pub const BLOCK_PAIRING_MAX_ENTRIES: u32 = 1024;
 
-/// Requests in flight: device, direction and first sector (what `block_rq_complete` reports
-/// again). Several requests may be in flight under one key (the same block read again before
-/// the first read completed): the value holds up to [`INFLIGHT_SLOTS`] of them.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct InflightKey {
-    pub dev: u32,
-    pub direction: u32,
-    pub sector: u64,
+/// The [`BLOCK_INFLIGHT_MAP`] bucket of a request: its address in 64-byte units, modulo the
+/// buckets. `struct request`s are cache-line aligned and lie side by side in their tag set's
+/// pages, so the requests of one device use neighbouring buckets: the few pages they touch
+/// stay in the caches and the TLB (a hash spreading them over the 3 MiB array cost a miss per
+/// event).
+#[inline(always)]
+pub const fn inflight_bucket(request: u64) -> u32 {
+    ((request >> 6) as u32) & (INFLIGHT_BUCKETS - 1)
 }
 
-/// Requests one [`InflightKey`] holds at most.
-pub const INFLIGHT_SLOTS: usize = 8;
-/// An [`InflightSlot`] holding no request.
-pub const SLOT_EMPTY: u32 = 0;
-/// An [`InflightSlot`] holding a request seen starting (`block_io_start`), not issued yet.
-pub const SLOT_STARTED: u32 = 1;
-/// An [`InflightSlot`] holding a request issued to the device (`block_rq_issue`).
-pub const SLOT_ISSUED: u32 = 2;
-
-/// One request in flight.
+/// One request in flight; all zero when the slot is free.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct InflightSlot {
-    /// `bpf_ktime_get_ns` at `block_rq_issue` ([`SLOT_ISSUED`]), or at `block_io_start` until
-    /// then ([`SLOT_STARTED`]).
-    pub stamp_ns: u64,
+    /// The kernel's `struct request *`; 0 for a free slot.
+    pub request: u64,
+    /// `bpf_ktime_get_ns` at the request's (last) `block_rq_issue`; 0 until it is issued.
+    pub issued_ns: u64,
     /// Submitting process; 0 when unknown (the request was first seen at issue).
     pub tgid: u32,
-    /// [`SLOT_EMPTY`], [`SLOT_STARTED`] or [`SLOT_ISSUED`].
-    pub state: u32,
+    /// The request's disk (`dev_t`).
+    pub dev: u32,
 }
 
-/// The requests in flight under one key, 128 bytes. A completion takes the newest issued
-/// request (last in, first out). Which of two requests to one sector completed first is not
-/// known, so either order gives one real latency per completion; the newest is taken because
-/// the probe misses some completions (the kernel skips a BPF program that would run nested in
-/// another on its CPU: 0.3-5 % of completions under load here), and a missed completion leaves
-/// its request's slot behind: taken oldest first, that slot would hand its age to the next
-/// request of the sector, and that one's to the next. Newest first, a left-over slot stays
-/// aside until a full key evicts it (the oldest slot makes room).
+/// What noting a request in its bucket did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Noted {
+    /// In its own slot (the request's, or a free one).
+    Kept,
+    /// Both slots held other requests: it took the place of one of them, which will find
+    /// nothing at its completion (counted unpaired). `issued`: that one had been issued (most
+    /// likely a request whose completion was missed, whose slot was waiting to be reused).
+    Displaced { issued: bool },
+}
+
+/// The two requests in flight a bucket of [`BLOCK_INFLIGHT_MAP`] can hold. Pairing is exact
+/// (by the request's address), so requests to one sector never mix up. A request whose
+/// completion was missed (the kernel skips a BPF program that would run nested in another on
+/// its CPU) leaves its slot behind; the slot is taken again when that `struct request` starts
+/// its next I/O (same address, same bucket), or by a request finding its bucket full: no
+/// clean-up is needed and no stale age is handed on.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct InflightValue {
-    pub slots: [InflightSlot; INFLIGHT_SLOTS],
+pub struct InflightBucket {
+    pub slots: [InflightSlot; 2],
 }
 
-/// What [`InflightValue::remember`] did with a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Remembered {
-    /// In an empty slot; `collided`: other requests were in flight under the key.
-    Kept { collided: bool },
-    /// In place of the oldest request (every slot was taken): most likely one whose
-    /// completion was missed; if not, that request's completion will take another's slot and
-    /// the last one of the key be unpaired.
-    Replaced,
-}
-
-impl InflightValue {
-    /// A value holding `slot` alone.
+impl InflightBucket {
+    /// Notes a request that starts (or is issued without having been seen starting): in its
+    /// own slot if it has one, else a free one, else in place of the request issued longest
+    /// ago (the most likely to be a left-over), or of the first.
     #[inline(always)]
-    pub const fn one(slot: InflightSlot) -> Self {
-        let mut value = InflightValue {
-            slots: [InflightSlot {
-                stamp_ns: 0,
-                tgid: 0,
-                state: SLOT_EMPTY,
-            }; INFLIGHT_SLOTS],
-        };
-        value.slots[0] = slot;
-        value
+    pub fn note(&mut self, slot: InflightSlot) -> Noted {
+        let [first, second] = &mut self.slots;
+        let own_or_free = |s: &InflightSlot| s.request == slot.request || s.request == 0;
+        if own_or_free(first) {
+            *first = slot;
+            return Noted::Kept;
+        }
+        if own_or_free(second) {
+            *second = slot;
+            return Noted::Kept;
+        }
+        let second_is_older =
+            second.issued_ns != 0 && (first.issued_ns == 0 || second.issued_ns < first.issued_ns);
+        let displaced = if second_is_older { second } else { first };
+        let issued = displaced.issued_ns != 0;
+        *displaced = slot;
+        Noted::Displaced { issued }
     }
 
-    /// Whether no request is held.
+    /// Marks `request` issued at `now_ns`; a request issued again after the driver gave it
+    /// back (a requeue) is timed from its last issue, as the kernel's own accounting does.
+    /// False if the bucket does not hold it (it was not seen starting, or was displaced).
     #[inline(always)]
-    pub fn is_empty(&self) -> bool {
-        self.slots.iter().all(|s| s.state == SLOT_EMPTY)
-    }
-
-    /// Adds a request (see [`Remembered`]).
-    #[inline(always)]
-    pub fn remember(&mut self, slot: InflightSlot) -> Remembered {
-        let mut empty = INFLIGHT_SLOTS;
-        let mut oldest = 0;
-        let mut oldest_stamp = u64::MAX;
-        let mut held = false;
-        for (i, s) in self.slots.iter().enumerate() {
-            if s.state == SLOT_EMPTY {
-                if empty == INFLIGHT_SLOTS {
-                    empty = i;
-                }
-            } else {
-                held = true;
-                if s.stamp_ns < oldest_stamp {
-                    oldest_stamp = s.stamp_ns;
-                    oldest = i;
-                }
+    pub fn issue(&mut self, request: u64, now_ns: u64) -> bool {
+        for s in self.slots.iter_mut() {
+            if s.request == request {
+                s.issued_ns = now_ns;
+                return true;
             }
         }
-        if let Some(s) = self.slots.get_mut(empty) {
-            *s = slot;
-            return Remembered::Kept { collided: held };
-        }
-        if let Some(s) = self.slots.get_mut(oldest) {
-            *s = slot;
-        }
-        Remembered::Replaced
+        false
     }
 
-    /// Marks the oldest request not yet issued as issued at `now_ns`. With none, the newest
-    /// issued request is issued again: a request the driver gave back (`block_rq_requeue`,
-    /// e.g. virtio with its ring full) and the block layer issues anew, which is timed from its
-    /// last issue, as the kernel's own I/O accounting does. False if the key holds no request
-    /// at all (the request was not seen starting).
+    /// Takes `request` out at its completion; `None` if the bucket does not hold it, or holds
+    /// it not issued (no latency to give).
     #[inline(always)]
-    pub fn issue(&mut self, now_ns: u64) -> bool {
-        let i = match self.find(SLOT_STARTED, false) {
-            Some(i) => i,
-            None => match self.find(SLOT_ISSUED, true) {
-                Some(i) => i,
-                None => return false,
-            },
-        };
-        match self.slots.get_mut(i) {
-            Some(s) => {
-                s.stamp_ns = now_ns;
-                s.state = SLOT_ISSUED;
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Takes the request a completion ends: the newest issued one, else the newest started.
-    #[inline(always)]
-    pub fn complete(&mut self) -> Option<InflightSlot> {
-        let i = match self.find(SLOT_ISSUED, true) {
-            Some(i) => i,
-            None => self.find(SLOT_STARTED, true)?,
-        };
-        let s = self.slots.get_mut(i)?;
-        let taken = *s;
-        s.state = SLOT_EMPTY;
-        Some(taken)
-    }
-
-    /// Takes the newest request not yet issued: the one a bio merged in front of moves to a
-    /// new first sector.
-    #[inline(always)]
-    pub fn take_newest_started(&mut self) -> Option<InflightSlot> {
-        let i = self.find(SLOT_STARTED, true)?;
-        let s = self.slots.get_mut(i)?;
-        let taken = *s;
-        s.state = SLOT_EMPTY;
-        Some(taken)
-    }
-
-    /// The slot in `state` with the largest stamp (`newest`) or the smallest.
-    #[inline(always)]
-    fn find(&self, state: u32, newest: bool) -> Option<usize> {
-        let mut found = None;
-        let mut stamp = 0;
-        for (i, s) in self.slots.iter().enumerate() {
-            let better = match found {
-                None => true,
-                Some(_) if newest => s.stamp_ns >= stamp,
-                Some(_) => s.stamp_ns < stamp,
-            };
-            if s.state == state && better {
-                found = Some(i);
-                stamp = s.stamp_ns;
+    pub fn complete(&mut self, request: u64) -> Option<InflightSlot> {
+        for s in self.slots.iter_mut() {
+            if s.request == request {
+                let taken = *s;
+                *s = InflightSlot::default();
+                return (taken.issued_ns != 0).then_some(taken);
             }
         }
-        found
+        None
     }
 }
 
-/// Value of [`BLOCK_PAIRING_MAP`]: cumulative per CPU since load, of one device and direction.
+/// Value of [`BLOCK_PAIRING_MAP`]: cumulative per CPU since load, of one device and direction
+/// (those of the request that was noted or completed).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PairingCounters {
-    /// Requests that started (or were first seen at issue) while another request was in
-    /// flight under the same device, direction and first sector. Both are kept: no latency is
-    /// lost to a collision while the key has a free slot.
+    /// Requests that found both slots of their [`InflightBucket`] held by other requests and
+    /// displaced one (see [`Noted::Displaced`]).
     pub collided: u64,
-    /// Requests that found all [`INFLIGHT_SLOTS`] of their key taken and replaced the oldest
-    /// (see [`Remembered::Replaced`]).
+    /// Of those, the ones that displaced a request already issued: its latency is lost unless
+    /// its completion had been missed anyway.
     pub overflowed: u64,
     /// Completions that found no request to pair with, so added no latency: requests started
-    /// before the programs were attached, replaced on overflow, evicted from the full LRU map,
-    /// or the later parts of a request completed in parts.
+    /// before the programs were attached, displaced ones, or the later parts of a request
+    /// completed in parts.
     pub unpaired: u64,
 }
 
@@ -340,29 +313,15 @@ pub const fn dev_major_minor(dev: u32) -> (u32, u32) {
     (dev >> 20, dev & ((1 << 20) - 1))
 }
 
-/// Direction of a block I/O from the first two bytes of a tracepoint's `rwbs` string.
-///
-/// The kernel writes an optional `F` (pre-flush) and then one operation letter: `R` read,
-/// `W` write, `D` discard, `F` flush, `N` other, followed by flag letters. Only reads and
-/// writes carry data the way we count it; everything else yields `None`.
-pub const fn direction_from_rwbs(rwbs: [u8; 2]) -> Option<u32> {
-    let op = if rwbs[0] == b'F' { rwbs[1] } else { rwbs[0] };
-    match op {
-        b'R' => Some(DIR_READ),
-        b'W' => Some(DIR_WRITE),
-        _ => None,
-    }
-}
-
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all of them are #[repr(C)], made only of integers, with no padding.
     unsafe impl aya::Pod for super::BlockKey {}
     unsafe impl aya::Pod for super::BlockValue {}
-    unsafe impl aya::Pod for super::BlockTpLayout {}
+    unsafe impl aya::Pod for super::BlockIoKey {}
+    unsafe impl aya::Pod for super::BlockOffsets {}
     unsafe impl aya::Pod for super::Log2Hist {}
-    unsafe impl aya::Pod for super::InflightKey {}
-    unsafe impl aya::Pod for super::InflightValue {}
+    unsafe impl aya::Pod for super::InflightBucket {}
     unsafe impl aya::Pod for super::InflightSlot {}
     unsafe impl aya::Pod for super::PairingCounters {}
     unsafe impl aya::Pod for super::LatHist {}
@@ -378,19 +337,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rwbs_directions() {
-        assert_eq!(direction_from_rwbs(*b"R\0"), Some(DIR_READ));
-        assert_eq!(direction_from_rwbs(*b"RA"), Some(DIR_READ));
-        assert_eq!(direction_from_rwbs(*b"WS"), Some(DIR_WRITE));
-        // Pre-flush then write (fsync with FUA: "FWFS").
-        assert_eq!(direction_from_rwbs(*b"FW"), Some(DIR_WRITE));
-        // A flush alone, with the sync flag or nothing after it.
-        assert_eq!(direction_from_rwbs(*b"FS"), None);
-        assert_eq!(direction_from_rwbs(*b"F\0"), None);
-        assert_eq!(direction_from_rwbs(*b"FN"), None);
-        assert_eq!(direction_from_rwbs(*b"DS"), None);
-        assert_eq!(direction_from_rwbs(*b"N\0"), None);
-        assert_eq!(direction_from_rwbs([0, 0]), None);
+    fn directions_of_request_operations() {
+        assert_eq!(direction_from_opf(0), Some(DIR_READ));
+        // A write with REQ_SYNC | REQ_FUA (bits 11 and 17) set.
+        assert_eq!(direction_from_opf(1 | 1 << 11 | 1 << 17), Some(DIR_WRITE));
+        // Flush (2), discard (3), write zeroes (9): no data counted.
+        assert_eq!(direction_from_opf(2), None);
+        assert_eq!(direction_from_opf(3), None);
+        assert_eq!(direction_from_opf(9), None);
+    }
+
+    #[test]
+    fn disk_devices_as_the_kernel_packs_them() {
+        assert_eq!(disk_dev(254, 16), (254 << 20) | 16);
+        assert_eq!(dev_major_minor(disk_dev(7, 3)), (7, 3));
     }
 
     #[test]
@@ -413,68 +373,86 @@ mod tests {
         assert_eq!(log2_bucket(u64::MAX), LOG2_BUCKETS - 1);
     }
 
-    fn slot(stamp_ns: u64, tgid: u32, state: u32) -> InflightSlot {
+    fn started(request: u64, tgid: u32) -> InflightSlot {
         InflightSlot {
-            stamp_ns,
+            request,
+            issued_ns: 0,
             tgid,
-            state,
+            dev: 7,
         }
     }
 
     #[test]
-    fn requests_under_one_key_are_issued_in_order_and_completed_newest_first() {
-        let mut v = InflightValue::one(slot(10, 1, SLOT_STARTED));
+    fn requests_pair_by_address_whatever_their_sector() {
+        let mut bucket = InflightBucket::default();
+        assert_eq!(bucket.note(started(0x1000, 1)), Noted::Kept);
+        assert_eq!(bucket.note(started(0x2000, 2)), Noted::Kept);
+        assert!(bucket.issue(0x2000, 30));
+        assert!(bucket.issue(0x1000, 40));
+        // Requeued and issued again: timed from the last issue.
+        assert!(bucket.issue(0x1000, 50));
+        assert!(!bucket.issue(0x3000, 60), "not seen starting");
+        let done = bucket.complete(0x1000).map(|s| (s.tgid, s.issued_ns));
+        assert_eq!(done, Some((1, 50)));
         assert_eq!(
-            v.remember(slot(20, 2, SLOT_STARTED)),
-            Remembered::Kept { collided: true }
+            bucket.complete(0x1000),
+            None,
+            "completed in parts: paired once"
         );
-        assert!(v.issue(30), "the oldest started is issued");
-        assert!(v.issue(40));
-        // Issued again after a requeue: the newest, timed from now.
-        assert!(v.issue(50));
-        assert_eq!(v.complete(), Some(slot(50, 2, SLOT_ISSUED)));
-        assert!(!v.is_empty());
-        assert_eq!(v.complete(), Some(slot(30, 1, SLOT_ISSUED)));
-        assert!(v.is_empty());
-        assert_eq!(v.complete(), None);
-        assert!(
-            !v.issue(60),
-            "nothing to issue: remembered anew by the caller"
+        assert_eq!(bucket.complete(0x2000).map(|s| s.tgid), Some(2));
+        assert_eq!(bucket, InflightBucket::default());
+    }
+
+    #[test]
+    fn a_full_bucket_displaces_the_request_issued_longest_ago() {
+        let mut bucket = InflightBucket::default();
+        bucket.note(started(0x1000, 1));
+        bucket.note(started(0x2000, 2));
+        bucket.issue(0x1000, 90);
+        bucket.issue(0x2000, 10);
+        // Its completion was missed: its struct starts again, and takes its own slot back.
+        assert_eq!(bucket.note(started(0x2000, 3)), Noted::Kept);
+        bucket.issue(0x2000, 20);
+        assert_eq!(
+            bucket.note(started(0x3000, 4)),
+            Noted::Displaced { issued: true }
+        );
+        assert_eq!(bucket.complete(0x2000), None, "displaced");
+        assert_eq!(bucket.complete(0x1000).map(|s| s.tgid), Some(1));
+        // Started, never issued: completes without a latency.
+        assert_eq!(bucket.complete(0x3000), None);
+        bucket.note(started(0x4000, 5));
+        bucket.note(started(0x5000, 6));
+        assert_eq!(
+            bucket.note(started(0x6000, 7)),
+            Noted::Displaced { issued: false }
         );
     }
 
     #[test]
-    fn a_request_whose_completion_was_missed_does_not_age_the_next_ones() {
-        // Issued at 5, its completion never seen.
-        let mut v = InflightValue::one(slot(5, 9, SLOT_ISSUED));
-        for t in [100, 200, 300] {
-            v.remember(slot(t, 1, SLOT_STARTED));
-            assert!(v.issue(t + 10));
-            assert_eq!(v.complete(), Some(slot(t + 10, 1, SLOT_ISSUED)));
-        }
-        // A full key makes room by the oldest slot.
-        for t in 1..INFLIGHT_SLOTS as u64 {
-            assert_eq!(
-                v.remember(slot(1000 + t, 1, SLOT_ISSUED)),
-                Remembered::Kept { collided: true }
-            );
-        }
-        assert_eq!(v.remember(slot(2000, 4, SLOT_ISSUED)), Remembered::Replaced);
-        assert!(!v.slots.contains(&slot(5, 9, SLOT_ISSUED)));
-        assert_eq!(v.take_newest_started(), None);
-        let mut m = InflightValue::one(slot(1, 1, SLOT_STARTED));
-        m.remember(slot(2, 2, SLOT_STARTED));
-        assert_eq!(m.take_newest_started(), Some(slot(2, 2, SLOT_STARTED)));
+    fn neighbouring_requests_take_neighbouring_buckets() {
+        // 64 requests 384 bytes apart (a tag set's array of requests) land in 64 buckets 6
+        // apart, within 25 KiB of the array.
+        let buckets: [u32; 64] =
+            core::array::from_fn(|i| inflight_bucket(0xffff_8880_0420_0000 + 384 * i as u64));
+        assert!(buckets.windows(2).all(|w| w[1] == w[0] + 6));
+        assert!(buckets.iter().all(|&b| b < INFLIGHT_BUCKETS));
+        // The array spans 4 MiB of addresses, then starts again.
+        let request = 0xffff_8880_0420_0040;
+        assert_eq!(
+            inflight_bucket(request + (4 << 20)),
+            inflight_bucket(request)
+        );
     }
 
     #[test]
     fn map_types_have_no_padding() {
         assert_eq!(size_of::<BlockKey>(), 8);
         assert_eq!(size_of::<BlockValue>(), 16);
-        assert_eq!(size_of::<BlockTpLayout>(), 16);
-        assert_eq!(size_of::<InflightKey>(), 16);
-        assert_eq!(size_of::<InflightSlot>(), 16);
-        assert_eq!(size_of::<InflightValue>(), 16 * INFLIGHT_SLOTS);
+        assert_eq!(size_of::<BlockIoKey>(), 12);
+        assert_eq!(size_of::<BlockOffsets>(), 40);
+        assert_eq!(size_of::<InflightSlot>(), 24);
+        assert_eq!(size_of::<InflightBucket>(), 48);
         assert_eq!(size_of::<PairingCounters>(), 24);
         assert_eq!(size_of::<DeviceKey>(), 8);
         assert_eq!(size_of::<Log2Hist>(), 8 * LOG2_BUCKETS);

@@ -1,59 +1,54 @@
-//! Block I/O per submitting process, and request latency per device and per process.
+//! Block I/O per submitting process, disk and direction, and request latency per device and
+//! per process.
+//!
+//! BTF tracepoints (`tp_btf`): each program gets the kernel's `struct request *` (or
+//! `struct bio *`) and reads the fields it needs from it directly, at the byte offsets the
+//! loader found in this kernel's BTF (`BLOCK_OFFSETS`, read-only: the verifier knows them as
+//! constants and checks every read against the struct's BTF). No record is copied and no
+//! helper reads memory.
 //!
 //! I/O is credited where it enters the block layer, in the submitting task's context (it
 //! completes in interrupt context, where `current` is unrelated). On kernels with
-//! `block:block_io_start` (6.5+) that tracepoint counts each new request, and
+//! `block_io_start` (6.5+) that tracepoint counts each new request, and
 //! `block_bio_backmerge`/`block_bio_frontmerge` add the bytes of bios merged into an existing
-//! request, which `block_io_start` never sees. Older kernels use `block:block_bio_queue`, one
-//! event per bio.
+//! request, which `block_io_start` never sees. Older kernels count each bio at
+//! `block_bio_queue`. Counting is one lookup in `BLOCK_IO` per event.
 //!
-//! Latency: a request is remembered in `BLOCK_INFLIGHT` from `block_io_start` (with the
-//! submitter) under its device, direction and first sector, stamped again at
-//! `block_rq_issue`, and paired at `block_rq_complete`, which adds issue-to-completion time to
-//! the device's and the submitter's log-linear histograms. Several requests may be in flight
-//! under one key (a block read again before its first read completed): each key holds up to
-//! `INFLIGHT_SLOTS` of them, the newest issued taken first (see `InflightValue`);
-//! `BLOCK_PAIRING` counts such collisions, requests that found every slot taken, and
-//! completions with no request to pair, so that no latency is lost silently. One map lookup
-//! per event on the common path.
+//! Latency: a request is noted in `BLOCK_INFLIGHT` (an array indexed by a hash of its address,
+//! see `InflightBucket`) at `block_io_start` with its submitter, stamped at `block_rq_issue`,
+//! and taken out at `block_rq_complete`, which adds issue-to-completion time to the device's
+//! and the submitter's log-linear histograms. Pairing is exact: by the request itself.
+//! `BLOCK_PAIRING` counts requests displaced from a full bucket and completions with no
+//! request to pair, so that no latency is lost silently.
 //!
-//! The slots of a key are read and written without a lock: a start and a completion of the
-//! same key on two CPUs at the same instant may lose a slot, which then shows as an unpaired
+//! Slots are read and written without a lock: two requests of one bucket starting and
+//! completing on two CPUs at the same instant may lose a slot, which then shows as an unpaired
 //! completion (counted), never as a wrong latency.
 
 use aya_ebpf::{
     Global,
-    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
+    bindings::BPF_NOEXIST,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
-    macros::{map, tracepoint},
-    maps::{LruHashMap, PerCpuArray, PerCpuHashMap},
-    programs::TracePointContext,
+    macros::{btf_tracepoint, map},
+    maps::{Array, PerCpuArray, PerCpuHashMap},
+    programs::BtfTracePointContext,
 };
 use aya_log_ebpf::warn;
 
 use crate::EEXIST;
 use setmov_common::{
-    BLOCK_INFLIGHT_MAX_ENTRIES, BLOCK_IO_MAX_ENTRIES, BLOCK_IO_TOTAL_MAX_ENTRIES,
-    BLOCK_LATENCY_DEVICE_MAX_ENTRIES, BLOCK_LATENCY_TGID_MAX_ENTRIES, BLOCK_PAIRING_MAX_ENTRIES,
-    BlockKey, BlockTpLayout, BlockValue, DeviceKey, InflightKey, InflightSlot, InflightValue,
-    LatHist, PairingCounters, Remembered, SLOT_ISSUED, SLOT_STARTED, direction_from_rwbs,
-    lat_bucket,
+    BLOCK_IO_MAX_ENTRIES, BLOCK_LATENCY_DEVICE_MAX_ENTRIES, BLOCK_LATENCY_TGID_MAX_ENTRIES,
+    BLOCK_PAIRING_MAX_ENTRIES, BlockIoKey, BlockKey, BlockOffsets, BlockValue, DeviceKey,
+    INFLIGHT_BUCKETS, InflightBucket, InflightSlot, LatHist, Noted, PairingCounters,
+    direction_from_opf, disk_dev, inflight_bucket, lat_bucket,
 };
 
-/// `nr_sector` counts 512-byte sectors whatever the device's block size.
-const SECTOR_BYTES: u64 = 512;
-
-/// Per-CPU values need no atomic add (the BPF target has none in Rust's `core`): tracepoint
-/// programs do not nest on one CPU, so a plain `+=` on this CPU's slot is safe. No
-/// preallocation: memory follows the number of live keys, not the map's capacity.
+/// Per-CPU values need no atomic add (the BPF target has none in Rust's `core`): tracing
+/// programs do not nest on one CPU, so a plain `+=` on this CPU's slot is safe. Preallocated:
+/// a new key never allocates in the I/O path.
 #[map]
-static BLOCK_IO: PerCpuHashMap<BlockKey, BlockValue> =
-    PerCpuHashMap::with_max_entries(BLOCK_IO_MAX_ENTRIES, BPF_F_NO_PREALLOC);
-
-/// All processes together, by device and direction (see `BLOCK_IO_TOTAL_MAP`).
-#[map]
-static BLOCK_IO_TOTAL: PerCpuHashMap<DeviceKey, BlockValue> =
-    PerCpuHashMap::with_max_entries(BLOCK_IO_TOTAL_MAX_ENTRIES, BPF_F_NO_PREALLOC);
+static BLOCK_IO: PerCpuHashMap<BlockIoKey, BlockValue> =
+    PerCpuHashMap::with_max_entries(BLOCK_IO_MAX_ENTRIES, 0);
 
 /// Events not counted because `BLOCK_IO` was full (slot 0, per CPU).
 #[map]
@@ -61,289 +56,329 @@ static BLOCK_IO_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Requests between start (or issue) and completion; see `BLOCK_INFLIGHT_MAP`.
 #[map]
-static BLOCK_INFLIGHT: LruHashMap<InflightKey, InflightValue> =
-    LruHashMap::with_max_entries(BLOCK_INFLIGHT_MAX_ENTRIES, 0);
+static BLOCK_INFLIGHT: Array<InflightBucket> = Array::with_max_entries(INFLIGHT_BUCKETS, 0);
 
-/// Issue-to-completion nanoseconds per device and direction.
+/// Issue-to-completion nanoseconds per device and direction. Not preallocated (2 KiB a key
+/// per CPU); a key is created once per device.
 #[map]
-static BLOCK_LATENCY_DEVICE: PerCpuHashMap<DeviceKey, LatHist> =
-    PerCpuHashMap::with_max_entries(BLOCK_LATENCY_DEVICE_MAX_ENTRIES, BPF_F_NO_PREALLOC);
+static BLOCK_LATENCY_DEVICE: PerCpuHashMap<DeviceKey, LatHist> = PerCpuHashMap::with_max_entries(
+    BLOCK_LATENCY_DEVICE_MAX_ENTRIES,
+    aya_ebpf::bindings::BPF_F_NO_PREALLOC,
+);
 
-/// Issue-to-completion nanoseconds per submitting process and direction.
+/// Issue-to-completion nanoseconds per submitting process and direction; see
+/// `BLOCK_LATENCY_TGID_MAX_ENTRIES`.
 #[map]
-static BLOCK_LATENCY_TGID: PerCpuHashMap<BlockKey, LatHist> =
-    PerCpuHashMap::with_max_entries(BLOCK_LATENCY_TGID_MAX_ENTRIES, BPF_F_NO_PREALLOC);
+static BLOCK_LATENCY_TGID: PerCpuHashMap<BlockKey, LatHist> = PerCpuHashMap::with_max_entries(
+    BLOCK_LATENCY_TGID_MAX_ENTRIES,
+    aya_ebpf::bindings::BPF_F_NO_PREALLOC,
+);
+
+/// Where a request's address is turned into a number (see `address_of`), per CPU.
+#[map]
+static ADDRESS_SCRATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Never written: the zeroed value new histogram entries are inserted from.
 #[map]
 static ZERO_HIST: PerCpuArray<LatHist> = PerCpuArray::with_max_entries(1, 0);
 
 /// How requests and completions were paired per device and direction (see
-/// `BLOCK_PAIRING_MAP`); touched only on a collision or an unpaired completion.
+/// `BLOCK_PAIRING_MAP`); touched only when a bucket is full or a completion is unpaired.
 #[map]
-static BLOCK_PAIRING: PerCpuHashMap<DeviceKey, PairingCounters> =
-    PerCpuHashMap::with_max_entries(BLOCK_PAIRING_MAX_ENTRIES, BPF_F_NO_PREALLOC);
+static BLOCK_PAIRING: PerCpuHashMap<DeviceKey, PairingCounters> = PerCpuHashMap::with_max_entries(
+    BLOCK_PAIRING_MAX_ENTRIES,
+    aya_ebpf::bindings::BPF_F_NO_PREALLOC,
+);
 
-const LAYOUT_UNSET: BlockTpLayout = BlockTpLayout {
-    dev_offset: 0,
-    sector_offset: 0,
-    nr_sector_offset: 0,
-    rwbs_offset: 0,
-};
+/// Struct member offsets, set by the loader from this kernel's BTF. The programs are loaded
+/// only once it has: the verifier would refuse reads at these zeroes.
+#[unsafe(no_mangle)]
+static BLOCK_OFFSETS: Global<BlockOffsets> = Global::new(BlockOffsets {
+    request_queue: 0,
+    request_cmd_flags: 0,
+    request_data_len: 0,
+    queue_disk: 0,
+    disk_major: 0,
+    disk_first_minor: 0,
+    bio_bdev: 0,
+    bio_opf: 0,
+    bio_size: 0,
+    bdev_disk: 0,
+});
 
-// Record layouts, one per program, set by the loader from the tracepoints' format files.
-#[unsafe(no_mangle)]
-static BLOCK_IO_START_LAYOUT: Global<BlockTpLayout> = Global::new(LAYOUT_UNSET);
-#[unsafe(no_mangle)]
-static BLOCK_BIO_QUEUE_LAYOUT: Global<BlockTpLayout> = Global::new(LAYOUT_UNSET);
-#[unsafe(no_mangle)]
-static BLOCK_BIO_BACKMERGE_LAYOUT: Global<BlockTpLayout> = Global::new(LAYOUT_UNSET);
-#[unsafe(no_mangle)]
-static BLOCK_BIO_FRONTMERGE_LAYOUT: Global<BlockTpLayout> = Global::new(LAYOUT_UNSET);
-#[unsafe(no_mangle)]
-static BLOCK_RQ_ISSUE_LAYOUT: Global<BlockTpLayout> = Global::new(LAYOUT_UNSET);
-#[unsafe(no_mangle)]
-static BLOCK_RQ_COMPLETE_LAYOUT: Global<BlockTpLayout> = Global::new(LAYOUT_UNSET);
+/// The value of type `T` at `offset` bytes into the kernel struct at `base`.
+///
+/// # Safety
+/// `base` is a BTF-typed pointer of a `tp_btf` program (or one read through it) and `offset` a
+/// member of `T`'s size of its struct: the verifier checks both, and turns a read through a
+/// null or bad pointer into a zero instead of a fault.
+#[inline(always)]
+unsafe fn member<T: Copy>(base: *const u8, offset: u32) -> T {
+    // SAFETY: see above.
+    unsafe { base.add(offset as usize).cast::<T>().read() }
+}
 
-#[tracepoint]
-pub fn block_io_start(ctx: TracePointContext) -> u32 {
+/// The address of a kernel struct as a number, to hash. The verifier allows no arithmetic but
+/// adding and subtracting on a BTF pointer, but a pointer stored in map memory reads back as a
+/// number (volatile, so that the compiler does not forward the pointer itself).
+#[inline(always)]
+fn address_of(pointer: *const u8) -> Result<u64, u32> {
+    let scratch = ADDRESS_SCRATCH.get_ptr_mut(0).ok_or(1u32)?;
+    // SAFETY: this CPU's slot of a live element; tracing programs do not nest on a CPU.
+    unsafe {
+        core::ptr::write_volatile(scratch, pointer as u64);
+        Ok(core::ptr::read_volatile(scratch))
+    }
+}
+
+/// The `dev_t` of a disk (`struct gendisk *`).
+#[inline(always)]
+fn disk_of(disk: *const u8, offsets: &BlockOffsets) -> u32 {
+    // SAFETY: a BTF pointer and members of `struct gendisk`.
+    let (major, first_minor): (u32, u32) = unsafe {
+        (
+            member(disk, offsets.disk_major),
+            member(disk, offsets.disk_first_minor),
+        )
+    };
+    disk_dev(major, first_minor)
+}
+
+/// A request's disk and direction; `None` for requests without read/write data (flushes,
+/// discards).
+#[inline(always)]
+fn request_target(request: *const u8, offsets: &BlockOffsets) -> Option<DeviceKey> {
+    // SAFETY: a BTF pointer and members of `struct request` and `struct request_queue`.
+    let (opf, disk) = unsafe {
+        let queue: *const u8 = member(request, offsets.request_queue);
+        let disk: *const u8 = member(queue, offsets.queue_disk);
+        (member::<u32>(request, offsets.request_cmd_flags), disk)
+    };
+    let direction = direction_from_opf(opf)?;
+    Some(DeviceKey {
+        dev: disk_of(disk, offsets),
+        direction,
+    })
+}
+
+#[btf_tracepoint(function = "block_io_start")]
+pub fn block_io_start(ctx: BtfTracePointContext) -> u32 {
     match try_block_io_start(&ctx) {
         Ok(ret) => ret,
         Err(ret) => ret,
     }
 }
 
-fn try_block_io_start(ctx: &TracePointContext) -> Result<u32, u32> {
-    let layout = BLOCK_IO_START_LAYOUT.load();
-    let counted = count(ctx, layout, 1);
-    // A new request: remember its submitter until it completes.
-    if let Some(key) = inflight_key(ctx, layout)? {
-        let slot = InflightSlot {
-            // SAFETY: a helper without preconditions.
-            stamp_ns: unsafe { bpf_ktime_get_ns() },
-            tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
-            state: SLOT_STARTED,
-        };
-        remember(&key, slot);
-    }
+/// A new request: counted for its submitter, and noted until it completes.
+fn try_block_io_start(ctx: &BtfTracePointContext) -> Result<u32, u32> {
+    let offsets = BLOCK_OFFSETS.load();
+    let request: *const u8 = ctx.arg(0);
+    let Some(target) = request_target(request, &offsets) else {
+        return Ok(0);
+    };
+    // SAFETY: a BTF pointer and a member of `struct request`.
+    let bytes: u32 = unsafe { member(request, offsets.request_data_len) };
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let counted = count(ctx, tgid, target, 1, u64::from(bytes));
+    let slot = InflightSlot {
+        request: address_of(request)?,
+        issued_ns: 0,
+        tgid,
+        dev: target.dev,
+    };
+    note(slot, target.direction);
     counted
 }
 
-#[tracepoint]
-pub fn block_bio_queue(ctx: TracePointContext) -> u32 {
-    match try_block_bio_queue(&ctx) {
-        Ok(ret) => ret,
-        Err(ret) => ret,
-    }
-}
-
-fn try_block_bio_queue(ctx: &TracePointContext) -> Result<u32, u32> {
-    count(ctx, BLOCK_BIO_QUEUE_LAYOUT.load(), 1)
-}
-
-#[tracepoint]
-pub fn block_bio_backmerge(ctx: TracePointContext) -> u32 {
-    match try_block_bio_backmerge(&ctx) {
+#[btf_tracepoint(function = "block_bio_queue")]
+pub fn block_bio_queue(ctx: BtfTracePointContext) -> u32 {
+    match count_bio(&ctx, 1) {
         Ok(ret) => ret,
         Err(ret) => ret,
     }
 }
 
 /// A merged bio joins a request already counted as one op: it adds bytes only.
-fn try_block_bio_backmerge(ctx: &TracePointContext) -> Result<u32, u32> {
-    count(ctx, BLOCK_BIO_BACKMERGE_LAYOUT.load(), 0)
-}
-
-#[tracepoint]
-pub fn block_bio_frontmerge(ctx: TracePointContext) -> u32 {
-    match try_block_bio_frontmerge(&ctx) {
+#[btf_tracepoint(function = "block_bio_backmerge")]
+pub fn block_bio_backmerge(ctx: BtfTracePointContext) -> u32 {
+    match count_bio(&ctx, 0) {
         Ok(ret) => ret,
         Err(ret) => ret,
     }
 }
 
-/// A bio merged in front of a request adds bytes only (the request was counted as one op),
-/// and moves the request's first sector back to its own: the request in flight is found
-/// under its old first sector (just past this bio) and moved to the new one.
-fn try_block_bio_frontmerge(ctx: &TracePointContext) -> Result<u32, u32> {
-    let layout = BLOCK_BIO_FRONTMERGE_LAYOUT.load();
-    let counted = count(ctx, layout, 0);
-    if let Some(new_key) = inflight_key(ctx, layout)? {
-        // SAFETY: offset from this kernel's format file, read through bpf_probe_read_kernel.
-        let nr_sector: u32 =
-            unsafe { ctx.read_at(layout.nr_sector_offset as usize) }.map_err(|_| 1u32)?;
-        let old_key = InflightKey {
-            sector: new_key.sector.wrapping_add(u64::from(nr_sector)),
-            ..new_key
-        };
-        if let Some(value) = BLOCK_INFLIGHT.get_ptr_mut(old_key) {
-            // SAFETY: a live element (see the module's note on races).
-            let value = unsafe { &mut *value };
-            if let Some(slot) = value.take_newest_started() {
-                if value.is_empty() {
-                    let _ = BLOCK_INFLIGHT.remove(old_key);
-                }
-                remember(&new_key, slot);
-            }
-        }
+/// As a back merge; the request keeps its address, so nothing in flight moves.
+#[btf_tracepoint(function = "block_bio_frontmerge")]
+pub fn block_bio_frontmerge(ctx: BtfTracePointContext) -> u32 {
+    match count_bio(&ctx, 0) {
+        Ok(ret) => ret,
+        Err(ret) => ret,
     }
-    counted
 }
 
-#[tracepoint]
-pub fn block_rq_issue(ctx: TracePointContext) -> u32 {
+/// Counts a bio (the tracepoint's `struct bio *`) for the current process under its disk.
+#[inline(always)]
+fn count_bio(ctx: &BtfTracePointContext, ops: u64) -> Result<u32, u32> {
+    let offsets = BLOCK_OFFSETS.load();
+    let bio: *const u8 = ctx.arg(0);
+    // SAFETY: a BTF pointer and members of `struct bio` and `struct block_device`.
+    let (opf, bytes, disk) = unsafe {
+        let bdev: *const u8 = member(bio, offsets.bio_bdev);
+        (
+            member::<u32>(bio, offsets.bio_opf),
+            member::<u32>(bio, offsets.bio_size),
+            member::<*const u8>(bdev, offsets.bdev_disk),
+        )
+    };
+    let Some(direction) = direction_from_opf(opf) else {
+        return Ok(0);
+    };
+    let target = DeviceKey {
+        dev: disk_of(disk, &offsets),
+        direction,
+    };
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    count(ctx, tgid, target, ops, u64::from(bytes))
+}
+
+#[btf_tracepoint(function = "block_rq_issue")]
+pub fn block_rq_issue(ctx: BtfTracePointContext) -> u32 {
     match try_block_rq_issue(&ctx) {
         Ok(ret) => ret,
         Err(ret) => ret,
     }
 }
 
-/// The request goes to the device: latency is measured from here. A request issued again
-/// after the driver gave it back (a requeue) is timed from its last issue (see
-/// `InflightValue::issue`). A request not seen at start (started before the programs were
-/// attached, or a kernel without `block_io_start`) is remembered now with an unknown
-/// submitter (tgid 0).
-fn try_block_rq_issue(ctx: &TracePointContext) -> Result<u32, u32> {
-    let Some(key) = inflight_key(ctx, BLOCK_RQ_ISSUE_LAYOUT.load())? else {
+/// The request goes to the device: latency is measured from here. A request not seen at
+/// start (started before the programs were attached, or a kernel without `block_io_start`) is
+/// noted now with an unknown submitter (tgid 0).
+fn try_block_rq_issue(ctx: &BtfTracePointContext) -> Result<u32, u32> {
+    let offsets = BLOCK_OFFSETS.load();
+    let request: *const u8 = ctx.arg(0);
+    // SAFETY: a BTF pointer and a member of `struct request`.
+    let opf: u32 = unsafe { member(request, offsets.request_cmd_flags) };
+    if direction_from_opf(opf).is_none() {
         return Ok(0);
-    };
+    }
     // SAFETY: a helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    if let Some(value) = BLOCK_INFLIGHT.get_ptr_mut(key) {
-        // SAFETY: a live element (see the module's note on races).
-        if unsafe { (*value).issue(now) } {
-            return Ok(0);
-        }
+    let address = address_of(request)?;
+    let bucket = BLOCK_INFLIGHT
+        .get_ptr_mut(inflight_bucket(address))
+        .ok_or(1u32)?;
+    // SAFETY: a live element (see the module's note on races).
+    if unsafe { (*bucket).issue(address, now) } {
+        return Ok(0);
     }
-    let slot = InflightSlot {
-        stamp_ns: now,
-        tgid: 0,
-        state: SLOT_ISSUED,
+    // Not seen starting: its disk is read only now.
+    let Some(target) = request_target(request, &offsets) else {
+        return Ok(0);
     };
-    remember(&key, slot);
+    let slot = InflightSlot {
+        request: address,
+        issued_ns: now,
+        tgid: 0,
+        dev: target.dev,
+    };
+    note(slot, target.direction);
     Ok(0)
 }
 
-#[tracepoint]
-pub fn block_rq_complete(ctx: TracePointContext) -> u32 {
+#[btf_tracepoint(function = "block_rq_complete")]
+pub fn block_rq_complete(ctx: BtfTracePointContext) -> u32 {
     match try_block_rq_complete(&ctx) {
         Ok(ret) => ret,
         Err(ret) => ret,
     }
 }
 
-/// Pairs the completion with its request (the newest issued under its key) and adds the
-/// issue-to-completion time to the device's and the submitter's histograms. A request
-/// completed in parts is paired at its first part (later parts report a sector further on and
-/// find nothing, counted unpaired): one latency per request, as one op was counted per request.
-fn try_block_rq_complete(ctx: &TracePointContext) -> Result<u32, u32> {
-    let Some(key) = inflight_key(ctx, BLOCK_RQ_COMPLETE_LAYOUT.load())? else {
+/// Pairs the completion with its request and adds the issue-to-completion time to the
+/// device's and the submitter's histograms. A request completed in parts is paired at its
+/// first part (later parts find nothing, counted unpaired): one latency per request, as one op
+/// was counted per request.
+fn try_block_rq_complete(ctx: &BtfTracePointContext) -> Result<u32, u32> {
+    let offsets = BLOCK_OFFSETS.load();
+    let request: *const u8 = ctx.arg(0);
+    // SAFETY: a BTF pointer and a member of `struct request`.
+    let opf: u32 = unsafe { member(request, offsets.request_cmd_flags) };
+    let Some(direction) = direction_from_opf(opf) else {
         return Ok(0);
     };
-    let slot = match BLOCK_INFLIGHT.get_ptr_mut(key) {
-        Some(value) => {
-            // SAFETY: a live element (see the module's note on races).
-            let value = unsafe { &mut *value };
-            let slot = value.complete();
-            if value.is_empty() {
-                let _ = BLOCK_INFLIGHT.remove(key);
-            }
-            slot
+    let address = address_of(request)?;
+    let bucket = BLOCK_INFLIGHT
+        .get_ptr_mut(inflight_bucket(address))
+        .ok_or(1u32)?;
+    // SAFETY: a live element (see the module's note on races).
+    let Some(slot) = (unsafe { (*bucket).complete(address) }) else {
+        if let Some(target) = request_target(request, &offsets) {
+            count_pairing(target, |c| c.unpaired += 1);
         }
-        None => None,
-    };
-    let Some(slot) = slot else {
-        count_pairing(&key, |c| c.unpaired += 1);
         return Ok(0);
     };
     // SAFETY: a helper without preconditions.
-    let latency_ns = unsafe { bpf_ktime_get_ns() }.saturating_sub(slot.stamp_ns);
+    let latency_ns = unsafe { bpf_ktime_get_ns() }.saturating_sub(slot.issued_ns);
     let bucket = lat_bucket(latency_ns);
     let device = DeviceKey {
-        dev: key.dev,
-        direction: key.direction,
+        dev: slot.dev,
+        direction,
     };
     add_to_histogram(&BLOCK_LATENCY_DEVICE, &device, bucket)?;
     let submitter = BlockKey {
         tgid: slot.tgid,
-        direction: key.direction,
+        direction,
     };
     add_to_histogram(&BLOCK_LATENCY_TGID, &submitter, bucket)?;
     Ok(0)
 }
 
-/// Adds a request to those in flight under `key`, counting collisions and overflows.
+/// Notes a request in its bucket, counting it when it displaced another.
 #[inline(always)]
-fn remember(key: &InflightKey, slot: InflightSlot) {
-    let remembered = match BLOCK_INFLIGHT.get_ptr_mut(key) {
-        // SAFETY: a live element (see the module's note on races).
-        Some(value) => unsafe { (*value).remember(slot) },
-        None => {
-            match BLOCK_INFLIGHT.insert(key, InflightValue::one(slot), u64::from(BPF_NOEXIST)) {
-                Ok(()) => Remembered::Kept { collided: false },
-                // Another CPU remembered a request under this key meanwhile.
-                Err(err) if err == -EEXIST => match BLOCK_INFLIGHT.get_ptr_mut(key) {
-                    // SAFETY: as above.
-                    Some(value) => unsafe { (*value).remember(slot) },
-                    None => Remembered::Replaced,
-                },
-                // Not seen in an LRU map (it evicts), but counted as an overflow if it happens.
-                Err(_) => Remembered::Replaced,
-            }
-        }
+fn note(slot: InflightSlot, direction: u32) {
+    let Some(bucket) = BLOCK_INFLIGHT.get_ptr_mut(inflight_bucket(slot.request)) else {
+        return;
     };
-    match remembered {
-        Remembered::Kept { collided: false } => {}
-        Remembered::Kept { collided: true } => count_pairing(key, |c| c.collided += 1),
-        Remembered::Replaced => count_pairing(key, |c| {
+    // SAFETY: a live element (see the module's note on races).
+    if let Noted::Displaced { issued } = unsafe { (*bucket).note(slot) } {
+        let device = DeviceKey {
+            dev: slot.dev,
+            direction,
+        };
+        count_pairing(device, |c| {
             c.collided += 1;
-            c.overflowed += 1;
-        }),
+            if issued {
+                c.overflowed += 1;
+            }
+        });
     }
 }
 
-/// Applies `f` to this CPU's pairing counters of `key`'s device and direction, creating them
-/// if needed.
+/// Applies `f` to this CPU's pairing counters of `device`, creating them if needed.
 #[inline(always)]
-fn count_pairing(key: &InflightKey, f: impl FnOnce(&mut PairingCounters)) {
-    let device = DeviceKey {
-        dev: key.dev,
-        direction: key.direction,
-    };
+fn count_pairing(device: DeviceKey, f: impl FnOnce(&mut PairingCounters)) {
     if BLOCK_PAIRING.get_ptr_mut(device).is_none() {
         // BPF_NOEXIST: another CPU may have created it meanwhile, which is just as good.
         let _ = BLOCK_PAIRING.insert(device, PairingCounters::default(), u64::from(BPF_NOEXIST));
     }
     if let Some(counters) = BLOCK_PAIRING.get_ptr_mut(device) {
-        // SAFETY: this CPU's slot of a live element; tracepoint programs do not nest on a CPU.
+        // SAFETY: this CPU's slot of a live element; tracing programs do not nest on a CPU.
         f(unsafe { &mut *counters });
     }
 }
 
-/// Adds one event of the current process to `BLOCK_IO`. Flushes, discards and other
-/// operations without read/write data are ignored.
+/// Adds one event of process `tgid` to `BLOCK_IO`.
 #[inline(always)]
-fn count(ctx: &TracePointContext, layout: BlockTpLayout, ops: u64) -> Result<u32, u32> {
-    // Offset 0 is a common field, never nr_sector: the loader did not set this layout.
-    if layout.nr_sector_offset == 0 {
-        return Ok(0);
-    }
-    // SAFETY: the offsets come from this kernel's format file for this tracepoint;
-    // read_at goes through bpf_probe_read_kernel, which checks the access.
-    let rwbs: [u8; 2] = unsafe { ctx.read_at(layout.rwbs_offset as usize) }.map_err(|_| 1u32)?;
-    let Some(direction) = direction_from_rwbs(rwbs) else {
-        return Ok(0);
+fn count(
+    ctx: &BtfTracePointContext,
+    tgid: u32,
+    target: DeviceKey,
+    ops: u64,
+    bytes: u64,
+) -> Result<u32, u32> {
+    let key = BlockIoKey {
+        tgid,
+        dev: target.dev,
+        direction: target.direction,
     };
-    // SAFETY: as above.
-    let nr_sector: u32 =
-        unsafe { ctx.read_at(layout.nr_sector_offset as usize) }.map_err(|_| 1u32)?;
-    let bytes = u64::from(nr_sector) * SECTOR_BYTES;
-    // SAFETY: as above.
-    let dev: u32 = unsafe { ctx.read_at(layout.dev_offset as usize) }.map_err(|_| 1u32)?;
-    add_to_total(DeviceKey { dev, direction }, ops, bytes);
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let key = BlockKey { tgid, direction };
-
     if let Some(value) = BLOCK_IO.get_ptr_mut(key) {
         add(value, ops, bytes);
         return Ok(0);
@@ -362,31 +397,6 @@ fn count(ctx: &TracePointContext, layout: BlockTpLayout, ops: u64) -> Result<u32
     }
 }
 
-/// Adds to the device's entry of `BLOCK_IO_TOTAL`, creating it if needed; a full map (more
-/// than 512 devices) counts the event as lost.
-#[inline(always)]
-fn add_to_total(key: DeviceKey, ops: u64, bytes: u64) {
-    if let Some(value) = BLOCK_IO_TOTAL.get_ptr_mut(key) {
-        add(value, ops, bytes);
-        return;
-    }
-    match BLOCK_IO_TOTAL.insert(key, BlockValue { ops, bytes }, u64::from(BPF_NOEXIST)) {
-        Ok(()) => {}
-        // Another CPU created the entry between our lookup and insert; it zeroed our slot.
-        Err(err) if err == -EEXIST => {
-            if let Some(value) = BLOCK_IO_TOTAL.get_ptr_mut(key) {
-                add(value, ops, bytes);
-            }
-        }
-        Err(_) => {
-            if let Some(lost) = BLOCK_IO_LOST.get_ptr_mut(0) {
-                // SAFETY: a per-CPU slot, and tracepoint programs do not nest on one CPU.
-                unsafe { *lost += 1 };
-            }
-        }
-    }
-}
-
 #[inline(always)]
 fn add(value: *mut BlockValue, ops: u64, bytes: u64) {
     // SAFETY: `value` is this CPU's slot of a live map element (see BLOCK_IO).
@@ -398,7 +408,7 @@ fn add(value: *mut BlockValue, ops: u64, bytes: u64) {
 
 /// Counts an event `BLOCK_IO` had no room for; warns the first time on each CPU.
 #[inline(always)]
-fn record_lost(ctx: &TracePointContext, tgid: u32) -> u32 {
+fn record_lost(ctx: &BtfTracePointContext, tgid: u32) -> u32 {
     if let Some(lost) = BLOCK_IO_LOST.get_ptr_mut(0) {
         // SAFETY: a per-CPU slot, and tracepoint programs do not nest on one CPU.
         let lost = unsafe {
@@ -413,33 +423,6 @@ fn record_lost(ctx: &TracePointContext, tgid: u32) -> u32 {
         }
     }
     1
-}
-
-/// The in-flight key of this record: device, direction, first sector. `None` for requests
-/// without read/write data (flushes, discards) and when the loader set no layout (offset 0
-/// is a common field, never `dev`).
-#[inline(always)]
-fn inflight_key(
-    ctx: &TracePointContext,
-    layout: BlockTpLayout,
-) -> Result<Option<InflightKey>, u32> {
-    if layout.dev_offset == 0 || layout.sector_offset == 0 {
-        return Ok(None);
-    }
-    // SAFETY: offsets from this kernel's format file, read through bpf_probe_read_kernel.
-    let rwbs: [u8; 2] = unsafe { ctx.read_at(layout.rwbs_offset as usize) }.map_err(|_| 1u32)?;
-    let Some(direction) = direction_from_rwbs(rwbs) else {
-        return Ok(None);
-    };
-    // SAFETY: as above.
-    let dev: u32 = unsafe { ctx.read_at(layout.dev_offset as usize) }.map_err(|_| 1u32)?;
-    // SAFETY: as above.
-    let sector: u64 = unsafe { ctx.read_at(layout.sector_offset as usize) }.map_err(|_| 1u32)?;
-    Ok(Some(InflightKey {
-        dev,
-        direction,
-        sector,
-    }))
 }
 
 /// Adds one value in `bucket` to this CPU's histogram under `key`, creating it if needed.

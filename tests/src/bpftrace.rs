@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 /// it on stderr, later versions on stdout: both are read.
 const ATTACHED: &str = "__BPFTRACE_NOTIFY_PROBES_ATTACHED";
 
-/// The keys a bpftrace map may hold: as many as the product's map of requests in flight
-/// (`BLOCK_INFLIGHT_MAX_ENTRIES`). bpftrace's default, 4096, fills with the requests whose
-/// completion is never traced, after which it silently drops new ones.
-const MAP_KEYS_MAX: u32 = setmov_common::BLOCK_INFLIGHT_MAX_ENTRIES;
+/// The keys a bpftrace map may hold: far more requests than a test keeps in flight.
+/// bpftrace's default, 4096, fills with the requests whose completion is never traced, after
+/// which it silently drops new ones.
+const MAP_KEYS_MAX: u32 = 32768;
 
 /// Pages per CPU of the buffer bpftrace's `printf` lines go through (default 64, 256 KiB):
 /// a script printing one line per block request must not outrun bpftrace's reader while the

@@ -38,7 +38,9 @@ pub fn dev_t(name: &str) -> u32 {
 /// Issue-to-completion latency of every request of one device (`$1`, the kernel's dev_t,
 /// `MAJOR << 20 | MINOR`), whoever submitted it, timed as the product does
 /// (setmov-ebpf/src/block.rs), one line per completion: `c DIRECTION NSECS LATENCY_NS`.
-/// A request is known by device, direction and first sector; the clock starts at
+/// The product pairs a request by its address; the classic tracepoints bpftrace reads here do
+/// not give it, so a request is known by device, direction and first sector, which pairs the
+/// same requests unless two to one sector are in flight together; the clock starts at
 /// `block_io_start` and restarts at `block_rq_issue` (which also starts it for a request not
 /// seen starting); a bio merged in front moves the request to its own first sector; the first
 /// `block_rq_complete` of the key ends it. The direction is the operation letter of `rwbs`,

@@ -23,8 +23,10 @@ const SETMOV: &str = env!("CARGO_BIN_EXE_setmov-cli");
 
 /// Issue-to-completion latency of the block requests process `$1` submitted, one line per
 /// completed request: direction (1 read, 2 write), completion instant, latency (ns). Measured
-/// as the product does (setmov-ebpf/src/block.rs): a request is known by device, direction and
-/// first sector; its submitter is whoever was current at `block_io_start`; the clock starts
+/// as the product does (setmov-ebpf/src/block.rs), except that the product knows a request by
+/// its address, which these classic tracepoints do not give: here it is known by device,
+/// direction and first sector (the same requests unless two to one sector overlap); its
+/// submitter is whoever was current at `block_io_start`; the clock starts
 /// there and restarts at `block_rq_issue`; a bio merged in front moves the request to its own
 /// first sector; the first `block_rq_complete` of the key ends it. The direction is the
 /// operation letter of `rwbs`, after an optional `F` (pre-flush).

@@ -175,7 +175,7 @@ fn first_line(child: &mut Child, limit: Duration) -> anyhow::Result<()> {
 
 /// SIGTERM (the monitor finishes its tick and stops), then waits; an error if it did not
 /// stop cleanly.
-fn stop(child: &mut Child) -> anyhow::Result<()> {
+pub fn stop(child: &mut Child) -> anyhow::Result<()> {
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
     let pid = i32::try_from(child.id()).context("PID out of range")?;

@@ -3,6 +3,7 @@
 //! It only orchestrates: installs what is missing, then calls cargo and the built binary.
 //! The eBPF object itself is built by `setmov-user/build.rs`.
 
+mod ebpf_cost;
 mod footprint;
 mod fuzz;
 mod guests;
@@ -89,7 +90,8 @@ enum Task {
         binary: Option<PathBuf>,
     },
     /// Measure the cost of a host tick (criterion), the monitor's own CPU use over 60 s, its
-    /// memory and start-up time with and without eBPF (the footprint) and the CPU time per VM
+    /// memory and start-up time with and without eBPF (the footprint), the block probe's eBPF
+    /// cost against a bpftrace peer and fio's IOPS with and without it, and the CPU time per VM
     /// per tick with the demo guests running.
     Bench {
         /// Length of the whole-monitor run, in seconds.
@@ -98,12 +100,26 @@ enum Task {
         /// Only the footprint, of the guests already running (none are started).
         #[arg(long)]
         footprint: bool,
-        /// The footprint's binary [default: the release build, built first].
-        #[arg(long, requires = "footprint")]
+        /// The binary of the footprint or of the eBPF cost [default: the release build, built
+        /// first].
+        #[arg(long)]
         binary: Option<PathBuf>,
         /// How long the footprint's monitor samples before its resident set is read.
         #[arg(long, default_value_t = 20)]
         steady_after: u64,
+        /// Only the block probe's eBPF cost: per program against the bpftrace peer script on
+        /// one fio run, then fio's IOPS with and without the monitor in alternating rounds.
+        #[arg(long, conflicts_with = "footprint")]
+        ebpf_cost: bool,
+        /// Length of the fio run the programs' costs are read over.
+        #[arg(long, default_value_t = 20)]
+        cost_seconds: u64,
+        /// Pairs of fio rounds with and without the monitor.
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+        /// Length of one fio round.
+        #[arg(long, default_value_t = 5)]
+        round_seconds: u64,
     },
 }
 
@@ -211,11 +227,24 @@ fn main() -> anyhow::Result<()> {
             MariadbAction::Down => mariadb::down(),
         },
         Task::Bench {
-            footprint: true,
+            seconds,
+            footprint,
             binary,
             steady_after,
-            ..
+            ebpf_cost,
+            cost_seconds,
+            rounds,
+            round_seconds,
         } => {
+            let cost = |binary| ebpf_cost::Options {
+                binary,
+                cost_seconds,
+                rounds,
+                round_seconds,
+            };
+            if !footprint && !ebpf_cost {
+                return bench(&root, seconds, steady_after, &cost(release_binary(&root)));
+            }
             let binary = match binary {
                 Some(binary) => binary,
                 None => {
@@ -224,14 +253,12 @@ fn main() -> anyhow::Result<()> {
                     release_binary(&root)
                 }
             };
-            footprint::footprint(&footprint_options(binary, steady_after))
+            if ebpf_cost {
+                ebpf_cost::ebpf_cost(&cost(binary))
+            } else {
+                footprint::footprint(&footprint_options(binary, steady_after))
+            }
         }
-        Task::Bench {
-            seconds,
-            footprint: false,
-            steady_after,
-            ..
-        } => bench(&root, seconds, steady_after),
         Task::Install {
             root: target,
             prefix,
@@ -314,7 +341,12 @@ fn run(command: &mut Command) -> anyhow::Result<()> {
 
 /// Criterion for the per-tick cost, then the release binary sampling at 1 s for `seconds`,
 /// its CPU time taken from the kernel's accounting of the finished child.
-fn bench(root: &Path, seconds: u64, steady_after: u64) -> anyhow::Result<()> {
+fn bench(
+    root: &Path,
+    seconds: u64,
+    steady_after: u64,
+    cost: &ebpf_cost::Options,
+) -> anyhow::Result<()> {
     toolchain::setup(root)?;
     cargo(
         root,
@@ -351,6 +383,8 @@ fn bench(root: &Path, seconds: u64, steady_after: u64) -> anyhow::Result<()> {
         root,
         &["bench", "-p", "setmov-user", "--bench", "report_month"],
     )?;
+    // Before the guests: their disk and CPU load would weigh on fio's rounds.
+    ebpf_cost::ebpf_cost(cost)?;
     let footprint = footprint_options(release_binary(root), steady_after);
     let vm = guests::up()
         .and_then(|()| footprint::footprint(&footprint))

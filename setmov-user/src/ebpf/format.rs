@@ -138,26 +138,6 @@ print fmt: \"%d,%d %s %u (%s) %llu + %u %s,%u,%u [%s]\", ((unsigned int) ((REC->
 (unsigned long long)REC->sector, REC->nr_sector, REC->comm
 ";
 
-    /// /sys/kernel/tracing/events/block/block_bio_queue/format on the same kernel.
-    pub(crate) const BLOCK_BIO_QUEUE: &str = "name: block_bio_queue
-ID: 2097
-format:
-\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
-\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
-\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
-\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
-
-\tfield:dev_t dev;\toffset:8;\tsize:4;\tsigned:0;
-\tfield:sector_t sector;\toffset:16;\tsize:8;\tsigned:0;
-\tfield:unsigned int nr_sector;\toffset:24;\tsize:4;\tsigned:0;
-\tfield:char rwbs[10];\toffset:28;\tsize:10;\tsigned:0;
-\tfield:char comm[16];\toffset:38;\tsize:16;\tsigned:0;
-
-print fmt: \"%d,%d %s %llu + %u [%s]\", ((unsigned int) ((REC->dev) >> 20)), \
-((unsigned int) ((REC->dev) & ((1U << 20) - 1))), REC->rwbs, \
-(unsigned long long)REC->sector, REC->nr_sector, REC->comm
-";
-
     pub(crate) fn field(name: &str, offset: u32, size: u32) -> TracepointField {
         TracepointField {
             name: name.to_owned(),

@@ -75,6 +75,11 @@ pub enum ProbeError {
     NoTracepoint(String),
     #[error("tracepoint format {}: {error}", path.display())]
     Format { path: PathBuf, error: FormatError },
+    #[error("kernel BTF {path}: {error}")]
+    Btf {
+        path: &'static str,
+        error: btf::BtfError,
+    },
     #[error("the eBPF object has no {0}; it does not match this loader")]
     Object(String),
     #[error("program {program} could not be loaded or attached: {error}")]
@@ -237,8 +242,8 @@ impl Probes {
         let mut ebpf = loader
             .load(object)
             .map_err(|error| EbpfError::Load(chain(&error)))?;
+        // The block programs are BTF tracepoints, loaded as they attach.
         let wanted: Vec<&'static str> = [
-            block_layouts.as_ref().map(block::BlockLayouts::programs),
             kvm_layouts.as_ref().map(kvm::KvmLayouts::programs),
             net_layouts.as_ref().map(net::NetLayouts::programs),
             sched_layouts.as_ref().map(sched::SchedLayouts::programs),

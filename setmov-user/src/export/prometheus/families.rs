@@ -227,15 +227,15 @@ pub const FAMILIES: &[Family] = &[
     ),
     counter(
         "setmov_host_block_latency_collisions_total",
-        "Block requests started while another request to the same device, direction and first sector was in flight (both kept for their latency), seen by eBPF.",
+        "Block requests that found both slots of their in-flight bucket held by other requests and displaced one (whose latency is then lost), seen by eBPF.",
     ),
     counter(
         "setmov_host_block_latency_overflows_total",
-        "Block requests that found every in-flight slot of their device, direction and first sector taken: one request there loses its latency, seen by eBPF.",
+        "Block requests that displaced a request already issued from their in-flight bucket: that one loses its latency unless its completion had been missed, seen by eBPF.",
     ),
     counter(
         "setmov_host_block_latency_unpaired_total",
-        "Block completions eBPF could pair with no request, so in no latency histogram (started before the probe, overflowed, evicted, or completed in parts).",
+        "Block completions eBPF could pair with no request, so in no latency histogram (started before the probe, displaced, or completed in parts).",
     ),
     gauge(
         "setmov_host_block_latency_p99_seconds",
