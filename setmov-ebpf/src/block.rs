@@ -180,6 +180,12 @@ fn try_block_io_start(ctx: &BtfTracePointContext) -> Result<u32, u32> {
     let bytes: u32 = unsafe { member(request, offsets.request_data_len) };
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let counted = count(ctx, tgid, target, 1, u64::from(bytes));
+    if bytes == 0 {
+        // A pre-flush with no data (an fsync's): the disk's statistics count it as a write,
+        // but the flush machinery issues a flush request in its place and ends it unissued,
+        // so it has no issue-to-completion time.
+        return counted;
+    }
     let slot = InflightSlot {
         request: address_of(request)?,
         issued_ns: 0,
@@ -295,13 +301,20 @@ pub fn block_rq_complete(ctx: BtfTracePointContext) -> u32 {
 /// Pairs the completion with its request and adds the issue-to-completion time to the
 /// device's and the submitter's histograms. A request completed in parts is paired at its
 /// first part (later parts find nothing, counted unpaired): one latency per request, as one op
-/// was counted per request.
+/// was counted per request. A completion with no data left is not a transfer: a pre-flush
+/// without data, or the flush machinery ending a write whose data completed (and was paired)
+/// before.
 fn try_block_rq_complete(ctx: &BtfTracePointContext) -> Result<u32, u32> {
     let offsets = BLOCK_OFFSETS.load();
     let request: *const u8 = ctx.arg(0);
-    // SAFETY: a BTF pointer and a member of `struct request`.
-    let opf: u32 = unsafe { member(request, offsets.request_cmd_flags) };
-    let Some(direction) = direction_from_opf(opf) else {
+    // SAFETY: a BTF pointer and members of `struct request`.
+    let (opf, bytes) = unsafe {
+        (
+            member::<u32>(request, offsets.request_cmd_flags),
+            member::<u32>(request, offsets.request_data_len),
+        )
+    };
+    let Some(direction) = direction_from_opf(opf).filter(|_| bytes != 0) else {
         return Ok(0);
     };
     let address = address_of(request)?;

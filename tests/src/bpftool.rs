@@ -88,6 +88,34 @@ pub fn run_stats(ids: &BTreeSet<u64>) -> (RunStats, f64) {
 
 /// The run statistics of programs `ids` in `bpftool --json prog show`'s output.
 fn run_stats_in(json: &[u8], ids: &BTreeSet<u64>) -> RunStats {
+    figures_in(json, ids, |p| {
+        // bpftool leaves the figures out while they are 0.
+        let figure = |name: &str| p[name].as_f64().unwrap_or(0.0);
+        (figure("run_cnt"), figure("run_time_ns"))
+    })
+}
+
+/// How many times the kernel skipped each of programs `ids` (name, as [`kernel_name`] → runs
+/// missed), as `bpftool prog show` reports it: a classic tracepoint's program does not run
+/// when it fires while another such program runs on that CPU (`bpf_prog_active`), e.g. a
+/// request completed in an interrupt that came during the program of a request starting.
+pub fn recursion_misses(ids: &BTreeSet<u64>) -> BTreeMap<String, u64> {
+    let out = Command::new("bpftool")
+        .args(["--json", "prog", "show"])
+        .output()
+        .expect("bpftool");
+    assert!(out.status.success(), "bpftool: {out:?}");
+    figures_in(&out.stdout, ids, |p| {
+        p["recursion_misses"].as_u64().unwrap_or(0)
+    })
+}
+
+/// `figures` of each of programs `ids` in `bpftool --json prog show`'s output, by name.
+fn figures_in<T>(
+    json: &[u8],
+    ids: &BTreeSet<u64>,
+    figures: impl Fn(&serde_json::Value) -> T,
+) -> BTreeMap<String, T> {
     let programs: serde_json::Value = serde_json::from_slice(json).expect("bpftool json");
     programs
         .as_array()
@@ -95,10 +123,8 @@ fn run_stats_in(json: &[u8], ids: &BTreeSet<u64>) -> RunStats {
         .iter()
         .filter(|p| p["id"].as_u64().is_some_and(|id| ids.contains(&id)))
         .map(|p| {
-            // bpftool leaves the figures out while they are 0.
-            let figure = |name: &str| p[name].as_f64().unwrap_or(0.0);
             let name = kernel_name(p["name"].as_str().expect("program name"));
-            (name, (figure("run_cnt"), figure("run_time_ns")))
+            (name, figures(p))
         })
         .collect()
 }

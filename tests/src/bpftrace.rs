@@ -1,6 +1,7 @@
 //! bpftrace as a reference: a script started for the duration of a test window, its output
 //! (maps and `printf` lines, `-f json`) collected when it is stopped with SIGINT.
 
+use std::collections::BTreeSet;
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -110,6 +111,11 @@ impl Bpftrace {
                 }
             }
         }
+    }
+
+    /// The ids of the eBPF programs bpftrace loaded.
+    pub fn program_ids(&self) -> BTreeSet<u64> {
+        crate::bpftool::program_ids(self.child.id())
     }
 
     /// Stops bpftrace (SIGINT: it prints its maps and exits) and returns what it printed.

@@ -28,14 +28,15 @@ const SETMOV: &str = env!("CARGO_BIN_EXE_setmov-cli");
 /// direction and first sector (the same requests unless two to one sector overlap); its
 /// submitter is whoever was current at `block_io_start`; the clock starts
 /// there and restarts at `block_rq_issue`; a bio merged in front moves the request to its own
-/// first sector; the first `block_rq_complete` of the key ends it. The direction is the
-/// operation letter of `rwbs`, after an optional `F` (pre-flush).
+/// first sector; the first `block_rq_complete` of the key ends it; a write without data (an
+/// fsync's pre-flush, ended by the flush machinery without being issued) is not timed. The
+/// direction is the operation letter of `rwbs`, after an optional `F` (pre-flush).
 const BLOCK_SCRIPT: &str = r#"
 tracepoint:block:block_io_start {
     $d = 0;
     if (strncmp(args->rwbs, "R", 1) == 0 || strncmp(args->rwbs, "FR", 2) == 0) { $d = 1; }
     if (strncmp(args->rwbs, "W", 1) == 0 || strncmp(args->rwbs, "FW", 2) == 0) { $d = 2; }
-    if ($d != 0) {
+    if ($d != 0 && args->nr_sector > 0) {
         @owner[args->dev, args->sector, $d] = pid;
         @since[args->dev, args->sector, $d] = nsecs;
     }
