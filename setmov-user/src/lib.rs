@@ -40,6 +40,7 @@ pub mod host;
 pub mod logging;
 pub mod privileges;
 pub mod progress;
+pub mod resident;
 pub mod sampler;
 pub mod show;
 pub mod store;

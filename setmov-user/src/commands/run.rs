@@ -18,6 +18,39 @@ fn non_empty(prefixes: Vec<String>) -> Vec<String> {
     prefixes.into_iter().filter(|p| !p.is_empty()).collect()
 }
 
+/// When start-up's pages are given back ([`crate::resident`]): once sampling has begun, late
+/// enough that no start-up work is left running.
+const RELEASE_START_UP_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
+/// How often pages are given back again: the rollups and purges that run every minute or
+/// hour, and the heap's churn, would otherwise leave their pages behind for good.
+const RELEASE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Gives back, once start-up is over and then every [`RELEASE_EVERY`], what the ticks do not
+/// use: the pages of code and read-only data mapped from files (they stay in the page cache;
+/// the next access maps them again), and the heap's free pages.
+async fn release_unused_pages() {
+    let mut every = tokio::time::interval_at(
+        tokio::time::Instant::now() + RELEASE_START_UP_AFTER,
+        RELEASE_EVERY,
+    );
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        match crate::resident::release_file_pages() {
+            Ok(released) => tracing::debug!(
+                "pages given back: {} KiB of {} read-only file mappings unmapped ({} KiB \
+                 holding their own copies kept)",
+                released.bytes / 1024,
+                released.mappings,
+                released.kept_bytes / 1024
+            ),
+            Err(error) => tracing::debug!("pages not given back: {error}"),
+        }
+        // SAFETY: glibc's malloc_trim only returns free heap memory to the system.
+        unsafe { libc::malloc_trim(0) };
+    }
+}
+
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Watched before anything else: a signal during start-up (migrations, the eBPF load) stops
     // the run before its first tick rather than killing it half-way.
@@ -98,6 +131,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
     };
     sampling.store(true, Ordering::Relaxed);
+    tokio::spawn(release_unused_pages());
     let report = sampler::run(config, identity, sources, store, outputs, stop).await;
     tracing::info!(
         "stopped after {} ticks: {} written, {} quarantined, {} kept for the next start, {} lost",
