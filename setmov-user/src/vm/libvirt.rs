@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use virt::sys;
 
 use super::runfiles::{self, QemuProcess};
-use super::stats::{DomainState, DomainStats, ParamValue, parse_domain_stats};
+use super::stats::{DomainState, DomainStats, ParamRef, StatsBuilder};
 
 /// The groups of statistics asked for on every tick.
 const STATS: u32 = sys::VIR_DOMAIN_STATS_STATE
@@ -206,46 +206,67 @@ impl Connection {
 fn domain_sample(record: &sys::virDomainStatsRecord) -> Option<DomainSample> {
     // SAFETY: record.dom is a valid domain reference while the record list lives.
     let name = c_string(unsafe { sys::virDomainGetName(record.dom) })?;
-    let mut uuid = [0 as c_char; sys::VIR_UUID_STRING_BUFLEN as usize];
-    // SAFETY: uuid has the room libvirt documents for a UUID string.
-    if unsafe { sys::virDomainGetUUIDString(record.dom, uuid.as_mut_ptr()) } < 0 {
+    let mut uuid = [0u8; sys::VIR_UUID_BUFLEN as usize];
+    // SAFETY: uuid has the room libvirt documents for a raw UUID. The raw form, formatted
+    // here: libvirt formats a UUID for its debug line in every domain call, and the string form
+    // formats it once more.
+    if unsafe { sys::virDomainGetUUID(record.dom, uuid.as_mut_ptr()) } < 0 {
         return None;
     }
-    let uuid = c_string(uuid.as_ptr())?;
     // SAFETY: as above; inactive domains return (unsigned) -1.
     let id = unsafe { sys::virDomainGetID(record.dom) };
-    let params: Vec<(&str, ParamValue)> = (0..usize::try_from(record.nparams).unwrap_or(0))
-        .filter_map(|i| {
-            // SAFETY: params holds nparams entries while the record lives.
-            let p = unsafe { &*record.params.add(i) };
-            typed_param(p)
-        })
-        .collect();
-    let stats = parse_domain_stats(params.iter().map(|(n, v)| (*n, v)));
+    let mut stats = StatsBuilder::default();
+    for i in 0..usize::try_from(record.nparams).unwrap_or(0) {
+        // SAFETY: params holds nparams entries while the record lives.
+        let p = unsafe { &*record.params.add(i) };
+        if let Some((name, value)) = typed_param(p) {
+            stats.add(name, value);
+        }
+    }
     Some(DomainSample {
         qemu: QemuProcess::default(),
-        uuid,
+        uuid: uuid_string(&uuid),
         name,
         id: (id != u32::MAX).then_some(id),
-        stats,
+        stats: stats.finish(),
     })
 }
 
-/// One parameter; its name borrowed from the record (no allocation per parameter: a domain has
-/// about sixty and this runs for every domain on every tick).
-fn typed_param(p: &sys::virTypedParameter) -> Option<(&str, ParamValue)> {
+/// A raw UUID in libvirt's string form: lowercase hex in groups of 8-4-4-4-12.
+fn uuid_string(raw: &[u8; sys::VIR_UUID_BUFLEN as usize]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(36);
+    for (i, byte) in raw.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            text.push('-');
+        }
+        for nibble in [byte >> 4, byte & 0xf] {
+            text.push(char::from(
+                HEX.get(usize::from(nibble)).copied().unwrap_or(b'0'),
+            ));
+        }
+    }
+    text
+}
+
+/// One parameter, its name and any string value borrowed from the record (no allocation per
+/// parameter: a domain has about sixty and this runs for every domain on every tick).
+fn typed_param(p: &sys::virTypedParameter) -> Option<(&str, ParamRef<'_>)> {
     // SAFETY: libvirt NUL-terminates the field name inside its fixed-size array.
     let name = unsafe { CStr::from_ptr(p.field.as_ptr()) }.to_str().ok()?;
     // SAFETY: type_ says which union member libvirt set.
     let value = unsafe {
         match p.type_ as u32 {
-            sys::VIR_TYPED_PARAM_INT => ParamValue::Int(i64::from(p.value.i)),
-            sys::VIR_TYPED_PARAM_UINT => ParamValue::UInt(u64::from(p.value.ui)),
-            sys::VIR_TYPED_PARAM_LLONG => ParamValue::Int(p.value.l),
-            sys::VIR_TYPED_PARAM_ULLONG => ParamValue::UInt(p.value.ul),
-            sys::VIR_TYPED_PARAM_DOUBLE => ParamValue::Double(p.value.d),
-            sys::VIR_TYPED_PARAM_BOOLEAN => ParamValue::Bool(p.value.b != 0),
-            sys::VIR_TYPED_PARAM_STRING => ParamValue::Str(c_string(p.value.s)?),
+            sys::VIR_TYPED_PARAM_INT => ParamRef::Int(i64::from(p.value.i)),
+            sys::VIR_TYPED_PARAM_UINT => ParamRef::UInt(u64::from(p.value.ui)),
+            sys::VIR_TYPED_PARAM_LLONG => ParamRef::Int(p.value.l),
+            sys::VIR_TYPED_PARAM_ULLONG => ParamRef::UInt(p.value.ul),
+            sys::VIR_TYPED_PARAM_DOUBLE => ParamRef::Double(p.value.d),
+            sys::VIR_TYPED_PARAM_BOOLEAN => ParamRef::Bool(p.value.b != 0),
+            // SAFETY: a string parameter is NUL-terminated and lives as long as its record.
+            sys::VIR_TYPED_PARAM_STRING if !p.value.s.is_null() => {
+                ParamRef::Str(CStr::from_ptr(p.value.s).to_string_lossy())
+            }
             _ => return None,
         }
     };
@@ -262,8 +283,10 @@ pub struct LibvirtCollector {
     logged_failure: Option<String>,
     /// Each domain run's qemu process by UUID, with the runtime id it was read for: the run
     /// files are read once per run, not per tick (parsing the status XML is the dearest part
-    /// of a VM's sample).
-    qemu: HashMap<String, (Option<u32>, QemuProcess)>,
+    /// of a VM's sample), and the sample count when the domain was last seen with a process.
+    qemu: HashMap<String, (Option<u32>, QemuProcess, u64)>,
+    /// Samples taken, to drop the cache entries of domains no longer seen.
+    generation: u64,
     /// The node's facts and when they were asked.
     node: Option<(Instant, NodeFacts)>,
     /// Domains whose name is too long to store, already warned about.
@@ -283,6 +306,7 @@ impl LibvirtCollector {
             retry_at: None,
             logged_failure: None,
             qemu: HashMap::new(),
+            generation: 0,
             node: None,
             long_names: HashSet::new(),
         }
@@ -364,28 +388,33 @@ impl LibvirtCollector {
     }
 
     /// Fills in each running domain's qemu PID and vCPU threads, from the cache while the
-    /// domain run (runtime id) and its vCPU count are unchanged.
+    /// domain run (runtime id) and its vCPU count are unchanged. The cache is updated in place
+    /// and keeps only the domains of this sample.
     fn attach_qemu(&mut self, domains: &mut [DomainSample]) {
-        let mut qemu = HashMap::with_capacity(domains.len());
+        self.generation = self.generation.wrapping_add(1);
+        let generation = self.generation;
         for d in domains.iter_mut() {
             if !d.stats.state.is_some_and(DomainState::has_process) {
                 continue;
             }
             let vcpus = d.stats.vcpus_current.map(|v| v as usize);
-            let process = match self.qemu.remove(&d.uuid) {
-                Some((id, p))
-                    if id == d.id
-                        && p.pid.is_some()
-                        && vcpus.is_none_or(|v| v == p.vcpu_tids.len()) =>
-                {
-                    p
-                }
-                _ => runfiles::read(&self.run_dir, &d.name),
+            let valid = |(id, p, _): &(Option<u32>, QemuProcess, u64)| {
+                *id == d.id && p.pid.is_some() && vcpus.is_none_or(|v| v == p.vcpu_tids.len())
             };
-            d.qemu = process.clone();
-            qemu.insert(d.uuid.clone(), (d.id, process));
+            match self.qemu.get_mut(&d.uuid) {
+                Some(cached) if valid(cached) => {
+                    cached.2 = generation;
+                    d.qemu = cached.1.clone();
+                }
+                _ => {
+                    let process = runfiles::read(&self.run_dir, &d.name);
+                    d.qemu = process.clone();
+                    self.qemu
+                        .insert(d.uuid.clone(), (d.id, process, generation));
+                }
+            }
         }
-        self.qemu = qemu;
+        self.qemu.retain(|_, (_, _, seen)| *seen == generation);
     }
 
     fn failed(&mut self, error: LibvirtError) -> LibvirtError {
@@ -419,6 +448,15 @@ mod tests {
         assert_eq!(d.stats.state, Some(DomainState::Running));
         // The run folder does not exist: no qemu process is invented.
         assert_eq!(d.qemu, QemuProcess::default());
+    }
+
+    #[test]
+    fn a_raw_uuid_is_formatted_as_libvirt_does() {
+        let raw = [
+            0x66, 0x95, 0xeb, 0x01, 0xf6, 0xa4, 0x83, 0x04, 0x79, 0xaa, 0x97, 0xf2, 0x50, 0x2e,
+            0x19, 0x3f,
+        ];
+        assert_eq!(uuid_string(&raw), "6695eb01-f6a4-8304-79aa-97f2502e193f");
     }
 
     #[test]

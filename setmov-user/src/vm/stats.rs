@@ -2,7 +2,7 @@
 //! named typed parameters (`cpu.time`, `block.0.wr.bytes`, ...). The mapping is pure, so it is
 //! tested with records copied from `virsh domstats`.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 
 use crate::host::snapshot::NetCounters;
 
@@ -14,23 +14,6 @@ pub enum ParamValue {
     Double(f64),
     Bool(bool),
     Str(String),
-}
-
-impl ParamValue {
-    fn as_u64(&self) -> Option<u64> {
-        match self {
-            ParamValue::Int(v) => u64::try_from(*v).ok(),
-            ParamValue::UInt(v) => Some(*v),
-            _ => None,
-        }
-    }
-
-    fn as_str(&self) -> Option<&str> {
-        match self {
-            ParamValue::Str(s) => Some(s),
-            _ => None,
-        }
-    }
 }
 
 /// libvirt's `virDomainState`.
@@ -147,16 +130,182 @@ pub struct DomainStats {
     pub nics: Vec<NetCounters>,
 }
 
+/// A parameter's value as a record holds it, strings borrowed: converting a record allocates
+/// only the strings kept (disk and NIC names).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParamRef<'a> {
+    Int(i64),
+    UInt(u64),
+    Double(f64),
+    Bool(bool),
+    Str(Cow<'a, str>),
+}
+
+impl ParamRef<'_> {
+    fn as_u64(&self) -> Option<u64> {
+        match self {
+            ParamRef::Int(v) => u64::try_from(*v).ok(),
+            ParamRef::UInt(v) => Some(*v),
+            _ => None,
+        }
+    }
+}
+
+impl<'a> From<&'a ParamValue> for ParamRef<'a> {
+    fn from(value: &'a ParamValue) -> Self {
+        match value {
+            ParamValue::Int(v) => ParamRef::Int(*v),
+            ParamValue::UInt(v) => ParamRef::UInt(*v),
+            ParamValue::Double(v) => ParamRef::Double(*v),
+            ParamValue::Bool(v) => ParamRef::Bool(*v),
+            ParamValue::Str(v) => ParamRef::Str(Cow::Borrowed(v)),
+        }
+    }
+}
+
 /// Maps one record's parameters. Unknown names are ignored; a disk or NIC whose counters are
 /// incomplete is left out rather than given invented zeros.
 pub fn parse_domain_stats<'a>(
     params: impl IntoIterator<Item = (&'a str, &'a ParamValue)>,
 ) -> DomainStats {
-    let mut stats = DomainStats::default();
-    let mut vcpus: BTreeMap<usize, VcpuCounters> = BTreeMap::new();
-    let mut disks: BTreeMap<usize, BTreeMap<&'a str, &'a ParamValue>> = BTreeMap::new();
-    let mut nics: BTreeMap<usize, BTreeMap<&'a str, &'a ParamValue>> = BTreeMap::new();
+    let mut builder = StatsBuilder::default();
     for (name, value) in params {
+        builder.add(name, value.into());
+    }
+    builder.finish()
+}
+
+/// One disk's fields as they come, in any order; the last of a repeated name counts.
+#[derive(Default)]
+struct DiskFields<'a> {
+    name: Option<Cow<'a, str>>,
+    rd_reqs: Option<u64>,
+    rd_bytes: Option<u64>,
+    rd_times_ns: Option<u64>,
+    wr_reqs: Option<u64>,
+    wr_bytes: Option<u64>,
+    wr_times_ns: Option<u64>,
+}
+
+impl<'a> DiskFields<'a> {
+    fn set(&mut self, field: &str, value: ParamRef<'a>) {
+        let slot = match field {
+            "name" => {
+                self.name = as_name(value);
+                return;
+            }
+            "rd.reqs" => &mut self.rd_reqs,
+            "rd.bytes" => &mut self.rd_bytes,
+            "rd.times" => &mut self.rd_times_ns,
+            "wr.reqs" => &mut self.wr_reqs,
+            "wr.bytes" => &mut self.wr_bytes,
+            "wr.times" => &mut self.wr_times_ns,
+            _ => return,
+        };
+        *slot = value.as_u64();
+    }
+
+    fn finish(self) -> Option<VmDiskCounters> {
+        Some(VmDiskCounters {
+            name: self.name?.into_owned(),
+            rd_reqs: self.rd_reqs?,
+            rd_bytes: self.rd_bytes?,
+            rd_times_ns: self.rd_times_ns?,
+            wr_reqs: self.wr_reqs?,
+            wr_bytes: self.wr_bytes?,
+            wr_times_ns: self.wr_times_ns?,
+        })
+    }
+}
+
+/// One NIC's fields as they come.
+#[derive(Default)]
+struct NicFields<'a> {
+    name: Option<Cow<'a, str>>,
+    /// rx bytes, packets, errs, drop, then the same for tx.
+    counters: [Option<u64>; 8],
+}
+
+impl<'a> NicFields<'a> {
+    fn set(&mut self, field: &str, value: ParamRef<'a>) {
+        let at = match field {
+            "name" => {
+                self.name = as_name(value);
+                return;
+            }
+            "rx.bytes" => 0,
+            "rx.pkts" => 1,
+            "rx.errs" => 2,
+            "rx.drop" => 3,
+            "tx.bytes" => 4,
+            "tx.pkts" => 5,
+            "tx.errs" => 6,
+            "tx.drop" => 7,
+            _ => return,
+        };
+        if let Some(slot) = self.counters.get_mut(at) {
+            *slot = value.as_u64();
+        }
+    }
+
+    fn finish(self) -> Option<NetCounters> {
+        let [
+            rx_bytes,
+            rx_packets,
+            rx_errs,
+            rx_drop,
+            tx_bytes,
+            tx_packets,
+            tx_errs,
+            tx_drop,
+        ] = self.counters;
+        Some(NetCounters {
+            name: self.name?.into_owned(),
+            rx_bytes: rx_bytes?,
+            rx_packets: rx_packets?,
+            rx_errs: rx_errs?,
+            rx_drop: rx_drop?,
+            tx_bytes: tx_bytes?,
+            tx_packets: tx_packets?,
+            tx_errs: tx_errs?,
+            tx_drop: tx_drop?,
+        })
+    }
+}
+
+/// The entry of `index` in a list kept in the order indices first appear (a domain has a few
+/// disks and NICs: a linear search beats a map).
+fn entry<T: Default>(list: &mut Vec<(usize, T)>, index: usize) -> Option<&mut T> {
+    if !list.iter().any(|(i, _)| *i == index) {
+        list.push((index, T::default()));
+    }
+    list.iter_mut()
+        .find(|(i, _)| *i == index)
+        .map(|(_, fields)| fields)
+}
+
+/// Sorted by index, the entries' values.
+fn by_index<T, U>(mut list: Vec<(usize, T)>, finish: impl FnMut(T) -> Option<U>) -> Vec<U> {
+    list.sort_by_key(|(index, _)| *index);
+    list.into_iter()
+        .map(|(_, f)| f)
+        .filter_map(finish)
+        .collect()
+}
+
+/// Builds one domain's [`DomainStats`] from its parameters, one at a time, without keeping
+/// them.
+#[derive(Default)]
+pub struct StatsBuilder<'a> {
+    stats: DomainStats,
+    vcpus: Vec<(usize, VcpuCounters)>,
+    disks: Vec<(usize, DiskFields<'a>)>,
+    nics: Vec<(usize, NicFields<'a>)>,
+}
+
+impl<'a> StatsBuilder<'a> {
+    pub fn add(&mut self, name: &str, value: ParamRef<'a>) {
+        let stats = &mut self.stats;
         let b = &mut stats.balloon;
         match name {
             "state.state" => stats.state = value.as_u64().and_then(DomainState::from_raw),
@@ -175,56 +324,46 @@ pub fn parse_domain_stats<'a>(
             "balloon.swap_out" => b.swap_out_kib = value.as_u64(),
             "balloon.major_fault" => b.major_faults = value.as_u64(),
             "balloon.minor_fault" => b.minor_faults = value.as_u64(),
-            _ => {
-                if let Some((index, field)) = indexed(name, "vcpu.") {
-                    let v = vcpus.entry(index).or_default();
-                    match field {
-                        "time" => v.time_ns = value.as_u64(),
-                        "delay" => v.delay_ns = value.as_u64(),
-                        _ => {}
-                    }
-                } else if let Some((index, field)) = indexed(name, "block.") {
-                    disks.entry(index).or_default().insert(field, value);
-                } else if let Some((index, field)) = indexed(name, "net.") {
-                    nics.entry(index).or_default().insert(field, value);
-                }
-            }
+            _ => self.add_indexed(name, value),
         }
     }
-    stats.vcpus = vcpus.into_values().collect();
-    stats.disks = disks
-        .values()
-        .filter_map(|f| {
-            let n = |k: &str| f.get(k).and_then(|v| v.as_u64());
-            Some(VmDiskCounters {
-                name: f.get("name")?.as_str()?.to_owned(),
-                rd_reqs: n("rd.reqs")?,
-                rd_bytes: n("rd.bytes")?,
-                rd_times_ns: n("rd.times")?,
-                wr_reqs: n("wr.reqs")?,
-                wr_bytes: n("wr.bytes")?,
-                wr_times_ns: n("wr.times")?,
-            })
-        })
-        .collect();
-    stats.nics = nics
-        .values()
-        .filter_map(|f| {
-            let n = |k: &str| f.get(k).and_then(|v| v.as_u64());
-            Some(NetCounters {
-                name: f.get("name")?.as_str()?.to_owned(),
-                rx_bytes: n("rx.bytes")?,
-                rx_packets: n("rx.pkts")?,
-                rx_errs: n("rx.errs")?,
-                rx_drop: n("rx.drop")?,
-                tx_bytes: n("tx.bytes")?,
-                tx_packets: n("tx.pkts")?,
-                tx_errs: n("tx.errs")?,
-                tx_drop: n("tx.drop")?,
-            })
-        })
-        .collect();
-    stats
+
+    /// `vcpu.N.*`, `block.N.*` and `net.N.*`: any field makes the entry, the known ones fill it.
+    fn add_indexed(&mut self, name: &str, value: ParamRef<'a>) {
+        if let Some((index, field)) = indexed(name, "vcpu.") {
+            if let Some(v) = entry(&mut self.vcpus, index) {
+                match field {
+                    "time" => v.time_ns = value.as_u64(),
+                    "delay" => v.delay_ns = value.as_u64(),
+                    _ => {}
+                }
+            }
+        } else if let Some((index, field)) = indexed(name, "block.") {
+            if let Some(disk) = entry(&mut self.disks, index) {
+                disk.set(field, value);
+            }
+        } else if let Some((index, field)) = indexed(name, "net.")
+            && let Some(nic) = entry(&mut self.nics, index)
+        {
+            nic.set(field, value);
+        }
+    }
+
+    pub fn finish(self) -> DomainStats {
+        DomainStats {
+            vcpus: by_index(self.vcpus, Some),
+            disks: by_index(self.disks, DiskFields::finish),
+            nics: by_index(self.nics, NicFields::finish),
+            ..self.stats
+        }
+    }
+}
+
+fn as_name(value: ParamRef<'_>) -> Option<Cow<'_, str>> {
+    match value {
+        ParamRef::Str(s) => Some(s),
+        _ => None,
+    }
 }
 
 /// `block.3.wr.bytes` with prefix `block.` → (3, `wr.bytes`). `block.count` → None.
