@@ -7,7 +7,10 @@
 //! fault on a file mapping maps the 64 KiB around the page from the page cache
 //! ("fault-around"). [`release_file_pages`] unmaps the pages of this process's read-only file
 //! mappings: they stay in the page cache (shared with libvirtd and every other process that
-//! maps them), and the ticks map back only what they run, as minor faults.
+//! maps them), and the ticks map back only what they use, as minor faults. This executable's
+//! own code is left mapped: the ticks run a good part of it, and mapping that back fault by
+//! fault would delay the tick that follows (by milliseconds in a debug build), which would
+//! then read its counters later than its stored instant says.
 //!
 //! A page of such a mapping that holds its own copy (a library's relocated read-only data, or
 //! a breakpoint a debugger or a uprobe wrote) is anonymous memory: unmapping it would lose the
@@ -15,6 +18,7 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt as _;
+use std::path::Path;
 
 /// `/proc/PID/pagemap`: an entry per page, whose bit 63 says it is present and bit 61 that it
 /// is a page of a file (or shared memory), not an anonymous copy.
@@ -41,13 +45,14 @@ pub struct Released {
 }
 
 /// Unmaps the page-cache pages of this process's private read-only file mappings (its
-/// executable's code and read-only data, the libraries'), keeping pages that hold an
+/// executable's read-only data, the libraries' code and data), keeping pages that hold an
 /// anonymous copy. Nothing is lost: the next access maps the same page again.
 pub fn release_file_pages() -> std::io::Result<Released> {
+    let exe = std::fs::read_link("/proc/self/exe")?;
     let maps = std::fs::read_to_string("/proc/self/maps")?;
     let pagemap = File::open("/proc/self/pagemap")?;
     let mut released = Released::default();
-    for mapping in read_only_file_mappings(&maps) {
+    for mapping in read_only_file_mappings(&maps, &exe) {
         released.mappings += 1;
         let entries = page_entries(&pagemap, &mapping)?;
         for (start, end) in releasable_runs(mapping.start, &entries) {
@@ -70,8 +75,9 @@ pub fn release_file_pages() -> std::io::Result<Released> {
     Ok(released)
 }
 
-/// The private, not writable, file-backed mappings in `maps` (the format of `/proc/PID/maps`).
-fn read_only_file_mappings(maps: &str) -> Vec<FileMapping> {
+/// The private, not writable, file-backed mappings in `maps` (the format of `/proc/PID/maps`),
+/// but for the code of executable `exe`.
+fn read_only_file_mappings(maps: &str, exe: &Path) -> Vec<FileMapping> {
     maps.lines()
         .filter_map(|line| {
             let mut fields = line.split_whitespace();
@@ -81,9 +87,12 @@ fn read_only_file_mappings(maps: &str) -> Vec<FileMapping> {
             // Not writable and private ("r--p", "r-xp"), and a file's (an inode, a path that
             // is not a pseudo-mapping such as [vdso]).
             let mut perms = perms.chars();
-            let (_, write, _, private) =
+            let (_, write, execute, private) =
                 (perms.next()?, perms.next()?, perms.next()?, perms.next()?);
             if write != '-' || private != 'p' || inode == "0" || path.starts_with('[') {
+                return None;
+            }
+            if execute == 'x' && Path::new(path) == exe {
                 return None;
             }
             let (start, end) = range.split_once('-')?;
@@ -150,7 +159,7 @@ mod tests {
     const ANON: u64 = PAGEMAP_PRESENT;
 
     #[test]
-    fn only_private_read_only_file_mappings_are_taken() {
+    fn private_read_only_file_mappings_but_this_programs_code_are_taken() {
         let maps = "\
 55d0c8a00000-55d0c8b00000 r--p 00000000 fe:01 1234                       /usr/bin/setmov
 55d0c8b00000-55d0c9000000 r-xp 00100000 fe:01 1234                       /usr/bin/setmov
@@ -163,15 +172,11 @@ mod tests {
 malformed line
 ";
         assert_eq!(
-            read_only_file_mappings(maps),
+            read_only_file_mappings(maps, Path::new("/usr/bin/setmov")),
             vec![
                 FileMapping {
                     start: 0x55d0_c8a0_0000,
                     end: 0x55d0_c8b0_0000
-                },
-                FileMapping {
-                    start: 0x55d0_c8b0_0000,
-                    end: 0x55d0_c900_0000
                 },
                 FileMapping {
                     start: 0x7f00_0000_0000,

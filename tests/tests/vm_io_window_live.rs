@@ -520,7 +520,13 @@ fn vm_ebpf_usage_is_libvirts(
         sum(0),
         sum(1)
     );
-    checks.within("eBPF read requests", sum(0), scaled(rd_reqs, split), 0.01);
+    // Reads: up to 2 more than the guest's, never fewer. In 2 CI runs of about 6, one host
+    // read more than the guest's 32 was credited to qemu's process (33 for 32, 34 for 33)
+    // with the image one extent: qemu's process reads for itself too (a page of its own code
+    // or of a library paged in again is a read it submits), which libvirt's count of the
+    // guest's requests does not hold. An open finding, see tests/REFERENCES.md.
+    let (lo, hi) = scaled(rd_reqs, split);
+    checks.within("eBPF read requests", sum(0), (lo, hi + 2.0), 0.01);
     checks.within("eBPF write requests", sum(1), scaled(wr_reqs, split), 0.01);
     // The guest's receive is the host's transmit on the tap, Ethernet header included. Within
     // 2 frames of libvirt's range, not exactly: in 1 CI run of 2 the probe credited the guest

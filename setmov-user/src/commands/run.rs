@@ -36,19 +36,24 @@ async fn release_unused_pages() {
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        match crate::resident::release_file_pages() {
-            Ok(released) => tracing::debug!(
-                "pages given back: {} KiB of {} read-only file mappings unmapped ({} KiB \
-                 holding their own copies kept)",
-                released.bytes / 1024,
-                released.mappings,
-                released.kept_bytes / 1024
-            ),
-            Err(error) => tracing::debug!("pages not given back: {error}"),
-        }
-        // SAFETY: glibc's malloc_trim only returns free heap memory to the system.
-        unsafe { libc::malloc_trim(0) };
+        // Milliseconds of system calls: off the workers that run the ticks.
+        let _ = tokio::task::spawn_blocking(release_unused_pages_now).await;
     }
+}
+
+fn release_unused_pages_now() {
+    match crate::resident::release_file_pages() {
+        Ok(released) => tracing::debug!(
+            "pages given back: {} KiB of {} read-only file mappings unmapped ({} KiB holding \
+             their own copies kept)",
+            released.bytes / 1024,
+            released.mappings,
+            released.kept_bytes / 1024
+        ),
+        Err(error) => tracing::debug!("pages not given back: {error}"),
+    }
+    // SAFETY: glibc's malloc_trim only returns free heap memory to the system.
+    unsafe { libc::malloc_trim(0) };
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
